@@ -1,0 +1,55 @@
+//! Conversions between the peer manager's types and the protobuf messages.
+
+use super::pb;
+use crate::node::peers::{PeerEvent, PeerInfo, PeerState};
+
+impl From<PeerState> for pb::PeerState {
+    fn from(s: PeerState) -> Self {
+        match s {
+            PeerState::Discovered => pb::PeerState::Discovered,
+            PeerState::Connecting => pb::PeerState::Connecting,
+            PeerState::Connected => pb::PeerState::Connected,
+            PeerState::Backoff => pb::PeerState::Backoff,
+            PeerState::Rejected => pb::PeerState::Rejected,
+        }
+    }
+}
+
+/// The state name used by `peers --json`: `connected`, `backoff`, ...
+pub fn state_name(s: i32) -> &'static str {
+    match pb::PeerState::try_from(s).unwrap_or(pb::PeerState::Unspecified) {
+        pb::PeerState::Unspecified => "unknown",
+        pb::PeerState::Discovered => "discovered",
+        pb::PeerState::Connecting => "connecting",
+        pb::PeerState::Connected => "connected",
+        pb::PeerState::Backoff => "backoff",
+        pb::PeerState::Rejected => "rejected",
+    }
+}
+
+impl From<PeerInfo> for pb::Peer {
+    fn from(p: PeerInfo) -> Self {
+        pb::Peer {
+            endpoint_id: p.endpoint_id,
+            state: pb::PeerState::from(p.state) as i32,
+            sources: p.sources.iter().map(|s| s.as_str().to_string()).collect(),
+            addrs: p.addrs,
+            rtt_ms: p.rtt_ms,
+            last_error: p.last_error.unwrap_or_default(),
+            outbound: p.outbound,
+            paused: p.paused,
+            failures: p.failures,
+        }
+    }
+}
+
+impl From<PeerEvent> for pb::PeerEvent {
+    fn from(e: PeerEvent) -> Self {
+        pb::PeerEvent {
+            endpoint_id: e.endpoint_id,
+            kind: e.kind.as_str().to_string(),
+            detail: e.detail,
+            unix_ms: e.unix_ms,
+        }
+    }
+}

@@ -1,0 +1,15 @@
+//! The gRPC API (`proto/sidecar.proto`) and its command-line client.
+
+pub mod client;
+pub mod convert;
+pub mod server;
+
+/// Code generated from `proto/sidecar.proto`.
+pub mod pb {
+    #![allow(clippy::all, missing_docs)]
+    tonic::include_proto!("peat.sidecar.v1");
+
+    /// Descriptor set for gRPC server reflection.
+    pub const FILE_DESCRIPTOR_SET: &[u8] =
+        tonic::include_file_descriptor_set!("sidecar_descriptor");
+}

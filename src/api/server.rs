@@ -1,0 +1,344 @@
+//! The gRPC server: the Sidecar service, health and reflection, on TCP or a Unix socket.
+
+use std::{
+    os::unix::fs::PermissionsExt,
+    path::{Path, PathBuf},
+    pin::Pin,
+    sync::{atomic::Ordering, Arc},
+    time::{Duration, Instant},
+};
+
+use futures::Stream;
+use iroh::EndpointId;
+use tokio::net::{TcpListener, UnixListener};
+use tokio_stream::{
+    wrappers::{
+        errors::BroadcastStreamRecvError, BroadcastStream, TcpListenerStream, UnixListenerStream,
+    },
+    StreamExt,
+};
+use tokio_util::sync::CancellationToken;
+use tonic::{transport::Server, Request, Response, Status};
+use tracing::{info, warn};
+
+use super::pb::{self, sidecar_server::SidecarServer};
+use crate::{
+    config::{parse_endpoint_id, ListenAddr, PeerHost},
+    node::peers::{PeerManagerHandle, PeerState, RequestError},
+};
+
+/// Longest request string fields accepted before parsing, against abuse.
+const MAX_FIELD: usize = 1024;
+/// Most addresses in one ConnectPeer.
+const MAX_ADDRESSES: usize = 16;
+/// Longest a ConnectPeer may wait.
+const MAX_CONNECT_WAIT: Duration = Duration::from_secs(60);
+
+/// What GetStatus reports besides the peer table.
+#[derive(Debug, Clone)]
+pub struct StatusInfo {
+    pub endpoint_id: EndpointId,
+    pub app_id: String,
+    pub discovery_modes: Vec<String>,
+    pub listen: String,
+    pub bound_addrs: Vec<String>,
+    pub shared_key: bool,
+    pub started: Instant,
+}
+
+#[derive(Clone)]
+pub struct SidecarService {
+    peers: PeerManagerHandle,
+    status: Arc<StatusInfo>,
+}
+
+impl SidecarService {
+    pub fn new(peers: PeerManagerHandle, status: StatusInfo) -> Self {
+        SidecarService {
+            peers,
+            status: Arc::new(status),
+        }
+    }
+}
+
+fn parse_id_field(s: &str) -> Result<EndpointId, Status> {
+    if s.len() > MAX_FIELD {
+        return Err(Status::invalid_argument(format!(
+            "endpoint_id is {} bytes long; expected 64 hex characters",
+            s.len()
+        )));
+    }
+    parse_endpoint_id(s).map_err(Status::invalid_argument)
+}
+
+fn request_status(e: RequestError) -> Status {
+    match e {
+        RequestError::SelfConnect | RequestError::NoAddress(_) => {
+            Status::invalid_argument(e.to_string())
+        }
+        RequestError::NotFound(_) => Status::not_found(e.to_string()),
+        RequestError::DialFailed(_) => Status::unavailable(e.to_string()),
+        RequestError::TableFull(_) => Status::resource_exhausted(e.to_string()),
+        RequestError::ShuttingDown => Status::unavailable(e.to_string()),
+    }
+}
+
+type EventStream = Pin<Box<dyn Stream<Item = Result<pb::PeerEvent, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl pb::sidecar_server::Sidecar for SidecarService {
+    async fn get_status(
+        &self,
+        _req: Request<pb::GetStatusRequest>,
+    ) -> Result<Response<pb::GetStatusResponse>, Status> {
+        let peers = self.peers.list().await;
+        let connected = peers
+            .iter()
+            .filter(|p| p.state == PeerState::Connected)
+            .count();
+        let c = &self.peers.counters;
+        let s = &self.status;
+        Ok(Response::new(pb::GetStatusResponse {
+            endpoint_id: s.endpoint_id.to_string(),
+            app_id: s.app_id.clone(),
+            discovery_modes: s.discovery_modes.clone(),
+            listen: s.listen.clone(),
+            bound_addrs: s.bound_addrs.clone(),
+            connected_peers: connected as u32,
+            known_peers: peers.len() as u32,
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            uptime_secs: s.started.elapsed().as_secs(),
+            shared_key: s.shared_key,
+            counters: Some(pb::Counters {
+                dials_started: c.dials_started.load(Ordering::Relaxed),
+                dials_failed: c.dials_failed.load(Ordering::Relaxed),
+                connections_opened: c.connections_opened.load(Ordering::Relaxed),
+                connections_closed: c.connections_closed.load(Ordering::Relaxed),
+                handshakes_rejected: c.handshakes_rejected.load(Ordering::Relaxed),
+                incoming_refused: c.incoming_refused.load(Ordering::Relaxed),
+                duplicates_closed: c.duplicates_closed.load(Ordering::Relaxed),
+                peers_evicted: c.peers_evicted.load(Ordering::Relaxed),
+                live_tasks: c.live_tasks.load(Ordering::Relaxed),
+            }),
+        }))
+    }
+
+    async fn connect_peer(
+        &self,
+        req: Request<pb::ConnectPeerRequest>,
+    ) -> Result<Response<pb::ConnectPeerResponse>, Status> {
+        let req = req.into_inner();
+        let id = parse_id_field(&req.endpoint_id)?;
+        if req.addresses.len() > MAX_ADDRESSES {
+            return Err(Status::invalid_argument(format!(
+                "{} addresses given; at most {MAX_ADDRESSES} are accepted",
+                req.addresses.len()
+            )));
+        }
+        let mut hosts = Vec::with_capacity(req.addresses.len());
+        for a in &req.addresses {
+            if a.len() > MAX_FIELD {
+                return Err(Status::invalid_argument(
+                    "an address is longer than 1024 bytes",
+                ));
+            }
+            hosts.push(
+                a.parse::<PeerHost>()
+                    .map_err(|e| Status::invalid_argument(format!("address: {e}")))?,
+            );
+        }
+        let wait = match req.timeout_ms {
+            0 => Duration::from_secs(10),
+            ms => Duration::from_millis(ms.into()).min(MAX_CONNECT_WAIT),
+        };
+        match tokio::time::timeout(wait, self.peers.connect(id, hosts)).await {
+            Ok(Ok(info)) => Ok(Response::new(pb::ConnectPeerResponse {
+                peer: Some(info.into()),
+            })),
+            Ok(Err(e)) => Err(request_status(e)),
+            Err(_) => Err(Status::deadline_exceeded(format!(
+                "not connected to {id} within {}s; the sidecar keeps trying in the background",
+                wait.as_secs_f32()
+            ))),
+        }
+    }
+
+    async fn disconnect_peer(
+        &self,
+        req: Request<pb::DisconnectPeerRequest>,
+    ) -> Result<Response<pb::DisconnectPeerResponse>, Status> {
+        let id = parse_id_field(&req.into_inner().endpoint_id)?;
+        self.peers.disconnect(id).await.map_err(request_status)?;
+        Ok(Response::new(pb::DisconnectPeerResponse {}))
+    }
+
+    async fn list_peers(
+        &self,
+        _req: Request<pb::ListPeersRequest>,
+    ) -> Result<Response<pb::ListPeersResponse>, Status> {
+        let peers = self
+            .peers
+            .list()
+            .await
+            .into_iter()
+            .map(Into::into)
+            .collect();
+        Ok(Response::new(pb::ListPeersResponse { peers }))
+    }
+
+    type WatchPeersStream = EventStream;
+
+    async fn watch_peers(
+        &self,
+        _req: Request<pb::WatchPeersRequest>,
+    ) -> Result<Response<EventStream>, Status> {
+        let stream = BroadcastStream::new(self.peers.subscribe()).map(|item| match item {
+            Ok(ev) => Ok(ev.into()),
+            Err(BroadcastStreamRecvError::Lagged(n)) => Ok(pb::PeerEvent {
+                endpoint_id: String::new(),
+                kind: "lagged".into(),
+                detail: format!("{n} events dropped: the watcher read too slowly"),
+                unix_ms: 0,
+            }),
+        });
+        Ok(Response::new(Box::pin(stream)))
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("cannot listen on {addr}: {source}. Is another process using it? Choose another with --listen (PEAT_SIDECAR_LISTEN)")]
+    Tcp {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("cannot create the API socket {path}: {source}. Check that the directory exists and is writable, or choose another path with --listen unix:///PATH")]
+    Unix {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path} exists and is not a socket; refusing to replace it")]
+    NotASocket { path: PathBuf },
+    #[error("gRPC server failed: {0}")]
+    Transport(#[from] tonic::transport::Error),
+    #[error("cannot build the reflection service: {0}")]
+    Reflection(String),
+}
+
+/// A bound API listener; binding is separate from serving so that a bad `--listen`
+/// stops the start before anything else runs.
+pub enum Bound {
+    Tcp(TcpListener),
+    Unix(UnixListener, SocketFile),
+}
+
+/// Removes the socket file when the server stops.
+pub struct SocketFile(PathBuf);
+
+impl Drop for SocketFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+pub async fn bind(listen: &ListenAddr, socket_mode: u32) -> Result<Bound, ServeError> {
+    match listen {
+        ListenAddr::Tcp(addr) => TcpListener::bind(addr)
+            .await
+            .map(Bound::Tcp)
+            .map_err(|source| ServeError::Tcp {
+                addr: addr.to_string(),
+                source,
+            }),
+        ListenAddr::Unix(path) => bind_unix(path, socket_mode),
+    }
+}
+
+fn bind_unix(path: &Path, mode: u32) -> Result<Bound, ServeError> {
+    use std::os::unix::fs::FileTypeExt;
+    let unix_err = |source| ServeError::Unix {
+        path: path.to_path_buf(),
+        source,
+    };
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_socket() => {
+            // A stale socket from a crashed run: only replace it if nobody answers.
+            if std::os::unix::net::UnixStream::connect(path).is_ok() {
+                return Err(unix_err(std::io::Error::new(
+                    std::io::ErrorKind::AddrInUse,
+                    "another process is serving on this socket",
+                )));
+            }
+            std::fs::remove_file(path).map_err(unix_err)?;
+        }
+        Ok(_) => {
+            return Err(ServeError::NotASocket {
+                path: path.to_path_buf(),
+            })
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(unix_err(e)),
+    }
+    // Create with a restrictive umask so there is no window in which others can connect.
+    let listener = {
+        let old = unsafe_umask(0o177);
+        let r = UnixListener::bind(path);
+        unsafe_umask(old);
+        r.map_err(unix_err)?
+    };
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(unix_err)?;
+    Ok(Bound::Unix(listener, SocketFile(path.to_path_buf())))
+}
+
+/// Sets the process umask and returns the previous one.
+fn unsafe_umask(mask: u32) -> u32 {
+    // SAFETY: umask(2) cannot fail and touches no memory. It is process-wide; that is
+    // acceptable during start-up, before other tasks create files.
+    unsafe { libc::umask(mask as libc::mode_t) as u32 }
+}
+
+/// Serves until `shutdown` fires.
+pub async fn serve(
+    bound: Bound,
+    service: SidecarService,
+    shutdown: CancellationToken,
+) -> Result<(), ServeError> {
+    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    health_reporter
+        .set_serving::<SidecarServer<SidecarService>>()
+        .await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|e| ServeError::Reflection(e.to_string()))?;
+    let router = Server::builder()
+        .concurrency_limit_per_connection(64)
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(SidecarServer::new(service).max_decoding_message_size(64 * 1024));
+    let signal = async move { shutdown.cancelled().await };
+    match bound {
+        Bound::Tcp(l) => {
+            info!(addr = ?l.local_addr().ok(), "gRPC API listening");
+            router
+                .serve_with_incoming_shutdown(TcpListenerStream::new(l), signal)
+                .await?;
+        }
+        Bound::Unix(l, file) => {
+            info!(path = %file.0.display(), "gRPC API listening on a Unix socket");
+            router
+                .serve_with_incoming_shutdown(UnixListenerStream::new(l), signal)
+                .await?;
+            drop(file);
+        }
+    }
+    Ok(())
+}
+
+/// Logs and swallows a serve error after start-up: the mesh keeps running without API.
+pub async fn serve_logged(bound: Bound, service: SidecarService, shutdown: CancellationToken) {
+    if let Err(e) = serve(bound, service, shutdown).await {
+        warn!(error = %e, "gRPC API stopped");
+    }
+}

@@ -1,0 +1,184 @@
+//! Discovery sources.
+//!
+//! A source finds peers and reports them to the peer manager as [`DiscoveryEvent`]s:
+//! "found" (with the addresses it learned) and "lost". No source dials: deciding whom
+//! to connect to, deduplicating and retrying belong to the peer manager alone
+//! (`crate::node::peers`). A peer known through several sources is lost only when the
+//! last of them loses it, and a connected peer stays connected while its connection
+//! lives, whatever discovery says.
+//!
+//! Each mode runs as one task started by [`spawn_sources`]. On shutdown the task's
+//! [`CancellationToken`] fires and the task gets a moment to say goodbye (mDNS sends
+//! its goodbye packets) before the endpoint closes.
+
+use std::{collections::BTreeSet, fmt, net::SocketAddr, sync::Arc, time::Duration};
+
+use iroh::{EndpointId, SecretKey};
+use serde::Serialize;
+use tokio::{sync::mpsc, task::JoinSet};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn, Instrument};
+
+use crate::config::{DiscoveryMode, RunArgs};
+
+/// Where the peer manager learned of a peer. The order is the display order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Source {
+    /// `--peer` / `PEAT_SIDECAR_PEERS`.
+    Static,
+    /// The ConnectPeer RPC.
+    Api,
+    Mdns,
+    Dns,
+    Gossip,
+}
+
+impl Source {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Static => "static",
+            Source::Api => "api",
+            Source::Mdns => "mdns",
+            Source::Dns => "dns",
+            Source::Gossip => "gossip",
+        }
+    }
+
+    /// Sources an operator configured by hand: always dialled, never evicted.
+    pub fn is_configured(self) -> bool {
+        matches!(self, Source::Static | Source::Api)
+    }
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What a discovery source tells the peer manager.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DiscoveryEvent {
+    /// A peer of our formation (as far as the source can tell) is reachable at `addrs`.
+    /// Sent again when the addresses change; repeats are cheap.
+    Found {
+        id: EndpointId,
+        addrs: BTreeSet<SocketAddr>,
+        source: Source,
+    },
+    /// The source no longer sees the peer (goodbye, expired record, left the DNS answer).
+    Lost { id: EndpointId, source: Source },
+}
+
+/// Handle through which a source reports events.
+#[derive(Debug, Clone)]
+pub struct EventSink {
+    tx: mpsc::Sender<crate::node::peers::Command>,
+}
+
+impl EventSink {
+    pub(crate) fn new(tx: mpsc::Sender<crate::node::peers::Command>) -> Self {
+        EventSink { tx }
+    }
+
+    /// Sends an event; waits if the peer manager is busy. Returns false once the peer
+    /// manager has stopped, which means the node is shutting down.
+    pub async fn send(&self, event: DiscoveryEvent) -> bool {
+        self.tx
+            .send(crate::node::peers::Command::Discovery(event))
+            .await
+            .is_ok()
+    }
+
+    pub async fn found(
+        &self,
+        id: EndpointId,
+        addrs: impl IntoIterator<Item = SocketAddr>,
+        source: Source,
+    ) -> bool {
+        self.send(DiscoveryEvent::Found {
+            id,
+            addrs: addrs.into_iter().collect(),
+            source,
+        })
+        .await
+    }
+
+    pub async fn lost(&self, id: EndpointId, source: Source) -> bool {
+        self.send(DiscoveryEvent::Lost { id, source }).await
+    }
+}
+
+/// Everything a discovery source may need from the node.
+#[derive(Clone)]
+pub struct SourceContext {
+    /// This node's identity; dns mode signs its handshake answers with it.
+    pub secret_key: SecretKey,
+    pub endpoint_id: EndpointId,
+    pub app_id: String,
+    /// The UDP port the iroh endpoint is bound to (announced by mdns and dns).
+    pub iroh_port: u16,
+    /// The UDP sockets the iroh endpoint is bound to.
+    pub bound_addrs: Vec<SocketAddr>,
+    pub args: Arc<RunArgs>,
+    pub events: EventSink,
+    /// Handle on the peer manager: its table and its connections (gossip uses them).
+    pub peers: crate::node::peers::PeerManagerHandle,
+    pub shutdown: CancellationToken,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DiscoveryError {
+    #[error("discovery mode `{0}` is not built into this version of peat-sidecar")]
+    NotBuilt(DiscoveryMode),
+    #[error("{mode}: {message}")]
+    Failed {
+        mode: DiscoveryMode,
+        message: String,
+    },
+}
+
+/// The modes this build implements. `config` refuses the others at start.
+pub const BUILT_MODES: &[DiscoveryMode] = &[];
+
+/// How long sources get to say goodbye on shutdown.
+pub const GOODBYE_GRACE: Duration = Duration::from_secs(2);
+
+/// Starts one task per mode. Fails if a mode cannot start (for example its port is
+/// taken), so that a misconfigured sidecar stops instead of silently finding no one.
+pub async fn spawn_sources(
+    modes: &[DiscoveryMode],
+    ctx: SourceContext,
+) -> Result<JoinSet<()>, DiscoveryError> {
+    let mut set = JoinSet::new();
+    for &mode in modes {
+        let span = tracing::info_span!("discovery", mode = %mode);
+        match mode {
+            DiscoveryMode::None => {}
+            other => return Err(DiscoveryError::NotBuilt(other)),
+        }
+        let _ = (&ctx, &span, &mut set);
+    }
+    if !modes.is_empty() {
+        info!(modes = ?modes, "discovery started");
+    }
+    Ok(set)
+}
+
+/// Waits for the sources to finish their goodbyes, at most [`GOODBYE_GRACE`].
+pub async fn join_sources(mut set: JoinSet<()>) {
+    let all = async { while set.join_next().await.is_some() {} };
+    if tokio::time::timeout(GOODBYE_GRACE, all).await.is_err() {
+        warn!("discovery sources did not stop within {GOODBYE_GRACE:?}; aborting them");
+        set.abort_all();
+    }
+}
+
+#[allow(dead_code)]
+fn spawn_in<F>(set: &mut JoinSet<()>, span: tracing::Span, fut: F)
+where
+    F: std::future::Future<Output = ()> + Send + 'static,
+{
+    set.spawn(fut.instrument(span));
+}

@@ -1,0 +1,46 @@
+//! The `peat-sidecar` binary: parses the command line and hands over to the library.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use peat_sidecar::{
+    api::client,
+    config::{Cli, Command},
+    daemon, node,
+};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result: anyhow::Result<()> = runtime.block_on(async {
+        match cli.command {
+            Command::Run(args) => {
+                daemon::init_logging(args.log_format);
+                daemon::run(*args).await
+            }
+            Command::Status(a) => Ok(client::status(&a).await?),
+            Command::Peers(a) => Ok(client::peers(&a).await?),
+            Command::Connect(a) => Ok(client::connect_peer(&a).await?),
+            Command::Disconnect(a) => Ok(client::disconnect_peer(&a).await?),
+            Command::Watch(a) => Ok(client::watch(&a).await?),
+            Command::Id(a) => {
+                let key = node::identity::load_or_create(&a.data_dir)?;
+                println!("{}", key.public());
+                Ok(())
+            }
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

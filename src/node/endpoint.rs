@@ -1,0 +1,72 @@
+//! The iroh endpoint: offline by default, one UDP socket on a fixed port, tuned so that
+//! a peer that vanishes without a word is noticed within seconds.
+
+use std::{net::SocketAddr, time::Duration};
+
+use iroh::{
+    endpoint::{presets, QuicTransportConfig},
+    Endpoint, SecretKey,
+};
+
+use super::formation::ALPN;
+
+/// iroh's per-path limits; larger values are clamped by iroh itself.
+const PATH_IDLE_CAP: Duration = Duration::from_secs(15);
+const PATH_KEEP_ALIVE_CAP: Duration = Duration::from_secs(5);
+
+#[derive(Debug, thiserror::Error)]
+pub enum EndpointError {
+    #[error("cannot use {addr} as the UDP bind address: {message}")]
+    BadBind { addr: SocketAddr, message: String },
+    #[error("cannot bind UDP {addr}: {message}. Is another peat-sidecar running? Choose another port with --bind (PEAT_SIDECAR_BIND)")]
+    Bind { addr: SocketAddr, message: String },
+    #[error("invalid idle timeout {0:?}")]
+    IdleTimeout(Duration),
+}
+
+/// Timing of liveness checks.
+#[derive(Debug, Clone, Copy)]
+pub struct Liveness {
+    pub keep_alive: Duration,
+    pub idle_timeout: Duration,
+}
+
+/// Binds the endpoint. `presets::Minimal` gives the crypto provider only: no relay, no
+/// DNS or pkarr lookups, so nothing leaves the LAN that we did not ask for.
+pub async fn bind(
+    secret_key: SecretKey,
+    addr: SocketAddr,
+    live: Liveness,
+) -> Result<Endpoint, EndpointError> {
+    let idle = live
+        .idle_timeout
+        .try_into()
+        .map_err(|_| EndpointError::IdleTimeout(live.idle_timeout))?;
+    let transport = QuicTransportConfig::builder()
+        .keep_alive_interval(live.keep_alive)
+        .max_idle_timeout(Some(idle))
+        .default_path_keep_alive_interval(live.keep_alive.min(PATH_KEEP_ALIVE_CAP))
+        .default_path_max_idle_timeout(live.idle_timeout.min(PATH_IDLE_CAP))
+        .build();
+    let builder = Endpoint::builder(presets::Minimal)
+        .secret_key(secret_key)
+        .alpns(vec![ALPN.to_vec()])
+        .transport_config(transport)
+        // The builder binds 0.0.0.0:0 and [::]:0 by default; we want exactly one socket
+        // on the documented port.
+        .clear_ip_transports()
+        .bind_addr(addr)
+        .map_err(|e| EndpointError::BadBind {
+            addr,
+            message: e.to_string(),
+        })?;
+    builder.bind().await.map_err(|e| {
+        let mut message = e.to_string();
+        let mut src = std::error::Error::source(&e);
+        while let Some(s) = src {
+            message = format!("{message}: {s}");
+            src = s.source();
+        }
+        EndpointError::Bind { addr, message }
+    })
+}

@@ -1,0 +1,564 @@
+//! The formation check: a mutual challenge-response that every connection runs, in both
+//! directions, before the peer counts as connected.
+//!
+//! TLS already proves *who* the peer is (its endpoint id is its TLS key). This check
+//! proves that the peer belongs to the same formation: the same app id and, when one is
+//! configured, knowledge of the same shared key. It runs on the first bidirectional
+//! stream of a connection made with [`ALPN`]:
+//!
+//! ```text
+//! dialer                                   acceptor
+//!   Hello { app_id, nonce_d }        ->
+//!                                    <-    Challenge { nonce_a, mac_a }
+//!   Proof { mac_d }                  ->
+//!                                    <-    Welcome
+//! ```
+//!
+//! `mac_x = HMAC-SHA256(K, label | role_x | app_id | nonce_d | nonce_a | id_d | id_a)`,
+//! where K is the shared key (or, without one, a hash of the app id). Binding both
+//! nonces makes a recorded answer useless; binding both endpoint ids (taken from TLS,
+//! not from the messages) stops a man in the middle relaying one side's proof to a third
+//! node; the role byte stops reflecting a proof back at its sender. MACs are compared
+//! in constant time.
+//!
+//! A side that sees a mismatch closes the connection with a [`CloseCode`], so the other
+//! side learns why from the close frame, as a number and never by parsing text.
+
+use std::time::Duration;
+
+use hmac::{Hmac, Mac};
+use iroh::{endpoint::VarInt, EndpointId};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use crate::config::SharedKey;
+
+/// ALPN of sidecar-to-sidecar connections.
+pub const ALPN: &[u8] = b"/peat-sidecar/formation/1";
+/// Protocol version carried in Hello.
+pub const VERSION: u16 = 1;
+/// The whole check must finish within this time, or the connection is closed.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Largest handshake frame accepted; real ones are about 120 bytes.
+pub const MAX_FRAME: usize = 1024;
+
+const LABEL: &[u8] = b"peat-sidecar formation v1";
+const ROLE_DIALER: u8 = b'D';
+const ROLE_ACCEPTOR: u8 = b'A';
+
+/// Application close codes of sidecar connections. Numbers are part of the wire
+/// protocol: never reuse one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u32)]
+pub enum CloseCode {
+    /// The sidecar is shutting down.
+    Shutdown = 0,
+    /// Another connection to the same peer survived.
+    Duplicate = 1,
+    /// An operator asked to disconnect (DisconnectPeer).
+    Disconnect = 2,
+    /// The connection limit (--max-peers) is reached.
+    OverCapacity = 3,
+    /// The peer belongs to another formation: different app id.
+    AppIdMismatch = 0x10,
+    /// The peer does not know the formation's shared key.
+    KeyMismatch = 0x11,
+    /// The handshake was malformed or of an unknown version.
+    Protocol = 0x12,
+    /// The handshake did not finish in time.
+    Timeout = 0x13,
+}
+
+impl CloseCode {
+    pub fn from_code(code: u64) -> Option<Self> {
+        Some(match code {
+            0 => CloseCode::Shutdown,
+            1 => CloseCode::Duplicate,
+            2 => CloseCode::Disconnect,
+            3 => CloseCode::OverCapacity,
+            0x10 => CloseCode::AppIdMismatch,
+            0x11 => CloseCode::KeyMismatch,
+            0x12 => CloseCode::Protocol,
+            0x13 => CloseCode::Timeout,
+            _ => return None,
+        })
+    }
+
+    pub fn varint(self) -> VarInt {
+        VarInt::from_u32(self as u32)
+    }
+
+    /// The reason text sent in the close frame, for humans reading packet captures.
+    pub fn reason(self) -> &'static [u8] {
+        match self {
+            CloseCode::Shutdown => b"shutdown",
+            CloseCode::Duplicate => b"duplicate connection",
+            CloseCode::Disconnect => b"disconnected by request",
+            CloseCode::OverCapacity => b"connection limit reached",
+            CloseCode::AppIdMismatch => b"app id mismatch",
+            CloseCode::KeyMismatch => b"shared key mismatch",
+            CloseCode::Protocol => b"formation protocol error",
+            CloseCode::Timeout => b"formation check timed out",
+        }
+    }
+
+    /// Whether this code means the peer is not (or not known to be) of our formation.
+    pub fn is_rejection(self) -> bool {
+        matches!(
+            self,
+            CloseCode::AppIdMismatch | CloseCode::KeyMismatch | CloseCode::Protocol
+        )
+    }
+}
+
+/// Why a formation check failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FormationError {
+    #[error("app id mismatch: ours is `{ours}`, the peer's is `{theirs}`")]
+    AppIdMismatch { ours: String, theirs: String },
+    #[error("shared key mismatch: the peer's proof did not verify")]
+    KeyMismatch,
+    #[error("the peer rejected us: {0}")]
+    RejectedByPeer(Rejection),
+    #[error("formation protocol error: {0}")]
+    Protocol(&'static str),
+    #[error("the formation check did not finish within {}s", HANDSHAKE_TIMEOUT.as_secs())]
+    Timeout,
+    #[error("the connection failed during the formation check: {0}")]
+    Io(String),
+}
+
+/// A rejection as the peer stated it in its close frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Rejection {
+    #[error("app id mismatch")]
+    AppIdMismatch,
+    #[error("shared key mismatch")]
+    KeyMismatch,
+    #[error("protocol error")]
+    Protocol,
+    #[error("timeout")]
+    Timeout,
+    #[error("connection limit reached")]
+    OverCapacity,
+}
+
+impl FormationError {
+    /// The close code we send for a failure that we detected.
+    pub fn close_code(&self) -> CloseCode {
+        match self {
+            FormationError::AppIdMismatch { .. } => CloseCode::AppIdMismatch,
+            FormationError::KeyMismatch => CloseCode::KeyMismatch,
+            FormationError::Protocol(_) => CloseCode::Protocol,
+            FormationError::Timeout => CloseCode::Timeout,
+            // Already closed by the peer or lost: the code is not seen by anyone.
+            FormationError::RejectedByPeer(_) | FormationError::Io(_) => CloseCode::Protocol,
+        }
+    }
+
+    /// Whether the peer is of another formation (as opposed to a transient failure):
+    /// such a peer is marked rejected and retried only after a long backoff.
+    pub fn is_rejection(&self) -> bool {
+        match self {
+            FormationError::AppIdMismatch { .. }
+            | FormationError::KeyMismatch
+            | FormationError::Protocol(_) => true,
+            FormationError::RejectedByPeer(r) => matches!(
+                r,
+                Rejection::AppIdMismatch | Rejection::KeyMismatch | Rejection::Protocol
+            ),
+            FormationError::Timeout | FormationError::Io(_) => false,
+        }
+    }
+
+    /// Turns a close code received from the peer into the error it stands for.
+    pub fn from_peer_close(code: CloseCode) -> Option<Self> {
+        let r = match code {
+            CloseCode::AppIdMismatch => Rejection::AppIdMismatch,
+            CloseCode::KeyMismatch => Rejection::KeyMismatch,
+            CloseCode::Protocol => Rejection::Protocol,
+            CloseCode::Timeout => Rejection::Timeout,
+            CloseCode::OverCapacity => Rejection::OverCapacity,
+            _ => return None,
+        };
+        Some(FormationError::RejectedByPeer(r))
+    }
+}
+
+/// What a node needs to take part in the check.
+#[derive(Clone)]
+pub struct Formation {
+    app_id: String,
+    key: [u8; 32],
+    keyed: bool,
+}
+
+impl std::fmt::Debug for Formation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Formation")
+            .field("app_id", &self.app_id)
+            .field("keyed", &self.keyed)
+            .finish()
+    }
+}
+
+impl Formation {
+    pub fn new(app_id: impl Into<String>, shared_key: Option<&SharedKey>) -> Self {
+        let app_id = app_id.into();
+        let (key, keyed) = match shared_key {
+            Some(k) => (k.0, true),
+            // Without a key the MAC only proves the app id, which is public: it keeps
+            // formations apart by mistake, not by intent. See docs/SECURITY.md.
+            None => {
+                let mut h = Sha256::new();
+                h.update(b"peat-sidecar no shared key");
+                h.update(app_id.as_bytes());
+                (h.finalize().into(), false)
+            }
+        };
+        Formation { app_id, key, keyed }
+    }
+
+    pub fn app_id(&self) -> &str {
+        &self.app_id
+    }
+
+    pub fn has_shared_key(&self) -> bool {
+        self.keyed
+    }
+
+    fn mac(&self, role: u8, t: &Transcript) -> [u8; 32] {
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.key)
+            .expect("HMAC accepts keys of any length");
+        mac.update(LABEL);
+        mac.update(&[role]);
+        mac.update(&(self.app_id.len() as u16).to_be_bytes());
+        mac.update(self.app_id.as_bytes());
+        mac.update(&t.nonce_dialer);
+        mac.update(&t.nonce_acceptor);
+        mac.update(t.dialer.as_bytes());
+        mac.update(t.acceptor.as_bytes());
+        mac.finalize().into_bytes().into()
+    }
+
+    fn verify(&self, role: u8, t: &Transcript, tag: &[u8; 32]) -> bool {
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.key)
+            .expect("HMAC accepts keys of any length");
+        mac.update(LABEL);
+        mac.update(&[role]);
+        mac.update(&(self.app_id.len() as u16).to_be_bytes());
+        mac.update(self.app_id.as_bytes());
+        mac.update(&t.nonce_dialer);
+        mac.update(&t.nonce_acceptor);
+        mac.update(t.dialer.as_bytes());
+        mac.update(t.acceptor.as_bytes());
+        // verify_slice compares in constant time.
+        mac.verify_slice(tag).is_ok()
+    }
+
+    /// Runs the dialer's side. `me` and `peer` are the TLS-authenticated endpoint ids.
+    pub async fn dial<R, W>(
+        &self,
+        recv: &mut R,
+        send: &mut W,
+        me: EndpointId,
+        peer: EndpointId,
+    ) -> Result<(), FormationError>
+    where
+        R: AsyncRead + Unpin,
+        W: AsyncWrite + Unpin,
+    {
+        let nonce_dialer: [u8; 32] = rand::random();
+        write_msg(
+            send,
+            &Msg::Hello {
+                version: VERSION,
+                app_id: self.app_id.clone(),
+                nonce: nonce_dialer,
+            },
+        )
+        .await?;
+        let (nonce_acceptor, mac_acceptor) = match read_msg(recv).await? {
+            Msg::Challenge { nonce, mac } => (nonce, mac),
+            _ => return Err(FormationError::Protocol("expected Challenge")),
+        };
+        let t = Transcript {
+            nonce_dialer,
+            nonce_acceptor,
+            dialer: me,
+            acceptor: peer,
+        };
+        if !self.verify(ROLE_ACCEPTOR, &t, &mac_acceptor) {
+            return Err(FormationError::KeyMismatch);
+        }
+        write_msg(
+            send,
+            &Msg::Proof {
+                mac: self.mac(ROLE_DIALER, &t),
+            },
+        )
+        .await?;
+        match read_msg(recv).await? {
+            Msg::Welcome => Ok(()),
+            _ => Err(FormationError::Protocol("expected Welcome")),
+        }
+    }
+
+    /// Runs the acceptor's side. `me` and `peer` are the TLS-authenticated endpoint ids.
+    pub async fn accept<R, W>(
+        &self,
+        recv: &mut R,
+        send: &mut W,
+        me: EndpointId,
+        peer: EndpointId,
+    ) -> Result<(), FormationError>
+    where
+        R: AsyncRead + Unpin,
+        W: AsyncWrite + Unpin,
+    {
+        let (version, app_id, nonce_dialer) = match read_msg(recv).await? {
+            Msg::Hello {
+                version,
+                app_id,
+                nonce,
+            } => (version, app_id, nonce),
+            _ => return Err(FormationError::Protocol("expected Hello")),
+        };
+        if version != VERSION {
+            return Err(FormationError::Protocol(
+                "unsupported formation protocol version",
+            ));
+        }
+        if app_id != self.app_id {
+            return Err(FormationError::AppIdMismatch {
+                ours: self.app_id.clone(),
+                theirs: app_id,
+            });
+        }
+        let nonce_acceptor: [u8; 32] = rand::random();
+        let t = Transcript {
+            nonce_dialer,
+            nonce_acceptor,
+            dialer: peer,
+            acceptor: me,
+        };
+        write_msg(
+            send,
+            &Msg::Challenge {
+                nonce: nonce_acceptor,
+                mac: self.mac(ROLE_ACCEPTOR, &t),
+            },
+        )
+        .await?;
+        match read_msg(recv).await? {
+            Msg::Proof { mac } if self.verify(ROLE_DIALER, &t, &mac) => {}
+            Msg::Proof { .. } => return Err(FormationError::KeyMismatch),
+            _ => return Err(FormationError::Protocol("expected Proof")),
+        }
+        write_msg(send, &Msg::Welcome).await?;
+        Ok(())
+    }
+}
+
+struct Transcript {
+    nonce_dialer: [u8; 32],
+    nonce_acceptor: [u8; 32],
+    dialer: EndpointId,
+    acceptor: EndpointId,
+}
+
+/// Handshake messages. Field order and variant order are the wire format (postcard).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Msg {
+    Hello {
+        version: u16,
+        app_id: String,
+        nonce: [u8; 32],
+    },
+    Challenge {
+        nonce: [u8; 32],
+        mac: [u8; 32],
+    },
+    Proof {
+        mac: [u8; 32],
+    },
+    Welcome,
+}
+
+/// Decodes one frame's payload. Public for the fuzz targets.
+pub fn decode(payload: &[u8]) -> Result<Msg, FormationError> {
+    if payload.len() > MAX_FRAME {
+        return Err(FormationError::Protocol("handshake frame too large"));
+    }
+    match postcard::from_bytes::<Msg>(payload) {
+        Ok(Msg::Hello { app_id, .. }) if app_id.len() > crate::config::MAX_APP_ID_LEN => {
+            Err(FormationError::Protocol("app id too long"))
+        }
+        Ok(m) => Ok(m),
+        Err(_) => Err(FormationError::Protocol("malformed handshake message")),
+    }
+}
+
+async fn write_msg<W: AsyncWrite + Unpin>(w: &mut W, msg: &Msg) -> Result<(), FormationError> {
+    let body = postcard::to_stdvec(msg).map_err(|_| FormationError::Protocol("cannot encode"))?;
+    let mut frame = Vec::with_capacity(body.len() + 2);
+    frame.extend_from_slice(&(body.len() as u16).to_be_bytes());
+    frame.extend_from_slice(&body);
+    w.write_all(&frame)
+        .await
+        .map_err(|e| FormationError::Io(e.to_string()))?;
+    w.flush()
+        .await
+        .map_err(|e| FormationError::Io(e.to_string()))
+}
+
+async fn read_msg<R: AsyncRead + Unpin>(r: &mut R) -> Result<Msg, FormationError> {
+    let mut len = [0u8; 2];
+    r.read_exact(&mut len)
+        .await
+        .map_err(|e| FormationError::Io(e.to_string()))?;
+    let len = u16::from_be_bytes(len) as usize;
+    if len > MAX_FRAME {
+        return Err(FormationError::Protocol("handshake frame too large"));
+    }
+    let mut buf = vec![0u8; len];
+    r.read_exact(&mut buf)
+        .await
+        .map_err(|e| FormationError::Io(e.to_string()))?;
+    decode(&buf)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use iroh::SecretKey;
+
+    fn ids() -> (EndpointId, EndpointId) {
+        (
+            SecretKey::generate().public(),
+            SecretKey::generate().public(),
+        )
+    }
+
+    async fn run(
+        dialer: Formation,
+        acceptor: Formation,
+    ) -> (Result<(), FormationError>, Result<(), FormationError>) {
+        let (d, a) = ids();
+        let (dial_io, acc_io) = tokio::io::duplex(4096);
+        let (mut dr, mut dw) = tokio::io::split(dial_io);
+        let (mut ar, mut aw) = tokio::io::split(acc_io);
+        let acc = tokio::spawn(async move {
+            let r = acceptor.accept(&mut ar, &mut aw, a, d).await;
+            // Mimic the connection close that follows a failure.
+            drop(aw);
+            r
+        });
+        let dr_res = dialer.dial(&mut dr, &mut dw, d, a).await;
+        drop(dw);
+        (dr_res, acc.await.unwrap())
+    }
+
+    fn key(b: u8) -> SharedKey {
+        SharedKey([b; 32])
+    }
+
+    #[tokio::test]
+    async fn same_app_and_key_pass() {
+        let (d, a) = run(
+            Formation::new("peat", Some(&key(1))),
+            Formation::new("peat", Some(&key(1))),
+        )
+        .await;
+        assert_eq!(d, Ok(()));
+        assert_eq!(a, Ok(()));
+    }
+
+    #[tokio::test]
+    async fn same_app_without_key_pass() {
+        let (d, a) = run(Formation::new("peat", None), Formation::new("peat", None)).await;
+        assert_eq!((d, a), (Ok(()), Ok(())));
+    }
+
+    #[tokio::test]
+    async fn app_id_mismatch_is_seen_by_acceptor() {
+        let (d, a) = run(Formation::new("alpha", None), Formation::new("bravo", None)).await;
+        assert!(
+            matches!(a, Err(FormationError::AppIdMismatch { .. })),
+            "{a:?}"
+        );
+        assert!(d.is_err());
+    }
+
+    #[tokio::test]
+    async fn key_mismatch_fails_both_ways() {
+        let (d, a) = run(
+            Formation::new("peat", Some(&key(1))),
+            Formation::new("peat", Some(&key(2))),
+        )
+        .await;
+        assert_eq!(d, Err(FormationError::KeyMismatch));
+        assert!(a.is_err());
+        // A keyless dialer against a keyed acceptor fails as well.
+        let (d, _a) = run(
+            Formation::new("peat", None),
+            Formation::new("peat", Some(&key(2))),
+        )
+        .await;
+        assert_eq!(d, Err(FormationError::KeyMismatch));
+    }
+
+    #[tokio::test]
+    async fn proof_is_bound_to_the_endpoint_ids() {
+        // The acceptor's MAC computed for one dialer does not verify for another.
+        let f = Formation::new("peat", Some(&key(3)));
+        let (d, a) = ids();
+        let (other, _) = ids();
+        let t = Transcript {
+            nonce_dialer: [1; 32],
+            nonce_acceptor: [2; 32],
+            dialer: d,
+            acceptor: a,
+        };
+        let tag = f.mac(ROLE_ACCEPTOR, &t);
+        assert!(f.verify(ROLE_ACCEPTOR, &t, &tag));
+        assert!(!f.verify(ROLE_DIALER, &t, &tag), "reflected proof accepted");
+        let t2 = Transcript { dialer: other, ..t };
+        assert!(!f.verify(ROLE_ACCEPTOR, &t2, &tag));
+    }
+
+    #[tokio::test]
+    async fn garbage_is_a_protocol_error() {
+        let f = Formation::new("peat", None);
+        let (d, a) = ids();
+        let mut input: &[u8] = &[0, 5, 0xff, 0xff, 0xff, 0xff, 0xff];
+        let mut out = Vec::new();
+        let r = f.accept(&mut input, &mut out, a, d).await;
+        assert!(matches!(r, Err(FormationError::Protocol(_))), "{r:?}");
+        let mut input: &[u8] = &[0xff, 0xff];
+        let r = f.accept(&mut input, &mut out, a, d).await;
+        assert_eq!(
+            r,
+            Err(FormationError::Protocol("handshake frame too large"))
+        );
+        assert!(decode(&[]).is_err());
+    }
+
+    #[test]
+    fn close_codes_round_trip() {
+        for c in [
+            CloseCode::Shutdown,
+            CloseCode::Duplicate,
+            CloseCode::Disconnect,
+            CloseCode::OverCapacity,
+            CloseCode::AppIdMismatch,
+            CloseCode::KeyMismatch,
+            CloseCode::Protocol,
+            CloseCode::Timeout,
+        ] {
+            assert_eq!(CloseCode::from_code(c as u32 as u64), Some(c));
+        }
+        assert_eq!(CloseCode::from_code(999), None);
+    }
+}

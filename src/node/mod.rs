@@ -1,0 +1,190 @@
+//! The node: identity, iroh endpoint, formation check and peer manager.
+//!
+//! [`Node::start`] binds the endpoint, starts the peer manager and the accept loop, and
+//! returns a handle; [`Node::shutdown`] closes every connection with a reason and then
+//! the endpoint.
+
+pub mod backoff;
+pub mod endpoint;
+pub mod formation;
+pub mod identity;
+pub mod peers;
+
+use std::{net::SocketAddr, sync::Arc, time::Instant};
+
+use iroh::{Endpoint, EndpointId, SecretKey};
+use tokio::{sync::Semaphore, task::JoinHandle};
+use tracing::{debug, info, warn};
+
+use crate::config::{PeerSpec, SharedKey};
+use formation::Formation;
+use peers::{Command, Limits, PeerManager, PeerManagerHandle, TaskGuard};
+
+/// Most formation checks of incoming connections running at once; beyond it, new
+/// connections are refused before the handshake, so a flood cannot exhaust memory.
+pub const MAX_PENDING_HANDSHAKES: usize = 64;
+
+/// What the node needs to start.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    pub secret_key: SecretKey,
+    pub bind: SocketAddr,
+    pub app_id: String,
+    pub shared_key: Option<SharedKey>,
+    pub static_peers: Vec<PeerSpec>,
+    pub limits: Limits,
+    pub liveness: endpoint::Liveness,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error(transparent)]
+    Endpoint(#[from] endpoint::EndpointError),
+}
+
+/// A running node.
+pub struct Node {
+    endpoint: Endpoint,
+    peers: PeerManagerHandle,
+    formation: Formation,
+    started: Instant,
+    manager: JoinHandle<()>,
+    acceptor: JoinHandle<()>,
+}
+
+impl Node {
+    pub async fn start(cfg: NodeConfig) -> Result<Node, NodeError> {
+        let endpoint = endpoint::bind(cfg.secret_key.clone(), cfg.bind, cfg.liveness).await?;
+        let formation = Formation::new(cfg.app_id.clone(), cfg.shared_key.as_ref());
+        let (mut manager, peers) =
+            PeerManager::new(endpoint.clone(), formation.clone(), cfg.limits.clone());
+        for spec in &cfg.static_peers {
+            manager.add_static(spec.id, spec.host.clone());
+        }
+        info!(
+            endpoint_id = %endpoint.id(),
+            bound = ?endpoint.bound_sockets(),
+            app_id = %cfg.app_id,
+            shared_key = formation.has_shared_key(),
+            static_peers = cfg.static_peers.len(),
+            "iroh endpoint ready"
+        );
+        if !formation.has_shared_key() {
+            warn!("no shared key: any host that knows the app id can join this formation (set --shared-key-file)");
+        }
+        let manager = tokio::spawn(manager.run());
+        let acceptor = tokio::spawn(accept_loop(
+            endpoint.clone(),
+            formation.clone(),
+            peers.clone(),
+        ));
+        Ok(Node {
+            endpoint,
+            peers,
+            formation,
+            started: Instant::now(),
+            manager,
+            acceptor,
+        })
+    }
+
+    pub fn id(&self) -> EndpointId {
+        self.endpoint.id()
+    }
+
+    pub fn secret_key(&self) -> SecretKey {
+        self.endpoint.secret_key().clone()
+    }
+
+    pub fn app_id(&self) -> &str {
+        self.formation.app_id()
+    }
+
+    pub fn has_shared_key(&self) -> bool {
+        self.formation.has_shared_key()
+    }
+
+    pub fn bound_addrs(&self) -> Vec<SocketAddr> {
+        self.endpoint.bound_sockets()
+    }
+
+    pub fn peers(&self) -> &PeerManagerHandle {
+        &self.peers
+    }
+
+    pub fn uptime(&self) -> std::time::Duration {
+        self.started.elapsed()
+    }
+
+    /// Closes every connection with [`formation::CloseCode::Shutdown`], then the endpoint.
+    pub async fn shutdown(self) {
+        self.peers.shutdown().await;
+        self.acceptor.abort();
+        let _ = self.manager.await;
+        // close() waits until the close frames are sent (bounded by iroh).
+        if tokio::time::timeout(std::time::Duration::from_secs(3), self.endpoint.close())
+            .await
+            .is_err()
+        {
+            warn!("endpoint did not close within 3 s");
+        }
+    }
+}
+
+/// Accepts connections and runs the formation check on each in its own task.
+async fn accept_loop(endpoint: Endpoint, formation: Formation, peers: PeerManagerHandle) {
+    let pending = Arc::new(Semaphore::new(MAX_PENDING_HANDSHAKES));
+    let tx = peers.sender();
+    let me = endpoint.id();
+    while let Some(incoming) = endpoint.accept().await {
+        let Ok(permit) = pending.clone().try_acquire_owned() else {
+            peers
+                .counters
+                .incoming_refused
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            debug!("too many pending handshakes; refusing an incoming connection");
+            incoming.refuse();
+            continue;
+        };
+        let formation = formation.clone();
+        let tx = tx.clone();
+        let guard = TaskGuard::new(&peers.counters);
+        tokio::spawn(async move {
+            let _guard = guard;
+            let _permit = permit;
+            let accepting = match incoming.accept() {
+                Ok(a) => a,
+                Err(e) => {
+                    debug!(error = %e, "incoming connection failed before the handshake");
+                    return;
+                }
+            };
+            let conn = match tokio::time::timeout(formation::HANDSHAKE_TIMEOUT, accepting).await {
+                Ok(Ok(conn)) => conn,
+                Ok(Err(e)) => {
+                    debug!(error = %e, "incoming TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    debug!("incoming TLS handshake timed out");
+                    return;
+                }
+            };
+            if conn.alpn() != formation::ALPN {
+                conn.close(formation::CloseCode::Protocol.varint(), b"unknown ALPN");
+                return;
+            }
+            let id = conn.remote_id();
+            match peers::authenticate_inbound(&conn, &formation, me).await {
+                Ok(()) => {
+                    let _ = tx.send(Command::Incoming { conn }).await;
+                }
+                Err(error) => {
+                    let code = error.close_code();
+                    conn.close(code.varint(), code.reason());
+                    let _ = tx.send(Command::IncomingFailed { id, error }).await;
+                }
+            }
+        });
+    }
+}

@@ -1,0 +1,1276 @@
+//! The peer manager: the one place that decides whom to dial.
+//!
+//! It is an actor (one task owning the peer table) fed by a command channel. Its inputs
+//! are static peers, the ConnectPeer/DisconnectPeer RPCs, discovery events, finished
+//! dials, authenticated incoming connections and closed connections. It
+//!
+//! - keeps one connection per peer and one dial in flight per peer;
+//! - settles simultaneous dials deterministically (see [`survivor`]);
+//! - dials in parallel, up to `--max-concurrent-dials`, and never dials itself;
+//! - redials every known peer after a loss, with exponential backoff and jitter;
+//! - keeps a bounded table of peers with state, sources, addresses, last error, RTT.
+//!
+//! Dials and handshakes run in their own tasks and report back through the channel, so
+//! the table is never locked and a slow peer never blocks the others.
+
+use std::{
+    collections::{BTreeSet, HashMap},
+    net::SocketAddr,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
+    time::{Duration, Instant, SystemTime},
+};
+
+use iroh::{
+    endpoint::{Connection, ConnectionError},
+    Endpoint, EndpointAddr, EndpointId,
+};
+use serde::Serialize;
+use tokio::sync::{broadcast, mpsc, oneshot};
+use tracing::{debug, info, warn};
+
+use super::{
+    backoff::{self, Backoff},
+    formation::{CloseCode, Formation, FormationError, ALPN, HANDSHAKE_TIMEOUT},
+};
+use crate::{
+    config::PeerHost,
+    discovery::{DiscoveryEvent, Source},
+};
+
+/// Most addresses kept per peer; discovery sources may report more.
+pub const MAX_ADDRS_PER_PEER: usize = 16;
+/// How long a dial may take, QUIC and formation check together.
+pub const DIAL_TIMEOUT: Duration = Duration::from_secs(8);
+/// Two connections to one peer made within this window count as a simultaneous dial.
+pub const RACE_WINDOW: Duration = Duration::from_secs(3);
+/// How often the manager looks for peers whose backoff has passed.
+const TICK: Duration = Duration::from_millis(100);
+
+/// A peer's state, as the API shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PeerState {
+    /// Known, not connected, and a dial is due.
+    Discovered,
+    /// A dial is in flight.
+    Connecting,
+    /// Connected and past the formation check.
+    Connected,
+    /// Not connected; waiting for the backoff to pass (or, after DisconnectPeer, to be
+    /// found again).
+    Backoff,
+    /// Failed the formation check; retried only after a long backoff.
+    Rejected,
+}
+
+impl PeerState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PeerState::Discovered => "discovered",
+            PeerState::Connecting => "connecting",
+            PeerState::Connected => "connected",
+            PeerState::Backoff => "backoff",
+            PeerState::Rejected => "rejected",
+        }
+    }
+}
+
+/// A snapshot of one table row.
+#[derive(Debug, Clone, Serialize)]
+pub struct PeerInfo {
+    pub endpoint_id: String,
+    pub state: PeerState,
+    pub sources: Vec<Source>,
+    pub addrs: Vec<String>,
+    pub rtt_ms: Option<f64>,
+    pub last_error: Option<String>,
+    /// Whether this side dialled the live connection.
+    pub outbound: Option<bool>,
+    /// Whether auto-reconnect is paused by DisconnectPeer.
+    pub paused: bool,
+    pub failures: u32,
+    pub connected_for_secs: Option<u64>,
+    pub next_retry_ms: Option<u64>,
+}
+
+/// What happened to a peer, for WatchPeers and logs.
+#[derive(Debug, Clone, Serialize)]
+pub struct PeerEvent {
+    pub endpoint_id: String,
+    pub kind: PeerEventKind,
+    pub detail: String,
+    pub unix_ms: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PeerEventKind {
+    Found,
+    Lost,
+    Connecting,
+    Connected,
+    Disconnected,
+    Rejected,
+    Removed,
+}
+
+impl PeerEventKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PeerEventKind::Found => "found",
+            PeerEventKind::Lost => "lost",
+            PeerEventKind::Connecting => "connecting",
+            PeerEventKind::Connected => "connected",
+            PeerEventKind::Disconnected => "disconnected",
+            PeerEventKind::Rejected => "rejected",
+            PeerEventKind::Removed => "removed",
+        }
+    }
+}
+
+/// Counters for GetStatus: they show leaks (connections or tasks that never end).
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub dials_started: AtomicU64,
+    pub dials_failed: AtomicU64,
+    pub connections_opened: AtomicU64,
+    pub connections_closed: AtomicU64,
+    pub handshakes_rejected: AtomicU64,
+    pub incoming_refused: AtomicU64,
+    pub duplicates_closed: AtomicU64,
+    pub self_discoveries_ignored: AtomicU64,
+    pub peers_evicted: AtomicU64,
+    /// Tasks that the node spawned and that are still running (dials, handshakes,
+    /// connection watchers).
+    pub live_tasks: AtomicU64,
+}
+
+impl Counters {
+    fn inc(c: &AtomicU64) {
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Decrements `live_tasks` when a spawned task ends, however it ends.
+pub(crate) struct TaskGuard(Arc<Counters>);
+
+impl TaskGuard {
+    pub(crate) fn new(c: &Arc<Counters>) -> Self {
+        c.live_tasks.fetch_add(1, Ordering::Relaxed);
+        TaskGuard(c.clone())
+    }
+}
+
+impl Drop for TaskGuard {
+    fn drop(&mut self) {
+        self.0.live_tasks.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Why a ConnectPeer or DisconnectPeer request failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum RequestError {
+    #[error("that is this sidecar's own endpoint id")]
+    SelfConnect,
+    #[error("peer {0} is not known; give its address as ENDPOINT_ID@HOST:PORT")]
+    NoAddress(EndpointId),
+    #[error("peer {0} is not known")]
+    NotFound(EndpointId),
+    #[error("{0}")]
+    DialFailed(String),
+    #[error("the peer table is full ({0} peers); raise --max-known-peers")]
+    TableFull(usize),
+    #[error("the sidecar is shutting down")]
+    ShuttingDown,
+}
+
+/// Why a dial failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum DialError {
+    #[error("no address to dial")]
+    NoAddress,
+    #[error("cannot resolve {host}: {message}")]
+    Resolve { host: String, message: String },
+    #[error("QUIC connect failed: {0}")]
+    Connect(String),
+    #[error("timed out after {}s", DIAL_TIMEOUT.as_secs())]
+    Timeout,
+    #[error(transparent)]
+    Formation(#[from] FormationError),
+}
+
+impl DialError {
+    fn is_rejection(&self) -> bool {
+        matches!(self, DialError::Formation(f) if f.is_rejection())
+    }
+}
+
+/// Commands to the manager.
+pub enum Command {
+    Discovery(DiscoveryEvent),
+    Connect {
+        id: EndpointId,
+        hosts: Vec<PeerHost>,
+        reply: oneshot::Sender<Result<PeerInfo, RequestError>>,
+    },
+    Disconnect {
+        id: EndpointId,
+        reply: oneshot::Sender<Result<(), RequestError>>,
+    },
+    List {
+        reply: oneshot::Sender<Vec<PeerInfo>>,
+    },
+    Connections {
+        reply: oneshot::Sender<Vec<(EndpointId, Connection)>>,
+    },
+    DialDone {
+        id: EndpointId,
+        result: Result<Connection, DialError>,
+    },
+    Incoming {
+        conn: Connection,
+    },
+    IncomingFailed {
+        id: EndpointId,
+        error: FormationError,
+    },
+    Closed {
+        id: EndpointId,
+        conn_id: usize,
+        reason: ConnectionError,
+    },
+    Shutdown {
+        reply: oneshot::Sender<()>,
+    },
+}
+
+/// A live connection and how it came about.
+struct Live {
+    conn: Connection,
+    outbound: bool,
+    since: Instant,
+}
+
+struct Peer {
+    sources: BTreeSet<Source>,
+    /// Addresses learned from discovery or from resolved hosts.
+    addrs: BTreeSet<SocketAddr>,
+    /// Host names (static peers, ConnectPeer) resolved before each dial.
+    hosts: BTreeSet<PeerHost>,
+    live: Option<Live>,
+    dialing: bool,
+    rejected: bool,
+    /// Set by DisconnectPeer: no redial until the peer is found or connected again.
+    paused: bool,
+    backoff: Backoff,
+    retry_at: Option<Instant>,
+    last_error: Option<String>,
+    first_seen: Instant,
+    waiters: Vec<oneshot::Sender<Result<PeerInfo, RequestError>>>,
+}
+
+impl Peer {
+    fn new(now: Instant) -> Self {
+        Peer {
+            sources: BTreeSet::new(),
+            addrs: BTreeSet::new(),
+            hosts: BTreeSet::new(),
+            live: None,
+            dialing: false,
+            rejected: false,
+            paused: false,
+            backoff: Backoff::default(),
+            retry_at: Some(now),
+            last_error: None,
+            first_seen: now,
+            waiters: Vec::new(),
+        }
+    }
+
+    fn state(&self) -> PeerState {
+        if self.live.is_some() {
+            PeerState::Connected
+        } else if self.dialing {
+            PeerState::Connecting
+        } else if self.rejected {
+            PeerState::Rejected
+        } else if self.paused || self.retry_at.is_some_and(|t| t > Instant::now()) {
+            PeerState::Backoff
+        } else {
+            PeerState::Discovered
+        }
+    }
+
+    fn info(&self, id: &EndpointId, now: Instant) -> PeerInfo {
+        let rtt_ms = self
+            .live
+            .as_ref()
+            .and_then(|l| rtt(&l.conn))
+            .map(|d| d.as_secs_f64() * 1000.0);
+        let mut addrs: Vec<String> = self.addrs.iter().map(|a| a.to_string()).collect();
+        for h in &self.hosts {
+            if let PeerHost::Name { .. } = h {
+                addrs.push(h.to_string());
+            }
+        }
+        PeerInfo {
+            endpoint_id: id.to_string(),
+            state: self.state(),
+            sources: self.sources.iter().copied().collect(),
+            addrs,
+            rtt_ms,
+            last_error: self.last_error.clone(),
+            outbound: self.live.as_ref().map(|l| l.outbound),
+            paused: self.paused,
+            failures: self.backoff.failures(),
+            connected_for_secs: self
+                .live
+                .as_ref()
+                .map(|l| now.duration_since(l.since).as_secs()),
+            next_retry_ms: match (&self.live, self.dialing, self.paused, self.retry_at) {
+                (None, false, false, Some(t)) => {
+                    Some(t.saturating_duration_since(now).as_millis() as u64)
+                }
+                _ => None,
+            },
+        }
+    }
+
+    /// Peers an operator named are kept and redialled whatever discovery says.
+    fn configured(&self) -> bool {
+        self.sources.iter().any(|s| s.is_configured())
+    }
+}
+
+/// RTT of the connection's selected path.
+fn rtt(conn: &Connection) -> Option<Duration> {
+    let paths = conn.paths();
+    let selected = paths.into_iter().find(|p| p.is_selected())?;
+    conn.rtt(selected.id())
+}
+
+/// Which of two connections to one peer survives. Both sides evaluate this with the
+/// same inputs and so keep the same connection:
+/// - made within [`RACE_WINDOW`] of each other (a simultaneous dial): the one dialled
+///   by the smaller endpoint id;
+/// - otherwise the newer one: a peer only dials when it has no live connection, so the
+///   older one is stale (the peer restarted, or its half died unnoticed).
+///
+/// Returns true if the new connection should replace the old one.
+pub fn survivor(
+    me: &EndpointId,
+    peer: &EndpointId,
+    old_outbound: bool,
+    new_outbound: bool,
+    age_of_old: Duration,
+) -> bool {
+    if age_of_old > RACE_WINDOW || old_outbound == new_outbound {
+        return true;
+    }
+    let dialer = |outbound: bool| if outbound { me } else { peer };
+    dialer(new_outbound).as_bytes() < dialer(old_outbound).as_bytes()
+}
+
+/// Cheap, cloneable handle to the manager.
+#[derive(Clone)]
+pub struct PeerManagerHandle {
+    tx: mpsc::Sender<Command>,
+    events: broadcast::Sender<PeerEvent>,
+    pub counters: Arc<Counters>,
+}
+
+impl PeerManagerHandle {
+    pub(crate) fn sender(&self) -> mpsc::Sender<Command> {
+        self.tx.clone()
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<PeerEvent> {
+        self.events.subscribe()
+    }
+
+    pub async fn list(&self) -> Vec<PeerInfo> {
+        let (reply, rx) = oneshot::channel();
+        if self.tx.send(Command::List { reply }).await.is_err() {
+            return Vec::new();
+        }
+        rx.await.unwrap_or_default()
+    }
+
+    /// The live, authenticated connections. Gossip exchanges tables over these.
+    pub async fn connections(&self) -> Vec<(EndpointId, Connection)> {
+        let (reply, rx) = oneshot::channel();
+        if self.tx.send(Command::Connections { reply }).await.is_err() {
+            return Vec::new();
+        }
+        rx.await.unwrap_or_default()
+    }
+
+    pub async fn connect(
+        &self,
+        id: EndpointId,
+        hosts: Vec<PeerHost>,
+    ) -> Result<PeerInfo, RequestError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Command::Connect { id, hosts, reply })
+            .await
+            .map_err(|_| RequestError::ShuttingDown)?;
+        rx.await.map_err(|_| RequestError::ShuttingDown)?
+    }
+
+    pub async fn disconnect(&self, id: EndpointId) -> Result<(), RequestError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Command::Disconnect { id, reply })
+            .await
+            .map_err(|_| RequestError::ShuttingDown)?;
+        rx.await.map_err(|_| RequestError::ShuttingDown)?
+    }
+
+    /// Closes every connection with [`CloseCode::Shutdown`] and stops the manager.
+    pub async fn shutdown(&self) {
+        let (reply, rx) = oneshot::channel();
+        if self.tx.send(Command::Shutdown { reply }).await.is_ok() {
+            let _ = rx.await;
+        }
+    }
+}
+
+/// Limits of the manager, from the command line.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub max_peers: usize,
+    pub max_known_peers: usize,
+    pub max_concurrent_dials: usize,
+}
+
+pub struct PeerManager {
+    me: EndpointId,
+    endpoint: Endpoint,
+    formation: Formation,
+    limits: Limits,
+    peers: HashMap<EndpointId, Peer>,
+    rx: mpsc::Receiver<Command>,
+    tx: mpsc::WeakSender<Command>,
+    events: broadcast::Sender<PeerEvent>,
+    counters: Arc<Counters>,
+    dials_in_flight: usize,
+    /// Rate limit for "table full" warnings.
+    last_full_warning: Option<Instant>,
+}
+
+impl PeerManager {
+    pub fn new(
+        endpoint: Endpoint,
+        formation: Formation,
+        limits: Limits,
+    ) -> (Self, PeerManagerHandle) {
+        let (tx, rx) = mpsc::channel(1024);
+        let (events, _) = broadcast::channel(1024);
+        let counters = Arc::new(Counters::default());
+        let handle = PeerManagerHandle {
+            tx: tx.clone(),
+            events: events.clone(),
+            counters: counters.clone(),
+        };
+        let mgr = PeerManager {
+            me: endpoint.id(),
+            endpoint,
+            formation,
+            limits,
+            peers: HashMap::new(),
+            rx,
+            tx: tx.downgrade(),
+            events,
+            counters,
+            dials_in_flight: 0,
+            last_full_warning: None,
+        };
+        (mgr, handle)
+    }
+
+    /// Adds `--peer` entries before the manager starts.
+    pub fn add_static(&mut self, id: EndpointId, host: PeerHost) {
+        if id == self.me {
+            warn!(peer = %id, "ignoring --peer entry with this sidecar's own endpoint id");
+            return;
+        }
+        let now = Instant::now();
+        let peer = self.peers.entry(id).or_insert_with(|| Peer::new(now));
+        peer.sources.insert(Source::Static);
+        if let PeerHost::Addr(a) = host {
+            peer.addrs.insert(a);
+        }
+        peer.hosts.insert(host);
+    }
+
+    /// Runs until [`Command::Shutdown`].
+    pub async fn run(mut self) {
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                cmd = self.rx.recv() => {
+                    let Some(cmd) = cmd else { break };
+                    if let Command::Shutdown { reply } = cmd {
+                        self.shutdown();
+                        let _ = reply.send(());
+                        break;
+                    }
+                    self.handle(cmd);
+                }
+                _ = tick.tick() => self.dial_due(),
+            }
+        }
+    }
+
+    fn handle(&mut self, cmd: Command) {
+        match cmd {
+            Command::Discovery(DiscoveryEvent::Found { id, addrs, source }) => {
+                self.on_found(id, addrs, source)
+            }
+            Command::Discovery(DiscoveryEvent::Lost { id, source }) => self.on_lost(id, source),
+            Command::Connect { id, hosts, reply } => self.on_connect(id, hosts, reply),
+            Command::Disconnect { id, reply } => {
+                let _ = reply.send(self.on_disconnect(id));
+            }
+            Command::List { reply } => {
+                let now = Instant::now();
+                let mut list: Vec<PeerInfo> =
+                    self.peers.iter().map(|(id, p)| p.info(id, now)).collect();
+                list.sort_by(|a, b| a.endpoint_id.cmp(&b.endpoint_id));
+                let _ = reply.send(list);
+            }
+            Command::Connections { reply } => {
+                let conns = self
+                    .peers
+                    .iter()
+                    .filter_map(|(id, p)| p.live.as_ref().map(|l| (*id, l.conn.clone())))
+                    .collect();
+                let _ = reply.send(conns);
+            }
+            Command::DialDone { id, result } => self.on_dial_done(id, result),
+            Command::Incoming { conn } => {
+                let id = conn.remote_id();
+                self.install(id, conn, false);
+            }
+            Command::IncomingFailed { id, error } => self.on_incoming_failed(id, error),
+            Command::Closed {
+                id,
+                conn_id,
+                reason,
+            } => self.on_closed(id, conn_id, reason),
+            Command::Shutdown { .. } => unreachable!("handled in run"),
+        }
+    }
+
+    fn emit(&self, id: &EndpointId, kind: PeerEventKind, detail: impl Into<String>) {
+        let unix_ms = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or_default();
+        // No subscriber is fine: the send error only says nobody is watching.
+        let _ = self.events.send(PeerEvent {
+            endpoint_id: id.to_string(),
+            kind,
+            detail: detail.into(),
+            unix_ms,
+        });
+    }
+
+    fn connected_count(&self) -> usize {
+        self.peers.values().filter(|p| p.live.is_some()).count()
+    }
+
+    fn at_capacity(&self) -> bool {
+        self.limits.max_peers > 0 && self.connected_count() >= self.limits.max_peers
+    }
+
+    /// Makes room for one more peer, evicting the oldest discovered-only peer that is
+    /// neither connected nor being dialled. False if nothing can be evicted.
+    fn make_room(&mut self) -> bool {
+        if self.peers.len() < self.limits.max_known_peers {
+            return true;
+        }
+        let victim = self
+            .peers
+            .iter()
+            .filter(|(_, p)| p.live.is_none() && !p.dialing && !p.configured())
+            .min_by_key(|(_, p)| (p.state() != PeerState::Rejected, p.first_seen))
+            .map(|(id, _)| *id);
+        match victim {
+            Some(id) => {
+                self.peers.remove(&id);
+                Counters::inc(&self.counters.peers_evicted);
+                self.emit(&id, PeerEventKind::Removed, "evicted: peer table full");
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn warn_full(&mut self) {
+        let now = Instant::now();
+        if self
+            .last_full_warning
+            .is_none_or(|t| now.duration_since(t) > Duration::from_secs(10))
+        {
+            warn!(
+                max_known_peers = self.limits.max_known_peers,
+                "peer table full and every entry is connected or configured; ignoring newly discovered peers (raise --max-known-peers)"
+            );
+            self.last_full_warning = Some(now);
+        }
+    }
+
+    fn on_found(&mut self, id: EndpointId, addrs: BTreeSet<SocketAddr>, source: Source) {
+        if id == self.me {
+            Counters::inc(&self.counters.self_discoveries_ignored);
+            return;
+        }
+        let now = Instant::now();
+        if !self.peers.contains_key(&id) {
+            if !self.make_room() {
+                self.warn_full();
+                return;
+            }
+            self.peers.insert(id, Peer::new(now));
+        }
+        let Some(peer) = self.peers.get_mut(&id) else {
+            return;
+        };
+        let new_source = peer.sources.insert(source);
+        let before = peer.addrs.len();
+        for a in addrs {
+            if peer.addrs.len() >= MAX_ADDRS_PER_PEER {
+                break;
+            }
+            peer.addrs.insert(a);
+        }
+        let new_addrs = peer.addrs.len() > before;
+        if new_source {
+            info!(peer = %id, %source, addrs = ?peer.addrs, "peer found");
+            self.emit(&id, PeerEventKind::Found, format!("source {source}"));
+        }
+        let Some(peer) = self.peers.get_mut(&id) else {
+            return;
+        };
+        // Found again: an earlier DisconnectPeer no longer holds.
+        peer.paused = false;
+        if peer.live.is_none() && !peer.dialing && !peer.rejected && (new_source || new_addrs) {
+            // New information: try now instead of waiting out the backoff.
+            peer.retry_at = Some(now);
+        }
+        self.try_dial(id);
+    }
+
+    fn on_lost(&mut self, id: EndpointId, source: Source) {
+        let Some(peer) = self.peers.get_mut(&id) else {
+            return;
+        };
+        if !peer.sources.remove(&source) {
+            return;
+        }
+        info!(peer = %id, %source, connected = peer.live.is_some(), "peer lost by {source}");
+        self.emit(&id, PeerEventKind::Lost, format!("source {source}"));
+        self.remove_if_orphan(id);
+    }
+
+    /// A peer that no source knows and that is not connected has nothing left to say.
+    fn remove_if_orphan(&mut self, id: EndpointId) {
+        let orphan = self.peers.get(&id).is_some_and(|p| {
+            p.sources.is_empty() && p.live.is_none() && !p.dialing && p.waiters.is_empty()
+        });
+        if orphan {
+            self.peers.remove(&id);
+            debug!(peer = %id, "peer removed from the table: no source knows it");
+            self.emit(&id, PeerEventKind::Removed, "no source knows it");
+        }
+    }
+
+    fn on_connect(
+        &mut self,
+        id: EndpointId,
+        hosts: Vec<PeerHost>,
+        reply: oneshot::Sender<Result<PeerInfo, RequestError>>,
+    ) {
+        if id == self.me {
+            let _ = reply.send(Err(RequestError::SelfConnect));
+            return;
+        }
+        let now = Instant::now();
+        if !self.peers.contains_key(&id) {
+            if hosts.is_empty() {
+                let _ = reply.send(Err(RequestError::NoAddress(id)));
+                return;
+            }
+            if !self.make_room() {
+                let _ = reply.send(Err(RequestError::TableFull(self.limits.max_known_peers)));
+                return;
+            }
+            self.peers.insert(id, Peer::new(now));
+        }
+        let Some(peer) = self.peers.get_mut(&id) else {
+            return;
+        };
+        peer.sources.insert(Source::Api);
+        for h in hosts {
+            if let PeerHost::Addr(a) = &h {
+                if peer.addrs.len() < MAX_ADDRS_PER_PEER {
+                    peer.addrs.insert(*a);
+                }
+            }
+            peer.hosts.insert(h);
+        }
+        peer.paused = false;
+        if let Some(_live) = &peer.live {
+            let info = peer.info(&id, now);
+            let _ = reply.send(Ok(info));
+            return;
+        }
+        // An operator asked: try now, also a rejected peer (the key may have been fixed).
+        peer.rejected = false;
+        peer.retry_at = Some(now);
+        peer.waiters.push(reply);
+        self.try_dial(id);
+    }
+
+    fn on_disconnect(&mut self, id: EndpointId) -> Result<(), RequestError> {
+        let peer = self.peers.get_mut(&id).ok_or(RequestError::NotFound(id))?;
+        peer.paused = true;
+        peer.retry_at = None;
+        if let Some(live) = peer.live.take() {
+            let code = CloseCode::Disconnect;
+            live.conn.close(code.varint(), code.reason());
+            Counters::inc(&self.counters.connections_closed);
+        }
+        info!(peer = %id, "disconnected by request; no redial until the peer is found or connected again");
+        self.emit(&id, PeerEventKind::Disconnected, "disconnected by request");
+        Ok(())
+    }
+
+    /// Starts dials for every peer whose time has come.
+    fn dial_due(&mut self) {
+        let now = Instant::now();
+        let due: Vec<EndpointId> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| {
+                p.live.is_none() && !p.dialing && !p.paused && p.retry_at.is_some_and(|t| t <= now)
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for id in due {
+            self.try_dial(id);
+        }
+    }
+
+    fn try_dial(&mut self, id: EndpointId) {
+        if self.dials_in_flight >= self.limits.max_concurrent_dials {
+            return; // the tick retries once a slot frees up
+        }
+        let at_capacity = self.at_capacity();
+        let now = Instant::now();
+        let Some(peer) = self.peers.get_mut(&id) else {
+            return;
+        };
+        if peer.live.is_some()
+            || peer.dialing
+            || peer.paused
+            || peer.retry_at.is_none_or(|t| t > now)
+        {
+            return;
+        }
+        if at_capacity && !peer.configured() {
+            // Wait: a slot may free up. Checked again at the next tick.
+            return;
+        }
+        if peer.addrs.is_empty() && peer.hosts.is_empty() {
+            return;
+        }
+        peer.dialing = true;
+        peer.retry_at = None;
+        self.dials_in_flight += 1;
+        Counters::inc(&self.counters.dials_started);
+        let addrs: Vec<SocketAddr> = peer.addrs.iter().copied().collect();
+        let hosts: Vec<PeerHost> = peer.hosts.iter().cloned().collect();
+        debug!(peer = %id, ?addrs, "dialling");
+        self.emit(
+            &id,
+            PeerEventKind::Connecting,
+            format!("{} addresses", addrs.len()),
+        );
+        let endpoint = self.endpoint.clone();
+        let formation = self.formation.clone();
+        let tx = self.tx.clone();
+        let guard = TaskGuard::new(&self.counters);
+        tokio::spawn(async move {
+            let _guard = guard;
+            let result = match tokio::time::timeout(
+                DIAL_TIMEOUT,
+                dial(&endpoint, &formation, id, addrs, hosts),
+            )
+            .await
+            {
+                Ok(r) => r,
+                Err(_) => Err(DialError::Timeout),
+            };
+            if let Some(tx) = tx.upgrade() {
+                let _ = tx.send(Command::DialDone { id, result }).await;
+            }
+        });
+    }
+
+    fn on_dial_done(&mut self, id: EndpointId, result: Result<Connection, DialError>) {
+        self.dials_in_flight = self.dials_in_flight.saturating_sub(1);
+        let Some(peer) = self.peers.get_mut(&id) else {
+            if let Ok(conn) = result {
+                // Removed while dialling (evicted): nobody wants this connection.
+                conn.close(CloseCode::Shutdown.varint(), b"peer forgotten");
+            }
+            return;
+        };
+        peer.dialing = false;
+        match result {
+            Ok(conn) => self.install(id, conn, true),
+            Err(e) => {
+                Counters::inc(&self.counters.dials_failed);
+                let rejection = e.is_rejection();
+                let delay = if rejection {
+                    peer.rejected = true;
+                    Counters::inc(&self.counters.handshakes_rejected);
+                    backoff::REJECTED
+                } else {
+                    peer.backoff.next_delay()
+                };
+                let msg = e.to_string();
+                peer.last_error = Some(msg.clone());
+                if !peer.paused {
+                    peer.retry_at = Some(Instant::now() + delay);
+                }
+                for w in peer.waiters.drain(..) {
+                    let _ = w.send(Err(RequestError::DialFailed(msg.clone())));
+                }
+                if rejection {
+                    warn!(peer = %id, reason = %msg, retry_in = ?delay, "peer rejected: not of our formation");
+                    self.emit(&id, PeerEventKind::Rejected, msg);
+                } else {
+                    info!(peer = %id, error = %msg, retry_in = ?delay, "dial failed");
+                    self.emit(
+                        &id,
+                        PeerEventKind::Disconnected,
+                        format!("dial failed: {msg}"),
+                    );
+                }
+                self.remove_if_orphan(id);
+            }
+        }
+    }
+
+    fn on_incoming_failed(&mut self, id: EndpointId, error: FormationError) {
+        Counters::inc(&self.counters.incoming_refused);
+        // Unknown peers are not added: a stranger must not be able to fill the table.
+        let level_warn = error.is_rejection();
+        if level_warn {
+            Counters::inc(&self.counters.handshakes_rejected);
+            warn!(peer = %id, reason = %error, "refused incoming connection: not of our formation");
+        } else {
+            debug!(peer = %id, reason = %error, "incoming formation check failed");
+        }
+        if let Some(peer) = self.peers.get_mut(&id) {
+            peer.last_error = Some(error.to_string());
+            if level_warn && peer.live.is_none() {
+                peer.rejected = true;
+                if !peer.dialing && !peer.paused {
+                    peer.retry_at = Some(Instant::now() + backoff::REJECTED);
+                }
+                self.emit(&id, PeerEventKind::Rejected, error.to_string());
+            }
+        }
+    }
+
+    /// Records an authenticated connection, settling duplicates.
+    fn install(&mut self, id: EndpointId, conn: Connection, outbound: bool) {
+        let now = Instant::now();
+        let known = self.peers.contains_key(&id);
+        let configured = self.peers.get(&id).is_some_and(|p| p.configured());
+        let has_live = self.peers.get(&id).is_some_and(|p| p.live.is_some());
+        if !has_live && !configured && self.at_capacity() {
+            let code = CloseCode::OverCapacity;
+            conn.close(code.varint(), code.reason());
+            info!(peer = %id, max_peers = self.limits.max_peers, "connection closed: --max-peers reached");
+            if let Some(p) = self.peers.get_mut(&id) {
+                p.last_error = Some("connection limit reached".into());
+                p.retry_at = Some(now + backoff::MAX);
+            }
+            return;
+        }
+        if !known {
+            if !self.make_room() {
+                self.warn_full();
+                conn.close(
+                    CloseCode::OverCapacity.varint(),
+                    CloseCode::OverCapacity.reason(),
+                );
+                return;
+            }
+            self.peers.insert(id, Peer::new(now));
+        }
+        let me = self.me;
+        let Some(peer) = self.peers.get_mut(&id) else {
+            return;
+        };
+        if let Some(old) = &peer.live {
+            let replace = survivor(
+                &me,
+                &id,
+                old.outbound,
+                outbound,
+                now.duration_since(old.since),
+            );
+            Counters::inc(&self.counters.duplicates_closed);
+            Counters::inc(&self.counters.connections_closed);
+            let code = CloseCode::Duplicate;
+            if replace {
+                debug!(peer = %id, outbound, "duplicate connection: keeping the new one");
+                old.conn.close(code.varint(), code.reason());
+            } else {
+                debug!(peer = %id, outbound, "duplicate connection: keeping the old one");
+                conn.close(code.varint(), code.reason());
+                return;
+            }
+        }
+        Counters::inc(&self.counters.connections_opened);
+        let conn_id = conn.stable_id();
+        peer.live = Some(Live {
+            conn: conn.clone(),
+            outbound,
+            since: now,
+        });
+        peer.rejected = false;
+        peer.paused = false;
+        peer.retry_at = None;
+        peer.backoff.reset();
+        peer.last_error = None;
+        let info = peer.info(&id, now);
+        for w in peer.waiters.drain(..) {
+            let _ = w.send(Ok(info.clone()));
+        }
+        let addr = conn
+            .paths()
+            .into_iter()
+            .find(|p| p.is_selected())
+            .map(|p| format!("{:?}", p.remote_addr()));
+        info!(peer = %id, outbound, addr = addr.as_deref().unwrap_or("?"), "peer connected");
+        self.emit(
+            &id,
+            PeerEventKind::Connected,
+            if outbound { "outbound" } else { "inbound" },
+        );
+
+        // Watch the connection: when it ends, for whatever reason, the manager hears.
+        let tx = self.tx.clone();
+        let guard = TaskGuard::new(&self.counters);
+        tokio::spawn(async move {
+            let _guard = guard;
+            let reason = conn.closed().await;
+            if let Some(tx) = tx.upgrade() {
+                let _ = tx
+                    .send(Command::Closed {
+                        id,
+                        conn_id,
+                        reason,
+                    })
+                    .await;
+            }
+        });
+    }
+
+    fn on_closed(&mut self, id: EndpointId, conn_id: usize, reason: ConnectionError) {
+        let Some(peer) = self.peers.get_mut(&id) else {
+            return;
+        };
+        let current = peer
+            .live
+            .as_ref()
+            .is_some_and(|l| l.conn.stable_id() == conn_id);
+        if !current {
+            return; // a duplicate we closed, or one replaced already
+        }
+        peer.live = None;
+        Counters::inc(&self.counters.connections_closed);
+        let (why, kind) = describe_close(&reason);
+        match kind {
+            CloseKind::PeerDisconnected => {
+                // The peer's operator asked to disconnect: respect it on this side too.
+                peer.paused = true;
+                peer.retry_at = None;
+            }
+            CloseKind::LocalDisconnect => {}
+            CloseKind::Rejected => {
+                peer.rejected = true;
+                peer.retry_at = Some(Instant::now() + backoff::REJECTED);
+            }
+            CloseKind::Lost => {
+                if !peer.paused {
+                    peer.retry_at = Some(Instant::now() + peer.backoff.next_delay());
+                }
+            }
+        }
+        peer.last_error = Some(why.clone());
+        info!(peer = %id, reason = %why, "peer disconnected");
+        self.emit(&id, PeerEventKind::Disconnected, why);
+        self.remove_if_orphan(id);
+    }
+
+    fn shutdown(&mut self) {
+        let code = CloseCode::Shutdown;
+        let mut n = 0;
+        for peer in self.peers.values_mut() {
+            if let Some(live) = peer.live.take() {
+                live.conn.close(code.varint(), code.reason());
+                n += 1;
+            }
+            for w in peer.waiters.drain(..) {
+                let _ = w.send(Err(RequestError::ShuttingDown));
+            }
+        }
+        info!(connections = n, "closed all peer connections");
+    }
+}
+
+enum CloseKind {
+    /// Gone without a word (timeout, reset) or leaving (shutdown): redial with backoff.
+    Lost,
+    PeerDisconnected,
+    LocalDisconnect,
+    Rejected,
+}
+
+fn describe_close(reason: &ConnectionError) -> (String, CloseKind) {
+    match reason {
+        ConnectionError::ApplicationClosed(close) => {
+            let code = CloseCode::from_code(close.error_code.into_inner());
+            match code {
+                Some(CloseCode::Shutdown) => ("the peer shut down".into(), CloseKind::Lost),
+                Some(CloseCode::Disconnect) => (
+                    "the peer disconnected us by request".into(),
+                    CloseKind::PeerDisconnected,
+                ),
+                Some(CloseCode::Duplicate) => ("closed as a duplicate".into(), CloseKind::Lost),
+                Some(CloseCode::OverCapacity) => (
+                    "the peer's connection limit is reached".into(),
+                    CloseKind::Lost,
+                ),
+                Some(c) if c.is_rejection() => (
+                    format!(
+                        "the peer rejected us: {}",
+                        String::from_utf8_lossy(c.reason())
+                    ),
+                    CloseKind::Rejected,
+                ),
+                Some(c) => (
+                    String::from_utf8_lossy(c.reason()).into_owned(),
+                    CloseKind::Lost,
+                ),
+                None => (
+                    format!("closed by the peer with unknown code {}", close.error_code),
+                    CloseKind::Lost,
+                ),
+            }
+        }
+        ConnectionError::TimedOut => (
+            "timed out: no packets within the idle timeout".into(),
+            CloseKind::Lost,
+        ),
+        ConnectionError::Reset => ("reset by the peer (it restarted)".into(), CloseKind::Lost),
+        ConnectionError::LocallyClosed => ("closed locally".into(), CloseKind::LocalDisconnect),
+        other => (other.to_string(), CloseKind::Lost),
+    }
+}
+
+/// Resolves the peer's host names, connects and runs the dialer's side of the check.
+async fn dial(
+    endpoint: &Endpoint,
+    formation: &Formation,
+    id: EndpointId,
+    mut addrs: Vec<SocketAddr>,
+    hosts: Vec<PeerHost>,
+) -> Result<Connection, DialError> {
+    for host in hosts {
+        if let PeerHost::Name { host, port } = host {
+            let lookup = tokio::net::lookup_host((host.clone(), port)).await;
+            match lookup {
+                Ok(resolved) => addrs.extend(resolved),
+                Err(e) if addrs.is_empty() => {
+                    return Err(DialError::Resolve {
+                        host,
+                        message: e.to_string(),
+                    })
+                }
+                Err(e) => {
+                    debug!(%host, error = %e, "cannot resolve host; trying the other addresses")
+                }
+            }
+        }
+    }
+    addrs.sort();
+    addrs.dedup();
+    if addrs.is_empty() {
+        return Err(DialError::NoAddress);
+    }
+    let mut target = EndpointAddr::new(id);
+    for a in addrs {
+        target = target.with_ip_addr(a);
+    }
+    let conn = endpoint
+        .connect(target, ALPN)
+        .await
+        .map_err(|e| DialError::Connect(error_chain(&e)))?;
+    match authenticate_outbound(&conn, formation, endpoint.id(), id).await {
+        Ok(()) => Ok(conn),
+        Err(e) => {
+            let code = e.close_code();
+            conn.close(code.varint(), code.reason());
+            Err(DialError::Formation(e))
+        }
+    }
+}
+
+async fn authenticate_outbound(
+    conn: &Connection,
+    formation: &Formation,
+    me: EndpointId,
+    peer: EndpointId,
+) -> Result<(), FormationError> {
+    let run = async {
+        let (mut send, mut recv) = conn
+            .open_bi()
+            .await
+            .map_err(|e| FormationError::Io(e.to_string()))?;
+        formation.dial(&mut recv, &mut send, me, peer).await?;
+        let _ = send.finish();
+        Ok(())
+    };
+    let result = match tokio::time::timeout(HANDSHAKE_TIMEOUT, run).await {
+        Ok(r) => r,
+        Err(_) => Err(FormationError::Timeout),
+    };
+    result.map_err(|e| refine_with_close(conn, e))
+}
+
+/// Runs the acceptor's side of the check on a freshly accepted connection.
+pub async fn authenticate_inbound(
+    conn: &Connection,
+    formation: &Formation,
+    me: EndpointId,
+) -> Result<(), FormationError> {
+    let peer = conn.remote_id();
+    let run = async {
+        let (mut send, mut recv) = conn
+            .accept_bi()
+            .await
+            .map_err(|e| FormationError::Io(e.to_string()))?;
+        formation.accept(&mut recv, &mut send, me, peer).await?;
+        let _ = send.finish();
+        Ok(())
+    };
+    let result = match tokio::time::timeout(HANDSHAKE_TIMEOUT, run).await {
+        Ok(r) => r,
+        Err(_) => Err(FormationError::Timeout),
+    };
+    result.map_err(|e| refine_with_close(conn, e))
+}
+
+/// An I/O failure during the check often means the peer closed the connection with a
+/// rejection code: report that instead of "stream reset".
+fn refine_with_close(conn: &Connection, e: FormationError) -> FormationError {
+    if !matches!(e, FormationError::Io(_)) {
+        return e;
+    }
+    match conn.close_reason() {
+        Some(ConnectionError::ApplicationClosed(close)) => {
+            CloseCode::from_code(close.error_code.into_inner())
+                .and_then(FormationError::from_peer_close)
+                .unwrap_or(e)
+        }
+        _ => e,
+    }
+}
+
+/// The error and its sources on one line.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(src) = cur {
+        let t = src.to_string();
+        if !s.contains(&t) {
+            s.push_str(": ");
+            s.push_str(&t);
+        }
+        cur = src.source();
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use iroh::SecretKey;
+
+    #[test]
+    fn survivor_is_the_same_on_both_sides() {
+        let a = SecretKey::generate().public();
+        let b = SecretKey::generate().public();
+        let young = Duration::from_millis(10);
+        // a holds an outbound conn (a dialled) and receives b's dial; b holds its
+        // outbound and receives a's. Both must keep the conn dialled by min(a, b).
+        let a_keeps_new = survivor(&a, &b, true, false, young);
+        let b_keeps_new = survivor(&b, &a, true, false, young);
+        let smaller_is_a = a.as_bytes() < b.as_bytes();
+        // On a, "new" is b's dial; keep it iff b is smaller.
+        assert_eq!(a_keeps_new, !smaller_is_a);
+        // On b, "new" is a's dial; keep it iff a is smaller.
+        assert_eq!(b_keeps_new, smaller_is_a);
+    }
+
+    #[test]
+    fn stale_connection_loses_to_a_new_one() {
+        let a = SecretKey::generate().public();
+        let b = SecretKey::generate().public();
+        assert!(survivor(&a, &b, true, false, Duration::from_secs(60)));
+        assert!(survivor(&a, &b, false, true, Duration::from_secs(60)));
+        // Same direction twice: the newer is the peer's redial.
+        assert!(survivor(&a, &b, false, false, Duration::from_millis(1)));
+    }
+
+    #[test]
+    fn close_codes_are_classified() {
+        use iroh::endpoint::ApplicationClose;
+        let close = |c: CloseCode| {
+            ConnectionError::ApplicationClosed(ApplicationClose {
+                error_code: c.varint(),
+                reason: c.reason().to_vec().into(),
+            })
+        };
+        assert!(matches!(
+            describe_close(&close(CloseCode::KeyMismatch)).1,
+            CloseKind::Rejected
+        ));
+        assert!(matches!(
+            describe_close(&close(CloseCode::Disconnect)).1,
+            CloseKind::PeerDisconnected
+        ));
+        assert!(matches!(
+            describe_close(&close(CloseCode::Shutdown)).1,
+            CloseKind::Lost
+        ));
+        assert!(matches!(
+            describe_close(&ConnectionError::TimedOut).1,
+            CloseKind::Lost
+        ));
+    }
+}
