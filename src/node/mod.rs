@@ -9,6 +9,7 @@ pub mod endpoint;
 pub mod formation;
 pub mod identity;
 pub mod peers;
+pub mod streams;
 
 use std::{net::SocketAddr, sync::Arc, time::Instant};
 

@@ -34,6 +34,7 @@ use tracing::{debug, info, warn};
 use super::{
     backoff::{self, Backoff},
     formation::{CloseCode, Formation, FormationError, ALPN, HANDSHAKE_TIMEOUT},
+    streams::StreamRegistry,
 };
 use crate::{
     config::PeerHost,
@@ -380,6 +381,8 @@ pub struct PeerManagerHandle {
     tx: mpsc::Sender<Command>,
     events: broadcast::Sender<PeerEvent>,
     pub counters: Arc<Counters>,
+    /// Protocols that run on authenticated connections register here.
+    pub streams: StreamRegistry,
 }
 
 impl PeerManagerHandle {
@@ -457,6 +460,7 @@ pub struct PeerManager {
     tx: mpsc::WeakSender<Command>,
     events: broadcast::Sender<PeerEvent>,
     counters: Arc<Counters>,
+    streams: StreamRegistry,
     dials_in_flight: usize,
     /// Rate limit for "table full" warnings.
     last_full_warning: Option<Instant>,
@@ -471,10 +475,12 @@ impl PeerManager {
         let (tx, rx) = mpsc::channel(1024);
         let (events, _) = broadcast::channel(1024);
         let counters = Arc::new(Counters::default());
+        let streams = StreamRegistry::default();
         let handle = PeerManagerHandle {
             tx: tx.clone(),
             events: events.clone(),
             counters: counters.clone(),
+            streams: streams.clone(),
         };
         let mgr = PeerManager {
             me: endpoint.id(),
@@ -486,6 +492,7 @@ impl PeerManager {
             tx: tx.downgrade(),
             events,
             counters,
+            streams,
             dials_in_flight: 0,
             last_full_warning: None,
         };
@@ -972,11 +979,17 @@ impl PeerManager {
         );
 
         // Watch the connection: when it ends, for whatever reason, the manager hears.
+        // Meanwhile route the streams the peer opens to the protocols that want them.
         let tx = self.tx.clone();
         let guard = TaskGuard::new(&self.counters);
+        let streams = self.streams.clone();
         tokio::spawn(async move {
             let _guard = guard;
-            let reason = conn.closed().await;
+            let router = streams.route(conn.clone());
+            let reason = tokio::select! {
+                reason = conn.closed() => reason,
+                _ = router => conn.closed().await,
+            };
             if let Some(tx) = tx.upgrade() {
                 let _ = tx
                     .send(Command::Closed {

@@ -1,0 +1,89 @@
+//! Application streams on authenticated peer connections.
+//!
+//! After the formation check, a connection carries further bidirectional streams for
+//! protocols such as gossip. The opener writes one tag byte naming the protocol; the
+//! router on the other side reads it and hands the stream to whoever registered that
+//! tag. Streams with an unknown tag are reset, so an older sidecar ignores protocols it
+//! does not know.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, RwLock},
+    time::Duration,
+};
+
+use iroh::{
+    endpoint::{Connection, RecvStream, SendStream, VarInt},
+    EndpointId,
+};
+use tokio::sync::mpsc;
+use tracing::debug;
+
+/// Stream tags. Numbers are part of the wire protocol: never reuse one.
+pub mod tag {
+    /// Gossip peer-table exchange.
+    pub const GOSSIP: u8 = 1;
+}
+
+/// How long the opener has to send the tag byte.
+const TAG_TIMEOUT: Duration = Duration::from_secs(5);
+/// Queue of inbound streams per protocol; beyond it, new streams are reset.
+const QUEUE: usize = 64;
+
+/// An inbound stream handed to a protocol.
+pub struct InboundStream {
+    pub peer: EndpointId,
+    pub send: SendStream,
+    pub recv: RecvStream,
+}
+
+#[derive(Clone, Default)]
+pub struct StreamRegistry {
+    handlers: Arc<RwLock<HashMap<u8, mpsc::Sender<InboundStream>>>>,
+}
+
+impl StreamRegistry {
+    /// Registers a protocol; later registrations of the same tag replace earlier ones.
+    pub fn register(&self, tag: u8) -> mpsc::Receiver<InboundStream> {
+        let (tx, rx) = mpsc::channel(QUEUE);
+        if let Ok(mut h) = self.handlers.write() {
+            h.insert(tag, tx);
+        }
+        rx
+    }
+
+    fn handler(&self, tag: u8) -> Option<mpsc::Sender<InboundStream>> {
+        self.handlers.read().ok()?.get(&tag).cloned()
+    }
+
+    /// Accepts streams on `conn` until it closes, routing each by its tag.
+    pub(crate) async fn route(&self, conn: Connection) {
+        let peer = conn.remote_id();
+        while let Ok((send, mut recv)) = conn.accept_bi().await {
+            let mut t = [0u8; 1];
+            match tokio::time::timeout(TAG_TIMEOUT, recv.read_exact(&mut t)).await {
+                Ok(Ok(_)) => {}
+                _ => continue,
+            }
+            let delivered = match self.handler(t[0]) {
+                Some(h) => h.try_send(InboundStream { peer, send, recv }).is_ok(),
+                None => {
+                    debug!(%peer, tag = t[0], "stream with an unknown protocol tag; resetting it");
+                    let mut send = send;
+                    let _ = send.reset(VarInt::from_u32(1));
+                    true
+                }
+            };
+            if !delivered {
+                debug!(%peer, tag = t[0], "protocol queue full; dropping a stream");
+            }
+        }
+    }
+}
+
+/// Opens a stream for protocol `tag` on an authenticated connection.
+pub async fn open(conn: &Connection, tag: u8) -> Result<(SendStream, RecvStream), std::io::Error> {
+    let (mut send, recv) = conn.open_bi().await.map_err(std::io::Error::other)?;
+    send.write_all(&[tag]).await.map_err(std::io::Error::other)?;
+    Ok((send, recv))
+}

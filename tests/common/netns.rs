@@ -1,0 +1,1 @@
+//! Network namespaces as test hosts (the "test LAN"). Filled in by the mdns work.
