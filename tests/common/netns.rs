@@ -1,19 +1,22 @@
 //! Network namespaces as test hosts: the "test LAN".
 //!
 //! [`Lan::new`] creates N namespaces `PREFIX-0 .. PREFIX-(N-1)`, each with `lo` up and
-//! an `eth0` that is one end of a veth pair whose other end (`PREFIXh<i>s0`) sits in a
-//! bridge `PREFIXbr0` in the host namespace. The bridge has multicast snooping off so
-//! that mDNS reaches every port at once, and no address of its own: nothing in the host
-//! namespace takes part. Host `i` gets `10.77.0.(i+1)/24`.
+//! an `eth0` that is one end of a veth pair whose other end (`h<i>s0`) sits in a bridge
+//! `br0`. The bridges live in one more namespace, the "switch" `PREFIX-sw`, not in the
+//! host namespace: there, Docker's `FORWARD DROP` policy together with br_netfilter
+//! (`bridge-nf-call-iptables = 1`) would silently drop the bridged multicast, and
+//! nothing in the host namespace is touched at all. The bridges have multicast snooping
+//! off so that mDNS reaches every port at once, and no address of their own. Host `i`
+//! gets `10.77.0.(i+1)/24`.
 //!
 //! More segments (bridges) give multi-subnet setups: [`Lan::add_segment`] creates
-//! `PREFIXbr<s>` with subnet `10.77.<s>.0/24`, [`Lan::attach`] gives a host an `eth<s>`
-//! on it (also while a sidecar runs there), [`Lan::add_host`] adds a namespace.
+//! `br<s>` with subnet `10.77.<s>.0/24`, [`Lan::attach`] gives a host an `eth<s>` on it
+//! (also while a sidecar runs there), [`Lan::add_host`] adds a namespace.
 //!
-//! Cleanup: `Drop` deletes everything this `Lan` created, and `new` first sweeps
-//! namespaces and links left with the same prefix by an interrupted run. Prefixes must
-//! be unique per test (and per helper: they are shared machine-wide), at most 5
-//! characters so that interface names stay within 15.
+//! Cleanup: `Drop` deletes the namespaces (which deletes the bridges and veths in them),
+//! and `new` first sweeps namespaces left with the same prefix by an interrupted run,
+//! killing any process still inside. Prefixes must be unique per test and per helper
+//! (namespace names are machine-wide), 1-5 letters or digits.
 //!
 //! Needs root (CAP_NET_ADMIN); [`require_root`] fails the test with a clear message.
 
@@ -67,10 +70,10 @@ pub struct Lan {
     prefix: String,
     /// Namespace names, by host index.
     hosts: Vec<String>,
+    /// The namespace that holds the bridges.
+    switch: String,
     /// Number of segments (bridges) created.
     segments: usize,
-    /// Host-side veth names, for cleanup (deleting one end deletes the pair).
-    veths: Vec<String>,
 }
 
 impl Lan {
@@ -82,12 +85,15 @@ impl Lan {
             "netns prefix `{prefix}` must be 1-5 letters or digits"
         );
         sweep(prefix);
+        let switch = format!("{prefix}-sw");
+        sh(&["ip", "netns", "add", &switch]);
         let mut lan = Lan {
             prefix: prefix.to_string(),
             hosts: vec![],
+            switch,
             segments: 0,
-            veths: vec![],
         };
+        sh(&["ip", "-n", &lan.switch, "link", "set", "lo", "up"]);
         lan.add_segment();
         for _ in 0..n {
             lan.add_host_no_wait(0);
@@ -113,9 +119,10 @@ impl Lan {
     /// Creates another bridge (segment `s`, subnet 10.77.s.0/24); returns `s`.
     pub fn add_segment(&mut self) -> usize {
         let s = self.segments;
-        let br = format!("{}br{s}", self.prefix);
-        sh(&["ip", "link", "add", &br, "type", "bridge", "mcast_snooping", "0"]);
-        sh(&["ip", "link", "set", &br, "up"]);
+        let br = format!("br{s}");
+        let sw = self.switch.as_str();
+        sh(&["ip", "-n", sw, "link", "add", &br, "type", "bridge", "mcast_snooping", "0"]);
+        sh(&["ip", "-n", sw, "link", "set", &br, "up"]);
         self.segments += 1;
         s
     }
@@ -149,15 +156,16 @@ impl Lan {
     /// that time how fast a new address is picked up.
     pub fn attach_now(&mut self, i: usize, seg: usize) -> Ipv4Addr {
         let ns = self.hosts[i].clone();
-        let host_end = format!("{}h{i}s{seg}", self.prefix);
+        let port = format!("h{i}s{seg}");
         let inner = format!("eth{seg}");
-        let br = format!("{}br{seg}", self.prefix);
+        let br = format!("br{seg}");
+        let sw = self.switch.as_str();
         sh(&[
-            "ip", "link", "add", &host_end, "type", "veth", "peer", "name", &inner, "netns", &ns,
+            "ip", "-n", sw, "link", "add", &port, "type", "veth", "peer", "name", &inner, "netns",
+            &ns,
         ]);
-        self.veths.push(host_end.clone());
-        sh(&["ip", "link", "set", &host_end, "master", &br]);
-        sh(&["ip", "link", "set", &host_end, "up"]);
+        sh(&["ip", "-n", sw, "link", "set", &port, "master", &br]);
+        sh(&["ip", "-n", sw, "link", "set", &port, "up"]);
         let addr = self.addr(i, seg);
         sh(&["ip", "-n", &ns, "addr", "add", &format!("{addr}/24"), "dev", &inner]);
         sh(&["ip", "-n", &ns, "link", "set", &inner, "up"]);
@@ -178,48 +186,32 @@ impl Lan {
 
 impl Drop for Lan {
     fn drop(&mut self) {
-        for v in &self.veths {
-            sh_quiet(&["ip", "link", "del", v]);
-        }
-        for s in 0..self.segments {
-            sh_quiet(&["ip", "link", "del", &format!("{}br{s}", self.prefix)]);
-        }
-        for ns in &self.hosts {
+        // Deleting a namespace deletes its interfaces, and a veth goes with its peer.
+        for ns in self.hosts.iter().chain([&self.switch]) {
             sh_quiet(&["ip", "netns", "del", ns]);
         }
     }
 }
 
-/// Removes namespaces `PREFIX-<n>`, bridges `PREFIXbr<n>` and veths `PREFIXh<n>...` that
-/// an interrupted run left behind. Only exact matches of this prefix are touched.
+/// Removes namespaces `PREFIX-<n>` and `PREFIX-sw` that an interrupted run left behind,
+/// killing processes still inside them. Only exact matches of this prefix are touched.
 pub fn sweep(prefix: &str) {
-    let digit_after = |name: &str, tag: &str| -> bool {
+    let ours = |name: &str| -> bool {
         name.strip_prefix(prefix)
-            .and_then(|r| r.strip_prefix(tag))
-            .is_some_and(|r| r.starts_with(|c: char| c.is_ascii_digit()))
+            .and_then(|r| r.strip_prefix('-'))
+            .is_some_and(|r| r == "sw" || (!r.is_empty() && r.chars().all(|c| c.is_ascii_digit())))
     };
     let out = run(&["ip", "netns", "list"]);
     for line in String::from_utf8_lossy(&out.stdout).lines() {
         let name = line.split_whitespace().next().unwrap_or("");
-        if digit_after(name, "-") {
-            // Processes still inside (a killed test's sidecars) keep running in a
-            // namespace without a name; kill them by pid so nothing talks there.
+        if ours(name) {
+            // A killed test's sidecars keep running in a namespace without a name;
+            // kill them by pid so nothing talks there any more.
             let pids = run(&["ip", "netns", "pids", name]);
             for pid in String::from_utf8_lossy(&pids.stdout).split_whitespace() {
                 sh_quiet(&["kill", "-9", pid]);
             }
             sh_quiet(&["ip", "netns", "del", name]);
-        }
-    }
-    let out = run(&["ip", "-o", "link", "show"]);
-    for line in String::from_utf8_lossy(&out.stdout).lines() {
-        // "12: pm1br0: <...>" or "13: pm1h0s0@if2: <...>"
-        let Some(name) = line.split(": ").nth(1) else {
-            continue;
-        };
-        let name = name.split('@').next().unwrap_or("");
-        if digit_after(name, "br") || digit_after(name, "h") {
-            sh_quiet(&["ip", "link", "del", name]);
         }
     }
 }
