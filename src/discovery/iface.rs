@@ -365,7 +365,10 @@ async fn watch_loop(
             r = recv => {
                 match r {
                     // The content does not matter: any message means "look again".
-                    Ok(()) => debounce.event(Instant::now()),
+                    Ok(()) => {
+                        tracing::trace!(bytes = buf.len(), "netlink message");
+                        debounce.event(Instant::now())
+                    }
                     Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {
                         // Overrun: we missed messages, which is exactly when to look.
                         debounce.event(Instant::now());
@@ -383,7 +386,11 @@ async fn watch_loop(
                     Some(d) => tokio::time::sleep_until(d).await,
                     None => std::future::pending().await,
                 }
-            } => debounce.fire(Instant::now()),
+            } => {
+                let fired = debounce.fire(Instant::now());
+                tracing::trace!(fired, "debounce deadline");
+                fired
+            }
             _ = poll.tick() => true,
         };
         if !take {

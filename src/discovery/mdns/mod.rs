@@ -267,12 +267,10 @@ struct Task {
     malformed_suppressed: u64,
 }
 
-fn sleep_opt(at: Option<Instant>) -> impl std::future::Future<Output = ()> {
-    async move {
-        match at {
-            Some(t) => tokio::time::sleep_until(tokio::time::Instant::from_std(t)).await,
-            None => std::future::pending().await,
-        }
+async fn sleep_opt(at: Option<Instant>) {
+    match at {
+        Some(t) => tokio::time::sleep_until(tokio::time::Instant::from_std(t)).await,
+        None => std::future::pending().await,
     }
 }
 
