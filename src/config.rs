@@ -250,10 +250,10 @@ pub enum ConfigError {
     DnsWithoutService,
     #[error("discovery mode `{0}` is not available in this build of peat-sidecar {1}; available modes: {2}")]
     ModeNotBuilt(DiscoveryMode, &'static str, String),
-    #[error("cannot read the shared key file {path}: {source}")]
+    #[error("cannot read the shared key file {path}: {cause}")]
     SharedKeyRead {
         path: PathBuf,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error("the shared key file {path} must hold 32 bytes, raw or as base64 (found {len} bytes that are neither); create one with: head -c 32 /dev/urandom | base64 > {path}")]
     SharedKeyFormat { path: PathBuf, len: usize },
@@ -284,9 +284,9 @@ impl RunArgs {
         let Some(path) = &self.shared_key_file else {
             return Ok(None);
         };
-        let raw = std::fs::read(path).map_err(|source| ConfigError::SharedKeyRead {
+        let raw = std::fs::read(path).map_err(|cause| ConfigError::SharedKeyRead {
             path: path.clone(),
-            source,
+            cause,
         })?;
         SharedKey::from_file_bytes(&raw)
             .map(Some)

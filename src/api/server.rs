@@ -207,15 +207,12 @@ impl pb::sidecar_server::Sidecar for SidecarService {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
-    #[error("cannot listen on {addr}: {source}. Is another process using it? Choose another with --listen (PEAT_SIDECAR_LISTEN)")]
-    Tcp {
-        addr: String,
-        source: std::io::Error,
-    },
-    #[error("cannot create the API socket {path}: {source}. Check that the directory exists and is writable, or choose another path with --listen unix:///PATH")]
+    #[error("cannot listen on {addr}: {cause}. Is another process using it? Choose another with --listen (PEAT_SIDECAR_LISTEN)")]
+    Tcp { addr: String, cause: std::io::Error },
+    #[error("cannot create the API socket {path}: {cause}. Check that the directory exists and is writable, or choose another path with --listen unix:///PATH")]
     Unix {
         path: PathBuf,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error("{path} exists and is not a socket; refusing to replace it")]
     NotASocket { path: PathBuf },
@@ -246,9 +243,9 @@ pub async fn bind(listen: &ListenAddr, socket_mode: u32) -> Result<Bound, ServeE
         ListenAddr::Tcp(addr) => TcpListener::bind(addr)
             .await
             .map(Bound::Tcp)
-            .map_err(|source| ServeError::Tcp {
+            .map_err(|cause| ServeError::Tcp {
                 addr: addr.to_string(),
-                source,
+                cause,
             }),
         ListenAddr::Unix(path) => bind_unix(path, socket_mode),
     }
@@ -256,9 +253,9 @@ pub async fn bind(listen: &ListenAddr, socket_mode: u32) -> Result<Bound, ServeE
 
 fn bind_unix(path: &Path, mode: u32) -> Result<Bound, ServeError> {
     use std::os::unix::fs::FileTypeExt;
-    let unix_err = |source| ServeError::Unix {
+    let unix_err = |cause| ServeError::Unix {
         path: path.to_path_buf(),
-        source,
+        cause,
     };
     match std::fs::symlink_metadata(path) {
         Ok(meta) if meta.file_type().is_socket() => {
