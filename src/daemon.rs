@@ -35,7 +35,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     check_built(&modes)?;
     let shared_key = args.load_shared_key()?;
     let secret_key = identity::load_or_create(&args.data_dir)?;
-    let api = server::bind(&args.listen, args.socket_mode).await?;
+    let api = server::bind(&args.listen, args.socket_mode, args.socket_group.as_deref()).await?;
 
     let node = Node::start(NodeConfig {
         secret_key: secret_key.clone(),
@@ -47,6 +47,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             max_peers: args.max_peers,
             max_known_peers: args.max_known_peers.max(1),
             max_concurrent_dials: args.max_concurrent_dials.max(1),
+            max_dials_per_sec: args.max_dials_per_sec,
         },
         liveness: Liveness {
             keep_alive: args.keep_alive(),

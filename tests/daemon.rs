@@ -434,7 +434,7 @@ async fn unix_socket_api() {
         .arg(&data)
         .arg("--listen")
         .arg(format!("unix://{}", sock.display()))
-        .args(["--socket-mode", "0600"])
+        .args(["--socket-mode", "0640", "--socket-group", "daemon"])
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
@@ -448,9 +448,16 @@ async fn unix_socket_api() {
     })
     .await;
     assert!(ok.is_some(), "status over the Unix socket");
+    use std::os::unix::fs::MetadataExt;
     use std::os::unix::fs::PermissionsExt;
-    let mode = std::fs::metadata(&sock).unwrap().permissions().mode() & 0o777;
-    assert_eq!(mode, 0o600);
+    let meta = std::fs::metadata(&sock).unwrap();
+    assert_eq!(meta.permissions().mode() & 0o777, 0o640);
+    let daemon_gid = nix::unistd::Group::from_name("daemon")
+        .unwrap()
+        .unwrap()
+        .gid
+        .as_raw();
+    assert_eq!(meta.gid(), daemon_gid, "socket group");
     common::signal(child.id(), "TERM");
     let st = child.wait().unwrap();
     assert!(st.success());
@@ -595,4 +602,59 @@ fn id_is_stable_and_hex() {
     assert!(a
         .chars()
         .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_flood_to_unreachable_peers_is_bounded() {
+    let a = Sidecar::start(
+        "a",
+        Opts {
+            extra: vec!["--max-known-peers".into(), "64".into()],
+            ..Opts::default()
+        },
+    )
+    .await;
+    // 300 concurrent ConnectPeer calls, random ids, ports where nobody listens.
+    let mut calls = tokio::task::JoinSet::new();
+    for i in 0..300u32 {
+        let mut c = a.client().await.unwrap();
+        let id = iroh::SecretKey::generate().public().to_string();
+        calls.spawn(async move {
+            c.connect_peer(pb::ConnectPeerRequest {
+                endpoint_id: id,
+                addresses: vec![format!("127.0.0.1:{}", 1 + i % 3)],
+                timeout_ms: 300,
+            })
+            .await
+        });
+    }
+    let mut codes = std::collections::BTreeMap::new();
+    while let Some(r) = calls.join_next().await {
+        let e = r.unwrap().expect_err("no fake peer can connect");
+        *codes.entry(format!("{:?}", e.code())).or_insert(0) += 1;
+    }
+    eprintln!("flood answers: {codes:?}");
+    for code in codes.keys() {
+        assert!(
+            ["DeadlineExceeded", "Unavailable", "ResourceExhausted"].contains(&code.as_str()),
+            "{codes:?}"
+        );
+    }
+    assert!(
+        codes.contains_key("ResourceExhausted"),
+        "the table limit was never hit: {codes:?}"
+    );
+    let st = a.status().await;
+    assert!(
+        st.known_peers <= 64,
+        "table grew past its bound: {}",
+        st.known_peers
+    );
+    let c = st.counters.unwrap();
+    // Dials are rate-limited (default 20/s) and capped at 32 in flight.
+    assert!(c.live_tasks <= 32 + 8, "{c:?}");
+    // The sidecar still works: a real peer connects.
+    let b = Sidecar::start("b", Opts::default()).await;
+    let (ok, out, err) = b.cli(&["connect", &a.peer_spec()]);
+    assert!(ok, "{out} {err}");
 }
