@@ -24,7 +24,10 @@ const RECV_BUF: usize = 512;
 pub enum Outcome {
     Verified(Identity),
     /// Nothing that verified came back; the last invalid answer says why.
-    Rejected { from: SocketAddr, error: WireError },
+    Rejected {
+        from: SocketAddr,
+        error: WireError,
+    },
     /// No answer at all.
     NoAnswer,
     /// The question could not even be sent (no route, no socket).

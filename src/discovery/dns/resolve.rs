@@ -38,7 +38,9 @@ pub enum ResolveError {
     BadServer(String),
     #[error("--discovery-service `{0}` is not a valid DNS name")]
     BadName(String),
-    #[error("cannot read the system resolver configuration (/etc/resolv.conf): {0}; set --dns-server")]
+    #[error(
+        "cannot read the system resolver configuration (/etc/resolv.conf): {0}; set --dns-server"
+    )]
     System(String),
     #[error("DNS lookup of {name} ({rtype}) failed: {message}")]
     Lookup {
@@ -146,8 +148,9 @@ impl Resolver {
                 b.options_mut().use_hosts_file = ResolveHosts::Never;
                 b
             }
-            None => TokioResolver::builder(provider)
-                .map_err(|e| ResolveError::System(e.to_string()))?,
+            None => {
+                TokioResolver::builder(provider).map_err(|e| ResolveError::System(e.to_string()))?
+            }
         };
         let opts = builder.options_mut();
         opts.timeout = QUERY_TIMEOUT;
@@ -316,7 +319,10 @@ mod tests {
             parse_server("[::1]:5353").unwrap(),
             "[::1]:5353".parse().unwrap()
         );
-        assert_eq!(parse_server("fd00::10").unwrap(), "[fd00::10]:53".parse().unwrap());
+        assert_eq!(
+            parse_server("fd00::10").unwrap(),
+            "[fd00::10]:53".parse().unwrap()
+        );
         assert!(parse_server("dns.example").is_err());
     }
 }

@@ -344,7 +344,10 @@ mod tests {
             vec![found(2, &[iroh(2, 9470), SocketAddr::new(v6.ip(), 9470)])]
         );
         // One address leaves: still found at the other, not lost.
-        assert_eq!(t.update(&res(&[v6])), vec![found(2, &[SocketAddr::new(v6.ip(), 9470)])]);
+        assert_eq!(
+            t.update(&res(&[v6])),
+            vec![found(2, &[SocketAddr::new(v6.ip(), 9470)])]
+        );
         assert_eq!(t.update(&res(&[])), vec![lost(2)]);
     }
 

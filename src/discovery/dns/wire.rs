@@ -168,9 +168,7 @@ pub fn decode_answer(buf: &[u8]) -> Result<Answer, WireError> {
     check_header(buf, KIND_ANSWER)?;
     let mut at = HEADER_LEN;
     let mut take = |n: usize| -> Result<&[u8], WireError> {
-        let s = buf
-            .get(at..at + n)
-            .ok_or(WireError::BadLength(buf.len()))?;
+        let s = buf.get(at..at + n).ok_or(WireError::BadLength(buf.len()))?;
         at += n;
         Ok(s)
     };
@@ -242,10 +240,7 @@ mod tests {
         assert_eq!(req.len(), REQUEST_LEN);
         assert_eq!(decode_request(&req).unwrap(), nonce);
         // Short requests are refused: they would make the answer an amplifier.
-        assert_eq!(
-            decode_request(&req[..100]),
-            Err(WireError::BadLength(100))
-        );
+        assert_eq!(decode_request(&req[..100]), Err(WireError::BadLength(100)));
         let mut bad = req;
         bad[0] = b'X';
         assert_eq!(decode_request(&bad), Err(WireError::BadMagic));
@@ -289,7 +284,10 @@ mod tests {
         // Rewriting the nonce to the fresh one breaks the signature.
         let mut patched = a.clone();
         patched[HEADER_LEN..HEADER_LEN + NONCE_LEN].copy_from_slice(&fresh);
-        assert_eq!(verify_answer(&patched, &fresh), Err(WireError::BadSignature));
+        assert_eq!(
+            verify_answer(&patched, &fresh),
+            Err(WireError::BadSignature)
+        );
     }
 
     #[test]
@@ -307,15 +305,24 @@ mod tests {
         let mut changed = good.clone();
         let port_at = HEADER_LEN + NONCE_LEN + 32;
         changed[port_at] ^= 1;
-        assert_eq!(verify_answer(&changed, &nonce), Err(WireError::BadSignature));
+        assert_eq!(
+            verify_answer(&changed, &nonce),
+            Err(WireError::BadSignature)
+        );
         let mut changed = good.clone();
         let app_at = port_at + 3;
         changed[app_at] = b'b';
-        assert_eq!(verify_answer(&changed, &nonce), Err(WireError::BadSignature));
+        assert_eq!(
+            verify_answer(&changed, &nonce),
+            Err(WireError::BadSignature)
+        );
         let mut changed = good;
         let last = changed.len() - 1;
         changed[last] ^= 0x80;
-        assert_eq!(verify_answer(&changed, &nonce), Err(WireError::BadSignature));
+        assert_eq!(
+            verify_answer(&changed, &nonce),
+            Err(WireError::BadSignature)
+        );
         // A signature made for something else by the same key does not pass.
         let mut other = encode_answer(&victim, &nonce, "peat", 9470).unwrap();
         let sig_at = other.len() - SIGNATURE_LEN;
@@ -351,7 +358,10 @@ mod tests {
             for flip in [0x01u8, 0x80, 0xff] {
                 let mut b = good.clone();
                 b[i] ^= flip;
-                assert!(verify_answer(&b, &nonce).is_err(), "byte {i} flip {flip:#x}");
+                assert!(
+                    verify_answer(&b, &nonce).is_err(),
+                    "byte {i} flip {flip:#x}"
+                );
             }
         }
         // An app id length pointing past the end, or short of it.
