@@ -116,7 +116,8 @@ pub struct RunArgs {
     #[arg(long, env = "PEAT_SIDECAR_DISCOVERY_INTERVAL", default_value = "30", value_parser = parse_interval)]
     pub discovery_interval: Seconds,
 
-    /// Port (UDP) of the dns mode's identity handshake.
+    /// Port (UDP) of the dns mode's identity handshake, answered on the IP of --bind
+    /// and asked on every address the DNS name resolves to (SRV records may give others).
     #[arg(long, env = "PEAT_SIDECAR_DISCOVERY_PORT", default_value_t = DEFAULT_DISCOVERY_PORT)]
     pub discovery_port: u16,
 
