@@ -21,6 +21,8 @@ use tracing::{info, warn, Instrument};
 
 use crate::config::{DiscoveryMode, RunArgs};
 
+pub mod gossip;
+
 /// Where the peer manager learned of a peer. The order is the display order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -140,7 +142,7 @@ pub enum DiscoveryError {
 }
 
 /// The modes this build implements. `config` refuses the others at start.
-pub const BUILT_MODES: &[DiscoveryMode] = &[];
+pub const BUILT_MODES: &[DiscoveryMode] = &[DiscoveryMode::Gossip];
 
 /// How long sources get to say goodbye on shutdown.
 pub const GOODBYE_GRACE: Duration = Duration::from_secs(2);
@@ -156,6 +158,7 @@ pub async fn spawn_sources(
         let span = tracing::info_span!("discovery", mode = %mode);
         match mode {
             DiscoveryMode::None => {}
+            DiscoveryMode::Gossip => spawn_in(&mut set, span.clone(), gossip::start(ctx.clone())?),
             other => return Err(DiscoveryError::NotBuilt(other)),
         }
         let _ = (&ctx, &span, &mut set);
@@ -175,7 +178,6 @@ pub async fn join_sources(mut set: JoinSet<()>) {
     }
 }
 
-#[allow(dead_code)]
 fn spawn_in<F>(set: &mut JoinSet<()>, span: tracing::Span, fut: F)
 where
     F: std::future::Future<Output = ()> + Send + 'static,

@@ -375,6 +375,16 @@ pub fn survivor(
     dialer(new_outbound).as_bytes() < dialer(old_outbound).as_bytes()
 }
 
+/// How many connections a node opens itself to discovered peers under `--max-peers N`:
+/// half of N (at least 1). The other half is left for peers that dial in, so a node that
+/// joins late still finds peers with room, while every node dialling at most N/2 keeps
+/// the formation at about (nodes x N/2) connections instead of nodes^2/2. Configured
+/// peers (`--peer`, ConnectPeer) are dialled regardless, and a connection beyond N is
+/// closed with [`CloseCode::OverCapacity`] unless it is to a configured peer.
+pub fn dial_target(max_peers: usize) -> usize {
+    max_peers.div_ceil(2).max(1)
+}
+
 /// Cheap, cloneable handle to the manager.
 #[derive(Clone)]
 pub struct PeerManagerHandle {
@@ -596,6 +606,11 @@ impl PeerManager {
         self.limits.max_peers > 0 && self.connected_count() >= self.limits.max_peers
     }
 
+    /// Whether a discovered (not configured) peer may be dialled now; see [`dial_target`].
+    fn may_dial_discovered(&self) -> bool {
+        self.limits.max_peers == 0 || self.connected_count() < dial_target(self.limits.max_peers)
+    }
+
     /// Makes room for one more peer, evicting the oldest discovered-only peer that is
     /// neither connected nor being dialled. False if nothing can be evicted.
     fn make_room(&mut self) -> bool {
@@ -762,15 +777,29 @@ impl PeerManager {
     /// Starts dials for every peer whose time has come.
     fn dial_due(&mut self) {
         let now = Instant::now();
-        let due: Vec<EndpointId> = self
+        let mut due: Vec<(bool, u32, Instant, EndpointId)> = self
             .peers
             .iter()
             .filter(|(_, p)| {
                 p.live.is_none() && !p.dialing && !p.paused && p.retry_at.is_some_and(|t| t <= now)
             })
-            .map(|(id, _)| *id)
+            .map(|(id, p)| {
+                (
+                    !p.configured(),
+                    p.backoff.failures(),
+                    p.retry_at.unwrap_or(now),
+                    *id,
+                )
+            })
             .collect();
-        for id in due {
+        // Dial slots go first to configured peers, then to peers that failed least: a
+        // flood of unreachable addresses (a bogus gossip table) sinks to the back after
+        // one failure each and cannot starve the real peers.
+        due.sort();
+        for (_, _, _, id) in due {
+            if self.dials_in_flight >= self.limits.max_concurrent_dials {
+                break;
+            }
             self.try_dial(id);
         }
     }
@@ -779,7 +808,7 @@ impl PeerManager {
         if self.dials_in_flight >= self.limits.max_concurrent_dials {
             return; // the tick retries once a slot frees up
         }
-        let at_capacity = self.at_capacity();
+        let may_dial_discovered = self.may_dial_discovered();
         let now = Instant::now();
         let Some(peer) = self.peers.get_mut(&id) else {
             return;
@@ -791,7 +820,7 @@ impl PeerManager {
         {
             return;
         }
-        if at_capacity && !peer.configured() {
+        if !may_dial_discovered && !peer.configured() {
             // Wait: a slot may free up. Checked again at the next tick.
             return;
         }
@@ -1258,6 +1287,16 @@ mod tests {
         assert!(survivor(&a, &b, false, true, Duration::from_secs(60)));
         // Same direction twice: the newer is the peer's redial.
         assert!(survivor(&a, &b, false, false, Duration::from_millis(1)));
+    }
+
+    #[test]
+    fn dial_target_leaves_room_for_inbound() {
+        assert_eq!(dial_target(1), 1);
+        assert_eq!(dial_target(2), 1);
+        assert_eq!(dial_target(7), 4);
+        assert_eq!(dial_target(8), 4);
+        // 200 nodes with --max-peers 8 dial at most 200 * 4 connections, not 200^2 / 2.
+        assert!(200 * dial_target(8) < 200 * 199 / 2);
     }
 
     #[test]
