@@ -135,7 +135,7 @@ pub struct RunArgs {
 
     /// Gossip: seconds after which an entry that no one refreshed is forgotten and its
     /// peer reported lost. Must cover the rounds news needs to cross the formation.
-    /// Default: 10 x --discovery-interval.
+    /// Default: 20 x --discovery-interval.
     #[arg(long, env = "PEAT_SIDECAR_GOSSIP_TTL", value_parser = parse_interval)]
     pub gossip_ttl: Option<Seconds>,
 

@@ -385,6 +385,24 @@ pub fn dial_target(max_peers: usize) -> usize {
     max_peers.div_ceil(2).max(1)
 }
 
+/// How long the larger endpoint id waits before dialling a peer that discovery just
+/// reported. Discovery is mostly symmetric (gossip, mDNS and DNS tell both sides about
+/// each other at about the same moment), and two simultaneous dials cost two handshakes
+/// of which one is thrown away; on a loaded host the loser can time out and push the
+/// pair into backoff. Letting the smaller id go first avoids most such races; if it
+/// never dials (it did not discover us), the larger one dials after this delay.
+pub const TIE_BREAK_DELAY: Duration = Duration::from_secs(2);
+
+/// Delay before the first dial of a newly discovered peer; see [`TIE_BREAK_DELAY`].
+/// Configured peers are dialled at once.
+pub fn first_dial_delay(me: &EndpointId, peer: &EndpointId, configured: bool) -> Duration {
+    if configured || me.as_bytes() < peer.as_bytes() {
+        Duration::ZERO
+    } else {
+        TIE_BREAK_DELAY
+    }
+}
+
 /// Cheap, cloneable handle to the manager.
 #[derive(Clone)]
 pub struct PeerManagerHandle {
@@ -684,7 +702,8 @@ impl PeerManager {
         peer.paused = false;
         if peer.live.is_none() && !peer.dialing && !peer.rejected && (new_source || new_addrs) {
             // New information: try now instead of waiting out the backoff.
-            peer.retry_at = Some(now);
+            let delay = first_dial_delay(&self.me, &id, peer.configured());
+            peer.retry_at = Some(now + delay);
         }
         self.try_dial(id);
     }
@@ -1287,6 +1306,16 @@ mod tests {
         assert!(survivor(&a, &b, false, true, Duration::from_secs(60)));
         // Same direction twice: the newer is the peer's redial.
         assert!(survivor(&a, &b, false, false, Duration::from_millis(1)));
+    }
+
+    #[test]
+    fn only_the_larger_id_defers_its_first_dial() {
+        let a = SecretKey::generate().public();
+        let b = SecretKey::generate().public();
+        let (small, large) = if a.as_bytes() < b.as_bytes() { (a, b) } else { (b, a) };
+        assert_eq!(first_dial_delay(&small, &large, false), Duration::ZERO);
+        assert_eq!(first_dial_delay(&large, &small, false), TIE_BREAK_DELAY);
+        assert_eq!(first_dial_delay(&large, &small, true), Duration::ZERO);
     }
 
     #[test]

@@ -52,6 +52,13 @@ use table::{Change, Table};
 const MAX_EXCHANGES: usize = 8;
 /// How long one exchange may take, both messages included.
 const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(10);
+/// `--gossip-ttl` when not set, in rounds of `--discovery-interval`: generous, because
+/// news of a peer may need several rounds to cross a formation that is not a full mesh
+/// (under `--max-peers`) or whose hosts are busy, and a too-short TTL makes live peers
+/// flap between lost and found.
+const DEFAULT_TTL_ROUNDS: u32 = 20;
+/// Stream error code of a refused gossip message.
+const REFUSED: iroh::endpoint::VarInt = iroh::endpoint::VarInt::from_u32(2);
 /// How often rows are checked for ageing.
 const EXPIRE_TICK: Duration = Duration::from_secs(1);
 
@@ -71,7 +78,7 @@ impl Settings {
         let ttl = args
             .gossip_ttl
             .map(|s| s.duration())
-            .unwrap_or(interval * 10);
+            .unwrap_or(interval * DEFAULT_TTL_ROUNDS);
         if ttl < interval * 3 {
             return Err(format!(
                 "--gossip-ttl {}s is shorter than three --discovery-interval rounds ({}s); \
@@ -274,7 +281,23 @@ impl Shared {
             mut send,
             mut recv,
         } = s;
-        let request = read_message(&mut recv, self.settings.max_message_bytes).await?;
+        let result = self.answer(peer, &mut send, &mut recv).await;
+        if result.is_err() {
+            // Say "refused" instead of the empty answer that dropping the stream
+            // would send, and stop the peer from sending the rest of a huge table.
+            let _ = send.reset(REFUSED);
+            let _ = recv.stop(REFUSED);
+        }
+        result
+    }
+
+    async fn answer(
+        &self,
+        peer: EndpointId,
+        send: &mut iroh::endpoint::SendStream,
+        recv: &mut iroh::endpoint::RecvStream,
+    ) -> Result<(), ExchangeError> {
+        let request = read_message(recv, self.settings.max_message_bytes).await?;
         let decoded = wire::decode(&request, self.settings.max_entries)?;
         let has: HashMap<EndpointId, u64> =
             decoded.entries.iter().map(|e| (e.id, e.version)).collect();
