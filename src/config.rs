@@ -348,7 +348,9 @@ fn parse_interval(s: &str) -> Result<Seconds, String> {
 fn parse_gossip_max_entries(s: &str) -> Result<usize, String> {
     match s.trim().parse::<usize>() {
         Ok(n) if (1..=1_000_000).contains(&n) => Ok(n),
-        _ => Err(format!("`{s}` is not a number of entries from 1 to 1000000")),
+        _ => Err(format!(
+            "`{s}` is not a number of entries from 1 to 1000000"
+        )),
     }
 }
 

@@ -18,16 +18,15 @@ const KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
 const OTHER_KEY: &str = "HxwdHhsZGhgXFhUUExIREA8ODQwLCgkIBwYFBAMCAQA=";
 const INTERVAL_SECS: u64 = 1;
 
+/// The tests of this file start up to 20 sidecars each; on a 2-core machine running two
+/// of them at once makes both slow for no gain. Each test holds this lock.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 fn gossip_opts(peers: Vec<String>, extra: &[&str]) -> Opts {
-    let mut args: Vec<String> = [
-        "--discovery-mode",
-        "gossip",
-        "--discovery-interval",
-        "1",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+    let mut args: Vec<String> = ["--discovery-mode", "gossip", "--discovery-interval", "1"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
     args.extend(extra.iter().map(|s| s.to_string()));
     Opts {
         shared_key: Some(KEY.into()),
@@ -46,7 +45,11 @@ async fn chain(n: usize, extra: &[&str], last_peer: Option<String>) -> Vec<Sidec
             Some(s) => Some(s.peer_spec()),
             None => last_peer.clone(),
         };
-        let s = Sidecar::start(&format!("g{i}"), gossip_opts(next.into_iter().collect(), extra)).await;
+        let s = Sidecar::start(
+            &format!("g{i}"),
+            gossip_opts(next.into_iter().collect(), extra),
+        )
+        .await;
         nodes.push(s);
     }
     nodes.reverse();
@@ -61,7 +64,10 @@ async fn full_mesh(nodes: &[&Sidecar], timeout: Duration) -> Option<Duration> {
         let mut missing = 0;
         for n in nodes {
             let c = n.connected().await;
-            missing += nodes.iter().filter(|m| m.id != n.id && !c.contains(&m.id)).count();
+            missing += nodes
+                .iter()
+                .filter(|m| m.id != n.id && !c.contains(&m.id))
+                .count();
         }
         if missing == 0 {
             return Some(start.elapsed());
@@ -80,6 +86,7 @@ fn sources(p: &pb::Peer) -> BTreeSet<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chain_of_20_converges_to_a_full_mesh() {
+    let _serial = ONE_AT_A_TIME.lock().await;
     let t0 = Instant::now();
     let nodes = chain(20, &[], None).await;
     let started = t0.elapsed();
@@ -103,7 +110,12 @@ async fn chain_of_20_converges_to_a_full_mesh() {
         assert_eq!(peers.len(), 19, "{} knows {} peers", n.name, peers.len());
         for p in &peers {
             let s = sources(p);
-            assert!(s.contains("gossip"), "{}: {} has sources {s:?}", n.name, p.endpoint_id);
+            assert!(
+                s.contains("gossip"),
+                "{}: {} has sources {s:?}",
+                n.name,
+                p.endpoint_id
+            );
             if i + 1 < nodes.len() && p.endpoint_id == nodes[i + 1].id {
                 assert!(s.contains("static"), "{}: next has sources {s:?}", n.name);
             }
@@ -125,11 +137,15 @@ async fn chain_of_20_converges_to_a_full_mesh() {
         .iter()
         .filter_map(|s| s.as_str())
         .collect();
-    assert!(listed.contains(&"static") && listed.contains(&"gossip"), "{next}");
+    assert!(
+        listed.contains(&"static") && listed.contains(&"gossip"),
+        "{next}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_that_leaves_ages_out_of_every_table() {
+    let _serial = ONE_AT_A_TIME.lock().await;
     // TTL 4 s: a silent entry is forgotten 4 s after its last heartbeat (or after its
     // connection died, for the peers that were connected to it).
     let extra = ["--gossip-ttl", "4"];
@@ -182,6 +198,7 @@ async fn a_node_that_leaves_ages_out_of_every_table() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sidecar_with_the_wrong_key_never_gets_a_table() {
+    let _serial = ONE_AT_A_TIME.lock().await;
     let b = Sidecar::start("b", gossip_opts(vec![], &[])).await;
     let a = Sidecar::start("a", gossip_opts(vec![b.peer_spec()], &[])).await;
     full_mesh(&[&a, &b], Duration::from_secs(30))
@@ -200,15 +217,24 @@ async fn a_sidecar_with_the_wrong_key_never_gets_a_table() {
     .await;
     assert!(rejected.is_some(), "the intruder is rejected by a");
     tokio::time::sleep(Duration::from_secs(5 * INTERVAL_SECS)).await;
-    let known: Vec<String> = intruder.peers().await.into_iter().map(|p| p.endpoint_id).collect();
+    let known: Vec<String> = intruder
+        .peers()
+        .await
+        .into_iter()
+        .map(|p| p.endpoint_id)
+        .collect();
     assert_eq!(known, vec![a.id.clone()], "the intruder learned nothing");
     assert!(!intruder.log().contains("gossip table received"));
-    assert!(b.peer(&intruder.id).await.is_none(), "b never heard of the intruder");
+    assert!(
+        b.peer(&intruder.id).await.is_none(),
+        "b never heard of the intruder"
+    );
     assert!(a.connected().await == vec![b.id.clone()]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn max_peers_keeps_a_chain_of_12_far_from_a_full_mesh() {
+    let _serial = ONE_AT_A_TIME.lock().await;
     // --max-peers 4: each node dials discovered peers only while it has fewer than 2
     // connections; the chain's own links already give most nodes 2.
     let nodes = chain(12, &["--max-peers", "4", "--gossip-ttl", "30"], None).await;
@@ -294,7 +320,13 @@ async fn fake_member(peer: &Sidecar) -> (peat_sidecar::node::Node, iroh::endpoin
     let target: iroh::EndpointId = peer.id.parse().unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        if let Some((_, c)) = node.peers().connections().await.into_iter().find(|(id, _)| *id == target) {
+        if let Some((_, c)) = node
+            .peers()
+            .connections()
+            .await
+            .into_iter()
+            .find(|(id, _)| *id == target)
+        {
             return (node, c);
         }
         assert!(Instant::now() < deadline, "fake member could not connect");
@@ -316,6 +348,7 @@ async fn send_table(conn: &iroh::endpoint::Connection, bytes: &[u8]) -> Option<V
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bogus_entries_are_bounded_and_do_not_stall_the_others() {
+    let _serial = ONE_AT_A_TIME.lock().await;
     let extra = [
         "--gossip-ttl",
         "6",
@@ -326,7 +359,9 @@ async fn bogus_entries_are_bounded_and_do_not_stall_the_others() {
     ];
     let nodes = chain(3, &extra, None).await;
     let refs: Vec<&Sidecar> = nodes.iter().collect();
-    full_mesh(&refs, Duration::from_secs(60)).await.expect("mesh of 3");
+    full_mesh(&refs, Duration::from_secs(60))
+        .await
+        .expect("mesh of 3");
     let (fake, conn) = fake_member(&nodes[0]).await;
 
     // 1. Junk that fits in a message: a malformed id, an address nobody listens on,
@@ -363,7 +398,9 @@ async fn bogus_entries_are_bounded_and_do_not_stall_the_others() {
     }
     let msg = postcard::to_stdvec(&fake::Message { proto: 1, entries }).unwrap();
     assert!(msg.len() < 65536);
-    let answer = send_table(&conn, &msg).await.expect("a table that fits gets an answer");
+    let answer = send_table(&conn, &msg)
+        .await
+        .expect("a table that fits gets an answer");
     let answer: fake::Message = postcard::from_bytes(&answer).expect("the answer decodes");
     let node0: iroh::EndpointId = nodes[0].id.parse().unwrap();
     assert!(
@@ -380,14 +417,22 @@ async fn bogus_entries_are_bounded_and_do_not_stall_the_others() {
             addrs: vec![SocketAddr::from(([127, 0, 0, 1], dead_port))],
         });
     }
-    let huge_bytes = postcard::to_stdvec(&fake::Message { proto: 1, entries: huge }).unwrap();
+    let huge_bytes = postcard::to_stdvec(&fake::Message {
+        proto: 1,
+        entries: huge,
+    })
+    .unwrap();
     assert!(huge_bytes.len() > 65536);
-    assert!(send_table(&conn, &huge_bytes).await.is_none(), "a huge table gets no answer");
+    assert!(
+        send_table(&conn, &huge_bytes).await.is_none(),
+        "a huge table gets no answer"
+    );
 
     // 3. The others are not stalled: a newcomer still joins everyone, while the
     //    junk is being dialled and spread.
     let t = Instant::now();
-    let newcomer = Sidecar::start("newcomer", gossip_opts(vec![nodes[2].peer_spec()], &extra)).await;
+    let newcomer =
+        Sidecar::start("newcomer", gossip_opts(vec![nodes[2].peer_spec()], &extra)).await;
     let mut all = refs.clone();
     all.push(&newcomer);
     let joined = full_mesh(&all, Duration::from_secs(60))
@@ -407,7 +452,10 @@ async fn bogus_entries_are_bounded_and_do_not_stall_the_others() {
     }
     let log = nodes[0].log();
     assert!(log.contains("malformed=1"), "the malformed id was counted");
-    assert!(log.contains("refused a peer's table"), "the huge table was refused");
+    assert!(
+        log.contains("refused a peer's table"),
+        "the huge table was refused"
+    );
     assert!(log.contains("gossip table full"), "the table bound was hit");
     // The unreachable entry was handed to the peer manager, which dialled it (with
     // backoff) without holding anyone else up.
@@ -430,7 +478,10 @@ async fn bogus_entries_are_bounded_and_do_not_stall_the_others() {
     .await;
     assert!(aged.is_some(), "junk aged out");
     for n in &all {
-        assert_eq!(n.connected().await.len(), 3 + usize::from(n.id == nodes[0].id));
+        assert_eq!(
+            n.connected().await.len(),
+            3 + usize::from(n.id == nodes[0].id)
+        );
     }
     fake.shutdown().await;
 }

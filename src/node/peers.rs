@@ -1312,7 +1312,11 @@ mod tests {
     fn only_the_larger_id_defers_its_first_dial() {
         let a = SecretKey::generate().public();
         let b = SecretKey::generate().public();
-        let (small, large) = if a.as_bytes() < b.as_bytes() { (a, b) } else { (b, a) };
+        let (small, large) = if a.as_bytes() < b.as_bytes() {
+            (a, b)
+        } else {
+            (b, a)
+        };
         assert_eq!(first_dial_delay(&small, &large, false), Duration::ZERO);
         assert_eq!(first_dial_delay(&large, &small, false), TIE_BREAK_DELAY);
         assert_eq!(first_dial_delay(&large, &small, true), Duration::ZERO);

@@ -148,7 +148,9 @@ fn observed_addr(conn: &Connection) -> Option<SocketAddr> {
 fn is_loopback(a: &SocketAddr) -> bool {
     match a.ip() {
         IpAddr::V4(ip) => ip.is_loopback(),
-        IpAddr::V6(ip) => ip.is_loopback() || ip.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback()),
+        IpAddr::V6(ip) => {
+            ip.is_loopback() || ip.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
+        }
     }
 }
 

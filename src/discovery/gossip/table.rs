@@ -107,7 +107,10 @@ impl Table {
 
     /// Rows that are not expired.
     pub fn live(&self) -> usize {
-        self.rows.values().filter(|r| r.expired_at.is_none()).count()
+        self.rows
+            .values()
+            .filter(|r| r.expired_at.is_none())
+            .count()
     }
 
     /// Every row, tombstones included (bounded by `max_entries`).
@@ -334,7 +337,10 @@ mod tests {
         t.merge(vec![entry(a, 1, &[addr(1)]), entry(b, 1, &[addr(2)])], t0);
         // b keeps sending heartbeats, a falls silent.
         for s in 1..=10 {
-            t.merge(vec![entry(b, 1 + s, &[addr(2)])], t0 + Duration::from_secs(s));
+            t.merge(
+                vec![entry(b, 1 + s, &[addr(2)])],
+                t0 + Duration::from_secs(s),
+            );
             assert!(t.expire(t0 + Duration::from_secs(s)).is_empty());
         }
         let lost = t.expire(t0 + Duration::from_secs(11));
@@ -373,10 +379,7 @@ mod tests {
         let mut t = Table::new(id(), TTL, 3);
         let t0 = Instant::now();
         let ids: Vec<EndpointId> = (0..5).map(|_| id()).collect();
-        let (_, s) = t.merge(
-            ids.iter().map(|i| entry(*i, 1, &[addr(1)])).collect(),
-            t0,
-        );
+        let (_, s) = t.merge(ids.iter().map(|i| entry(*i, 1, &[addr(1)])).collect(), t0);
         assert_eq!((s.new, s.full), (3, 2));
         assert_eq!(t.len(), 3);
         // Once they expire, newcomers take the tombstones' places.

@@ -80,9 +80,7 @@ pub fn dialable(a: &SocketAddr) -> bool {
         IpAddr::V4(ip) => !(ip.is_unspecified() || ip.is_multicast() || ip.is_broadcast()),
         // Link-local IPv6 needs a scope id, which does not survive the trip to another
         // host: such an address is useless to the receiver.
-        IpAddr::V6(ip) => {
-            !(ip.is_unspecified() || ip.is_multicast() || ip.is_unicast_link_local())
-        }
+        IpAddr::V6(ip) => !(ip.is_unspecified() || ip.is_multicast() || ip.is_unicast_link_local()),
     }
 }
 
