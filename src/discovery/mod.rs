@@ -22,6 +22,8 @@ use tracing::{info, warn, Instrument};
 use crate::config::{DiscoveryMode, RunArgs};
 
 pub mod gossip;
+pub mod iface;
+pub mod mdns;
 
 /// Where the peer manager learned of a peer. The order is the display order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -142,7 +144,7 @@ pub enum DiscoveryError {
 }
 
 /// The modes this build implements. `config` refuses the others at start.
-pub const BUILT_MODES: &[DiscoveryMode] = &[DiscoveryMode::Gossip];
+pub const BUILT_MODES: &[DiscoveryMode] = &[DiscoveryMode::Mdns, DiscoveryMode::Gossip];
 
 /// How long sources get to say goodbye on shutdown.
 pub const GOODBYE_GRACE: Duration = Duration::from_secs(2);
@@ -159,6 +161,16 @@ pub async fn spawn_sources(
         match mode {
             DiscoveryMode::None => {}
             DiscoveryMode::Gossip => spawn_in(&mut set, span.clone(), gossip::start(ctx.clone())?),
+            DiscoveryMode::Mdns => {
+                let task = mdns::start(ctx.clone())
+                    .instrument(span.clone())
+                    .await
+                    .map_err(|e| DiscoveryError::Failed {
+                        mode,
+                        message: e.to_string(),
+                    })?;
+                spawn_in(&mut set, span.clone(), task);
+            }
             other => return Err(DiscoveryError::NotBuilt(other)),
         }
         let _ = (&ctx, &span, &mut set);

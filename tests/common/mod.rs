@@ -119,8 +119,18 @@ impl Sidecar {
         s
     }
 
+    /// A sidecar in a network namespace listens on a Unix socket in its data dir: its
+    /// 127.0.0.1 is the namespace's own loopback, which the test process cannot reach,
+    /// while a socket file is reachable from every namespace.
+    pub fn api_socket(&self) -> Option<PathBuf> {
+        self.opts.netns.as_ref().map(|_| self.dir.join("api.sock"))
+    }
+
     pub fn api(&self) -> String {
-        format!("tcp://127.0.0.1:{}", self.api_port)
+        match self.api_socket() {
+            Some(p) => format!("unix://{}", p.display()),
+            None => format!("tcp://127.0.0.1:{}", self.api_port),
+        }
     }
 
     /// `ENDPOINT_ID@HOST:PORT` for other sidecars' `--peer`.
@@ -191,6 +201,21 @@ impl Sidecar {
     }
 
     pub async fn client(&self) -> Result<SidecarClient<Channel>, tonic::transport::Error> {
+        if let Some(path) = self.api_socket() {
+            // The URI is ignored: the connector always opens the socket.
+            let ch = tonic::transport::Endpoint::from_static("http://[::]:50051")
+                .connect_timeout(Duration::from_secs(2))
+                .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
+                    let path = path.clone();
+                    async move {
+                        Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
+                            tokio::net::UnixStream::connect(path).await?,
+                        ))
+                    }
+                }))
+                .await?;
+            return Ok(SidecarClient::new(ch));
+        }
         let ch = tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{}", self.api_port))
             .unwrap()
             .connect_timeout(Duration::from_secs(2))
