@@ -485,3 +485,78 @@ async fn bogus_entries_are_bounded_and_do_not_stall_the_others() {
     }
     fake.shutdown().await;
 }
+
+/// Runs a command in a namespace; it must succeed.
+fn in_ns(ns: &str, args: &[&str]) {
+    let out = common::netns::ns_exec(ns, args);
+    assert!(
+        out.status.success(),
+        "{ns}: {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The test LAN: segment 0 holds hosts 0, 1, 2; segment 1 holds hosts 3, 4; host 0 is
+/// on both and routes between them. mDNS does not cross from one segment to the other,
+/// so hosts 1 and 3 can only learn of each other through gossip via host 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mdns_and_gossip_join_two_lan_segments_through_a_bridge_node() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    common::netns::require_root();
+    let mut lan = common::netns::Lan::new("pg1", 3);
+    let seg1 = lan.add_segment();
+    lan.attach(0, seg1);
+    let h3 = lan.add_host(seg1);
+    let h4 = lan.add_host(seg1);
+    in_ns(lan.ns(0), &["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+    let via0 = lan.addr(0, 0).to_string();
+    let via1 = lan.addr(0, seg1).to_string();
+    for i in [1, 2] {
+        in_ns(
+            lan.ns(i),
+            &["ip", "route", "add", "10.77.1.0/24", "via", &via0],
+        );
+    }
+    for i in [h3, h4] {
+        in_ns(
+            lan.ns(i),
+            &["ip", "route", "add", "10.77.0.0/24", "via", &via1],
+        );
+    }
+
+    let mut nodes = Vec::new();
+    for i in 0..lan.len() {
+        let opts = Opts {
+            netns: Some(lan.ns(i).to_string()),
+            bind: Some(SocketAddr::from(([0, 0, 0, 0], 9470))),
+            ..gossip_opts(vec![], &["--discovery-mode", "mdns,gossip"])
+        };
+        nodes.push(Sidecar::start(&format!("lan{i}"), opts).await);
+    }
+    let refs: Vec<&Sidecar> = nodes.iter().collect();
+    let took = full_mesh(&refs, Duration::from_secs(60))
+        .await
+        .expect("5 sidecars on two segments reach a full mesh through the bridge node");
+    println!(
+        "mdns,gossip on two LAN segments: full mesh of 5 {:.1}s after the last start",
+        took.as_secs_f64()
+    );
+    // Across the segments only gossip could have told them; within a segment mDNS did,
+    // and gossip too.
+    let p = nodes[1]
+        .peer(&nodes[h3].id)
+        .await
+        .expect("host 1 knows host 3");
+    assert_eq!(sources(&p), ["gossip".to_string()].into(), "{p:?}");
+    assert!(p.addrs.iter().any(|a| a.starts_with("10.77.1.")), "{p:?}");
+    let p = nodes[1]
+        .peer(&nodes[2].id)
+        .await
+        .expect("host 1 knows host 2");
+    assert!(sources(&p).contains("mdns"), "{p:?}");
+    let p = nodes[0]
+        .peer(&nodes[h4].id)
+        .await
+        .expect("host 0 knows host 4");
+    assert!(sources(&p).contains("mdns"), "{p:?}");
+}
