@@ -385,6 +385,10 @@ pub fn dial_target(max_peers: usize) -> usize {
     max_peers.div_ceil(2).max(1)
 }
 
+/// How long a connection beyond `--max-peers` is kept before it is closed with
+/// [`CloseCode::OverCapacity`]: long enough for one gossip exchange.
+pub const OVER_CAPACITY_GRACE: Duration = Duration::from_secs(10);
+
 /// How long the larger endpoint id waits before dialling a peer that discovery just
 /// reported. Discovery is mostly symmetric (gossip, mDNS and DNS tell both sides about
 /// each other at about the same moment), and two simultaneous dials cost two handshakes
@@ -953,15 +957,30 @@ impl PeerManager {
         let known = self.peers.contains_key(&id);
         let configured = self.peers.get(&id).is_some_and(|p| p.configured());
         let has_live = self.peers.get(&id).is_some_and(|p| p.live.is_some());
-        if !has_live && !configured && self.at_capacity() {
-            let code = CloseCode::OverCapacity;
-            conn.close(code.varint(), code.reason());
-            info!(peer = %id, max_peers = self.limits.max_peers, "connection closed: --max-peers reached");
-            if let Some(p) = self.peers.get_mut(&id) {
-                p.last_error = Some("connection limit reached".into());
-                p.retry_at = Some(now + backoff::MAX);
-            }
-            return;
+        let over_capacity = !has_live && !configured && self.at_capacity();
+        if over_capacity {
+            // Not refused outright: the peer may have named us as its only --peer, and
+            // without one exchange it would learn nobody else. It gets the connection
+            // for OVER_CAPACITY_GRACE (its gossip exchange runs at once), then it is
+            // closed with OverCapacity and the peer dials others.
+            let closing = conn.clone();
+            let guard = TaskGuard::new(&self.counters);
+            tokio::spawn(async move {
+                let _guard = guard;
+                tokio::select! {
+                    _ = tokio::time::sleep(OVER_CAPACITY_GRACE) => {
+                        let code = CloseCode::OverCapacity;
+                        closing.close(code.varint(), code.reason());
+                    }
+                    _ = closing.closed() => {}
+                }
+            });
+            info!(
+                peer = %id,
+                max_peers = self.limits.max_peers,
+                grace_secs = OVER_CAPACITY_GRACE.as_secs(),
+                "--max-peers reached: connection kept for one exchange, then closed"
+            );
         }
         if !known {
             if !self.make_room() {
@@ -1070,7 +1089,12 @@ impl PeerManager {
                 peer.paused = true;
                 peer.retry_at = None;
             }
-            CloseKind::LocalDisconnect => {}
+            CloseKind::LocalDisconnect => {
+                // Closed here for capacity: dial again later, when there may be room.
+                if !peer.paused {
+                    peer.retry_at = Some(Instant::now() + peer.backoff.next_delay());
+                }
+            }
             CloseKind::Rejected => {
                 peer.rejected = true;
                 peer.retry_at = Some(Instant::now() + backoff::REJECTED);
@@ -1078,6 +1102,11 @@ impl PeerManager {
             CloseKind::Lost => {
                 if !peer.paused {
                     peer.retry_at = Some(Instant::now() + peer.backoff.next_delay());
+                }
+            }
+            CloseKind::Full => {
+                if !peer.paused {
+                    peer.retry_at = Some(Instant::now() + backoff::MAX);
                 }
             }
         }
@@ -1106,6 +1135,8 @@ impl PeerManager {
 enum CloseKind {
     /// Gone without a word (timeout, reset) or leaving (shutdown): redial with backoff.
     Lost,
+    /// The peer is at its --max-peers: try again only after the longest backoff.
+    Full,
     PeerDisconnected,
     LocalDisconnect,
     Rejected,
@@ -1124,7 +1155,7 @@ fn describe_close(reason: &ConnectionError) -> (String, CloseKind) {
                 Some(CloseCode::Duplicate) => ("closed as a duplicate".into(), CloseKind::Lost),
                 Some(CloseCode::OverCapacity) => (
                     "the peer's connection limit is reached".into(),
-                    CloseKind::Lost,
+                    CloseKind::Full,
                 ),
                 Some(c) if c.is_rejection() => (
                     format!(
@@ -1356,6 +1387,10 @@ mod tests {
         assert!(matches!(
             describe_close(&ConnectionError::TimedOut).1,
             CloseKind::Lost
+        ));
+        assert!(matches!(
+            describe_close(&close(CloseCode::OverCapacity)).1,
+            CloseKind::Full
         ));
     }
 }

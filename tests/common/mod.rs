@@ -90,7 +90,10 @@ pub struct Sidecar {
 impl Sidecar {
     /// Starts a sidecar in a fresh data dir.
     pub async fn start(name: &str, opts: Opts) -> Sidecar {
-        let tmp = tempfile::Builder::new().prefix(&format!("peat-{name}-")).tempdir().unwrap();
+        let tmp = tempfile::Builder::new()
+            .prefix(&format!("peat-{name}-"))
+            .tempdir()
+            .unwrap();
         let dir = tmp.path().to_path_buf();
         let mut s = Sidecar::start_in(name, &dir, opts).await;
         s._tmp = Some(tmp);
@@ -176,7 +179,9 @@ impl Sidecar {
         if std::env::var_os("RUST_LOG").is_none() {
             cmd.env("RUST_LOG", "info,peat_sidecar=debug");
         }
-        cmd.stdin(Stdio::null()).stdout(log.try_clone().unwrap()).stderr(log);
+        cmd.stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log);
         self.child = Some(cmd.spawn().expect("start peat-sidecar"));
     }
 
@@ -184,8 +189,16 @@ impl Sidecar {
     async fn wait_ready(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            if let Some(st) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
-                panic!("{} exited during start ({st}); log:\n{}", self.name, self.log());
+            if let Some(st) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                panic!(
+                    "{} exited during start ({st}); log:\n{}",
+                    self.name,
+                    self.log()
+                );
             }
             if let Ok(mut c) = self.client().await {
                 if let Ok(s) = c.get_status(pb::GetStatusRequest {}).await {
@@ -194,7 +207,11 @@ impl Sidecar {
                 }
             }
             if Instant::now() > deadline {
-                panic!("{} did not answer on its API within 20 s; log:\n{}", self.name, self.log());
+                panic!(
+                    "{} did not answer on its API within 20 s; log:\n{}",
+                    self.name,
+                    self.log()
+                );
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -216,22 +233,30 @@ impl Sidecar {
                 .await?;
             return Ok(SidecarClient::new(ch));
         }
-        let ch = tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{}", self.api_port))
-            .unwrap()
-            .connect_timeout(Duration::from_secs(2))
-            .connect()
-            .await?;
+        let ch =
+            tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{}", self.api_port))
+                .unwrap()
+                .connect_timeout(Duration::from_secs(2))
+                .connect()
+                .await?;
         Ok(SidecarClient::new(ch))
     }
 
     pub async fn status(&self) -> pb::GetStatusResponse {
         let mut c = self.client().await.expect("API reachable");
-        c.get_status(pb::GetStatusRequest {}).await.expect("GetStatus").into_inner()
+        c.get_status(pb::GetStatusRequest {})
+            .await
+            .expect("GetStatus")
+            .into_inner()
     }
 
     pub async fn peers(&self) -> Vec<pb::Peer> {
         let mut c = self.client().await.expect("API reachable");
-        c.list_peers(pb::ListPeersRequest {}).await.expect("ListPeers").into_inner().peers
+        c.list_peers(pb::ListPeersRequest {})
+            .await
+            .expect("ListPeers")
+            .into_inner()
+            .peers
     }
 
     /// Ids of the peers in state connected.
@@ -319,19 +344,36 @@ impl Drop for Sidecar {
             let _ = c.wait();
         }
         if std::thread::panicking() {
-            eprintln!("----- log of {} ({}) -----\n{}", self.name, self.id, self.log());
+            eprintln!(
+                "----- log of {} ({}) -----\n{}",
+                self.name,
+                self.id,
+                self.log()
+            );
         }
     }
 }
 
 pub fn signal(pid: u32, sig: &str) {
-    let _ = Command::new("kill").arg(format!("-{sig}")).arg(pid.to_string()).status();
+    let _ = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status();
 }
 
 /// `peat-sidecar id --data-dir DIR`.
 pub fn endpoint_id(dir: &Path) -> String {
-    let out = Command::new(BIN).arg("id").arg("--data-dir").arg(dir).output().unwrap();
-    assert!(out.status.success(), "id failed: {}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(BIN)
+        .arg("id")
+        .arg("--data-dir")
+        .arg(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "id failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
 

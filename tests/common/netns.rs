@@ -81,7 +81,9 @@ impl Lan {
     pub fn new(prefix: &str, n: usize) -> Lan {
         require_root();
         assert!(
-            !prefix.is_empty() && prefix.len() <= 5 && prefix.chars().all(|c| c.is_ascii_alphanumeric()),
+            !prefix.is_empty()
+                && prefix.len() <= 5
+                && prefix.chars().all(|c| c.is_ascii_alphanumeric()),
             "netns prefix `{prefix}` must be 1-5 letters or digits"
         );
         sweep(prefix);
@@ -121,7 +123,18 @@ impl Lan {
         let s = self.segments;
         let br = format!("br{s}");
         let sw = self.switch.as_str();
-        sh(&["ip", "-n", sw, "link", "add", &br, "type", "bridge", "mcast_snooping", "0"]);
+        sh(&[
+            "ip",
+            "-n",
+            sw,
+            "link",
+            "add",
+            &br,
+            "type",
+            "bridge",
+            "mcast_snooping",
+            "0",
+        ]);
         sh(&["ip", "-n", sw, "link", "set", &br, "up"]);
         self.segments += 1;
         s
@@ -167,14 +180,31 @@ impl Lan {
         sh(&["ip", "-n", sw, "link", "set", &port, "master", &br]);
         sh(&["ip", "-n", sw, "link", "set", &port, "up"]);
         let addr = self.addr(i, seg);
-        sh(&["ip", "-n", &ns, "addr", "add", &format!("{addr}/24"), "dev", &inner]);
+        sh(&[
+            "ip",
+            "-n",
+            &ns,
+            "addr",
+            "add",
+            &format!("{addr}/24"),
+            "dev",
+            &inner,
+        ]);
         sh(&["ip", "-n", &ns, "link", "set", &inner, "up"]);
         addr
     }
 
     /// Takes host `i`'s `eth<seg>` down.
     pub fn link_down(&self, i: usize, seg: usize) {
-        sh(&["ip", "-n", self.ns(i), "link", "set", &format!("eth{seg}"), "down"]);
+        sh(&[
+            "ip",
+            "-n",
+            self.ns(i),
+            "link",
+            "set",
+            &format!("eth{seg}"),
+            "down",
+        ]);
     }
 
     /// Waits for IPv6 duplicate address detection on new links (~2 s) so that no test
