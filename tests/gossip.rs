@@ -94,7 +94,7 @@ fn log_time(log: &str, what: &str, first: bool) -> Option<f64> {
     if first {
         lines.next()
     } else {
-        lines.last()
+        lines.next_back()
     }
 }
 
