@@ -21,9 +21,10 @@ use tracing::{info, warn, Instrument};
 
 use crate::config::{DiscoveryMode, RunArgs};
 
+pub mod dns;
+pub mod gossip;
 pub mod iface;
 pub mod mdns;
-pub mod dns;
 
 /// Where the peer manager learned of a peer. The order is the display order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -144,7 +145,11 @@ pub enum DiscoveryError {
 }
 
 /// The modes this build implements. `config` refuses the others at start.
-pub const BUILT_MODES: &[DiscoveryMode] = &[DiscoveryMode::Mdns, DiscoveryMode::Dns];
+pub const BUILT_MODES: &[DiscoveryMode] = &[
+    DiscoveryMode::Mdns,
+    DiscoveryMode::Dns,
+    DiscoveryMode::Gossip,
+];
 
 /// How long sources get to say goodbye on shutdown.
 pub const GOODBYE_GRACE: Duration = Duration::from_secs(2);
@@ -160,6 +165,7 @@ pub async fn spawn_sources(
         let span = tracing::info_span!("discovery", mode = %mode);
         match mode {
             DiscoveryMode::None => {}
+            DiscoveryMode::Gossip => spawn_in(&mut set, span.clone(), gossip::start(ctx.clone())?),
             DiscoveryMode::Mdns => {
                 let task = mdns::start(ctx.clone())
                     .instrument(span.clone())
@@ -174,7 +180,6 @@ pub async fn spawn_sources(
                 let source = dns::start(ctx.clone()).instrument(span.clone()).await?;
                 spawn_in(&mut set, span, source);
             }
-            other => return Err(DiscoveryError::NotBuilt(other)),
         }
     }
     if !modes.is_empty() {
