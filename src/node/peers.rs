@@ -665,8 +665,12 @@ impl PeerManager {
     }
 
     /// Whether a discovered (not configured) peer may be dialled now; see [`dial_target`].
+    ///
+    /// Dials in flight count too: otherwise a node with few connections would start a
+    /// dial to every due peer in one tick, and all of them would succeed.
     fn may_dial_discovered(&self) -> bool {
-        self.limits.max_peers == 0 || self.connected_count() < dial_target(self.limits.max_peers)
+        self.limits.max_peers == 0
+            || self.connected_count() + self.dials_in_flight < dial_target(self.limits.max_peers)
     }
 
     /// Makes room for one more peer. Never evicted: connected peers, peers being dialled
