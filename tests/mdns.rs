@@ -445,7 +445,10 @@ async fn a_flapping_interface_does_not_cause_an_announce_storm() {
     // daemon's own 30-s check; each addition sends at most 6 packets (3 probes, an
     // announcement, its resend, a browse query). Over these ~22 s:
     // (2 * (3 + 4) + 1) * 6 = 90.
-    assert!(sent <= 90, "announce storm: {sent} packets in 22 s ({from_a})");
+    assert!(
+        sent <= 90,
+        "announce storm: {sent} packets in 22 s ({from_a})"
+    );
     assert!(
         from_a["response"].as_u64().unwrap_or(0) >= 1,
         "no re-announcement at all on the link that came back: {from_a}"
