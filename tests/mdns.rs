@@ -37,6 +37,22 @@ async fn knows_by_mdns(node: &Sidecar, id: &str) -> bool {
         .is_some_and(|p| p.sources.iter().any(|s| s == "mdns"))
 }
 
+/// Waits until every node lists every other one with source mdns (a full mesh can be
+/// complete before that: an inbound connection may come before our own resolution).
+async fn wait_mdns_everywhere(nodes: &[&Sidecar], timeout: Duration) -> Option<Duration> {
+    wait_until(timeout, || async {
+        for n in nodes {
+            for m in nodes {
+                if m.id != n.id && !knows_by_mdns(n, &m.id).await {
+                    return false;
+                }
+            }
+        }
+        true
+    })
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn three_nodes_form_a_full_mesh_and_a_late_joiner_joins() {
     let mut lan = Lan::new("pm1", 3);
@@ -47,6 +63,9 @@ async fn three_nodes_form_a_full_mesh_and_a_late_joiner_joins() {
         .await
         .expect("3 sidecars with --discovery-mode mdns and no --peer form a full mesh");
     eprintln!("full mesh of 3 after {took:?}");
+    wait_mdns_everywhere(&[&a, &b, &c], Duration::from_secs(10))
+        .await
+        .expect("every node resolved every other one");
     for n in [&a, &b, &c] {
         for p in n.peers().await {
             assert!(p.sources.contains(&"mdns".to_string()), "{p:?}");
@@ -82,6 +101,10 @@ async fn sigterm_leaves_the_others_lists_within_2s() {
     wait_full_mesh(&[&a, &b, &c], Duration::from_secs(15))
         .await
         .expect("full mesh");
+    // Both survivors must know c by mdns first, or its absence below would prove nothing.
+    wait_mdns_everywhere(&[&a, &b, &c], Duration::from_secs(10))
+        .await
+        .expect("every node resolved every other one");
     let cid = c.id.clone();
     let t0 = Instant::now();
     let st = c.stop().expect("c was running");
