@@ -484,3 +484,70 @@ async fn a_flapping_interface_does_not_cause_an_announce_storm() {
         .await
         .expect("after the flapping the node is discoverable on the link again");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn addresses_that_go_away_are_withdrawn() {
+    // Host 0 has two addresses on eth0. One is removed while the sidecar runs; a fresh
+    // independent browser (python-zeroconf) started 2 s later must see only the other.
+    let lan = Lan::new("pm9", 2);
+    let extra = "10.77.0.101";
+    common::netns::sh(&[
+        "ip",
+        "-n",
+        lan.ns(0),
+        "addr",
+        "add",
+        &format!("{extra}/24"),
+        "dev",
+        "eth0",
+    ]);
+    let a = start(&lan, 0, "test").await;
+    let b = start(&lan, 1, "test").await;
+    let both = wait_until(Duration::from_secs(15), || async {
+        b.peer(&a.id)
+            .await
+            .is_some_and(|p| p.addrs.iter().any(|x| x.starts_with(extra)))
+    })
+    .await;
+    assert!(
+        both.is_some(),
+        "b never saw the second address: {:?}",
+        b.peer(&a.id).await
+    );
+
+    common::netns::sh(&[
+        "ip",
+        "-n",
+        lan.ns(0),
+        "addr",
+        "del",
+        &format!("{extra}/24"),
+        "dev",
+        "eth0",
+    ]);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let zc = ZeroconfPeer::start(lan.ns(1), &lan.addr(1, 0).to_string(), &[]);
+    let seen = wait_until(Duration::from_secs(10), || async {
+        zc.lines()
+            .iter()
+            .any(|l| l["txt"]["endpoint_id"] == a.id.as_str())
+    })
+    .await;
+    assert!(
+        seen.is_some(),
+        "zeroconf did not resolve a: {:?} {}",
+        zc.lines(),
+        zc.stderr()
+    );
+    let rec = zc
+        .lines()
+        .into_iter()
+        .find(|l| l["txt"]["endpoint_id"] == a.id.as_str())
+        .unwrap();
+    assert_eq!(
+        rec["addresses"],
+        serde_json::json!([lan.addr(0, 0).to_string()]),
+        "the removed address is still announced: {rec}\n{}",
+        a.log()
+    );
+}
