@@ -116,7 +116,8 @@ pub struct RunArgs {
     #[arg(long, env = "PEAT_SIDECAR_DISCOVERY_INTERVAL", default_value = "30", value_parser = parse_interval)]
     pub discovery_interval: Seconds,
 
-    /// Port (UDP) of the dns mode's identity handshake.
+    /// Port (UDP) of the dns mode's identity handshake, answered on the IP of --bind
+    /// and asked on every address the DNS name resolves to (SRV records may give others).
     #[arg(long, env = "PEAT_SIDECAR_DISCOVERY_PORT", default_value_t = DEFAULT_DISCOVERY_PORT)]
     pub discovery_port: u16,
 
@@ -132,6 +133,27 @@ pub struct RunArgs {
     /// Also announce and browse on loopback, for several sidecars on one host.
     #[arg(long, env = "PEAT_SIDECAR_MDNS_LOOPBACK")]
     pub mdns_loopback: bool,
+
+    /// Gossip: seconds after which an entry that no one refreshed is forgotten and its
+    /// peer reported lost. Must cover the rounds news needs to cross the formation.
+    /// Default: 20 x --discovery-interval.
+    #[arg(long, env = "PEAT_SIDECAR_GOSSIP_TTL", value_parser = parse_interval)]
+    pub gossip_ttl: Option<Seconds>,
+
+    /// Gossip: most entries kept in the table that gossip spreads; new entries beyond
+    /// it are ignored until old ones age out.
+    #[arg(long, env = "PEAT_SIDECAR_GOSSIP_MAX_ENTRIES", default_value_t = 1024, value_parser = parse_gossip_max_entries)]
+    pub gossip_max_entries: usize,
+
+    /// Gossip: largest table message sent or accepted, in bytes (1024-16777216). Larger
+    /// incoming messages are refused whole; outgoing ones carry the freshest entries.
+    #[arg(long, env = "PEAT_SIDECAR_GOSSIP_MAX_MESSAGE_BYTES", default_value_t = 262_144, value_parser = parse_gossip_max_message)]
+    pub gossip_max_message_bytes: usize,
+
+    /// Gossip: connected peers this node exchanges tables with each round (besides
+    /// every new connection).
+    #[arg(long, env = "PEAT_SIDECAR_GOSSIP_FANOUT", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub gossip_fanout: u16,
 
     /// Most connections kept open; 0 means no limit.
     #[arg(long, env = "PEAT_SIDECAR_MAX_PEERS", default_value_t = 0)]
@@ -331,6 +353,24 @@ fn parse_interval(s: &str) -> Result<Seconds, String> {
         Ok(n) if n > 86_400 => Err("must be at most 86400 seconds (one day)".into()),
         Ok(n) => Ok(Seconds(n)),
         Err(_) => Err(format!("`{s}` is not a whole number of seconds")),
+    }
+}
+
+fn parse_gossip_max_entries(s: &str) -> Result<usize, String> {
+    match s.trim().parse::<usize>() {
+        Ok(n) if (1..=1_000_000).contains(&n) => Ok(n),
+        _ => Err(format!(
+            "`{s}` is not a number of entries from 1 to 1000000"
+        )),
+    }
+}
+
+fn parse_gossip_max_message(s: &str) -> Result<usize, String> {
+    match s.trim().parse::<usize>() {
+        Ok(n) if (1024..=16 << 20).contains(&n) => Ok(n),
+        _ => Err(format!(
+            "`{s}` is not a size in bytes from 1024 to 16777216 (16 MiB)"
+        )),
     }
 }
 

@@ -21,6 +21,8 @@ use tracing::{info, warn, Instrument};
 
 use crate::config::{DiscoveryMode, RunArgs};
 
+pub mod dns;
+pub mod gossip;
 pub mod iface;
 pub mod mdns;
 
@@ -143,7 +145,11 @@ pub enum DiscoveryError {
 }
 
 /// The modes this build implements. `config` refuses the others at start.
-pub const BUILT_MODES: &[DiscoveryMode] = &[DiscoveryMode::Mdns];
+pub const BUILT_MODES: &[DiscoveryMode] = &[
+    DiscoveryMode::Mdns,
+    DiscoveryMode::Dns,
+    DiscoveryMode::Gossip,
+];
 
 /// How long sources get to say goodbye on shutdown.
 pub const GOODBYE_GRACE: Duration = Duration::from_secs(2);
@@ -159,6 +165,7 @@ pub async fn spawn_sources(
         let span = tracing::info_span!("discovery", mode = %mode);
         match mode {
             DiscoveryMode::None => {}
+            DiscoveryMode::Gossip => spawn_in(&mut set, span.clone(), gossip::start(ctx.clone())?),
             DiscoveryMode::Mdns => {
                 let task = mdns::start(ctx.clone())
                     .instrument(span.clone())
@@ -169,9 +176,11 @@ pub async fn spawn_sources(
                     })?;
                 spawn_in(&mut set, span.clone(), task);
             }
-            other => return Err(DiscoveryError::NotBuilt(other)),
+            DiscoveryMode::Dns => {
+                let source = dns::start(ctx.clone()).instrument(span.clone()).await?;
+                spawn_in(&mut set, span, source);
+            }
         }
-        let _ = (&ctx, &span, &mut set);
     }
     if !modes.is_empty() {
         info!(modes = ?modes, "discovery started");
@@ -188,7 +197,6 @@ pub async fn join_sources(mut set: JoinSet<()>) {
     }
 }
 
-#[allow(dead_code)]
 fn spawn_in<F>(set: &mut JoinSet<()>, span: tracing::Span, fut: F)
 where
     F: std::future::Future<Output = ()> + Send + 'static,

@@ -375,6 +375,38 @@ pub fn survivor(
     dialer(new_outbound).as_bytes() < dialer(old_outbound).as_bytes()
 }
 
+/// How many connections a node opens itself to discovered peers under `--max-peers N`:
+/// half of N (at least 1). The other half is left for peers that dial in, so a node that
+/// joins late still finds peers with room, while every node dialling at most N/2 keeps
+/// the formation at about (nodes x N/2) connections instead of nodes^2/2. Configured
+/// peers (`--peer`, ConnectPeer) are dialled regardless, and a connection beyond N is
+/// closed with [`CloseCode::OverCapacity`] unless it is to a configured peer.
+pub fn dial_target(max_peers: usize) -> usize {
+    max_peers.div_ceil(2).max(1)
+}
+
+/// How long a connection beyond `--max-peers` is kept before it is closed with
+/// [`CloseCode::OverCapacity`]: long enough for one gossip exchange.
+pub const OVER_CAPACITY_GRACE: Duration = Duration::from_secs(10);
+
+/// How long the larger endpoint id waits before dialling a peer that discovery just
+/// reported. Discovery is mostly symmetric (gossip, mDNS and DNS tell both sides about
+/// each other at about the same moment), and two simultaneous dials cost two handshakes
+/// of which one is thrown away; on a loaded host the loser can time out and push the
+/// pair into backoff. Letting the smaller id go first avoids most such races; if it
+/// never dials (it did not discover us), the larger one dials after this delay.
+pub const TIE_BREAK_DELAY: Duration = Duration::from_secs(2);
+
+/// Delay before the first dial of a newly discovered peer; see [`TIE_BREAK_DELAY`].
+/// Configured peers are dialled at once.
+pub fn first_dial_delay(me: &EndpointId, peer: &EndpointId, configured: bool) -> Duration {
+    if configured || me.as_bytes() < peer.as_bytes() {
+        Duration::ZERO
+    } else {
+        TIE_BREAK_DELAY
+    }
+}
+
 /// Cheap, cloneable handle to the manager.
 #[derive(Clone)]
 pub struct PeerManagerHandle {
@@ -632,6 +664,11 @@ impl PeerManager {
         self.limits.max_peers > 0 && self.connected_count() >= self.limits.max_peers
     }
 
+    /// Whether a discovered (not configured) peer may be dialled now; see [`dial_target`].
+    fn may_dial_discovered(&self) -> bool {
+        self.limits.max_peers == 0 || self.connected_count() < dial_target(self.limits.max_peers)
+    }
+
     /// Makes room for one more peer. Never evicted: connected peers, peers being dialled
     /// or awaited by a ConnectPeer call, and static peers. Among the rest, discovered-only
     /// peers go before API-added ones, rejected before others, oldest first. False if
@@ -719,7 +756,8 @@ impl PeerManager {
         peer.paused = false;
         if peer.live.is_none() && !peer.dialing && !peer.rejected && (new_source || new_addrs) {
             // New information: try now instead of waiting out the backoff.
-            peer.retry_at = Some(now);
+            let delay = first_dial_delay(&self.me, &id, peer.configured());
+            peer.retry_at = Some(now + delay);
         }
         self.try_dial(id);
     }
@@ -832,6 +870,9 @@ impl PeerManager {
                 ))
             })
             .collect();
+        // Dial slots go first to configured peers, then to peers that failed least: a
+        // flood of unreachable addresses (a bogus gossip table) sinks to the back after
+        // one failure each and cannot starve the real peers.
         due.sort_unstable();
         for (_, _, _, id) in due {
             if self.dials_in_flight >= self.limits.max_concurrent_dials {
@@ -845,7 +886,7 @@ impl PeerManager {
         if self.dials_in_flight >= self.limits.max_concurrent_dials {
             return; // the tick retries once a slot frees up
         }
-        let at_capacity = self.at_capacity();
+        let may_dial_discovered = self.may_dial_discovered();
         let now = Instant::now();
         let Some(peer) = self.peers.get_mut(&id) else {
             return;
@@ -857,7 +898,7 @@ impl PeerManager {
         {
             return;
         }
-        if at_capacity && !peer.configured() {
+        if !may_dial_discovered && !peer.configured() {
             // Wait: a slot may free up. Checked again at the next tick.
             return;
         }
@@ -974,15 +1015,30 @@ impl PeerManager {
         let known = self.peers.contains_key(&id);
         let configured = self.peers.get(&id).is_some_and(|p| p.configured());
         let has_live = self.peers.get(&id).is_some_and(|p| p.live.is_some());
-        if !has_live && !configured && self.at_capacity() {
-            let code = CloseCode::OverCapacity;
-            conn.close(code.varint(), code.reason());
-            info!(peer = %id, max_peers = self.limits.max_peers, "connection closed: --max-peers reached");
-            if let Some(p) = self.peers.get_mut(&id) {
-                p.last_error = Some("connection limit reached".into());
-                p.retry_at = Some(now + backoff::MAX);
-            }
-            return;
+        let over_capacity = !has_live && !configured && self.at_capacity();
+        if over_capacity {
+            // Not refused outright: the peer may have named us as its only --peer, and
+            // without one exchange it would learn nobody else. It gets the connection
+            // for OVER_CAPACITY_GRACE (its gossip exchange runs at once), then it is
+            // closed with OverCapacity and the peer dials others.
+            let closing = conn.clone();
+            let guard = TaskGuard::new(&self.counters);
+            tokio::spawn(async move {
+                let _guard = guard;
+                tokio::select! {
+                    _ = tokio::time::sleep(OVER_CAPACITY_GRACE) => {
+                        let code = CloseCode::OverCapacity;
+                        closing.close(code.varint(), code.reason());
+                    }
+                    _ = closing.closed() => {}
+                }
+            });
+            info!(
+                peer = %id,
+                max_peers = self.limits.max_peers,
+                grace_secs = OVER_CAPACITY_GRACE.as_secs(),
+                "--max-peers reached: connection kept for one exchange, then closed"
+            );
         }
         if !known {
             if !self.make_room() {
@@ -1091,7 +1147,12 @@ impl PeerManager {
                 peer.paused = true;
                 peer.retry_at = None;
             }
-            CloseKind::LocalDisconnect => {}
+            CloseKind::LocalDisconnect => {
+                // Closed here for capacity: dial again later, when there may be room.
+                if !peer.paused {
+                    peer.retry_at = Some(Instant::now() + peer.backoff.next_delay());
+                }
+            }
             CloseKind::Rejected => {
                 peer.rejected = true;
                 peer.retry_at = Some(Instant::now() + backoff::REJECTED);
@@ -1099,6 +1160,11 @@ impl PeerManager {
             CloseKind::Lost => {
                 if !peer.paused {
                     peer.retry_at = Some(Instant::now() + peer.backoff.next_delay());
+                }
+            }
+            CloseKind::Full => {
+                if !peer.paused {
+                    peer.retry_at = Some(Instant::now() + backoff::MAX);
                 }
             }
         }
@@ -1127,6 +1193,8 @@ impl PeerManager {
 enum CloseKind {
     /// Gone without a word (timeout, reset) or leaving (shutdown): redial with backoff.
     Lost,
+    /// The peer is at its --max-peers: try again only after the longest backoff.
+    Full,
     PeerDisconnected,
     LocalDisconnect,
     Rejected,
@@ -1145,7 +1213,7 @@ fn describe_close(reason: &ConnectionError) -> (String, CloseKind) {
                 Some(CloseCode::Duplicate) => ("closed as a duplicate".into(), CloseKind::Lost),
                 Some(CloseCode::OverCapacity) => (
                     "the peer's connection limit is reached".into(),
-                    CloseKind::Lost,
+                    CloseKind::Full,
                 ),
                 Some(c) if c.is_rejection() => (
                     format!(
@@ -1343,6 +1411,30 @@ mod tests {
     }
 
     #[test]
+    fn only_the_larger_id_defers_its_first_dial() {
+        let a = SecretKey::generate().public();
+        let b = SecretKey::generate().public();
+        let (small, large) = if a.as_bytes() < b.as_bytes() {
+            (a, b)
+        } else {
+            (b, a)
+        };
+        assert_eq!(first_dial_delay(&small, &large, false), Duration::ZERO);
+        assert_eq!(first_dial_delay(&large, &small, false), TIE_BREAK_DELAY);
+        assert_eq!(first_dial_delay(&large, &small, true), Duration::ZERO);
+    }
+
+    #[test]
+    fn dial_target_leaves_room_for_inbound() {
+        assert_eq!(dial_target(1), 1);
+        assert_eq!(dial_target(2), 1);
+        assert_eq!(dial_target(7), 4);
+        assert_eq!(dial_target(8), 4);
+        // 200 nodes with --max-peers 8 dial at most 200 * 4 connections, not 200^2 / 2.
+        assert!(200 * dial_target(8) < 200 * 199 / 2);
+    }
+
+    #[test]
     fn close_codes_are_classified() {
         use iroh::endpoint::ApplicationClose;
         let close = |c: CloseCode| {
@@ -1366,6 +1458,10 @@ mod tests {
         assert!(matches!(
             describe_close(&ConnectionError::TimedOut).1,
             CloseKind::Lost
+        ));
+        assert!(matches!(
+            describe_close(&close(CloseCode::OverCapacity)).1,
+            CloseKind::Full
         ));
     }
 }

@@ -1,0 +1,510 @@
+//! Discovery mode `gossip`: peers exchange their tables of known peers.
+//!
+//! A sidecar that knows one member of the formation comes to know all of them. The
+//! exchange runs only on connections that passed the formation check (the stream
+//! router in `crate::node::streams` exists only on those), so a host of another
+//! formation, or without the shared key, never gives or gets a table.
+//!
+//! - On every new connection, and every `--discovery-interval` seconds with up to
+//!   `--gossip-fanout` connected peers picked at random, this node opens a gossip
+//!   stream, sends its table and reads the peer's answer (push-pull). The answer leaves
+//!   out what the asker already has at the same version, so it is a delta.
+//! - Every round this node raises the version of its own entry: the heartbeat that
+//!   keeps it alive in everyone's table ([`table`] explains ageing).
+//! - New entries become `Found` (source gossip); the peer manager dials them with its
+//!   backoff. Entries that age out become `Lost` and are no longer spread.
+//!
+//! Bounds: `--gossip-max-entries` rows, `--gossip-max-message-bytes` per message in
+//! both directions, [`wire::MAX_ADDRS_PER_ENTRY`] addresses per row, a few exchanges
+//! at a time each with a timeout. See docs/DESIGN.md "Gossip".
+
+pub mod table;
+pub mod wire;
+
+use std::{
+    collections::HashMap,
+    net::{IpAddr, SocketAddr},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant, SystemTime},
+};
+
+use iroh::{endpoint::Connection, EndpointId};
+use rand::seq::SliceRandom;
+use tokio::{
+    sync::{broadcast, Semaphore},
+    task::JoinSet,
+};
+use tracing::{debug, info, warn};
+
+use super::{DiscoveryError, SourceContext};
+use crate::{
+    config::{DiscoveryMode, RunArgs},
+    discovery::Source,
+    node::{
+        peers::PeerEventKind,
+        streams::{self, tag, InboundStream},
+    },
+};
+use table::{Change, Table};
+
+/// Most exchanges this node runs at once in each direction; more inbound streams wait
+/// in the router's queue (and are dropped when it is full).
+const MAX_EXCHANGES: usize = 8;
+/// How long one exchange may take, both messages included.
+const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(10);
+/// `--gossip-ttl` when not set, in rounds of `--discovery-interval`: generous, because
+/// news of a peer may need several rounds to cross a formation that is not a full mesh
+/// (under `--max-peers`) or whose hosts are busy, and a too-short TTL makes live peers
+/// flap between lost and found.
+const DEFAULT_TTL_ROUNDS: u32 = 20;
+/// Stream error code of a refused gossip message.
+const REFUSED: iroh::endpoint::VarInt = iroh::endpoint::VarInt::from_u32(2);
+/// How often rows are checked for ageing.
+const EXPIRE_TICK: Duration = Duration::from_secs(1);
+
+/// Settings of the gossip mode, validated.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub interval: Duration,
+    pub ttl: Duration,
+    pub max_entries: usize,
+    pub max_message_bytes: usize,
+    pub fanout: usize,
+}
+
+impl Settings {
+    pub fn from_args(args: &RunArgs) -> Result<Settings, String> {
+        let interval = args.discovery_interval.duration();
+        let ttl = args
+            .gossip_ttl
+            .map(|s| s.duration())
+            .unwrap_or(interval * DEFAULT_TTL_ROUNDS);
+        if ttl < interval * 3 {
+            return Err(format!(
+                "--gossip-ttl {}s is shorter than three --discovery-interval rounds ({}s); \
+                 entries would age out between heartbeats. Use at least {}s",
+                ttl.as_secs(),
+                interval.as_secs() * 3,
+                interval.as_secs() * 3
+            ));
+        }
+        Ok(Settings {
+            interval,
+            ttl,
+            max_entries: args.gossip_max_entries,
+            max_message_bytes: args.gossip_max_message_bytes,
+            fanout: usize::from(args.gossip_fanout),
+        })
+    }
+}
+
+/// State shared by the round loop and the exchange tasks.
+struct Shared {
+    me: EndpointId,
+    settings: Settings,
+    /// Addresses this node announces for itself (the bound ones that others can dial;
+    /// peers add the address they see our connection come from).
+    own_addrs: Vec<SocketAddr>,
+    /// Our heartbeat: the version of our own entry.
+    own_version: Mutex<u64>,
+    table: Mutex<Table>,
+    ctx: SourceContext,
+}
+
+#[derive(Debug, thiserror::Error)]
+enum ExchangeError {
+    #[error("cannot open a gossip stream: {0}")]
+    Open(std::io::Error),
+    #[error("write failed: {0}")]
+    Write(String),
+    #[error("message larger than --gossip-max-message-bytes ({0} bytes)")]
+    TooLarge(usize),
+    #[error("read failed: {0}")]
+    Read(String),
+    #[error(transparent)]
+    Wire(#[from] wire::WireError),
+    #[error("timed out after {}s", EXCHANGE_TIMEOUT.as_secs())]
+    Timeout,
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or_default()
+}
+
+/// The address a connection runs on, as this side sees it.
+fn observed_addr(conn: &Connection) -> Option<SocketAddr> {
+    conn.paths()
+        .into_iter()
+        .find(|p| p.is_selected())
+        .and_then(|p| match p.remote_addr() {
+            iroh::TransportAddr::Ip(a) => Some(*a),
+            _ => None,
+        })
+}
+
+fn is_loopback(a: &SocketAddr) -> bool {
+    match a.ip() {
+        IpAddr::V4(ip) => ip.is_loopback(),
+        IpAddr::V6(ip) => {
+            ip.is_loopback() || ip.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
+        }
+    }
+}
+
+impl Shared {
+    /// Raises our heartbeat: strictly increasing, and above any version we sent before
+    /// a restart as long as the clock did not go back.
+    fn beat(&self) {
+        if let Ok(mut v) = self.own_version.lock() {
+            *v = (*v + 1).max(unix_ms());
+        }
+    }
+
+    fn own_entry(&self) -> wire::Entry {
+        wire::Entry {
+            id: self.me,
+            version: self.own_version.lock().map(|v| *v).unwrap_or_default(),
+            addrs: self.own_addrs.clone(),
+        }
+    }
+
+    /// Our entry first, then the table, freshest first, within the size bound.
+    /// Loopback addresses are only useful to a peer on this host, so they go only to
+    /// peers that reach us over loopback.
+    fn outgoing(&self, to: Option<SocketAddr>, skip: Option<&HashMap<EndpointId, u64>>) -> Vec<u8> {
+        let mut entries = vec![self.own_entry()];
+        if let Ok(t) = self.table.lock() {
+            entries.extend(t.snapshot(skip));
+        }
+        if !to.is_some_and(|a| is_loopback(&a)) {
+            for e in &mut entries {
+                e.addrs.retain(|a| !is_loopback(a));
+            }
+        }
+        let (bytes, n) = wire::encode(&entries, self.settings.max_message_bytes);
+        if n < entries.len() {
+            debug!(
+                sent = n,
+                known = entries.len(),
+                max_bytes = self.settings.max_message_bytes,
+                "gossip message truncated to --gossip-max-message-bytes; freshest entries sent"
+            );
+        }
+        bytes
+    }
+
+    /// Merges a peer's message and tells the peer manager what changed.
+    async fn absorb(&self, from: EndpointId, observed: Option<SocketAddr>, mut d: wire::Decoded) {
+        // The sender's own entry may carry no address (it is bound to 0.0.0.0): the
+        // address we see it on is the best we have.
+        if let Some(a) = observed.filter(wire::dialable) {
+            if let Some(e) = d.entries.iter_mut().find(|e| e.id == from) {
+                if !e.addrs.contains(&a) && e.addrs.len() < wire::MAX_ADDRS_PER_ENTRY {
+                    e.addrs.push(a);
+                }
+            }
+        }
+        let received = d.entries.len();
+        let now = Instant::now();
+        let (mut changes, stats) = match self.table.lock() {
+            Ok(mut t) => t.merge(d.entries, now),
+            Err(_) => return,
+        };
+        if let Some(c) = self
+            .table
+            .lock()
+            .ok()
+            .and_then(|mut t| t.confirm(from, observed, now))
+        {
+            changes.push(c);
+        }
+        if stats.full > 0 {
+            warn!(
+                peer = %from,
+                dropped = stats.full,
+                max_entries = self.settings.max_entries,
+                "gossip table full; ignoring new entries (raise --gossip-max-entries)"
+            );
+        }
+        debug!(
+            peer = %from,
+            received,
+            malformed = d.dropped,
+            new = stats.new,
+            refreshed = stats.refreshed,
+            unusable = stats.dropped,
+            "gossip table received"
+        );
+        self.report(changes, Some(from)).await;
+    }
+
+    async fn report(&self, changes: Vec<Change>, from: Option<EndpointId>) {
+        for c in changes {
+            let ok = match c {
+                Change::Found { id, addrs } => {
+                    debug!(peer = %id, via = ?from, ?addrs, "gossip: peer known");
+                    self.ctx.events.found(id, addrs, Source::Gossip).await
+                }
+                Change::Lost { id } => {
+                    info!(peer = %id, ttl_secs = self.settings.ttl.as_secs(), "gossip: no news of peer within the TTL; forgetting it");
+                    self.ctx.events.lost(id, Source::Gossip).await
+                }
+            };
+            if !ok {
+                return;
+            }
+        }
+    }
+
+    /// Our side of an exchange we start: send, then read the answer.
+    async fn exchange(&self, peer: EndpointId, conn: Connection) -> Result<(), ExchangeError> {
+        let observed = observed_addr(&conn);
+        let (mut send, mut recv) = streams::open(&conn, tag::GOSSIP)
+            .await
+            .map_err(ExchangeError::Open)?;
+        let msg = self.outgoing(observed, None);
+        send.write_all(&msg)
+            .await
+            .map_err(|e| ExchangeError::Write(e.to_string()))?;
+        let _ = send.finish();
+        let answer = read_message(&mut recv, self.settings.max_message_bytes).await?;
+        let decoded = wire::decode(&answer, self.settings.max_entries)?;
+        self.absorb(peer, observed, decoded).await;
+        Ok(())
+    }
+
+    /// The other side: read the asker's table, answer with what it lacks.
+    async fn respond(&self, s: InboundStream) -> Result<(), ExchangeError> {
+        let InboundStream {
+            peer,
+            mut send,
+            mut recv,
+        } = s;
+        let result = self.answer(peer, &mut send, &mut recv).await;
+        if result.is_err() {
+            // Say "refused" instead of the empty answer that dropping the stream
+            // would send, and stop the peer from sending the rest of a huge table.
+            let _ = send.reset(REFUSED);
+            let _ = recv.stop(REFUSED);
+        }
+        result
+    }
+
+    async fn answer(
+        &self,
+        peer: EndpointId,
+        send: &mut iroh::endpoint::SendStream,
+        recv: &mut iroh::endpoint::RecvStream,
+    ) -> Result<(), ExchangeError> {
+        let request = read_message(recv, self.settings.max_message_bytes).await?;
+        let decoded = wire::decode(&request, self.settings.max_entries)?;
+        let has: HashMap<EndpointId, u64> =
+            decoded.entries.iter().map(|e| (e.id, e.version)).collect();
+        let observed = self
+            .ctx
+            .peers
+            .connections()
+            .await
+            .into_iter()
+            .find(|(id, _)| *id == peer)
+            .and_then(|(_, c)| observed_addr(&c));
+        let answer = self.outgoing(observed, Some(&has));
+        self.absorb(peer, observed, decoded).await;
+        send.write_all(&answer)
+            .await
+            .map_err(|e| ExchangeError::Write(e.to_string()))?;
+        let _ = send.finish();
+        Ok(())
+    }
+
+    /// Live connections confirm their peers' rows (see [`Table::confirm`]).
+    async fn confirm_connected(&self, conns: &[(EndpointId, Connection)]) {
+        let now = Instant::now();
+        let changes: Vec<Change> = match self.table.lock() {
+            Ok(mut t) => conns
+                .iter()
+                .filter_map(|(id, c)| t.confirm(*id, observed_addr(c), now))
+                .collect(),
+            Err(_) => return,
+        };
+        self.report(changes, None).await;
+    }
+}
+
+async fn read_message(
+    recv: &mut iroh::endpoint::RecvStream,
+    max: usize,
+) -> Result<Vec<u8>, ExchangeError> {
+    match recv.read_to_end(max).await {
+        Ok(b) => Ok(b),
+        Err(iroh::endpoint::ReadToEndError::TooLong) => Err(ExchangeError::TooLarge(max)),
+        Err(e) => Err(ExchangeError::Read(e.to_string())),
+    }
+}
+
+/// Checks the settings and registers the gossip protocol; the returned future is the
+/// mode's task.
+pub fn start(
+    ctx: SourceContext,
+) -> Result<impl std::future::Future<Output = ()> + Send + 'static, DiscoveryError> {
+    let settings = Settings::from_args(&ctx.args).map_err(|message| DiscoveryError::Failed {
+        mode: DiscoveryMode::Gossip,
+        message,
+    })?;
+    let inbound = ctx.peers.streams.register(tag::GOSSIP);
+    let events = ctx.peers.subscribe();
+    let own_addrs: Vec<SocketAddr> = ctx
+        .bound_addrs
+        .iter()
+        .filter(|a| wire::dialable(a))
+        .copied()
+        .collect();
+    info!(
+        interval_secs = settings.interval.as_secs(),
+        ttl_secs = settings.ttl.as_secs(),
+        max_entries = settings.max_entries,
+        max_message_bytes = settings.max_message_bytes,
+        fanout = settings.fanout,
+        announced = ?own_addrs,
+        "gossip peer exchange started"
+    );
+    let shared = Arc::new(Shared {
+        me: ctx.endpoint_id,
+        table: Mutex::new(Table::new(
+            ctx.endpoint_id,
+            settings.ttl,
+            settings.max_entries,
+        )),
+        settings,
+        own_addrs,
+        own_version: Mutex::new(unix_ms()),
+        ctx,
+    });
+    Ok(run(shared, inbound, events))
+}
+
+async fn run(
+    shared: Arc<Shared>,
+    mut inbound: tokio::sync::mpsc::Receiver<InboundStream>,
+    mut events: broadcast::Receiver<crate::node::peers::PeerEvent>,
+) {
+    let shutdown = shared.ctx.shutdown.clone();
+    let outbound_slots = Arc::new(Semaphore::new(MAX_EXCHANGES));
+    let inbound_slots = Arc::new(Semaphore::new(MAX_EXCHANGES));
+    let mut tasks = JoinSet::new();
+    // Start at a random point of the interval so that nodes started together do not
+    // gossip in lock-step.
+    let first = shared
+        .settings
+        .interval
+        .mul_f64(rand::random_range(0.0..1.0));
+    let mut rounds = tokio::time::interval_at(
+        tokio::time::Instant::now() + first,
+        shared.settings.interval,
+    );
+    rounds.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut expire = tokio::time::interval(EXPIRE_TICK);
+    let mut round: u64 = 0;
+
+    let spawn_exchange = |tasks: &mut JoinSet<()>, peer: EndpointId, conn: Connection| {
+        let Ok(permit) = outbound_slots.clone().try_acquire_owned() else {
+            debug!(peer = %peer, "gossip: exchanges busy; skipping this peer this round");
+            return;
+        };
+        let shared = shared.clone();
+        tasks.spawn(async move {
+            let _permit = permit;
+            match tokio::time::timeout(EXCHANGE_TIMEOUT, shared.exchange(peer, conn)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => log_failure(peer, &e),
+                Err(_) => log_failure(peer, &ExchangeError::Timeout),
+            }
+        });
+    };
+
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = rounds.tick() => {
+                round += 1;
+                shared.beat();
+                let mut conns = shared.ctx.peers.connections().await;
+                shared.confirm_connected(&conns).await;
+                conns.shuffle(&mut rand::rng());
+                let (live, rows) = shared
+                    .table
+                    .lock()
+                    .map(|t| (t.live(), t.len()))
+                    .unwrap_or_default();
+                debug!(round, connected = conns.len(), known = live, rows, "gossip round");
+                for (peer, conn) in conns.into_iter().take(shared.settings.fanout) {
+                    spawn_exchange(&mut tasks, peer, conn);
+                }
+            }
+            _ = expire.tick() => {
+                let changes = shared
+                    .table
+                    .lock()
+                    .map(|mut t| t.expire(Instant::now()))
+                    .unwrap_or_default();
+                if !changes.is_empty() {
+                    shared.report(changes, None).await;
+                }
+            }
+            s = inbound.recv() => {
+                let Some(s) = s else { break };
+                let Ok(permit) = inbound_slots.clone().try_acquire_owned() else {
+                    debug!(peer = %s.peer, "gossip: too many exchanges at once; dropping one");
+                    continue;
+                };
+                let shared = shared.clone();
+                tasks.spawn(async move {
+                    let _permit = permit;
+                    let peer = s.peer;
+                    match tokio::time::timeout(EXCHANGE_TIMEOUT, shared.respond(s)).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(e)) => log_failure(peer, &e),
+                        Err(_) => log_failure(peer, &ExchangeError::Timeout),
+                    }
+                });
+            }
+            ev = events.recv() => match ev {
+                Ok(ev) if ev.kind == PeerEventKind::Connected => {
+                    // A new connection: exchange at once instead of waiting a round.
+                    let Ok(peer) = ev.endpoint_id.parse::<EndpointId>() else { continue };
+                    if let Some((_, conn)) = shared
+                        .ctx
+                        .peers
+                        .connections()
+                        .await
+                        .into_iter()
+                        .find(|(id, _)| *id == peer)
+                    {
+                        spawn_exchange(&mut tasks, peer, conn);
+                    }
+                }
+                Ok(_) => {}
+                Err(broadcast::error::RecvError::Lagged(n)) => {
+                    debug!(missed = n, "gossip: missed peer events; the next round catches up");
+                }
+                Err(broadcast::error::RecvError::Closed) => break,
+            },
+            Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+        }
+    }
+    tasks.abort_all();
+    debug!("gossip stopped");
+}
+
+fn log_failure(peer: EndpointId, e: &ExchangeError) {
+    match e {
+        // A member sending what we cannot read is worth an operator's attention.
+        ExchangeError::TooLarge(_) | ExchangeError::Wire(_) => {
+            warn!(peer = %peer, error = %e, "gossip: refused a peer's table")
+        }
+        _ => debug!(peer = %peer, error = %e, "gossip exchange failed"),
+    }
+}

@@ -1,0 +1,617 @@
+//! Discovery mode gossip between real sidecar processes on loopback.
+//!
+//! Every sidecar here is started with `--discovery-mode gossip` and a 1 s interval, and
+//! knows at most one other sidecar from `--peer`; gossip must do the rest.
+
+mod common;
+
+use std::{
+    collections::BTreeSet,
+    net::SocketAddr,
+    time::{Duration, Instant},
+};
+
+use common::{free_port, wait_until, Opts, Sidecar};
+use peat_sidecar::api::pb;
+
+const KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+const OTHER_KEY: &str = "HxwdHhsZGhgXFhUUExIREA8ODQwLCgkIBwYFBAMCAQA=";
+const INTERVAL_SECS: u64 = 1;
+
+/// The tests of this file start up to 20 sidecars each; on a 2-core machine running two
+/// of them at once makes both slow for no gain. Each test holds this lock.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+fn gossip_opts(peers: Vec<String>, extra: &[&str]) -> Opts {
+    let mut args: Vec<String> = ["--discovery-mode", "gossip", "--discovery-interval", "1"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    args.extend(extra.iter().map(|s| s.to_string()));
+    Opts {
+        shared_key: Some(KEY.into()),
+        peers,
+        extra: args,
+        ..Opts::default()
+    }
+}
+
+/// Starts `n` sidecars, each given only the next one as `--peer` (the last one gets
+/// `last_peer`, if any). Started from the end so that every `--peer` target exists.
+async fn chain(n: usize, extra: &[&str], last_peer: Option<String>) -> Vec<Sidecar> {
+    let mut nodes: Vec<Sidecar> = Vec::with_capacity(n);
+    for i in (0..n).rev() {
+        let next = match nodes.last() {
+            Some(s) => Some(s.peer_spec()),
+            None => last_peer.clone(),
+        };
+        let s = Sidecar::start(
+            &format!("g{i}"),
+            gossip_opts(next.into_iter().collect(), extra),
+        )
+        .await;
+        nodes.push(s);
+    }
+    nodes.reverse();
+    nodes
+}
+
+/// Polls (every 500 ms, to spare the two cores) until every node is connected to every
+/// other one.
+async fn full_mesh(nodes: &[&Sidecar], timeout: Duration) -> Option<Duration> {
+    let start = Instant::now();
+    loop {
+        let mut missing = 0;
+        for n in nodes {
+            let c = n.connected().await;
+            missing += nodes
+                .iter()
+                .filter(|m| m.id != n.id && !c.contains(&m.id))
+                .count();
+        }
+        if missing == 0 {
+            return Some(start.elapsed());
+        }
+        if start.elapsed() > timeout {
+            eprintln!("still {missing} missing links");
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Seconds since midnight (UTC) of the first (or last) log line containing `what`.
+/// Lines start with an RFC 3339 time: `2026-11-24T15:26:14.137217Z ...`.
+fn log_time(log: &str, what: &str, first: bool) -> Option<f64> {
+    let secs = |l: &str| -> Option<f64> {
+        let t = l.get(11..26)?;
+        let h: f64 = t.get(0..2)?.parse().ok()?;
+        let m: f64 = t.get(3..5)?.parse().ok()?;
+        let s: f64 = t.get(6..)?.parse().ok()?;
+        Some(h * 3600.0 + m * 60.0 + s)
+    };
+    let mut lines = log.lines().filter(|l| l.contains(what)).filter_map(secs);
+    if first {
+        lines.next()
+    } else {
+        lines.next_back()
+    }
+}
+
+fn sources(p: &pb::Peer) -> BTreeSet<String> {
+    p.sources.iter().cloned().collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chain_of_20_converges_to_a_full_mesh() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let t0 = Instant::now();
+    let nodes = chain(20, &[], None).await;
+    let started = t0.elapsed();
+    let refs: Vec<&Sidecar> = nodes.iter().collect();
+    // Gossip's own job first: every node knows every other one (connecting is the
+    // peer manager's).
+    let known = wait_until(Duration::from_secs(90), || async {
+        for n in &nodes {
+            if n.peers().await.len() < 19 {
+                return false;
+            }
+        }
+        true
+    })
+    .await
+    .expect("every node learns all 19 others within 90 s");
+    let took = full_mesh(&refs, Duration::from_secs(90))
+        .await
+        .expect("20 chained sidecars reach a full mesh within 90 s")
+        + known;
+    let total = t0.elapsed();
+    // The polls above are slow on a busy machine (20 API calls each); the sidecars' own
+    // logs tell when the last peer was found and connected.
+    let start = log_time(&nodes[0].log(), "gossip peer exchange started", true);
+    let found = nodes
+        .iter()
+        .filter_map(|n| log_time(&n.log(), "source=gossip", false))
+        .fold(0.0, f64::max);
+    let connected = nodes
+        .iter()
+        .filter_map(|n| log_time(&n.log(), "peer connected", false))
+        .fold(0.0, f64::max);
+    let start = start.expect("node 0 logged its start");
+    let rounds = ((found - start) / INTERVAL_SECS as f64).ceil().max(1.0);
+    println!(
+        "gossip chain of 20: all started after {:.1}s. From the logs: the last peer was \
+         found {:.1}s after the last node started (<= {rounds} exchange rounds of \
+         {INTERVAL_SECS}s), the last connection made {:.1}s after it. Polled: all known \
+         {:.1}s, full mesh {:.1}s after the last start ({:.1}s after the first).",
+        started.as_secs_f64(),
+        found - start,
+        connected - start,
+        known.as_secs_f64(),
+        took.as_secs_f64(),
+        total.as_secs_f64()
+    );
+    // Combined sources: node i knows node i+1 from --peer and from gossip, and every
+    // other node from gossip.
+    for (i, n) in nodes.iter().enumerate() {
+        let peers = n.peers().await;
+        assert_eq!(peers.len(), 19, "{} knows {} peers", n.name, peers.len());
+        for p in &peers {
+            let s = sources(p);
+            assert!(
+                s.contains("gossip"),
+                "{}: {} has sources {s:?}",
+                n.name,
+                p.endpoint_id
+            );
+            if i + 1 < nodes.len() && p.endpoint_id == nodes[i + 1].id {
+                assert!(s.contains("static"), "{}: next has sources {s:?}", n.name);
+            }
+        }
+    }
+    // The CLI shows both sources in `peers --json`.
+    let (ok, out, err) = nodes[0].cli(&["peers", "--json"]);
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let next = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["endpoint_id"] == nodes[1].id.as_str())
+        .expect("node 1 listed");
+    let listed: Vec<&str> = next["sources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|s| s.as_str())
+        .collect();
+    assert!(
+        listed.contains(&"static") && listed.contains(&"gossip"),
+        "{next}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_leaves_ages_out_of_every_table() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    // TTL 4 s: a silent entry is forgotten 4 s after its last heartbeat (or after its
+    // connection died, for the peers that were connected to it).
+    let extra = ["--gossip-ttl", "4"];
+    let mut leaver = Sidecar::start("leaver", gossip_opts(vec![], &extra)).await;
+    // The last node of the chain names the leaver as --peer: there it must stay (as a
+    // static peer) when gossip loses it; everywhere else it must go.
+    let nodes = chain(5, &extra, Some(leaver.peer_spec())).await;
+    let mut all: Vec<&Sidecar> = nodes.iter().collect();
+    all.push(&leaver);
+    full_mesh(&all, Duration::from_secs(60))
+        .await
+        .expect("mesh of 6");
+    let last = &nodes[4];
+    let row = last.peer(&leaver.id).await.expect("leaver known");
+    assert_eq!(
+        sources(&row),
+        ["gossip", "static"].map(String::from).into(),
+        "found by both"
+    );
+
+    leaver.kill9();
+    let t = Instant::now();
+    let gone = wait_until(Duration::from_secs(60), || async {
+        for n in &nodes[..4] {
+            if n.peer(&leaver.id).await.is_some() {
+                return false;
+            }
+        }
+        last.peer(&leaver.id)
+            .await
+            .is_some_and(|p| sources(&p) == ["static".to_string()].into())
+    })
+    .await;
+    let Some(took) = gone else {
+        for n in &nodes {
+            eprintln!("{}: {:?}", n.name, n.peer(&leaver.id).await);
+        }
+        panic!("the leaver did not age out of every table within 60 s")
+    };
+    println!(
+        "gossip: a killed node aged out of 4 tables (and lost its gossip source in the 5th) \
+         {:.1}s after it died",
+        took.as_secs_f64()
+    );
+    // One source losing it did not drop it where another source still has it.
+    let row = last.peer(&leaver.id).await.expect("static peer kept");
+    assert_ne!(row.state, pb::PeerState::Connected as i32);
+    assert!(t.elapsed() >= Duration::from_secs(4), "not before the TTL");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sidecar_with_the_wrong_key_never_gets_a_table() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let b = Sidecar::start("b", gossip_opts(vec![], &[])).await;
+    let a = Sidecar::start("a", gossip_opts(vec![b.peer_spec()], &[])).await;
+    full_mesh(&[&a, &b], Duration::from_secs(30))
+        .await
+        .expect("a and b connect");
+    let mut opts = gossip_opts(vec![a.peer_spec()], &[]);
+    opts.shared_key = Some(OTHER_KEY.into());
+    let intruder = Sidecar::start("intruder", opts).await;
+    // Let several rounds pass, then check that nothing leaked either way.
+    let rejected = wait_until(Duration::from_secs(20), || async {
+        intruder
+            .peer(&a.id)
+            .await
+            .is_some_and(|p| p.state == pb::PeerState::Rejected as i32)
+    })
+    .await;
+    assert!(rejected.is_some(), "the intruder is rejected by a");
+    tokio::time::sleep(Duration::from_secs(5 * INTERVAL_SECS)).await;
+    let known: Vec<String> = intruder
+        .peers()
+        .await
+        .into_iter()
+        .map(|p| p.endpoint_id)
+        .collect();
+    assert_eq!(known, vec![a.id.clone()], "the intruder learned nothing");
+    assert!(!intruder.log().contains("gossip table received"));
+    assert!(
+        b.peer(&intruder.id).await.is_none(),
+        "b never heard of the intruder"
+    );
+    assert!(a.connected().await == vec![b.id.clone()]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_peers_keeps_a_chain_of_12_far_from_a_full_mesh() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    // --max-peers 4: each node dials discovered peers only while it has fewer than 2
+    // connections; the chain's own links already give most nodes 2.
+    let nodes = chain(12, &["--max-peers", "4", "--gossip-ttl", "30"], None).await;
+    let know_all = wait_until(Duration::from_secs(90), || async {
+        for n in &nodes {
+            if n.peers().await.len() < 11 {
+                return false;
+            }
+        }
+        true
+    })
+    .await
+    .expect("every node learns all 11 others through gossip");
+    // Connections beyond the limit live for one exchange (10 s) before they are closed,
+    // so a count may briefly exceed 4 (+1 for the node's own --peer link); it never
+    // comes near the 11 of a full mesh.
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    let mut links = 0;
+    let mut most = 0;
+    for n in &nodes {
+        let c = n.connected().await.len();
+        assert!(c <= 2 * 4 + 1, "{} has {c} connections", n.name);
+        most = most.max(c);
+        links += c;
+    }
+    println!(
+        "gossip with --max-peers 4: 12 nodes all know each other after {:.1}s over {} \
+         connections, at most {most} per node (a full mesh has 66, 11 per node)",
+        know_all.as_secs_f64(),
+        links / 2
+    );
+    assert!(links / 2 < 66 / 2, "{} connections", links / 2);
+}
+
+/// Mirror of the wire format (src/discovery/gossip/wire.rs), so that the test can send
+/// what a correct encoder never would.
+mod fake {
+    use serde::{Deserialize, Serialize};
+    use std::net::SocketAddr;
+
+    #[derive(Serialize, Deserialize)]
+    pub struct Message {
+        pub proto: u8,
+        pub entries: Vec<Entry>,
+    }
+
+    #[derive(Serialize, Deserialize)]
+    pub struct Entry {
+        pub id: [u8; 32],
+        pub version: u64,
+        pub addrs: Vec<SocketAddr>,
+    }
+}
+
+/// A member of the formation that speaks gossip badly: a real node (the library's, in
+/// this process) whose gossip streams the test writes by hand.
+async fn fake_member(peer: &Sidecar) -> (peat_sidecar::node::Node, iroh::endpoint::Connection) {
+    use base64::Engine;
+    use peat_sidecar::{
+        config::{PeerHost, PeerSpec, SharedKey},
+        node::{endpoint::Liveness, peers::Limits, Node, NodeConfig},
+    };
+    let key: [u8; 32] = base64::engine::general_purpose::STANDARD
+        .decode(KEY)
+        .unwrap()
+        .try_into()
+        .unwrap();
+    let node = Node::start(NodeConfig {
+        secret_key: iroh::SecretKey::generate(),
+        bind: SocketAddr::from(([127, 0, 0, 1], free_port())),
+        app_id: peer.opts.app_id.clone(),
+        shared_key: Some(SharedKey(key)),
+        static_peers: vec![PeerSpec {
+            id: peer.id.parse().unwrap(),
+            host: PeerHost::Addr(peer.bind),
+        }],
+        limits: Limits {
+            max_peers: 0,
+            max_known_peers: 16,
+            max_concurrent_dials: 4,
+            max_dials_per_sec: 20,
+        },
+        liveness: Liveness {
+            keep_alive: Duration::from_secs(1),
+            idle_timeout: Duration::from_secs(5),
+        },
+    })
+    .await
+    .unwrap();
+    let target: iroh::EndpointId = peer.id.parse().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some((_, c)) = node
+            .peers()
+            .connections()
+            .await
+            .into_iter()
+            .find(|(id, _)| *id == target)
+        {
+            return (node, c);
+        }
+        assert!(Instant::now() < deadline, "fake member could not connect");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Sends one gossip message and returns the answer (None if the peer refused it).
+async fn send_table(conn: &iroh::endpoint::Connection, bytes: &[u8]) -> Option<Vec<u8>> {
+    use peat_sidecar::node::streams::{open, tag};
+    let (mut send, mut recv) = open(conn, tag::GOSSIP).await.ok()?;
+    send.write_all(bytes).await.ok()?;
+    let _ = send.finish();
+    tokio::time::timeout(Duration::from_secs(10), recv.read_to_end(1 << 20))
+        .await
+        .ok()?
+        .ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bogus_entries_are_bounded_and_do_not_stall_the_others() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let extra = [
+        "--gossip-ttl",
+        "6",
+        "--gossip-max-entries",
+        "40",
+        "--gossip-max-message-bytes",
+        "65536",
+    ];
+    let nodes = chain(3, &extra, None).await;
+    let refs: Vec<&Sidecar> = nodes.iter().collect();
+    full_mesh(&refs, Duration::from_secs(60))
+        .await
+        .expect("mesh of 3");
+    let (fake, conn) = fake_member(&nodes[0]).await;
+
+    // 1. Junk that fits in a message: a malformed id, an address nobody listens on,
+    //    an undialable address, and more valid-looking entries than the table holds.
+    let bad_id = (0u8..=255)
+        .map(|b| [b; 32])
+        .find(|b| iroh::EndpointId::from_bytes(b).is_err())
+        .unwrap();
+    let dead_port = free_port(); // nothing listens there
+    let unreachable = iroh::SecretKey::generate().public();
+    let mut entries = vec![
+        fake::Entry {
+            id: bad_id,
+            version: 1,
+            addrs: vec![SocketAddr::from(([127, 0, 0, 1], dead_port))],
+        },
+        fake::Entry {
+            id: *unreachable.as_bytes(),
+            version: 1,
+            addrs: vec![SocketAddr::from(([127, 0, 0, 1], dead_port))],
+        },
+        fake::Entry {
+            id: *iroh::SecretKey::generate().public().as_bytes(),
+            version: 1,
+            addrs: vec![SocketAddr::from(([0, 0, 0, 0], 9))],
+        },
+    ];
+    for _ in 0..200 {
+        entries.push(fake::Entry {
+            id: *iroh::SecretKey::generate().public().as_bytes(),
+            version: 1,
+            addrs: vec![SocketAddr::from(([127, 0, 0, 1], dead_port))],
+        });
+    }
+    let msg = postcard::to_stdvec(&fake::Message { proto: 1, entries }).unwrap();
+    assert!(msg.len() < 65536);
+    let answer = send_table(&conn, &msg)
+        .await
+        .expect("a table that fits gets an answer");
+    let answer: fake::Message = postcard::from_bytes(&answer).expect("the answer decodes");
+    let node0: iroh::EndpointId = nodes[0].id.parse().unwrap();
+    assert!(
+        answer.entries.iter().any(|e| e.id == *node0.as_bytes()),
+        "the answer holds node 0's own entry"
+    );
+
+    // 2. A table larger than --gossip-max-message-bytes: refused whole.
+    let mut huge = Vec::new();
+    for _ in 0..5000 {
+        huge.push(fake::Entry {
+            id: *iroh::SecretKey::generate().public().as_bytes(),
+            version: 1,
+            addrs: vec![SocketAddr::from(([127, 0, 0, 1], dead_port))],
+        });
+    }
+    let huge_bytes = postcard::to_stdvec(&fake::Message {
+        proto: 1,
+        entries: huge,
+    })
+    .unwrap();
+    assert!(huge_bytes.len() > 65536);
+    assert!(
+        send_table(&conn, &huge_bytes).await.is_none(),
+        "a huge table gets no answer"
+    );
+
+    // 3. The others are not stalled: a newcomer still joins everyone, while the
+    //    junk is being dialled and spread.
+    let t = Instant::now();
+    let newcomer =
+        Sidecar::start("newcomer", gossip_opts(vec![nodes[2].peer_spec()], &extra)).await;
+    let mut all = refs.clone();
+    all.push(&newcomer);
+    let joined = full_mesh(&all, Duration::from_secs(60))
+        .await
+        .expect("a newcomer joins all 3 despite the junk");
+    println!(
+        "gossip: a newcomer joined 3 nodes {:.1}s after its start ({:.1}s of waiting) while \
+         junk entries were being dialled",
+        t.elapsed().as_secs_f64(),
+        joined.as_secs_f64()
+    );
+
+    // Bounded: no node tracks more than the table bound, plus the real nodes and the fake.
+    for n in &all {
+        let count = n.peers().await.len();
+        assert!(count <= 40 + 4 + 1, "{} tracks {count} peers", n.name);
+    }
+    let log = nodes[0].log();
+    assert!(log.contains("malformed=1"), "the malformed id was counted");
+    assert!(
+        log.contains("refused a peer's table"),
+        "the huge table was refused"
+    );
+    assert!(log.contains("gossip table full"), "the table bound was hit");
+    // The unreachable entry was handed to the peer manager, which dialled it (with
+    // backoff) without holding anyone else up.
+    let unreachable = unreachable.to_string();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("dialling") && l.contains(&unreachable)),
+        "the unreachable entry was dialled"
+    );
+
+    // 4. Nobody refreshes the junk: it ages out of every table, the real nodes stay.
+    let aged = wait_until(Duration::from_secs(60), || async {
+        for n in &all {
+            if n.peers().await.len() > 4 {
+                return false;
+            }
+        }
+        true
+    })
+    .await;
+    assert!(aged.is_some(), "junk aged out");
+    for n in &all {
+        assert_eq!(
+            n.connected().await.len(),
+            3 + usize::from(n.id == nodes[0].id)
+        );
+    }
+    fake.shutdown().await;
+}
+
+/// Runs a command in a namespace; it must succeed.
+fn in_ns(ns: &str, args: &[&str]) {
+    let out = common::netns::ns_exec(ns, args);
+    assert!(
+        out.status.success(),
+        "{ns}: {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The test LAN: segment 0 holds hosts 0, 1, 2; segment 1 holds hosts 3, 4; host 0 is
+/// on both and routes between them. mDNS does not cross from one segment to the other,
+/// so hosts 1 and 3 can only learn of each other through gossip via host 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mdns_and_gossip_join_two_lan_segments_through_a_bridge_node() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    common::netns::require_root();
+    let mut lan = common::netns::Lan::new("pg1", 3);
+    let seg1 = lan.add_segment();
+    lan.attach(0, seg1);
+    let h3 = lan.add_host(seg1);
+    let h4 = lan.add_host(seg1);
+    in_ns(lan.ns(0), &["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+    let via0 = lan.addr(0, 0).to_string();
+    let via1 = lan.addr(0, seg1).to_string();
+    for i in [1, 2] {
+        in_ns(
+            lan.ns(i),
+            &["ip", "route", "add", "10.77.1.0/24", "via", &via0],
+        );
+    }
+    for i in [h3, h4] {
+        in_ns(
+            lan.ns(i),
+            &["ip", "route", "add", "10.77.0.0/24", "via", &via1],
+        );
+    }
+
+    let mut nodes = Vec::new();
+    for i in 0..lan.len() {
+        let opts = Opts {
+            netns: Some(lan.ns(i).to_string()),
+            bind: Some(SocketAddr::from(([0, 0, 0, 0], 9470))),
+            ..gossip_opts(vec![], &["--discovery-mode", "mdns,gossip"])
+        };
+        nodes.push(Sidecar::start(&format!("lan{i}"), opts).await);
+    }
+    let refs: Vec<&Sidecar> = nodes.iter().collect();
+    let took = full_mesh(&refs, Duration::from_secs(60))
+        .await
+        .expect("5 sidecars on two segments reach a full mesh through the bridge node");
+    println!(
+        "mdns,gossip on two LAN segments: full mesh of 5 {:.1}s after the last start",
+        took.as_secs_f64()
+    );
+    // Across the segments only gossip could have told them; within a segment mDNS did,
+    // and gossip too.
+    let p = nodes[1]
+        .peer(&nodes[h3].id)
+        .await
+        .expect("host 1 knows host 3");
+    assert_eq!(sources(&p), ["gossip".to_string()].into(), "{p:?}");
+    assert!(p.addrs.iter().any(|a| a.starts_with("10.77.1.")), "{p:?}");
+    let p = nodes[1]
+        .peer(&nodes[2].id)
+        .await
+        .expect("host 1 knows host 2");
+    assert!(sources(&p).contains("mdns"), "{p:?}");
+    let p = nodes[0]
+        .peer(&nodes[h4].id)
+        .await
+        .expect("host 0 knows host 4");
+    assert!(sources(&p).contains("mdns"), "{p:?}");
+}
