@@ -37,6 +37,22 @@ async fn knows_by_mdns(node: &Sidecar, id: &str) -> bool {
         .is_some_and(|p| p.sources.iter().any(|s| s == "mdns"))
 }
 
+/// Waits until every node lists every other one with source mdns (a full mesh can be
+/// complete before that: an inbound connection may come before our own resolution).
+async fn wait_mdns_everywhere(nodes: &[&Sidecar], timeout: Duration) -> Option<Duration> {
+    wait_until(timeout, || async {
+        for n in nodes {
+            for m in nodes {
+                if m.id != n.id && !knows_by_mdns(n, &m.id).await {
+                    return false;
+                }
+            }
+        }
+        true
+    })
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn three_nodes_form_a_full_mesh_and_a_late_joiner_joins() {
     let mut lan = Lan::new("pm1", 3);
@@ -47,6 +63,9 @@ async fn three_nodes_form_a_full_mesh_and_a_late_joiner_joins() {
         .await
         .expect("3 sidecars with --discovery-mode mdns and no --peer form a full mesh");
     eprintln!("full mesh of 3 after {took:?}");
+    wait_mdns_everywhere(&[&a, &b, &c], Duration::from_secs(10))
+        .await
+        .expect("every node resolved every other one");
     for n in [&a, &b, &c] {
         for p in n.peers().await {
             assert!(p.sources.contains(&"mdns".to_string()), "{p:?}");
@@ -82,6 +101,10 @@ async fn sigterm_leaves_the_others_lists_within_2s() {
     wait_full_mesh(&[&a, &b, &c], Duration::from_secs(15))
         .await
         .expect("full mesh");
+    // Both survivors must know c by mdns first, or its absence below would prove nothing.
+    wait_mdns_everywhere(&[&a, &b, &c], Duration::from_secs(10))
+        .await
+        .expect("every node resolved every other one");
     let cid = c.id.clone();
     let t0 = Instant::now();
     let st = c.stop().expect("c was running");
@@ -460,4 +483,71 @@ async fn a_flapping_interface_does_not_cause_an_announce_storm() {
     wait_full_mesh(&[&a, &b], Duration::from_secs(10))
         .await
         .expect("after the flapping the node is discoverable on the link again");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn addresses_that_go_away_are_withdrawn() {
+    // Host 0 has two addresses on eth0. One is removed while the sidecar runs; a fresh
+    // independent browser (python-zeroconf) started 2 s later must see only the other.
+    let lan = Lan::new("pm9", 2);
+    let extra = "10.77.0.101";
+    common::netns::sh(&[
+        "ip",
+        "-n",
+        lan.ns(0),
+        "addr",
+        "add",
+        &format!("{extra}/24"),
+        "dev",
+        "eth0",
+    ]);
+    let a = start(&lan, 0, "test").await;
+    let b = start(&lan, 1, "test").await;
+    let both = wait_until(Duration::from_secs(15), || async {
+        b.peer(&a.id)
+            .await
+            .is_some_and(|p| p.addrs.iter().any(|x| x.starts_with(extra)))
+    })
+    .await;
+    assert!(
+        both.is_some(),
+        "b never saw the second address: {:?}",
+        b.peer(&a.id).await
+    );
+
+    common::netns::sh(&[
+        "ip",
+        "-n",
+        lan.ns(0),
+        "addr",
+        "del",
+        &format!("{extra}/24"),
+        "dev",
+        "eth0",
+    ]);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let zc = ZeroconfPeer::start(lan.ns(1), &lan.addr(1, 0).to_string(), &[]);
+    let seen = wait_until(Duration::from_secs(10), || async {
+        zc.lines()
+            .iter()
+            .any(|l| l["txt"]["endpoint_id"] == a.id.as_str())
+    })
+    .await;
+    assert!(
+        seen.is_some(),
+        "zeroconf did not resolve a: {:?} {}",
+        zc.lines(),
+        zc.stderr()
+    );
+    let rec = zc
+        .lines()
+        .into_iter()
+        .find(|l| l["txt"]["endpoint_id"] == a.id.as_str())
+        .unwrap();
+    assert_eq!(
+        rec["addresses"],
+        serde_json::json!([lan.addr(0, 0).to_string()]),
+        "the removed address is still announced: {rec}\n{}",
+        a.log()
+    );
 }
