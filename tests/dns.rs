@@ -493,7 +493,10 @@ async fn forged_handshake_answers_are_rejected() {
     tokio::time::sleep(Duration::from_secs(2 * INTERVAL + 1)).await;
 
     // ... and none of the forged ones added anything.
-    let peer = a.peer(&e.id).await.expect("e is no longer in a's peer table");
+    let peer = a
+        .peer(&e.id)
+        .await
+        .expect("e is no longer in a's peer table");
     assert_eq!(
         peer.addrs,
         vec![relay_iroh],
