@@ -84,6 +84,7 @@ impl Dnsmasq {
                 "--local-ttl=0",
                 // Authoritative for .test: unknown names get NXDOMAIN, not REFUSED.
                 "--local=/test/",
+                "--local=/cluster.local/",
             ])
             .arg(format!("--port={port}"))
             .arg(format!("--addn-hosts={}", hosts.display()))
@@ -126,8 +127,12 @@ impl Dnsmasq {
 
     /// Serves `NAME` with exactly these addresses (and reloads dnsmasq).
     fn set(&self, addrs: &[IpAddr]) {
+        self.set_name(NAME, addrs)
+    }
+
+    fn set_name(&self, name: &str, addrs: &[IpAddr]) {
         let reads = self.log().matches("read ").count();
-        let text: String = addrs.iter().map(|a| format!("{a} {NAME}\n")).collect();
+        let text: String = addrs.iter().map(|a| format!("{a} {name}\n")).collect();
         std::fs::write(&self.hosts, text).unwrap();
         common::signal(self.child.id(), "HUP");
         self.wait_log("read ", reads + 1);
@@ -488,7 +493,10 @@ async fn forged_handshake_answers_are_rejected() {
     tokio::time::sleep(Duration::from_secs(2 * INTERVAL + 1)).await;
 
     // ... and none of the forged ones added anything.
-    let peer = a.peer(&e.id).await.unwrap();
+    let peer = a
+        .peer(&e.id)
+        .await
+        .expect("e is no longer in a's peer table");
     assert_eq!(
         peer.addrs,
         vec![relay_iroh],
@@ -618,5 +626,97 @@ async fn taken_discovery_port_fails_the_start() {
             "cannot bind UDP {a_ip}:{dport} for the discovery handshake"
         )) && err.contains("--discovery-port"),
         "{err}"
+    );
+}
+
+/// The environment of the container in packaging/kubernetes/daemonset.yaml, read from
+/// the manifest itself (`- name: X` followed by `value: Y`).
+fn manifest_env() -> Vec<(String, String)> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("packaging/kubernetes/daemonset.yaml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let lines: Vec<&str> = text.lines().map(str::trim).collect();
+    let mut env = vec![];
+    for pair in lines.windows(2) {
+        if let (Some(name), Some(value)) = (
+            pair[0].strip_prefix("- name: "),
+            pair[1].strip_prefix("value: "),
+        ) {
+            if name.starts_with("PEAT_SIDECAR_") || name == "RUST_LOG" {
+                env.push((name.to_string(), value.trim_matches('"').to_string()));
+            }
+        }
+    }
+    env
+}
+
+/// Two sidecars configured with the Kubernetes manifest's settings (the discovery name
+/// with its trailing dot, the interval, the API on 0.0.0.0, the key file) find each
+/// other through "the cluster DNS". Only what must differ on a shared test host is
+/// overridden: addresses, ports, paths and the DNS server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubernetes_manifest_settings_work() {
+    let env = manifest_env();
+    let get = |k: &str| {
+        env.iter()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_else(|| panic!("{k} not in the manifest"))
+    };
+    let service = get("PEAT_SIDECAR_DISCOVERY_SERVICE");
+    assert_eq!(get("PEAT_SIDECAR_DISCOVERY_MODE"), "dns");
+    assert_eq!(get("PEAT_SIDECAR_LISTEN"), "tcp://0.0.0.0:50051");
+    let interval: u64 = get("PEAT_SIDECAR_DISCOVERY_INTERVAL").parse().unwrap();
+
+    let (a_ip, b_ip) = (ip(7, 11), ip(7, 12));
+    let dport = free_port_on(&[a_ip, b_ip]);
+    let dns = Dnsmasq::start(&[]);
+    dns.set_name(service.trim_end_matches('.'), &[a_ip, b_ip]);
+    let keydir = tempfile::tempdir().unwrap();
+    let key = keydir.path().join("shared.key");
+    std::fs::write(&key, "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=\n").unwrap();
+
+    let start = |name: &'static str, addr: IpAddr| {
+        let mut env = env.clone();
+        for (k, v) in [
+            ("PEAT_SIDECAR_DISCOVERY_PORT", dport.to_string()),
+            ("PEAT_SIDECAR_SHARED_KEY_FILE", key.display().to_string()),
+            ("PEAT_SIDECAR_DNS_SERVER", dns.server()),
+            ("PEAT_SIDECAR_LOG_FORMAT", "text".to_string()),
+        ] {
+            env.retain(|(n, _)| n != k);
+            env.push((k.to_string(), v));
+        }
+        // --bind, --listen (loopback) and --data-dir come from the harness as flags,
+        // which take precedence over the manifest's environment.
+        Sidecar::start(
+            name,
+            Opts {
+                app_id: get("PEAT_SIDECAR_APP_ID"),
+                bind: Some(SocketAddr::new(addr, free_port())),
+                env,
+                ..Default::default()
+            },
+        )
+    };
+    let a = start("a", a_ip).await;
+    let b = start("b", b_ip).await;
+    let st = a.status().await;
+    assert_eq!(st.discovery_modes, vec!["dns".to_string()]);
+    assert!(
+        st.shared_key,
+        "the key file from the manifest's variable was not used"
+    );
+    let ok = wait_until(
+        Duration::from_secs(interval) + SLACK + Duration::from_secs(5),
+        || async {
+            has_source(&a, &b, "dns").await
+                && has_source(&b, &a, "dns").await
+                && is_connected(&a, &b).await
+        },
+    )
+    .await;
+    assert!(
+        ok.is_some(),
+        "sidecars with the manifest's settings did not find each other"
     );
 }
