@@ -1166,6 +1166,12 @@ impl PeerManager {
                     peer.retry_at = Some(Instant::now() + peer.backoff.next_delay());
                 }
             }
+            CloseKind::PeerLeft => {
+                if !peer.paused {
+                    let delay = peer.backoff.next_delay().max(PEER_LEFT_DELAY);
+                    peer.retry_at = Some(Instant::now() + delay);
+                }
+            }
             CloseKind::Full => {
                 if !peer.paused {
                     peer.retry_at = Some(Instant::now() + backoff::MAX);
@@ -1194,8 +1200,16 @@ impl PeerManager {
     }
 }
 
+/// How long to wait before redialling a peer that closed with "shutdown". It is leaving
+/// on purpose: its discovery goodbye (mDNS: about 1.2 s) usually arrives within this
+/// time and removes it, instead of a redial that can only fail and keeps the entry
+/// alive until the dial times out. A peer that restarts is still redialled.
+pub const PEER_LEFT_DELAY: Duration = Duration::from_secs(2);
+
 enum CloseKind {
-    /// Gone without a word (timeout, reset) or leaving (shutdown): redial with backoff.
+    /// The peer shut down: redial after [`PEER_LEFT_DELAY`] at the earliest.
+    PeerLeft,
+    /// Gone without a word (timeout, reset): redial with backoff.
     Lost,
     /// The peer is at its --max-peers: try again only after the longest backoff.
     Full,
@@ -1209,7 +1223,7 @@ fn describe_close(reason: &ConnectionError) -> (String, CloseKind) {
         ConnectionError::ApplicationClosed(close) => {
             let code = CloseCode::from_code(close.error_code.into_inner());
             match code {
-                Some(CloseCode::Shutdown) => ("the peer shut down".into(), CloseKind::Lost),
+                Some(CloseCode::Shutdown) => ("the peer shut down".into(), CloseKind::PeerLeft),
                 Some(CloseCode::Disconnect) => (
                     "the peer disconnected us by request".into(),
                     CloseKind::PeerDisconnected,
@@ -1457,7 +1471,7 @@ mod tests {
         ));
         assert!(matches!(
             describe_close(&close(CloseCode::Shutdown)).1,
-            CloseKind::Lost
+            CloseKind::PeerLeft
         ));
         assert!(matches!(
             describe_close(&ConnectionError::TimedOut).1,
