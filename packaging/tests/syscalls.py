@@ -1,0 +1,78 @@
+#!/usr/bin/env python3
+"""Checks an `strace -f` log of peat-sidecar against the unit's seccomp and
+address-family settings, as systemd would apply them:
+SystemCallFilter=@system-service, then ~@privileged @resources;
+RestrictAddressFamilies=AF_INET AF_INET6 AF_UNIX AF_NETLINK.
+
+usage: syscalls.py TRACE BINARY_PATH
+Only calls made after the binary's execve count (the wrappers before it do not run
+under systemd). Prints what it found; exits 1 if a call or family would be refused."""
+import re
+import subprocess
+import sys
+
+ALLOW_FAMILIES = {"AF_INET", "AF_INET6", "AF_UNIX", "AF_NETLINK"}
+
+
+def groups():
+    out = subprocess.run(["systemd-analyze", "syscall-filter"], capture_output=True,
+                         text=True, check=True).stdout
+    g, cur = {}, None
+    for line in out.splitlines():
+        if line.startswith("@"):
+            cur = line.strip()
+            g[cur] = set()
+        elif cur and line.strip() and not line.strip().startswith("#"):
+            g[cur].add(line.strip())
+        elif not line.strip():
+            cur = None
+    return g
+
+
+def expand(g, name, seen=None):
+    seen = seen if seen is not None else set()
+    out = set()
+    for item in g.get(name, ()):
+        if item.startswith("@"):
+            if item not in seen:
+                seen.add(item)
+                out |= expand(g, item, seen)
+        else:
+            out.add(item)
+    return out
+
+
+def main():
+    trace, binary = sys.argv[1], sys.argv[2]
+    g = groups()
+    allowed = expand(g, "@system-service") - expand(g, "@privileged") - expand(g, "@resources")
+    started = False
+    calls, families = set(), set()
+    call_re = re.compile(r"^\d+\s+(?:\d+:\d+:\d+\.\d+\s+)?([a-z0-9_]+)\(")
+    for line in open(trace, errors="replace"):
+        if not started:
+            if 'execve("' + binary in line and "= 0" in line:
+                started = True
+            continue
+        m = call_re.match(line)
+        if not m:
+            continue
+        calls.add(m.group(1))
+        fm = re.search(r"\bsocket\((AF_[A-Z0-9]+)", line)
+        if fm:
+            families.add(fm.group(1))
+    if not started:
+        print(f"no execve of {binary} in {trace}")
+        return 1
+    bad_calls = sorted(c for c in calls if c not in allowed)
+    bad_fams = sorted(families - ALLOW_FAMILIES)
+    print(f"{len(calls)} distinct syscalls: {' '.join(sorted(calls))}")
+    print(f"socket families: {' '.join(sorted(families))}")
+    if bad_calls:
+        print(f"refused by SystemCallFilter: {' '.join(bad_calls)}")
+    if bad_fams:
+        print(f"refused by RestrictAddressFamilies: {' '.join(bad_fams)}")
+    return 1 if bad_calls or bad_fams else 0
+
+
+sys.exit(main())
