@@ -70,11 +70,11 @@ peers_connected() {
         python3 -c 'import json,sys; p=json.load(sys.stdin); sys.exit(0 if any(x["endpoint_id"]==sys.argv[1] and x["state"]=="connected" for x in p) else 1)' "$3"
 }
 
-# stop_pid PID: SIGTERM, wait up to 20 s; prints the exit code
+# stop_pid PID: SIGTERM, wait up to 20 s (then SIGKILL); the exit code lands in STOP_RC.
+# PID must be a child of this shell (started with &, not inside $(...)).
 stop_pid() {
     kill -TERM "$1" 2>/dev/null || true
-    local rc=0
     timeout 20 tail --pid="$1" -f /dev/null || kill -9 "$1" 2>/dev/null || true
-    wait "$1" 2>/dev/null || rc=$?
-    echo "$rc"
+    STOP_RC=0
+    wait "$1" 2>/dev/null || STOP_RC=$?
 }
