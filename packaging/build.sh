@@ -55,7 +55,7 @@ cargo build --locked --release "${target_args[@]}"
 echo "release build took $(( $(date +%s) - t0 ))s"
 
 for t in "${TARGETS[@]}"; do
-    bin=target/$t/release/peat-sidecar
+    bin=${CARGO_TARGET_DIR:-target}/$t/release/peat-sidecar
     cp "$bin" "$DIST_DIR/peat-sidecar-$version-${SHORT[$t]}"
     printf '%-32s %9d bytes\n' "$t" "$(stat -c %s "$bin")"
 done
@@ -90,7 +90,7 @@ if [ -z "${SKIP_OCI:-}" ]; then
     printf 'root:x:0:\npeat-sidecar:x:10001:\n' >"$ctx/context/rootfs/etc/group"
     for t in "${!OCI_ARCH[@]}"; do
         mkdir -p "$ctx/context/bin/${OCI_ARCH[$t]}"
-        cp "target/$t/release/peat-sidecar" "$ctx/context/bin/${OCI_ARCH[$t]}/"
+        cp "${CARGO_TARGET_DIR:-target}/$t/release/peat-sidecar" "$ctx/context/bin/${OCI_ARCH[$t]}/"
     done
     platforms=$(for a in "${OCI_ARCH[@]}"; do printf 'linux/%s,' "$a"; done)
     bah=(buildah --root "$ctx/storage" --runroot "$ctx/run" --storage-driver vfs)
