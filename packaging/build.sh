@@ -42,8 +42,9 @@ if command -v rustup >/dev/null; then
     rustup target add "${TARGETS[@]}" >/dev/null
 fi
 
-rm -rf "$DIST_DIR"
 mkdir -p "$DIST_DIR"
+# Only our own files go: DIST_DIR may be a directory that holds other things.
+rm -f "$DIST_DIR"/peat-sidecar[-_]* "$DIST_DIR/SHA256SUMS"
 
 # One cargo run for all targets: host build scripts and proc macros are built once,
 # and the (single-threaded) fat-LTO links of the targets run side by side.

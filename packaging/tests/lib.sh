@@ -9,6 +9,10 @@ BIN_X86=$DIST/peat-sidecar-$VERSION-x86_64-linux-musl
 BIN_ARM64=$DIST/peat-sidecar-$VERSION-aarch64-linux-musl
 BIN_ARMV7=$DIST/peat-sidecar-$VERSION-armv7-linux-gnueabihf
 OCI_TAR=$DIST/peat-sidecar-$VERSION-oci.tar
+# How the nodes of the multi-node tests find each other: `static` gives each node the
+# others as --peer; `mdns` uses --discovery-mode mdns (the test LAN has the multicast
+# route, docker's bridge floods multicast). Switch the default here once mdns is merged.
+DISCOVERY=${PK_DISCOVERY:-static}
 PASSED=0
 FAILED=0
 

@@ -6,9 +6,6 @@
 # system calls and socket families are checked against the systemd unit's filters.
 source "$(dirname "$0")/lib.sh"
 
-# How the nodes find each other. `static` gives each node the others as --peer;
-# `mdns` uses --discovery-mode mdns (the test LAN has the multicast route it needs).
-DISCOVERY=${PK_DISCOVERY:-static}
 
 work=$(mktemp -d /tmp/pk-bin.XXXXXX)
 chmod 755 "$work" # the x86_64 node runs as nobody and must reach its data dir

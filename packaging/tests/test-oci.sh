@@ -6,8 +6,6 @@
 # network that connect. Everything created here is named pk-* and removed at the end.
 source "$(dirname "$0")/lib.sh"
 
-# As in test-binaries.sh: `static` peers now, `mdns` once that mode exists.
-DISCOVERY=${PK_DISCOVERY:-static}
 IMG=localhost/peat-sidecar-pk:test
 
 work=$(mktemp -d /tmp/pk-oci.XXXXXX)
