@@ -4,7 +4,11 @@ address-family settings, as systemd would apply them:
 SystemCallFilter=@system-service, then ~@privileged @resources;
 RestrictAddressFamilies=AF_INET AF_INET6 AF_UNIX AF_NETLINK.
 
-usage: syscalls.py TRACE BINARY_PATH
+It also checks the files: with ProcSubset=pid only /proc/self and /proc/PID stay
+visible, and with ProtectSystem=strict only the data dir (StateDirectory=) and /tmp
+(PrivateTmp=) are writable.
+
+usage: syscalls.py TRACE BINARY_PATH DATA_DIR
 Only calls made after the binary's execve count (the wrappers before it do not run
 under systemd). Prints what it found; exits 1 if a call or family would be refused."""
 import re
@@ -43,11 +47,14 @@ def expand(g, name, seen=None):
 
 
 def main():
-    trace, binary = sys.argv[1], sys.argv[2]
+    trace, binary, data_dir = sys.argv[1], sys.argv[2], sys.argv[3].rstrip("/")
     g = groups()
     allowed = expand(g, "@system-service") - expand(g, "@privileged") - expand(g, "@resources")
     started = False
     calls, families = set(), set()
+    hidden_proc, bad_writes = set(), set()
+    open_re = re.compile(r'\b(?:open|openat|creat|stat|lstat|statx|newfstatat|access|readlink)\((?:AT_FDCWD, |\d+, )?"([^"]*)"(.*)')
+    proc_ok = re.compile(r"^/proc/(self|thread-self|\d+)(/|$)")
     call_re = re.compile(r"^\d+\s+(?:\d+:\d+:\d+\.\d+\s+)?([a-z0-9_]+)\(")
     for line in open(trace, errors="replace"):
         if not started:
@@ -58,6 +65,14 @@ def main():
         if not m:
             continue
         calls.add(m.group(1))
+        om = open_re.search(line)
+        if om and "ENOENT" not in om.group(2):
+            path, rest = om.group(1), om.group(2)
+            if path.startswith("/proc") and not proc_ok.match(path):
+                hidden_proc.add(path)
+            writes = re.search(r"O_WRONLY|O_RDWR|O_CREAT", rest) and m.group(1) in ("open", "openat", "creat")
+            if writes and not (path.startswith(data_dir + "/") or path.startswith("/tmp/")):
+                bad_writes.add(path)
         fm = re.search(r"\bsocket\((AF_[A-Z0-9]+)", line)
         if fm:
             families.add(fm.group(1))
@@ -72,7 +87,11 @@ def main():
         print(f"refused by SystemCallFilter: {' '.join(bad_calls)}")
     if bad_fams:
         print(f"refused by RestrictAddressFamilies: {' '.join(bad_fams)}")
-    return 1 if bad_calls or bad_fams else 0
+    if hidden_proc:
+        print(f"/proc paths that ProcSubset=pid hides: {' '.join(sorted(hidden_proc))}")
+    if bad_writes:
+        print(f"writes outside the data dir (read-only under ProtectSystem=strict): {' '.join(sorted(bad_writes))}")
+    return 1 if bad_calls or bad_fams or hidden_proc or bad_writes else 0
 
 
 sys.exit(main())

@@ -63,7 +63,7 @@ for i in 1 2 3; do
         # What the unit imposes, minus what needs systemd: an unprivileged user, an
         # empty capability set and no_new_privs. strace records the calls it makes.
         # shellcheck disable=SC2086
-        ip netns exec pk-n1 strace -f -qq -o "$work/trace" \
+        ip netns exec pk-n1 strace -f -qq -s 256 -o "$work/trace" \
             setpriv --reuid=65534 --regid=65534 --clear-groups --no-new-privs \
             --bounding-set=-all --inh-caps=-all \
             "$BIN_X86" $args >"$work/log1" 2>&1 &
@@ -122,9 +122,9 @@ PIDS=()
 check "x86_64 log says it stopped" grep -q 'stopped' "$work/log1"
 
 echo "== system calls against the unit's filters"
-out=$(python3 "$(dirname "$0")/syscalls.py" "$work/trace" "$BIN_X86" 2>&1) && src=0 || src=$?
+out=$(python3 "$(dirname "$0")/syscalls.py" "$work/trace" "$BIN_X86" "$work/x86" 2>&1) && src=0 || src=$?
 echo "$out" | sed 's/^/    /'
-check "every call and socket family passes SystemCallFilter / RestrictAddressFamilies" test "$src" = 0
+check "calls, socket families and files pass the unit's filters and ProtectSystem/ProcSubset" test "$src" = 0
 check "the trace covers UDP/QUIC (AF_INET) and netlink (interface watch)" \
     bash -c 'grep "^socket families:" <<<"$1" | grep -q AF_INET && grep "^socket families:" <<<"$1" | grep -q AF_NETLINK' _ "$out"
 
