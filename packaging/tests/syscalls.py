@@ -4,11 +4,11 @@ address-family settings, as systemd would apply them:
 SystemCallFilter=@system-service, then ~@privileged @resources;
 RestrictAddressFamilies=AF_INET AF_INET6 AF_UNIX AF_NETLINK.
 
-It also checks the files: with ProcSubset=pid only /proc/self and /proc/PID stay
-visible, and with ProtectSystem=strict only the data dir (StateDirectory=) and /tmp
+It also checks the files: if UNIT sets ProcSubset=pid, only /proc/self and /proc/PID
+stay visible; with ProtectSystem=strict only the data dir (StateDirectory=) and /tmp
 (PrivateTmp=) are writable.
 
-usage: syscalls.py TRACE BINARY_PATH DATA_DIR
+usage: syscalls.py TRACE BINARY_PATH DATA_DIR UNIT
 Only calls made after the binary's execve count (the wrappers before it do not run
 under systemd). Prints what it found; exits 1 if a call or family would be refused."""
 import re
@@ -47,7 +47,8 @@ def expand(g, name, seen=None):
 
 
 def main():
-    trace, binary, data_dir = sys.argv[1], sys.argv[2], sys.argv[3].rstrip("/")
+    trace, binary, data_dir, unit = sys.argv[1], sys.argv[2], sys.argv[3].rstrip("/"), sys.argv[4]
+    proc_subset_pid = re.search(r"^ProcSubset=pid", open(unit).read(), re.M) is not None
     g = groups()
     allowed = expand(g, "@system-service") - expand(g, "@privileged") - expand(g, "@resources")
     started = False
@@ -68,7 +69,7 @@ def main():
         om = open_re.search(line)
         if om and "ENOENT" not in om.group(2):
             path, rest = om.group(1), om.group(2)
-            if path.startswith("/proc") and not proc_ok.match(path):
+            if proc_subset_pid and path.startswith("/proc") and not proc_ok.match(path):
                 hidden_proc.add(path)
             writes = re.search(r"O_WRONLY|O_RDWR|O_CREAT", rest) and m.group(1) in ("open", "openat", "creat")
             if writes and not (path.startswith(data_dir + "/") or path.startswith("/tmp/")):

@@ -122,7 +122,7 @@ PIDS=()
 check "x86_64 log says it stopped" grep -q 'stopped' "$work/log1"
 
 echo "== system calls against the unit's filters"
-out=$(python3 "$(dirname "$0")/syscalls.py" "$work/trace" "$BIN_X86" "$work/x86" 2>&1) && src=0 || src=$?
+out=$(python3 "$(dirname "$0")/syscalls.py" "$work/trace" "$BIN_X86" "$work/x86" "$ROOT/packaging/deb/peat-sidecar.service" 2>&1) && src=0 || src=$?
 echo "$out" | sed 's/^/    /'
 check "calls, socket families and files pass the unit's filters and ProtectSystem/ProcSubset" test "$src" = 0
 check "the trace covers UDP/QUIC (AF_INET) and netlink (interface watch)" \
