@@ -69,8 +69,13 @@ for t in "${TARGETS[@]}"; do
     # builds have no shared-library dependency at all.
     variant=()
     [ "${DEB_ARCH[$t]}" = armhf ] && variant=(--variant armhf)
-    cargo deb --target "$t" --no-build --no-strip "${variant[@]}" --output "$DIST_DIR/" 2>&1 |
-        grep -v -e 'Failed to find dependency specification' -e 'No \$auto deps for' >&2 || true
+    if ! out=$(cargo deb --target "$t" --no-build --no-strip "${variant[@]}" --output "$DIST_DIR/" 2>&1); then
+        echo "$out" >&2
+        echo "build.sh: cargo deb failed for $t" >&2
+        exit 1
+    fi
+    # cargo-deb warns that a static binary has no $auto dependencies: expected.
+    grep -v -e 'Failed to find dependency specification' -e 'No \$auto deps for' -e '\.deb$' <<<"$out" >&2 || true
 done
 ls "$DIST_DIR"/*.deb
 
