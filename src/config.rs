@@ -116,7 +116,8 @@ pub struct RunArgs {
     #[arg(long, env = "PEAT_SIDECAR_DISCOVERY_INTERVAL", default_value = "30", value_parser = parse_interval)]
     pub discovery_interval: Seconds,
 
-    /// Port (UDP) of the dns mode's identity handshake.
+    /// Port (UDP) of the dns mode's identity handshake, answered on the IP of --bind
+    /// and asked on every address the DNS name resolves to (SRV records may give others).
     #[arg(long, env = "PEAT_SIDECAR_DISCOVERY_PORT", default_value_t = DEFAULT_DISCOVERY_PORT)]
     pub discovery_port: u16,
 
@@ -146,6 +147,11 @@ pub struct RunArgs {
     #[arg(long, env = "PEAT_SIDECAR_MAX_CONCURRENT_DIALS", default_value_t = 32)]
     pub max_concurrent_dials: usize,
 
+    /// Most dials started per second (a token bucket: bursts up to this many). Bounds
+    /// the traffic a flood of fake announcements can make this node send.
+    #[arg(long, env = "PEAT_SIDECAR_MAX_DIALS_PER_SEC", default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub max_dials_per_sec: u32,
+
     /// Where the gRPC API listens: tcp://HOST:PORT or unix:///PATH.
     #[arg(long, env = "PEAT_SIDECAR_LISTEN", default_value = DEFAULT_API, value_parser = parse_listen)]
     pub listen: ListenAddr,
@@ -153,6 +159,11 @@ pub struct RunArgs {
     /// Permission bits of the API's Unix socket (octal).
     #[arg(long, env = "PEAT_SIDECAR_SOCKET_MODE", default_value = "0660", value_parser = parse_mode)]
     pub socket_mode: u32,
+
+    /// Group that owns the API's Unix socket (name or numeric gid), so that apps in
+    /// that group can use the API. Default: the daemon's group.
+    #[arg(long, env = "PEAT_SIDECAR_SOCKET_GROUP")]
+    pub socket_group: Option<String>,
 
     /// QUIC keep-alive interval in milliseconds.
     #[arg(long, env = "PEAT_SIDECAR_KEEP_ALIVE_MS", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(100..=30_000))]
@@ -250,10 +261,10 @@ pub enum ConfigError {
     DnsWithoutService,
     #[error("discovery mode `{0}` is not available in this build of peat-sidecar {1}; available modes: {2}")]
     ModeNotBuilt(DiscoveryMode, &'static str, String),
-    #[error("cannot read the shared key file {path}: {source}")]
+    #[error("cannot read the shared key file {path}: {cause}")]
     SharedKeyRead {
         path: PathBuf,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error("the shared key file {path} must hold 32 bytes, raw or as base64 (found {len} bytes that are neither); create one with: head -c 32 /dev/urandom | base64 > {path}")]
     SharedKeyFormat { path: PathBuf, len: usize },
@@ -284,9 +295,9 @@ impl RunArgs {
         let Some(path) = &self.shared_key_file else {
             return Ok(None);
         };
-        let raw = std::fs::read(path).map_err(|source| ConfigError::SharedKeyRead {
+        let raw = std::fs::read(path).map_err(|cause| ConfigError::SharedKeyRead {
             path: path.clone(),
-            source,
+            cause,
         })?;
         SharedKey::from_file_bytes(&raw)
             .map(Some)

@@ -32,9 +32,10 @@ pub fn init_logging(format: LogFormat) {
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     // Everything that can be wrong with the settings is checked before binding anything.
     let modes = args.modes()?;
+    check_built(&modes)?;
     let shared_key = args.load_shared_key()?;
     let secret_key = identity::load_or_create(&args.data_dir)?;
-    let api = server::bind(&args.listen, args.socket_mode).await?;
+    let api = server::bind(&args.listen, args.socket_mode, args.socket_group.as_deref()).await?;
 
     let node = Node::start(NodeConfig {
         secret_key: secret_key.clone(),
@@ -46,6 +47,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             max_peers: args.max_peers,
             max_known_peers: args.max_known_peers.max(1),
             max_concurrent_dials: args.max_concurrent_dials.max(1),
+            max_dials_per_sec: args.max_dials_per_sec,
         },
         liveness: Liveness {
             keep_alive: args.keep_alive(),
@@ -103,6 +105,24 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     api_stop.cancel();
     let _ = api_task.await;
     info!("stopped");
+    Ok(())
+}
+
+/// A mode that this build does not implement stops the start, instead of silently
+/// finding no one.
+fn check_built(modes: &[crate::config::DiscoveryMode]) -> Result<(), crate::config::ConfigError> {
+    for m in modes {
+        if !discovery::BUILT_MODES.contains(m) {
+            let available: Vec<&str> = std::iter::once("none")
+                .chain(discovery::BUILT_MODES.iter().map(|b| b.as_str()))
+                .collect();
+            return Err(crate::config::ConfigError::ModeNotBuilt(
+                *m,
+                env!("CARGO_PKG_VERSION"),
+                available.join(", "),
+            ));
+        }
+    }
     Ok(())
 }
 

@@ -111,7 +111,7 @@ pub async fn status(args: &ClientArgs) -> Result<(), ClientError> {
 }
 
 fn status_json(s: &pb::GetStatusResponse) -> Value {
-    let c = s.counters.clone().unwrap_or_default();
+    let c = s.counters.unwrap_or_default();
     json!({
         "endpoint_id": s.endpoint_id,
         "app_id": s.app_id,

@@ -207,16 +207,17 @@ impl pb::sidecar_server::Sidecar for SidecarService {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
-    #[error("cannot listen on {addr}: {source}. Is another process using it? Choose another with --listen (PEAT_SIDECAR_LISTEN)")]
-    Tcp {
-        addr: String,
-        source: std::io::Error,
-    },
-    #[error("cannot create the API socket {path}: {source}. Check that the directory exists and is writable, or choose another path with --listen unix:///PATH")]
+    #[error("cannot listen on {addr}: {cause}. Is another process using it? Choose another with --listen (PEAT_SIDECAR_LISTEN)")]
+    Tcp { addr: String, cause: std::io::Error },
+    #[error("cannot create the API socket {path}: {cause}. Check that the directory exists and is writable, or choose another path with --listen unix:///PATH")]
     Unix {
         path: PathBuf,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
+    #[error(
+        "--socket-group {0}: no such group (give a group name from /etc/group or a numeric gid)"
+    )]
+    UnknownGroup(String),
     #[error("{path} exists and is not a socket; refusing to replace it")]
     NotASocket { path: PathBuf },
     #[error("gRPC server failed: {0}")]
@@ -241,24 +242,42 @@ impl Drop for SocketFile {
     }
 }
 
-pub async fn bind(listen: &ListenAddr, socket_mode: u32) -> Result<Bound, ServeError> {
+pub async fn bind(
+    listen: &ListenAddr,
+    socket_mode: u32,
+    socket_group: Option<&str>,
+) -> Result<Bound, ServeError> {
     match listen {
         ListenAddr::Tcp(addr) => TcpListener::bind(addr)
             .await
             .map(Bound::Tcp)
-            .map_err(|source| ServeError::Tcp {
+            .map_err(|cause| ServeError::Tcp {
                 addr: addr.to_string(),
-                source,
+                cause,
             }),
-        ListenAddr::Unix(path) => bind_unix(path, socket_mode),
+        ListenAddr::Unix(path) => {
+            let gid = socket_group.map(resolve_group).transpose()?;
+            bind_unix(path, socket_mode, gid)
+        }
     }
 }
 
-fn bind_unix(path: &Path, mode: u32) -> Result<Bound, ServeError> {
+/// A group name or a numeric gid.
+fn resolve_group(group: &str) -> Result<nix::unistd::Gid, ServeError> {
+    if let Ok(n) = group.parse::<u32>() {
+        return Ok(nix::unistd::Gid::from_raw(n));
+    }
+    match nix::unistd::Group::from_name(group) {
+        Ok(Some(g)) => Ok(g.gid),
+        _ => Err(ServeError::UnknownGroup(group.to_string())),
+    }
+}
+
+fn bind_unix(path: &Path, mode: u32, gid: Option<nix::unistd::Gid>) -> Result<Bound, ServeError> {
     use std::os::unix::fs::FileTypeExt;
-    let unix_err = |source| ServeError::Unix {
+    let unix_err = |cause| ServeError::Unix {
         path: path.to_path_buf(),
-        source,
+        cause,
     };
     match std::fs::symlink_metadata(path) {
         Ok(meta) if meta.file_type().is_socket() => {
@@ -286,6 +305,9 @@ fn bind_unix(path: &Path, mode: u32) -> Result<Bound, ServeError> {
         unsafe_umask(old);
         r.map_err(unix_err)?
     };
+    if let Some(gid) = gid {
+        nix::unistd::chown(path, None, Some(gid)).map_err(|e| unix_err(std::io::Error::from(e)))?;
+    }
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(unix_err)?;
     Ok(Bound::Unix(listener, SocketFile(path.to_path_buf())))
 }

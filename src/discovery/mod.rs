@@ -21,6 +21,10 @@ use tracing::{info, warn, Instrument};
 
 use crate::config::{DiscoveryMode, RunArgs};
 
+pub mod iface;
+pub mod mdns;
+pub mod dns;
+
 /// Where the peer manager learned of a peer. The order is the display order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -140,7 +144,7 @@ pub enum DiscoveryError {
 }
 
 /// The modes this build implements. `config` refuses the others at start.
-pub const BUILT_MODES: &[DiscoveryMode] = &[];
+pub const BUILT_MODES: &[DiscoveryMode] = &[DiscoveryMode::Mdns, DiscoveryMode::Dns];
 
 /// How long sources get to say goodbye on shutdown.
 pub const GOODBYE_GRACE: Duration = Duration::from_secs(2);
@@ -156,9 +160,22 @@ pub async fn spawn_sources(
         let span = tracing::info_span!("discovery", mode = %mode);
         match mode {
             DiscoveryMode::None => {}
+            DiscoveryMode::Mdns => {
+                let task = mdns::start(ctx.clone())
+                    .instrument(span.clone())
+                    .await
+                    .map_err(|e| DiscoveryError::Failed {
+                        mode,
+                        message: e.to_string(),
+                    })?;
+                spawn_in(&mut set, span.clone(), task);
+            }
+            DiscoveryMode::Dns => {
+                let source = dns::start(ctx.clone()).instrument(span.clone()).await?;
+                spawn_in(&mut set, span, source);
+            }
             other => return Err(DiscoveryError::NotBuilt(other)),
         }
-        let _ = (&ctx, &span, &mut set);
     }
     if !modes.is_empty() {
         info!(modes = ?modes, "discovery started");
@@ -175,7 +192,6 @@ pub async fn join_sources(mut set: JoinSet<()>) {
     }
 }
 
-#[allow(dead_code)]
 fn spawn_in<F>(set: &mut JoinSet<()>, span: tracing::Span, fut: F)
 where
     F: std::future::Future<Output = ()> + Send + 'static,

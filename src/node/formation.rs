@@ -452,11 +452,12 @@ mod tests {
         let acc = tokio::spawn(async move {
             let r = acceptor.accept(&mut ar, &mut aw, a, d).await;
             // Mimic the connection close that follows a failure.
-            drop(aw);
+            drop((ar, aw));
             r
         });
         let dr_res = dialer.dial(&mut dr, &mut dw, d, a).await;
-        drop(dw);
+        // Both halves must go: a split duplex closes only when the whole stream drops.
+        drop((dr, dw));
         (dr_res, acc.await.unwrap())
     }
 

@@ -20,12 +20,12 @@ pub const KEY_FILE: &str = "secret.key";
 
 #[derive(Debug, thiserror::Error)]
 pub enum IdentityError {
-    #[error("cannot create the data dir {path}: {source} (set --data-dir or PEAT_SIDECAR_DATA_DIR to a writable directory)")]
-    CreateDir { path: PathBuf, source: io::Error },
-    #[error("cannot read the identity key {path}: {source}")]
-    Read { path: PathBuf, source: io::Error },
-    #[error("cannot write the identity key {path}: {source} (set --data-dir or PEAT_SIDECAR_DATA_DIR to a writable directory)")]
-    Write { path: PathBuf, source: io::Error },
+    #[error("cannot create the data dir {path}: {cause} (set --data-dir or PEAT_SIDECAR_DATA_DIR to a writable directory)")]
+    CreateDir { path: PathBuf, cause: io::Error },
+    #[error("cannot read the identity key {path}: {cause}")]
+    Read { path: PathBuf, cause: io::Error },
+    #[error("cannot write the identity key {path}: {cause} (set --data-dir or PEAT_SIDECAR_DATA_DIR to a writable directory)")]
+    Write { path: PathBuf, cause: io::Error },
     #[error("the identity key {path} is {len} bytes; a key file holds exactly 32 bytes. It was not replaced: move it away to start with a new identity, or restore it from a backup")]
     WrongSize { path: PathBuf, len: usize },
 }
@@ -46,15 +46,23 @@ pub fn load_or_create(data_dir: &Path) -> Result<SecretKey, IdentityError> {
             tighten_mode(&path);
             Ok(SecretKey::from_bytes(&arr))
         }
-        Err(e) if e.kind() == io::ErrorKind::NotFound => create(data_dir, &path),
-        Err(source) => Err(IdentityError::Read { path, source }),
+        // NotADirectory: a path component is a file; creating the dir reports it clearly.
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
+            ) =>
+        {
+            create(data_dir, &path)
+        }
+        Err(cause) => Err(IdentityError::Read { path, cause }),
     }
 }
 
 fn create(data_dir: &Path, path: &Path) -> Result<SecretKey, IdentityError> {
-    fs::create_dir_all(data_dir).map_err(|source| IdentityError::CreateDir {
+    fs::create_dir_all(data_dir).map_err(|cause| IdentityError::CreateDir {
         path: data_dir.to_path_buf(),
-        source,
+        cause,
     })?;
     let key = SecretKey::generate();
     // Written to a temporary file and renamed, so that a crash half-way never leaves a
@@ -83,11 +91,11 @@ fn create(data_dir: &Path, path: &Path) -> Result<SecretKey, IdentityError> {
             let _ = fs::remove_file(&tmp);
             load_or_create(data_dir)
         }
-        Err(source) => {
+        Err(cause) => {
             let _ = fs::remove_file(&tmp);
             Err(IdentityError::Write {
                 path: path.to_path_buf(),
-                source,
+                cause,
             })
         }
     }

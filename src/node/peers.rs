@@ -448,6 +448,39 @@ pub struct Limits {
     pub max_peers: usize,
     pub max_known_peers: usize,
     pub max_concurrent_dials: usize,
+    /// Dials started per second at most, averaged; bursts of this size are allowed.
+    pub max_dials_per_sec: u32,
+}
+
+/// A token bucket: `rate` tokens per second, holding at most `rate` (one second's worth).
+#[derive(Debug)]
+struct DialBudget {
+    tokens: f64,
+    rate: f64,
+    refilled: Instant,
+}
+
+impl DialBudget {
+    fn new(rate: u32) -> Self {
+        let rate = f64::from(rate.max(1));
+        DialBudget {
+            tokens: rate,
+            rate,
+            refilled: Instant::now(),
+        }
+    }
+
+    fn try_take(&mut self, now: Instant) -> bool {
+        let elapsed = now.saturating_duration_since(self.refilled).as_secs_f64();
+        self.tokens = (self.tokens + elapsed * self.rate).min(self.rate);
+        self.refilled = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
 }
 
 pub struct PeerManager {
@@ -462,6 +495,7 @@ pub struct PeerManager {
     counters: Arc<Counters>,
     streams: StreamRegistry,
     dials_in_flight: usize,
+    dial_budget: DialBudget,
     /// Rate limit for "table full" warnings.
     last_full_warning: Option<Instant>,
 }
@@ -476,6 +510,7 @@ impl PeerManager {
         let (events, _) = broadcast::channel(1024);
         let counters = Arc::new(Counters::default());
         let streams = StreamRegistry::default();
+        let dial_budget = DialBudget::new(limits.max_dials_per_sec);
         let handle = PeerManagerHandle {
             tx: tx.clone(),
             events: events.clone(),
@@ -494,6 +529,7 @@ impl PeerManager {
             counters,
             streams,
             dials_in_flight: 0,
+            dial_budget,
             last_full_warning: None,
         };
         (mgr, handle)
@@ -596,8 +632,10 @@ impl PeerManager {
         self.limits.max_peers > 0 && self.connected_count() >= self.limits.max_peers
     }
 
-    /// Makes room for one more peer, evicting the oldest discovered-only peer that is
-    /// neither connected nor being dialled. False if nothing can be evicted.
+    /// Makes room for one more peer. Never evicted: connected peers, peers being dialled
+    /// or awaited by a ConnectPeer call, and static peers. Among the rest, discovered-only
+    /// peers go before API-added ones, rejected before others, oldest first. False if
+    /// nothing can be evicted.
     fn make_room(&mut self) -> bool {
         if self.peers.len() < self.limits.max_known_peers {
             return true;
@@ -605,8 +643,20 @@ impl PeerManager {
         let victim = self
             .peers
             .iter()
-            .filter(|(_, p)| p.live.is_none() && !p.dialing && !p.configured())
-            .min_by_key(|(_, p)| (p.state() != PeerState::Rejected, p.first_seen))
+            .filter(|(_, p)| {
+                p.live.is_none()
+                    && !p.dialing
+                    // A ConnectPeer caller that gave up no longer pins the entry.
+                    && p.waiters.iter().all(|w| w.is_closed())
+                    && !p.sources.contains(&Source::Static)
+            })
+            .min_by_key(|(_, p)| {
+                (
+                    p.sources.contains(&Source::Api),
+                    p.state() != PeerState::Rejected,
+                    p.first_seen,
+                )
+            })
             .map(|(id, _)| *id);
         match victim {
             Some(id) => {
@@ -689,7 +739,10 @@ impl PeerManager {
     /// A peer that no source knows and that is not connected has nothing left to say.
     fn remove_if_orphan(&mut self, id: EndpointId) {
         let orphan = self.peers.get(&id).is_some_and(|p| {
-            p.sources.is_empty() && p.live.is_none() && !p.dialing && p.waiters.is_empty()
+            p.sources.is_empty()
+                && p.live.is_none()
+                && !p.dialing
+                && p.waiters.iter().all(|w| w.is_closed())
         });
         if orphan {
             self.peers.remove(&id);
@@ -760,17 +813,30 @@ impl PeerManager {
     }
 
     /// Starts dials for every peer whose time has come.
+    ///
+    /// When dials are scarce (a flood of discovered peers), peers an operator configured
+    /// go first, then those that failed least often, then the longest waiting: a burst of
+    /// unreachable fakes cannot starve a real peer that was found at the same time.
     fn dial_due(&mut self) {
         let now = Instant::now();
-        let due: Vec<EndpointId> = self
+        let mut due: Vec<(bool, u32, Instant, EndpointId)> = self
             .peers
             .iter()
-            .filter(|(_, p)| {
-                p.live.is_none() && !p.dialing && !p.paused && p.retry_at.is_some_and(|t| t <= now)
+            .filter_map(|(id, p)| {
+                let t = p.retry_at?;
+                (p.live.is_none() && !p.dialing && !p.paused && t <= now).then_some((
+                    !p.configured(),
+                    p.backoff.failures(),
+                    t,
+                    *id,
+                ))
             })
-            .map(|(id, _)| *id)
             .collect();
-        for id in due {
+        due.sort_unstable();
+        for (_, _, _, id) in due {
+            if self.dials_in_flight >= self.limits.max_concurrent_dials {
+                break;
+            }
             self.try_dial(id);
         }
     }
@@ -797,6 +863,9 @@ impl PeerManager {
         }
         if peer.addrs.is_empty() && peer.hosts.is_empty() {
             return;
+        }
+        if !self.dial_budget.try_take(now) {
+            return; // over --max-dials-per-sec; the tick retries
         }
         peer.dialing = true;
         peer.retry_at = None;
@@ -1248,6 +1317,19 @@ mod tests {
         assert_eq!(a_keeps_new, !smaller_is_a);
         // On b, "new" is a's dial; keep it iff a is smaller.
         assert_eq!(b_keeps_new, smaller_is_a);
+    }
+
+    #[test]
+    fn dial_budget_limits_the_rate() {
+        let mut b = DialBudget::new(10);
+        let t0 = Instant::now();
+        let burst = (0..100).filter(|_| b.try_take(t0)).count();
+        assert_eq!(burst, 10, "one second's worth at once");
+        assert!(!b.try_take(t0));
+        // Half a second later, five more.
+        let t1 = t0 + Duration::from_millis(500);
+        let more = (0..100).filter(|_| b.try_take(t1)).count();
+        assert_eq!(more, 5);
     }
 
     #[test]

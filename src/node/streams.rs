@@ -84,6 +84,8 @@ impl StreamRegistry {
 /// Opens a stream for protocol `tag` on an authenticated connection.
 pub async fn open(conn: &Connection, tag: u8) -> Result<(SendStream, RecvStream), std::io::Error> {
     let (mut send, recv) = conn.open_bi().await.map_err(std::io::Error::other)?;
-    send.write_all(&[tag]).await.map_err(std::io::Error::other)?;
+    send.write_all(&[tag])
+        .await
+        .map_err(std::io::Error::other)?;
     Ok((send, recv))
 }

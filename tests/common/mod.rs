@@ -90,7 +90,10 @@ pub struct Sidecar {
 impl Sidecar {
     /// Starts a sidecar in a fresh data dir.
     pub async fn start(name: &str, opts: Opts) -> Sidecar {
-        let tmp = tempfile::Builder::new().prefix(&format!("peat-{name}-")).tempdir().unwrap();
+        let tmp = tempfile::Builder::new()
+            .prefix(&format!("peat-{name}-"))
+            .tempdir()
+            .unwrap();
         let dir = tmp.path().to_path_buf();
         let mut s = Sidecar::start_in(name, &dir, opts).await;
         s._tmp = Some(tmp);
@@ -119,8 +122,18 @@ impl Sidecar {
         s
     }
 
+    /// A sidecar in a network namespace listens on a Unix socket in its data dir: its
+    /// 127.0.0.1 is the namespace's own loopback, which the test process cannot reach,
+    /// while a socket file is reachable from every namespace.
+    pub fn api_socket(&self) -> Option<PathBuf> {
+        self.opts.netns.as_ref().map(|_| self.dir.join("api.sock"))
+    }
+
     pub fn api(&self) -> String {
-        format!("tcp://127.0.0.1:{}", self.api_port)
+        match self.api_socket() {
+            Some(p) => format!("unix://{}", p.display()),
+            None => format!("tcp://127.0.0.1:{}", self.api_port),
+        }
     }
 
     /// `ENDPOINT_ID@HOST:PORT` for other sidecars' `--peer`.
@@ -166,7 +179,9 @@ impl Sidecar {
         if std::env::var_os("RUST_LOG").is_none() {
             cmd.env("RUST_LOG", "info,peat_sidecar=debug");
         }
-        cmd.stdin(Stdio::null()).stdout(log.try_clone().unwrap()).stderr(log);
+        cmd.stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log);
         self.child = Some(cmd.spawn().expect("start peat-sidecar"));
     }
 
@@ -174,8 +189,16 @@ impl Sidecar {
     async fn wait_ready(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            if let Some(st) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
-                panic!("{} exited during start ({st}); log:\n{}", self.name, self.log());
+            if let Some(st) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                panic!(
+                    "{} exited during start ({st}); log:\n{}",
+                    self.name,
+                    self.log()
+                );
             }
             if let Ok(mut c) = self.client().await {
                 if let Ok(s) = c.get_status(pb::GetStatusRequest {}).await {
@@ -184,29 +207,56 @@ impl Sidecar {
                 }
             }
             if Instant::now() > deadline {
-                panic!("{} did not answer on its API within 20 s; log:\n{}", self.name, self.log());
+                panic!(
+                    "{} did not answer on its API within 20 s; log:\n{}",
+                    self.name,
+                    self.log()
+                );
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 
     pub async fn client(&self) -> Result<SidecarClient<Channel>, tonic::transport::Error> {
-        let ch = tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{}", self.api_port))
-            .unwrap()
-            .connect_timeout(Duration::from_secs(2))
-            .connect()
-            .await?;
+        if let Some(path) = self.api_socket() {
+            // The URI is ignored: the connector always opens the socket.
+            let ch = tonic::transport::Endpoint::from_static("http://[::]:50051")
+                .connect_timeout(Duration::from_secs(2))
+                .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
+                    let path = path.clone();
+                    async move {
+                        Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
+                            tokio::net::UnixStream::connect(path).await?,
+                        ))
+                    }
+                }))
+                .await?;
+            return Ok(SidecarClient::new(ch));
+        }
+        let ch =
+            tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{}", self.api_port))
+                .unwrap()
+                .connect_timeout(Duration::from_secs(2))
+                .connect()
+                .await?;
         Ok(SidecarClient::new(ch))
     }
 
     pub async fn status(&self) -> pb::GetStatusResponse {
         let mut c = self.client().await.expect("API reachable");
-        c.get_status(pb::GetStatusRequest {}).await.expect("GetStatus").into_inner()
+        c.get_status(pb::GetStatusRequest {})
+            .await
+            .expect("GetStatus")
+            .into_inner()
     }
 
     pub async fn peers(&self) -> Vec<pb::Peer> {
         let mut c = self.client().await.expect("API reachable");
-        c.list_peers(pb::ListPeersRequest {}).await.expect("ListPeers").into_inner().peers
+        c.list_peers(pb::ListPeersRequest {})
+            .await
+            .expect("ListPeers")
+            .into_inner()
+            .peers
     }
 
     /// Ids of the peers in state connected.
@@ -294,19 +344,36 @@ impl Drop for Sidecar {
             let _ = c.wait();
         }
         if std::thread::panicking() {
-            eprintln!("----- log of {} ({}) -----\n{}", self.name, self.id, self.log());
+            eprintln!(
+                "----- log of {} ({}) -----\n{}",
+                self.name,
+                self.id,
+                self.log()
+            );
         }
     }
 }
 
 pub fn signal(pid: u32, sig: &str) {
-    let _ = Command::new("kill").arg(format!("-{sig}")).arg(pid.to_string()).status();
+    let _ = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status();
 }
 
 /// `peat-sidecar id --data-dir DIR`.
 pub fn endpoint_id(dir: &Path) -> String {
-    let out = Command::new(BIN).arg("id").arg("--data-dir").arg(dir).output().unwrap();
-    assert!(out.status.success(), "id failed: {}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(BIN)
+        .arg("id")
+        .arg("--data-dir")
+        .arg(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "id failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
 

@@ -1,0 +1,579 @@
+//! Discovery mode `mdns`: DNS-SD over multicast DNS on the local links.
+//!
+//! We announce `_peat-sidecar._udp.local.` (SRV port = the iroh UDP port, TXT `v`,
+//! `app_id`, `endpoint_id`) and browse the same type. The mDNS protocol itself is
+//! mdns-sd's (its own thread; we talk to it through channels). What this module adds:
+//!
+//! - **Which interfaces.** mdns-sd would use every interface, loopback included. We
+//!   give it a predicate that reads the set of interfaces our [`iface`] watcher found
+//!   eligible (up, running, multicast, not point-to-point, `--mdns-interfaces`,
+//!   `--mdns-loopback`), and only the address family iroh is bound to.
+//! - **Which addresses.** mdns-sd announces on each interface only the service
+//!   addresses in that interface's subnet. IPv6 link-local addresses share fe80::/64
+//!   on every link, so they would leak across interfaces; and without a scope they
+//!   cannot be dialled anyway. We therefore never announce IPv6 link-local addresses.
+//!   If iroh is bound to one address, only that address is announced.
+//! - **Speed.** mdns-sd re-reads the interfaces on a timer. The watcher tells us within
+//!   ~200 ms (settle) of a kernel change, and we make mdns-sd re-apply its interface
+//!   selection at once: a new interface gets an announcement and a browse query there.
+//! - **No announce storm.** Those re-applications go through a token bucket: at most
+//!   [`TRIGGER_BURST`] at once and one per [`TRIGGER_REFILL`] after that.
+//!
+//! Browsing turns resolved records into `Found` (addresses merged per record) and
+//! goodbyes / expired records into `Lost`. Records of another app id are counted and
+//! skipped; malformed TXT records are skipped with a rate-limited warning.
+
+mod limit;
+pub mod txt;
+
+use std::{
+    collections::{BTreeSet, HashMap, HashSet},
+    net::{IpAddr, SocketAddr, SocketAddrV6},
+    sync::{Arc, RwLock},
+    time::{Duration, Instant},
+};
+
+use iroh::EndpointId;
+use mdns_sd::{
+    DaemonEvent, IfKind, IfPredicate, ResolvedService, ScopedIp, ServiceDaemon, ServiceEvent,
+    ServiceInfo, UnregisterStatus,
+};
+use tracing::{debug, info, warn};
+
+use self::{limit::TokenBucket, txt::SERVICE_TYPE};
+use super::{
+    iface::{InterfaceFilter, InterfaceWatcher, Snapshot, Subscription},
+    SourceContext,
+};
+use crate::discovery::Source;
+
+/// Watcher-driven re-applications of the interface selection allowed at once...
+pub const TRIGGER_BURST: u32 = 3;
+/// ...and then one per this interval (so at most 3 + 10 per minute).
+pub const TRIGGER_REFILL: Duration = Duration::from_secs(6);
+/// mdns-sd's own interface re-check, a safety net behind the watcher (seconds).
+const DAEMON_IP_CHECK_SECS: u32 = 30;
+/// After an interface or address went away, mdns-sd re-checks this soon.
+const FAST_IP_CHECK_SECS: u32 = 1;
+/// Pause between unregister (goodbye + one resend at 120 ms) and shutdown.
+const GOODBYE_PAUSE: Duration = Duration::from_millis(200);
+
+#[derive(Debug, thiserror::Error)]
+pub enum MdnsError {
+    #[error(transparent)]
+    Iface(#[from] super::iface::IfaceError),
+    #[error("cannot start the mDNS daemon (is UDP port 5353 usable?): {0}")]
+    Daemon(#[source] mdns_sd::Error),
+    #[error("cannot build the mDNS service record: {0}")]
+    Record(#[source] mdns_sd::Error),
+}
+
+/// Which addresses we may use, from the sockets iroh is bound to.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BindScope {
+    pub v4: bool,
+    pub v6: bool,
+    /// iroh is bound to these specific addresses only.
+    pub only: Vec<IpAddr>,
+}
+
+impl BindScope {
+    pub fn from_bound(bound: &[SocketAddr]) -> Self {
+        let mut s = BindScope::default();
+        for a in bound {
+            match a.ip() {
+                IpAddr::V4(_) => s.v4 = true,
+                IpAddr::V6(_) => s.v6 = true,
+            }
+            if !a.ip().is_unspecified() {
+                s.only.push(a.ip());
+            }
+        }
+        // An unspecified bind of one family next to a specific one: treat as open.
+        if bound.iter().any(|a| a.ip().is_unspecified()) {
+            s.only.clear();
+        }
+        s
+    }
+
+    /// May mDNS packets go out over this interface address's family?
+    pub fn transport_ok(&self, ip: IpAddr) -> bool {
+        match ip {
+            IpAddr::V4(_) => self.v4,
+            IpAddr::V6(_) => self.v6,
+        }
+    }
+
+    /// May this address be announced in our A/AAAA records?
+    pub fn announce_ok(&self, ip: IpAddr) -> bool {
+        self.transport_ok(ip)
+            && !is_v6_link_local(ip)
+            && (self.only.is_empty() || self.only.contains(&ip))
+    }
+
+    /// May we hand this peer address to the dialer? (A v6 address is useless to an
+    /// endpoint bound to IPv4 only.)
+    pub fn dial_ok(&self, ip: IpAddr) -> bool {
+        self.transport_ok(ip)
+    }
+}
+
+fn is_v6_link_local(ip: IpAddr) -> bool {
+    matches!(ip, IpAddr::V6(v6) if (v6.segments()[0] & 0xffc0) == 0xfe80)
+}
+
+/// Socket addresses of a resolved peer that our endpoint can dial, from (address,
+/// index of the interface it was heard on). IPv6 link-local ones are kept only with
+/// that scope.
+pub fn dialable_addrs(
+    addrs: impl IntoIterator<Item = (IpAddr, u32)>,
+    port: u16,
+    scope: &BindScope,
+) -> BTreeSet<SocketAddr> {
+    let mut out = BTreeSet::new();
+    for (ip, if_index) in addrs {
+        if !scope.dial_ok(ip) || ip.is_unspecified() || ip.is_multicast() {
+            continue;
+        }
+        match ip {
+            IpAddr::V6(ip6) if is_v6_link_local(ip) => {
+                if if_index != 0 {
+                    out.insert(SocketAddr::V6(SocketAddrV6::new(ip6, port, 0, if_index)));
+                }
+            }
+            _ => {
+                out.insert(SocketAddr::new(ip, port));
+            }
+        }
+    }
+    out
+}
+
+fn scoped(a: &ScopedIp) -> (IpAddr, u32) {
+    match a {
+        ScopedIp::V6(v6) => (IpAddr::V6(*v6.addr()), v6.scope_id().index),
+        other => (other.to_ip_addr(), 0),
+    }
+}
+
+/// Starts the mode: watcher, daemon, registration, browse. Returns the task to run.
+pub async fn start(
+    ctx: SourceContext,
+) -> Result<impl std::future::Future<Output = ()> + Send + 'static, MdnsError> {
+    let filter = InterfaceFilter::parse(&ctx.args.mdns_interfaces, ctx.args.mdns_loopback)?;
+    let watcher = InterfaceWatcher::spawn(ctx.shutdown.child_token())?;
+    let sub = watcher.subscribe();
+    let scope = BindScope::from_bound(&ctx.bound_addrs);
+    let eligible = Arc::new(RwLock::new(eligible_names(&filter, sub.current())));
+    info!(
+        interfaces = ?eligible.read().map(|s| s.iter().cloned().collect::<Vec<_>>()).unwrap_or_default(),
+        ipv4 = scope.v4, ipv6 = scope.v6,
+        "mdns: starting on these interfaces"
+    );
+
+    let daemon = ServiceDaemon::new().map_err(MdnsError::Daemon)?;
+    // Everything that is not eligible is disabled. The predicate reads the shared set,
+    // so later watcher updates only need a re-apply, not a new selection entry.
+    let (names, sc) = (eligible.clone(), scope.clone());
+    let usable = move |name: &str, ip: IpAddr| {
+        sc.transport_ok(ip) && names.read().map(|s| s.contains(name)).unwrap_or(false)
+    };
+    let usable = Arc::new(usable);
+    let u = usable.clone();
+    daemon
+        .disable_interface(IfKind::Predicate(IfPredicate::new(move |i| {
+            !u(&i.name, i.ip())
+        })))
+        .map_err(MdnsError::Daemon)?;
+    daemon
+        .set_ip_check_interval(DAEMON_IP_CHECK_SECS)
+        .map_err(MdnsError::Daemon)?;
+
+    let instance = txt::instance_name(&ctx.endpoint_id);
+    let props = txt::txt_properties(&ctx.app_id, &ctx.endpoint_id);
+    let mut info = ServiceInfo::new(
+        SERVICE_TYPE,
+        &instance,
+        &txt::host_name(&ctx.endpoint_id),
+        "",
+        ctx.iroh_port,
+        &props[..],
+    )
+    .map_err(MdnsError::Record)?
+    .enable_addr_auto();
+    let (u, sc) = (usable.clone(), scope.clone());
+    info.set_interfaces(vec![IfKind::Predicate(IfPredicate::new(move |i| {
+        u(&i.name, i.ip()) && sc.announce_ok(i.ip())
+    }))]);
+    let fullname = info.get_fullname().to_string();
+    let monitor = daemon.monitor().map_err(MdnsError::Daemon)?;
+    daemon.register(info).map_err(MdnsError::Daemon)?;
+    let browse = daemon.browse(SERVICE_TYPE).map_err(MdnsError::Daemon)?;
+    info!(instance = %fullname, port = ctx.iroh_port, app_id = %ctx.app_id, "mdns: announcing and browsing {SERVICE_TYPE}");
+
+    let now = Instant::now();
+    let mut task = Task {
+        ctx,
+        daemon,
+        fullname,
+        filter,
+        scope,
+        eligible,
+        sub,
+        _watcher: watcher,
+        trigger: TokenBucket::new(TRIGGER_BURST, TRIGGER_REFILL, now),
+        pending_trigger: None,
+        pending_removal: false,
+        restore_check_at: None,
+        peers: HashMap::new(),
+        other_app_records: 0,
+        malformed: 0,
+        malformed_log: TokenBucket::new(5, Duration::from_secs(12), now),
+        malformed_suppressed: 0,
+    };
+    Ok(async move { task.run(browse, monitor).await })
+}
+
+fn eligible_names(filter: &InterfaceFilter, snap: &Snapshot) -> HashSet<String> {
+    snap.values()
+        .filter(|i| filter.eligible(i))
+        .map(|i| i.name.clone())
+        .collect()
+}
+
+struct PeerRecord {
+    id: EndpointId,
+    addrs: BTreeSet<SocketAddr>,
+}
+
+struct Task {
+    ctx: SourceContext,
+    daemon: ServiceDaemon,
+    fullname: String,
+    filter: InterfaceFilter,
+    scope: BindScope,
+    eligible: Arc<RwLock<HashSet<String>>>,
+    sub: Subscription,
+    _watcher: InterfaceWatcher,
+    trigger: TokenBucket,
+    pending_trigger: Option<Instant>,
+    pending_removal: bool,
+    restore_check_at: Option<Instant>,
+    /// Resolved records by full name.
+    peers: HashMap<String, PeerRecord>,
+    other_app_records: u64,
+    malformed: u64,
+    malformed_log: TokenBucket,
+    malformed_suppressed: u64,
+}
+
+async fn sleep_opt(at: Option<Instant>) {
+    match at {
+        Some(t) => tokio::time::sleep_until(tokio::time::Instant::from_std(t)).await,
+        None => std::future::pending().await,
+    }
+}
+
+impl Task {
+    async fn run(
+        &mut self,
+        browse: mdns_sd::Receiver<ServiceEvent>,
+        monitor: mdns_sd::Receiver<DaemonEvent>,
+    ) {
+        let shutdown = self.ctx.shutdown.clone();
+        let mut watcher_alive = true;
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                ev = browse.recv_async() => match ev {
+                    Ok(ev) => {
+                        if !self.on_service_event(ev).await {
+                            break;
+                        }
+                    }
+                    Err(_) => {
+                        warn!("mdns: the mDNS daemon stopped unexpectedly; no more mDNS discovery");
+                        return;
+                    }
+                },
+                ev = monitor.recv_async() => {
+                    if let Ok(ev) = ev { self.on_daemon_event(ev) }
+                }
+                changes = self.sub.next(), if watcher_alive => match changes {
+                    Some(changes) => self.on_interfaces(changes),
+                    None => watcher_alive = false,
+                },
+                _ = sleep_opt(self.pending_trigger) => {
+                    self.pending_trigger = None;
+                    self.request_reapply();
+                }
+                _ = sleep_opt(self.restore_check_at) => {
+                    self.restore_check_at = None;
+                    let _ = self.daemon.set_ip_check_interval(DAEMON_IP_CHECK_SECS);
+                }
+            }
+        }
+        self.goodbye().await;
+    }
+
+    /// Unregister (goodbye packets, resent once after 120 ms), pause, shut down.
+    async fn goodbye(&mut self) {
+        if let Ok(rx) = self.daemon.unregister(&self.fullname) {
+            match tokio::time::timeout(Duration::from_millis(500), rx.recv_async()).await {
+                Ok(Ok(UnregisterStatus::OK)) => debug!("mdns: goodbye sent"),
+                other => debug!(result = ?other, "mdns: unregister did not confirm"),
+            }
+        }
+        tokio::time::sleep(GOODBYE_PAUSE).await;
+        if let Ok(rx) = self.daemon.shutdown() {
+            let _ = tokio::time::timeout(Duration::from_millis(500), rx.recv_async()).await;
+        }
+        info!(
+            other_app_records = self.other_app_records,
+            malformed_records = self.malformed,
+            "mdns: stopped"
+        );
+    }
+
+    fn on_interfaces(&mut self, changes: Vec<super::iface::IfaceChange>) {
+        use super::iface::IfaceChange;
+        let new = eligible_names(&self.filter, self.sub.current());
+        let Ok(mut cur) = self.eligible.write() else {
+            return;
+        };
+        let mut relevant = false;
+        let mut removal = false;
+        for c in &changes {
+            let name = c.name();
+            let was = cur.contains(name);
+            let is = new.contains(name);
+            if !was && !is {
+                continue;
+            }
+            relevant = true;
+            match c {
+                IfaceChange::Removed(_) => removal = true,
+                IfaceChange::Changed { old, new: n } => {
+                    if was && (!is || !old.addrs.is_subset(&n.addrs)) {
+                        removal = true;
+                    }
+                }
+                IfaceChange::Added(_) => {}
+            }
+            match (was, is) {
+                (false, true) => info!(
+                    interface = name,
+                    "mdns: interface usable; announcing and querying there"
+                ),
+                (true, false) => info!(
+                    interface = name,
+                    "mdns: interface no longer usable; withdrawing from it"
+                ),
+                _ => debug!(
+                    interface = name,
+                    "mdns: interface addresses changed; re-announcing"
+                ),
+            }
+        }
+        *cur = new;
+        drop(cur);
+        if relevant {
+            self.pending_removal |= removal;
+            self.request_reapply();
+        }
+    }
+
+    /// Makes mdns-sd re-read the interfaces now (announce + query on new ones, drop
+    /// deselected ones), within the token bucket's bound.
+    fn request_reapply(&mut self) {
+        let now = Instant::now();
+        match self.trigger.take(now) {
+            Ok(()) => {
+                // Toggling this option is the one daemon command that re-applies the
+                // interface selection immediately without adding a selection entry
+                // (enable_interface would grow the daemon's list on every change).
+                // On Linux it changes nothing else: it concerns macOS awdl/llw links.
+                let _ = self.daemon.include_apple_p2p(true);
+                let _ = self.daemon.include_apple_p2p(false);
+                if std::mem::take(&mut self.pending_removal) {
+                    // Vanished interfaces and addresses are only noticed by the
+                    // daemon's own check: make the next one come in 1 s.
+                    let _ = self.daemon.set_ip_check_interval(FAST_IP_CHECK_SECS);
+                    self.restore_check_at = Some(now + Duration::from_millis(1500));
+                }
+            }
+            Err(at) => {
+                debug!("mdns: interface changes too frequent; next re-announce deferred");
+                self.pending_trigger = Some(self.pending_trigger.map_or(at, |p| p.min(at)));
+            }
+        }
+    }
+
+    fn on_daemon_event(&mut self, ev: DaemonEvent) {
+        match ev {
+            DaemonEvent::Error(e) => warn!(error = %e, "mdns: daemon error"),
+            DaemonEvent::NameChange(c) => warn!(
+                original = %c.original, new = %c.new_name,
+                "mdns: name conflict on the link; the daemon renamed our record"
+            ),
+            DaemonEvent::Announce(name, intf) => {
+                debug!(record = %name, interface = %intf, "mdns: announced")
+            }
+            DaemonEvent::IpAdd(ip) => debug!(%ip, "mdns: daemon uses a new address"),
+            DaemonEvent::IpDel(ip) => debug!(%ip, "mdns: daemon dropped an address"),
+            _ => {}
+        }
+    }
+
+    /// Returns false when the peer manager is gone.
+    async fn on_service_event(&mut self, ev: ServiceEvent) -> bool {
+        match ev {
+            ServiceEvent::ServiceResolved(rs) => self.on_resolved(*rs).await,
+            ServiceEvent::ServiceRemoved(_, fullname) => {
+                let Some(rec) = self.peers.remove(&fullname) else {
+                    return true;
+                };
+                if self.peers.values().any(|r| r.id == rec.id) {
+                    return true; // still announced under another name
+                }
+                info!(peer = %rec.id, record = %fullname, "mdns: peer said goodbye or its record expired");
+                self.ctx.events.lost(rec.id, Source::Mdns).await
+            }
+            _ => true,
+        }
+    }
+
+    async fn on_resolved(&mut self, rs: ResolvedService) -> bool {
+        let fullname = rs.get_fullname().to_string();
+        if fullname == self.fullname {
+            return true;
+        }
+        let props = rs.get_properties();
+        let parsed = txt::parse_txt(props.iter().map(|p| (p.key(), p.val())));
+        let peer = match parsed {
+            Ok(p) => p,
+            Err(e) => {
+                self.malformed += 1;
+                self.warn_malformed(&fullname, &e);
+                return true;
+            }
+        };
+        if peer.endpoint_id == self.ctx.endpoint_id {
+            return true; // our own record under an old or renamed name
+        }
+        if peer.app_id != self.ctx.app_id {
+            self.other_app_records += 1;
+            debug!(
+                peer = %peer.endpoint_id, app_id = %peer.app_id, record = %fullname,
+                skipped_total = self.other_app_records,
+                "mdns: skipping a record of another formation (app_id differs)"
+            );
+            return true;
+        }
+        let addrs = dialable_addrs(
+            rs.get_addresses().iter().map(scoped),
+            rs.get_port(),
+            &self.scope,
+        );
+        if addrs.is_empty() {
+            debug!(peer = %peer.endpoint_id, record = %fullname, "mdns: record has no address we can dial yet");
+            return true;
+        }
+        let rec = self.peers.entry(fullname.clone()).or_insert(PeerRecord {
+            id: peer.endpoint_id,
+            addrs: BTreeSet::new(),
+        });
+        if rec.id != peer.endpoint_id {
+            // The same name now carries another id (a reinstalled node): start over.
+            let old = rec.id;
+            rec.id = peer.endpoint_id;
+            rec.addrs.clear();
+            if !self.ctx.events.lost(old, Source::Mdns).await {
+                return false;
+            }
+        }
+        let Some(rec) = self.peers.get_mut(&fullname) else {
+            return true;
+        };
+        let before = rec.addrs.len();
+        rec.addrs.extend(addrs);
+        if rec.addrs.len() == before && before > 0 {
+            return true; // a repeat: nothing new for the peer manager
+        }
+        info!(peer = %rec.id, addrs = ?rec.addrs, record = %fullname, "mdns: found peer");
+        let (id, addrs) = (rec.id, rec.addrs.clone());
+        self.ctx.events.found(id, addrs, Source::Mdns).await
+    }
+
+    fn warn_malformed(&mut self, fullname: &str, e: &txt::TxtError) {
+        // Names are attacker-chosen: cut them before logging.
+        let name: String = fullname.chars().take(80).collect();
+        if self.malformed_log.take(Instant::now()).is_ok() {
+            warn!(
+                record = %name, error = %e,
+                suppressed_since_last = self.malformed_suppressed,
+                "mdns: ignoring a {SERVICE_TYPE} record with a malformed TXT record"
+            );
+            self.malformed_suppressed = 0;
+        } else {
+            self.malformed_suppressed += 1;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sa(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn bind_scope_from_sockets() {
+        let any4 = BindScope::from_bound(&[sa("0.0.0.0:9470")]);
+        assert!(any4.v4 && !any4.v6 && any4.only.is_empty());
+        assert!(any4.announce_ok("10.0.0.1".parse().unwrap()));
+        assert!(!any4.announce_ok("fd00::1".parse().unwrap()));
+        let one = BindScope::from_bound(&[sa("10.0.0.1:9470")]);
+        assert!(one.announce_ok("10.0.0.1".parse().unwrap()));
+        assert!(!one.announce_ok("10.0.0.2".parse().unwrap()));
+        let any6 = BindScope::from_bound(&[sa("[::]:9470")]);
+        assert!(any6.announce_ok("fd00::1".parse().unwrap()));
+        assert!(
+            !any6.announce_ok("fe80::1".parse().unwrap()),
+            "link-local never announced"
+        );
+        assert!(any6.transport_ok("fe80::1".parse().unwrap()));
+    }
+
+    #[test]
+    fn dialable_addrs_keep_family_and_scope() {
+        let ip = |s: &str| -> IpAddr { s.parse().unwrap() };
+        let all = [
+            (ip("10.0.0.2"), 4),
+            (ip("fe80::2"), 4),
+            (ip("fd00::2"), 4),
+            (ip("fe80::3"), 0),
+        ];
+        let s4 = BindScope::from_bound(&[sa("0.0.0.0:1")]);
+        assert_eq!(
+            dialable_addrs(all, 9470, &s4),
+            [sa("10.0.0.2:9470")].into_iter().collect()
+        );
+        let s6 = BindScope::from_bound(&[sa("[::]:1")]);
+        let got = dialable_addrs(all, 9470, &s6);
+        assert!(got.contains(&sa("[fd00::2]:9470")));
+        assert!(got.contains(&SocketAddr::V6(SocketAddrV6::new(
+            "fe80::2".parse().unwrap(),
+            9470,
+            0,
+            4
+        ))));
+        assert_eq!(
+            got.len(),
+            2,
+            "a link-local address without scope is dropped"
+        );
+    }
+}

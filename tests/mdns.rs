@@ -1,0 +1,460 @@
+//! Discovery mode mdns, end to end: real sidecars in network namespaces joined by a
+//! bridge (tests/common/netns.rs), no `--peer` anywhere. Needs root.
+//!
+//! Each test has its own namespace prefix (`pm1`..`pm9`) so that tests can run in
+//! parallel with each other and with other suites.
+
+mod common;
+
+use std::{
+    net::SocketAddr,
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use common::{netns::Lan, wait_full_mesh, wait_until, Opts, Sidecar};
+
+const IROH_PORT: u16 = 9470;
+
+fn mdns_opts(lan: &Lan, i: usize, app_id: &str) -> Opts {
+    Opts {
+        app_id: app_id.into(),
+        netns: Some(lan.ns(i).to_string()),
+        bind: Some(SocketAddr::from(([0, 0, 0, 0], IROH_PORT))),
+        extra: vec!["--discovery-mode".into(), "mdns".into()],
+        ..Opts::default()
+    }
+}
+
+async fn start(lan: &Lan, i: usize, app_id: &str) -> Sidecar {
+    Sidecar::start(&format!("node{i}"), mdns_opts(lan, i, app_id)).await
+}
+
+/// Whether `node` lists `id` with source mdns.
+async fn knows_by_mdns(node: &Sidecar, id: &str) -> bool {
+    node.peer(id)
+        .await
+        .is_some_and(|p| p.sources.iter().any(|s| s == "mdns"))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn three_nodes_form_a_full_mesh_and_a_late_joiner_joins() {
+    let mut lan = Lan::new("pm1", 3);
+    let a = start(&lan, 0, "test").await;
+    let b = start(&lan, 1, "test").await;
+    let c = start(&lan, 2, "test").await;
+    let took = wait_full_mesh(&[&a, &b, &c], Duration::from_secs(15))
+        .await
+        .expect("3 sidecars with --discovery-mode mdns and no --peer form a full mesh");
+    eprintln!("full mesh of 3 after {took:?}");
+    for n in [&a, &b, &c] {
+        for p in n.peers().await {
+            assert!(p.sources.contains(&"mdns".to_string()), "{p:?}");
+            // Only the LAN address is announced: never loopback, never IPv6 (iroh is
+            // bound to IPv4 only).
+            for addr in &p.addrs {
+                assert!(
+                    addr.starts_with("10.77.0."),
+                    "unexpected address {addr} in {p:?}"
+                );
+            }
+        }
+    }
+
+    let d_idx = lan.add_host(0);
+    let started = Instant::now();
+    let d = start(&lan, d_idx, "test").await;
+    let took = wait_full_mesh(&[&a, &b, &c, &d], Duration::from_secs(15))
+        .await
+        .expect("a node started later joins the mesh");
+    eprintln!(
+        "late joiner in the full mesh {took:?} after its API answered ({:?} after spawn)",
+        started.elapsed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_leaves_the_others_lists_within_2s() {
+    let lan = Lan::new("pm2", 3);
+    let a = start(&lan, 0, "test").await;
+    let b = start(&lan, 1, "test").await;
+    let mut c = start(&lan, 2, "test").await;
+    wait_full_mesh(&[&a, &b, &c], Duration::from_secs(15))
+        .await
+        .expect("full mesh");
+    let cid = c.id.clone();
+    let t0 = Instant::now();
+    let st = c.stop().expect("c was running");
+    assert!(
+        st.success(),
+        "SIGTERM exit status {st:?}; log:\n{}",
+        c.log()
+    );
+    // The bound counts from the signal, so the time stop() took is deducted.
+    let left = Duration::from_secs(2).saturating_sub(t0.elapsed());
+    let took = wait_until(left, || async {
+        !knows_by_mdns(&a, &cid).await && !knows_by_mdns(&b, &cid).await
+    })
+    .await;
+    let Some(took) = took else {
+        panic!(
+            "the stopped node is still discovered 2 s after SIGTERM: a={:?} b={:?}",
+            a.peer(&cid).await,
+            b.peer(&cid).await
+        );
+    };
+    let since_signal = t0.elapsed();
+    eprintln!(
+        "stopped node left both lists {since_signal:?} after SIGTERM ({took:?} after it exited)"
+    );
+    assert!(
+        since_signal <= Duration::from_millis(2100),
+        "{since_signal:?}"
+    );
+    assert!(c.log().contains("goodbye sent"), "{}", c.log());
+    // The survivors keep their own connection.
+    assert_eq!(a.connected().await, vec![b.id.clone()]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_second_subnet_added_at_runtime_is_announced_and_used() {
+    // Host 0 starts on segment 0 only; host 1 lives on segment 1 only. They share no
+    // subnet until host 0 gets an eth1 on segment 1 while its sidecar runs.
+    let mut lan = Lan::new("pm3", 1);
+    let seg1 = lan.add_segment();
+    let other = lan.add_host(seg1);
+    let a = start(&lan, 0, "test").await;
+    let b = start(&lan, other, "test").await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        a.peers().await.is_empty(),
+        "no shared subnet yet: {:?}",
+        a.peers().await
+    );
+    assert!(b.peers().await.is_empty());
+
+    let t0 = Instant::now();
+    let new_addr = lan.attach_now(0, seg1);
+    let found = wait_until(Duration::from_secs(3), || knows_by_mdns(&b, &a.id)).await;
+    let found = found.unwrap_or_else(|| {
+        panic!(
+            "the peer on the new subnet did not see our announcement within 3 s; a's log:\n{}",
+            a.log()
+        )
+    });
+    eprintln!("new subnet: peer found us {found:?} after the address was added");
+    let peer = b.peer(&a.id).await.unwrap();
+    // The announcement on eth1 carries eth1's address only, not eth0's 10.77.0.1.
+    assert_eq!(
+        peer.addrs,
+        vec![format!("{new_addr}:{IROH_PORT}")],
+        "{peer:?}"
+    );
+    wait_full_mesh(&[&a, &b], Duration::from_secs(5))
+        .await
+        .expect("they connect over the new subnet");
+    eprintln!("connected {:?} after the address was added", t0.elapsed());
+    assert!(
+        a.log()
+            .contains("interface usable; announcing and querying there"),
+        "{}",
+        a.log()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn another_app_id_is_seen_but_never_connected() {
+    let lan = Lan::new("pm4", 3);
+    let a = start(&lan, 0, "alpha").await;
+    let b = start(&lan, 1, "alpha").await;
+    let x = start(&lan, 2, "beta").await;
+    wait_full_mesh(&[&a, &b], Duration::from_secs(15))
+        .await
+        .expect("same formation connects");
+    let seen = wait_until(Duration::from_secs(10), || async {
+        a.log().contains("skipping a record of another formation") && a.log().contains(&x.id)
+    })
+    .await;
+    assert!(
+        seen.is_some(),
+        "alpha never saw beta's record; log:\n{}",
+        a.log()
+    );
+    // Give a wrong dial every chance to happen, then check nobody crossed over.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for n in [&a, &b] {
+        assert!(n.peer(&x.id).await.is_none(), "{:?}", n.peers().await);
+    }
+    assert!(x.peers().await.is_empty(), "{:?}", x.peers().await);
+}
+
+/// python-zeroconf in its own namespace, as an independent mDNS implementation.
+struct ZeroconfPeer {
+    child: Child,
+    out: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl ZeroconfPeer {
+    fn start(ns: &str, addr: &str, publish: &[(&str, u16, String)]) -> ZeroconfPeer {
+        let ok = Command::new("python3")
+            .args(["-c", "import zeroconf"])
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        assert!(
+            ok,
+            "python3 with the zeroconf package is needed (pip install zeroconf; scripts/pip-packages.txt)"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("zeroconf.out");
+        let script = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/interop/zeroconf_peer.py"
+        );
+        let mut cmd = Command::new("ip");
+        cmd.args([
+            "netns",
+            "exec",
+            ns,
+            "python3",
+            script,
+            "--addr",
+            addr,
+            "--seconds",
+            "60",
+        ]);
+        for (name, port, txt) in publish {
+            cmd.arg("--publish")
+                .arg(name)
+                .arg(port.to_string())
+                .arg(txt);
+        }
+        cmd.stdout(std::fs::File::create(&out).unwrap())
+            .stderr(std::fs::File::create(dir.path().join("zeroconf.err")).unwrap())
+            .stdin(Stdio::null());
+        let child = cmd.spawn().expect("start python3");
+        ZeroconfPeer {
+            child,
+            out,
+            _dir: dir,
+        }
+    }
+
+    fn lines(&self) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(&self.out)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
+    fn stderr(&self) -> String {
+        std::fs::read_to_string(self.out.with_file_name("zeroconf.err")).unwrap_or_default()
+    }
+}
+
+impl Drop for ZeroconfPeer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn interop_with_python_zeroconf() {
+    let lan = Lan::new("pm5", 2);
+    let a = start(&lan, 0, "test").await;
+
+    // An identity that the zeroconf side announces as if it were a sidecar, plus a
+    // record with a broken TXT that we must ignore without harm.
+    let key_dir = tempfile::tempdir().unwrap();
+    let fake_id = common::endpoint_id(key_dir.path());
+    let zc_addr = lan.addr(1, 0).to_string();
+    let zc = ZeroconfPeer::start(
+        lan.ns(1),
+        &zc_addr,
+        &[
+            (
+                "zeroconf-peer",
+                IROH_PORT,
+                format!("v=1,app_id=test,endpoint_id={fake_id}"),
+            ),
+            (
+                "zeroconf-broken",
+                IROH_PORT,
+                "v=1,app_id=test,endpoint_id=nothex".into(),
+            ),
+        ],
+    );
+
+    // 1. zeroconf sees our service with its TXT record.
+    let mine = wait_until(Duration::from_secs(15), || async {
+        zc.lines()
+            .iter()
+            .any(|l| l["txt"]["endpoint_id"] == a.id.as_str() && l["txt"]["app_id"] == "test")
+    })
+    .await;
+    assert!(
+        mine.is_some(),
+        "python-zeroconf did not resolve our service; its output:\n{:?}\nstderr:\n{}\nsidecar log:\n{}",
+        zc.lines(),
+        zc.stderr(),
+        a.log()
+    );
+    let rec = zc
+        .lines()
+        .into_iter()
+        .find(|l| l["txt"]["endpoint_id"] == a.id.as_str())
+        .unwrap();
+    assert_eq!(rec["txt"]["v"], "1", "{rec}");
+    assert_eq!(rec["port"], IROH_PORT, "{rec}");
+    assert_eq!(
+        rec["addresses"],
+        serde_json::json!([lan.addr(0, 0).to_string()]),
+        "{rec}"
+    );
+    let name = rec["name"].as_str().unwrap();
+    assert!(
+        name.starts_with("peat-") && name.ends_with("._peat-sidecar._udp.local."),
+        "{name}"
+    );
+
+    // 2. The record zeroconf publishes shows up as a found peer.
+    let found = wait_until(Duration::from_secs(10), || knows_by_mdns(&a, &fake_id)).await;
+    assert!(
+        found.is_some(),
+        "zeroconf's record not in ListPeers; log:\n{}",
+        a.log()
+    );
+    let p = a.peer(&fake_id).await.unwrap();
+    assert_eq!(p.addrs, vec![format!("{zc_addr}:{IROH_PORT}")], "{p:?}");
+
+    // 3. The broken record was logged and ignored, and the sidecar still answers.
+    assert!(
+        wait_until(Duration::from_secs(5), || async {
+            a.log().contains("malformed TXT record")
+        })
+        .await
+        .is_some(),
+        "{}",
+        a.log()
+    );
+    assert_eq!(a.peers().await.len(), 1, "{:?}", a.peers().await);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn loopback_option_lets_sidecars_on_one_host_find_each_other() {
+    // Two sidecars in ONE namespace, told to use loopback only (a glob that also
+    // denies eth0), bound to 127.0.0.1 on different ports.
+    let lan = Lan::new("pm6", 1);
+    let opts = |port: u16| Opts {
+        netns: Some(lan.ns(0).to_string()),
+        bind: Some(SocketAddr::from(([127, 0, 0, 1], port))),
+        extra: [
+            "--discovery-mode",
+            "mdns",
+            "--mdns-loopback",
+            "--mdns-interfaces",
+            "l*,!eth*",
+        ]
+        .map(String::from)
+        .to_vec(),
+        ..Opts::default()
+    };
+    let a = Sidecar::start("lo-a", opts(9470)).await;
+    let b = Sidecar::start("lo-b", opts(9480)).await;
+    let both = wait_until(Duration::from_secs(15), || async {
+        knows_by_mdns(&a, &b.id).await && knows_by_mdns(&b, &a.id).await
+    })
+    .await;
+    assert!(
+        both.is_some(),
+        "a={:?} b={:?}",
+        a.peers().await,
+        b.peers().await
+    );
+    wait_full_mesh(&[&a, &b], Duration::from_secs(10))
+        .await
+        .expect("two sidecars on one host connect over loopback");
+    let p = a.peer(&b.id).await.unwrap();
+    assert_eq!(p.addrs, vec!["127.0.0.1:9480".to_string()], "{p:?}");
+
+    // Without --mdns-loopback a third one stays alone.
+    let mut alone = opts(9490);
+    alone.extra.retain(|x| x != "--mdns-loopback");
+    let c = Sidecar::start("lo-c", alone).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(c.peers().await.is_empty(), "{:?}", c.peers().await);
+    assert!(a.peer(&c.id).await.is_none());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_flapping_interface_does_not_cause_an_announce_storm() {
+    // Host 0 has eth0 and eth1; host 1 shares segment 1 and counts every mDNS packet
+    // host 0 sends there while host 0's eth1 flaps every 250 ms for 20 s.
+    let mut lan = Lan::new("pm7", 1);
+    let seg1 = lan.add_segment();
+    let listener = lan.add_host(seg1);
+    let a_eth1 = lan.attach(0, seg1);
+    let a = start(&lan, 0, "test").await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let out_path = dir.path().join("count.json");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/interop/mdns_count.py");
+    let counter_addr = lan.addr(listener, seg1).to_string();
+    let mut counter = Command::new("ip")
+        .args(["netns", "exec", lan.ns(listener), "python3", script])
+        .args(["--iface-addr", &counter_addr, "--seconds", "22"])
+        .stdout(std::fs::File::create(&out_path).unwrap())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("python3");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let flap_until = Instant::now() + Duration::from_secs(20);
+    let mut flaps = 0;
+    // Irregular half-periods (60-400 ms), so that the flapping cannot stay in phase
+    // with the watcher's 1-s debounce cap and hide from it.
+    let mut x: u32 = 12345;
+    let mut jitter = move || {
+        x = x.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+        Duration::from_millis(60 + u64::from((x >> 16) % 340))
+    };
+    while Instant::now() < flap_until {
+        lan.link_down(0, seg1);
+        tokio::time::sleep(jitter()).await;
+        common::netns::sh(&["ip", "-n", lan.ns(0), "link", "set", "eth1", "up"]);
+        tokio::time::sleep(jitter()).await;
+        flaps += 1;
+    }
+    let st = tokio::task::spawn_blocking(move || counter.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(st.success());
+    let text = std::fs::read_to_string(&out_path).unwrap();
+    let counts: serde_json::Value =
+        serde_json::from_str(text.lines().last().unwrap_or("{}")).unwrap();
+    let from_a = &counts[a_eth1.to_string()];
+    let sent = from_a["query"].as_u64().unwrap_or(0) + from_a["response"].as_u64().unwrap_or(0);
+    eprintln!("{flaps} flaps in 20 s: host 0 sent {from_a} mDNS packets on the flapping link");
+    // The documented bound (docs/OPERATIONS.md, "Flapping interfaces"): at most 3
+    // watcher-driven re-applications at once and one per 6 s, each adding the
+    // interface at most twice (now and at the 1-s re-check after a removal), plus the
+    // daemon's own 30-s check; each addition sends at most 6 packets (3 probes, an
+    // announcement, its resend, a browse query). Over these ~22 s:
+    // (2 * (3 + 4) + 1) * 6 = 90.
+    assert!(sent <= 90, "announce storm: {sent} packets in 22 s ({from_a})");
+    assert!(
+        from_a["response"].as_u64().unwrap_or(0) >= 1,
+        "no re-announcement at all on the link that came back: {from_a}"
+    );
+    let a_log = a.log();
+    assert!(a_log.contains("interface usable"), "{a_log}");
+    // Once the link stays up, a sidecar there finds the node and connects.
+    let b = start(&lan, listener, "test").await;
+    wait_full_mesh(&[&a, &b], Duration::from_secs(10))
+        .await
+        .expect("after the flapping the node is discoverable on the link again");
+}
