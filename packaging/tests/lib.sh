@@ -11,8 +11,8 @@ BIN_ARMV7=$DIST/peat-sidecar-$VERSION-armv7-linux-gnueabihf
 OCI_TAR=$DIST/peat-sidecar-$VERSION-oci.tar
 # How the nodes of the multi-node tests find each other: `static` gives each node the
 # others as --peer; `mdns` uses --discovery-mode mdns (the test LAN has the multicast
-# route, docker's bridge floods multicast). Switch the default here once mdns is merged.
-DISCOVERY=${PK_DISCOVERY:-static}
+# route, docker's bridge floods multicast). PK_DISCOVERY=static for the static variant.
+DISCOVERY=${PK_DISCOVERY:-mdns}
 PASSED=0
 FAILED=0
 
