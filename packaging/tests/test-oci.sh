@@ -113,6 +113,11 @@ else
     dmesh() { dpeers pk-c1 "${ids[1]}" && dpeers pk-c2 "${ids[0]}"; }
     if wait_until 60 dmesh; then ok "two containers on pk-net connect"
     else fail "two containers on pk-net connect within 60 s"; docker logs pk-c1 2>&1 | tail -n 20; docker logs pk-c2 2>&1 | tail -n 20; fi
+    if [ "$DISCOVERY" = mdns ]; then
+        dsrc() { docker exec "$1" /usr/bin/peat-sidecar peers --json 2>/dev/null | python3 -c 'import json,sys; p=json.load(sys.stdin); sys.exit(0 if any(x["endpoint_id"]==sys.argv[1] and "mdns" in x["sources"] for x in p) else 1)' "$2"; }
+        check "pk-c1 found pk-c2 through mdns" dsrc pk-c1 "${ids[1]}"
+        check "pk-c2 found pk-c1 through mdns" dsrc pk-c2 "${ids[0]}"
+    fi
     check "container runs as 10001" test "$(docker exec pk-c1 /usr/bin/peat-sidecar status --json >/dev/null && docker inspect -f '{{.Config.User}}' pk-c1)" = 10001:10001
     docker stop -t 20 pk-c1 >/dev/null
     check "container exits 0 on docker stop (SIGTERM)" test "$(docker inspect -f '{{.State.ExitCode}}' pk-c1)" = 0
