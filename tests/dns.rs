@@ -720,3 +720,25 @@ async fn kubernetes_manifest_settings_work() {
         "sidecars with the manifest's settings did not find each other"
     );
 }
+
+/// The image's entrypoint already says `run`; the DaemonSet must not say it again (the
+/// container would exit with "unexpected argument 'run'").
+#[test]
+fn kubernetes_manifest_and_image_agree_on_the_command() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let containerfile = std::fs::read_to_string(root.join("packaging/oci/Containerfile")).unwrap();
+    let entrypoint = containerfile
+        .lines()
+        .find(|l| l.starts_with("ENTRYPOINT"))
+        .expect("Containerfile has an ENTRYPOINT");
+    assert!(entrypoint.contains("\"run\""), "{entrypoint}");
+    let manifest =
+        std::fs::read_to_string(root.join("packaging/kubernetes/daemonset.yaml")).unwrap();
+    for line in manifest.lines().map(str::trim) {
+        let is_arg_list = line.starts_with("args:") || line.starts_with("command:");
+        assert!(
+            !(is_arg_list && line.contains("run")),
+            "daemonset.yaml repeats the entrypoint's `run`: {line}"
+        );
+    }
+}
