@@ -512,17 +512,21 @@ async fn bogus_entries_are_bounded_and_do_not_stall_the_others() {
         "the huge table was refused"
     );
     assert!(log.contains("gossip table full"), "the table bound was hit");
-    // The unreachable entry was handed to the peer manager, which dialled it (with
-    // backoff) without holding anyone else up.
+    // Unreachable entries were handed to the peer manager, which dialled them (rate
+    // limited, with backoff) without holding anyone else up. Which ones is not fixed:
+    // the table is bounded, so a given junk entry may be evicted before its turn.
     let unreachable = unreachable.to_string();
+    let dead = format!("127.0.0.1:{dead_port}");
     assert!(
         log.lines()
-            .any(|l| l.contains("dialling") && l.contains(&unreachable)),
-        "the unreachable entry was dialled"
+            .any(|l| l.contains("dialling") && (l.contains(&unreachable) || l.contains(&dead))),
+        "no unreachable entry was dialled"
     );
 
     // 4. Nobody refreshes the junk: it ages out of every table, the real nodes stay.
-    let aged = wait_until(Duration::from_secs(60), || async {
+    //    Usually within ~15 s (TTL 6 s, plus dials of junk that must time out first);
+    //    the bound is generous for a loaded 2-core CI machine.
+    let aged = wait_until(Duration::from_secs(120), || async {
         for n in &all {
             if n.peers().await.len() > 4 {
                 return false;
@@ -531,6 +535,21 @@ async fn bogus_entries_are_bounded_and_do_not_stall_the_others() {
         true
     })
     .await;
+    if aged.is_none() {
+        for n in &all {
+            for p in n.peers().await {
+                eprintln!(
+                    "{} still has {} {:?} {:?} {:?} err={}",
+                    n.name,
+                    &p.endpoint_id[..12],
+                    crate::pb_state(p.state),
+                    p.sources,
+                    p.addrs,
+                    p.last_error
+                );
+            }
+        }
+    }
     assert!(aged.is_some(), "junk aged out");
     for n in &all {
         assert_eq!(
@@ -614,4 +633,8 @@ async fn mdns_and_gossip_join_two_lan_segments_through_a_bridge_node() {
         .await
         .expect("host 0 knows host 4");
     assert!(sources(&p).contains("mdns"), "{p:?}");
+}
+
+fn pb_state(s: i32) -> &'static str {
+    peat_sidecar::api::convert::state_name(s)
 }
