@@ -270,3 +270,126 @@ async fn a_flood_of_10000_spoofed_announcements_is_survived() {
         a.peer(&b.id).await
     );
 }
+
+/// Lines of `log` that say `peer connected` for `id`.
+fn connected_lines<'a>(log: &'a str, id: &str) -> Vec<&'a str> {
+    log.lines()
+        .filter(|l| l.contains("peer connected") && l.contains(id))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_impostor_announcing_a_real_peers_id_is_never_connected_as_that_peer() {
+    // Host 0: the victim. Host 1: the attacker: a sidecar of the same app id (so a real
+    // QUIC/TLS endpoint answers on its address, but with its own key) plus a
+    // python-zeroconf record that claims the real peer's endpoint id at that address.
+    // Host 2: the real peer, started only after the victim has tried the impostor.
+    let lan = Lan::new("ph2", 3);
+    let a = Sidecar::start("victim", mdns_opts(&lan, 0, &[])).await;
+    let impostor = Sidecar::start(
+        "impostor",
+        Opts {
+            app_id: APP.into(),
+            netns: Some(lan.ns(1).to_string()),
+            bind: Some(SocketAddr::from(([0, 0, 0, 0], IROH_PORT))),
+            ..Opts::default()
+        },
+    )
+    .await;
+    // The real peer's identity exists before it runs, so the attacker can claim it.
+    let b_dir = tempfile::tempdir().unwrap();
+    let b_id = common::endpoint_id(b_dir.path());
+    let attacker_addr = lan.addr(1, 0).to_string();
+    let attacker = Attacker::start(
+        lan.ns(1),
+        &[
+            "--impostor",
+            &b_id,
+            "--addr",
+            &attacker_addr,
+            "--port",
+            &IROH_PORT.to_string(),
+        ],
+    );
+    attacker.wait_for("done", Duration::from_secs(20)).await;
+
+    // The victim finds the claimed id and dials the attacker's address: the TLS
+    // handshake proves another key, so the dial fails.
+    let tried = wait_until(Duration::from_secs(20), || async {
+        a.peer(&b_id).await.is_some_and(|p| p.failures > 0)
+    })
+    .await;
+    let p = a.peer(&b_id).await;
+    assert!(
+        tried.is_some(),
+        "the victim never tried (and failed) the impostor's address: {p:?}\n{}",
+        a.log()
+    );
+    let p = p.unwrap_or_default();
+    eprintln!(
+        "impostor record: state {}, addrs {:?}, last error: {}",
+        p.state, p.addrs, p.last_error
+    );
+    assert!(
+        p.addrs.iter().any(|x| x.starts_with(&attacker_addr)),
+        "{p:?}"
+    );
+    assert_ne!(
+        p.state,
+        peat_sidecar::api::pb::PeerState::Connected as i32,
+        "{p:?}"
+    );
+    assert!(
+        a.connected().await.is_empty(),
+        "connected to something: {:?}",
+        a.peers().await
+    );
+    assert!(
+        impostor.connected().await.is_empty(),
+        "the impostor got a connection: {:?}",
+        impostor.peers().await
+    );
+
+    // Now the real peer comes up, announcing the same id at its real address.
+    let b = Sidecar::start_in("real-peer", b_dir.path(), mdns_opts(&lan, 2, &[])).await;
+    assert_eq!(b.id, b_id);
+    let took = wait_until(Duration::from_secs(30), || async {
+        a.connected().await.contains(&b_id) && b.connected().await.contains(&a.id)
+    })
+    .await;
+    assert!(
+        took.is_some(),
+        "the real peer did not connect while the impostor record exists: {:?}",
+        a.peer(&b_id).await
+    );
+    eprintln!("real peer connected {took:?} after it started");
+    // Keep watching for a while: the live connection to the real peer's id is never
+    // to the attacker's address, and the impostor never gets a connection.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let real_addr = lan.addr(2, 0).to_string();
+    let log = a.log();
+    let lines = connected_lines(&log, &b_id);
+    assert!(
+        !lines.is_empty(),
+        "no `peer connected` line for the real peer"
+    );
+    for l in &lines {
+        eprintln!("{l}");
+        // Inbound or outbound, the connection's address is the real peer's.
+        assert!(
+            !l.contains(&format!("{attacker_addr}:")) && l.contains(&format!("{real_addr}:")),
+            "the real peer's id connected over another address than {real_addr}: {l}"
+        );
+    }
+    assert!(a.connected().await.contains(&b_id));
+    assert!(
+        impostor.connected().await.is_empty(),
+        "the impostor got a connection: {:?}",
+        impostor.peers().await
+    );
+    assert!(
+        !impostor.log().contains("peer connected"),
+        "{}",
+        impostor.log()
+    );
+}
