@@ -359,13 +359,8 @@ impl Task {
                         tracked = self.peers.len(),
                         "mdns: the flood of records has calmed down; browsing afresh to find peers it crowded out"
                     );
-                    self.new_since_purge = 0;
-                    self.last_purge = Instant::now();
-                    self.cache_purges += 1;
-                    let _ = self.daemon.stop_browse(SERVICE_TYPE);
-                    match self.daemon.browse(SERVICE_TYPE) {
-                        Ok(b) => browse = b,
-                        Err(e) => warn!(error = %e, "mdns: cannot browse afresh"),
+                    if let Some(b) = self.browse_afresh() {
+                        browse = b;
                     }
                 }
                 _ = sleep_opt(self.restore_check_at) => {
@@ -413,13 +408,28 @@ impl Task {
             "mdns: unusually many {SERVICE_TYPE} records (a flood of announcements?); \
              emptying the mDNS cache and browsing afresh"
         );
+        self.browse_afresh()
+    }
+
+    /// Restarts the browse, which empties mdns-sd's cache of our type; real peers
+    /// answer the new browse's query.
+    fn browse_afresh(&mut self) -> Option<mdns_sd::Receiver<ServiceEvent>> {
         self.new_since_purge = 0;
-        self.last_purge = now;
+        self.last_purge = Instant::now();
         self.cache_purges += 1;
+        // The peer manager may have evicted peers we still track: forget what we told
+        // it, so that every record resolved again is reported as found again.
+        for rec in self.peers.values_mut() {
+            rec.addrs.clear();
+        }
         let _ = self.daemon.stop_browse(SERVICE_TYPE);
-        // Records we track stay: the peer manager keeps them until they are lost or
-        // evicted there, and real peers answer the new browse's query.
-        self.daemon.browse(SERVICE_TYPE).ok()
+        match self.daemon.browse(SERVICE_TYPE) {
+            Ok(b) => Some(b),
+            Err(e) => {
+                warn!(error = %e, "mdns: cannot browse afresh");
+                None
+            }
+        }
     }
 
     async fn renew_browse(&mut self) -> Option<mdns_sd::Receiver<ServiceEvent>> {
