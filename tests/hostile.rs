@@ -130,9 +130,20 @@ async fn a_flood_of_10000_spoofed_announcements_is_survived() {
     // Host 0: the victim. Host 1: the attacker. Host 2: a real peer, started mid-flood.
     let lan = Lan::new("ph1", 3);
     let max_known = MAX_KNOWN.to_string();
+    // Many dials may be in flight, so that --max-dials-per-sec, not the concurrency
+    // cap, is what bounds the dial rate here.
     let a = Sidecar::start(
         "victim",
-        mdns_opts(&lan, 0, &["--max-known-peers", &max_known]),
+        mdns_opts(
+            &lan,
+            0,
+            &[
+                "--max-known-peers",
+                &max_known,
+                "--max-concurrent-dials",
+                "1000",
+            ],
+        ),
     )
     .await;
     let pid = a.pid().expect("victim runs");
