@@ -876,8 +876,11 @@ impl PeerManager {
             .collect();
         // Dial slots go first to configured peers, then to peers that failed least: a
         // flood of unreachable addresses (a bogus gossip table) sinks to the back after
-        // one failure each and cannot starve the real peers.
-        due.sort_unstable();
+        // one failure each and cannot starve the real peers. Among equals the newest
+        // goes first: after a flood of fake announcements the table is full of untried
+        // entries, and a real peer found again (mdns re-browses) must not wait behind
+        // all of them; the oldest are the ones eviction takes anyway.
+        due.sort_unstable_by_key(|&(c, f, t, id)| (c, f, std::cmp::Reverse(t), id));
         for (_, _, _, id) in due {
             if self.dials_in_flight >= self.limits.max_concurrent_dials {
                 break;

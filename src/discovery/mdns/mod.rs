@@ -57,6 +57,18 @@ const DAEMON_IP_CHECK_SECS: u32 = 30;
 const FAST_IP_CHECK_SECS: u32 = 1;
 /// Pause between unregister (goodbye + one resend at 120 ms) and shutdown.
 const GOODBYE_PAUSE: Duration = Duration::from_millis(200);
+/// Fewest resolved records tracked, whatever `--max-known-peers` says.
+const MIN_TRACKED_RECORDS: usize = 64;
+/// mdns-sd caches every record it hears until its TTL runs out (PTR records of
+/// python-zeroconf live 75 min), with no cap: a flood of fake instances would grow it
+/// without bound. Stopping the browse empties its cache of our type; we restart the
+/// browse when this many new records arrived since the last restart...
+const CACHE_PURGE_FACTOR: usize = 4;
+/// ...but at most once per this interval, so that real peers are re-queried calmly.
+const CACHE_PURGE_MIN_INTERVAL: Duration = Duration::from_secs(30);
+/// After records had to be forgotten, browse afresh once no new record came in for this
+/// long: the flood has passed, and real peers that were crowded out are found again.
+const REBROWSE_AFTER_FLOOD: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
 pub enum MdnsError {
@@ -212,6 +224,7 @@ pub async fn start(
     info!(instance = %fullname, port = ctx.iroh_port, app_id = %ctx.app_id, "mdns: announcing and browsing {SERVICE_TYPE}");
 
     let now = Instant::now();
+    let ctx_max_tracked = ctx.args.max_known_peers.max(MIN_TRACKED_RECORDS);
     let mut task = Task {
         ctx,
         daemon,
@@ -226,6 +239,15 @@ pub async fn start(
         pending_removal: false,
         restore_check_at: None,
         peers: HashMap::new(),
+        max_tracked: ctx_max_tracked,
+        tracked_evicted: 0,
+        evict_log: TokenBucket::new(3, Duration::from_secs(20), now),
+        evict_suppressed: 0,
+        new_since_purge: 0,
+        last_purge: now,
+        cache_purges: 0,
+        rebrowse: TokenBucket::new(3, Duration::from_secs(10), now),
+        rebrowse_at: None,
         other_app_records: 0,
         malformed: 0,
         malformed_log: TokenBucket::new(5, Duration::from_secs(12), now),
@@ -244,6 +266,8 @@ fn eligible_names(filter: &InterfaceFilter, snap: &Snapshot) -> HashSet<String> 
 struct PeerRecord {
     id: EndpointId,
     addrs: BTreeSet<SocketAddr>,
+    /// When the record was last resolved: the oldest goes first when the map is full.
+    seen: Instant,
 }
 
 struct Task {
@@ -259,8 +283,20 @@ struct Task {
     pending_trigger: Option<Instant>,
     pending_removal: bool,
     restore_check_at: Option<Instant>,
-    /// Resolved records by full name.
+    /// Resolved records by full name, at most `max_tracked`.
     peers: HashMap<String, PeerRecord>,
+    max_tracked: usize,
+    tracked_evicted: u64,
+    evict_log: TokenBucket,
+    evict_suppressed: u64,
+    /// Records resolved for the first time since the last cache purge.
+    new_since_purge: usize,
+    last_purge: Instant,
+    cache_purges: u64,
+    /// Bounds how often a lost browse subscription is renewed.
+    rebrowse: TokenBucket,
+    /// When to browse afresh after a flood (pushed back while records keep coming).
+    rebrowse_at: Option<Instant>,
     other_app_records: u64,
     malformed: u64,
     malformed_log: TokenBucket,
@@ -277,7 +313,7 @@ async fn sleep_opt(at: Option<Instant>) {
 impl Task {
     async fn run(
         &mut self,
-        browse: mdns_sd::Receiver<ServiceEvent>,
+        mut browse: mdns_sd::Receiver<ServiceEvent>,
         monitor: mdns_sd::Receiver<DaemonEvent>,
     ) {
         let shutdown = self.ctx.shutdown.clone();
@@ -290,10 +326,20 @@ impl Task {
                         if !self.on_service_event(ev).await {
                             break;
                         }
+                        if let Some(b) = self.maybe_purge_cache() {
+                            browse = b;
+                        }
                     }
                     Err(_) => {
-                        warn!("mdns: the mDNS daemon stopped unexpectedly; no more mDNS discovery");
-                        return;
+                        // mdns-sd ends a subscription whose channel is full (1000
+                        // events): a flood can do that. Renew it, within a bound.
+                        match self.renew_browse().await {
+                            Some(b) => browse = b,
+                            None => {
+                                warn!("mdns: the mDNS daemon stopped unexpectedly; no more mDNS discovery");
+                                return;
+                            }
+                        }
                     }
                 },
                 ev = monitor.recv_async() => {
@@ -306,6 +352,16 @@ impl Task {
                 _ = sleep_opt(self.pending_trigger) => {
                     self.pending_trigger = None;
                     self.request_reapply();
+                }
+                _ = sleep_opt(self.rebrowse_at) => {
+                    self.rebrowse_at = None;
+                    info!(
+                        tracked = self.peers.len(),
+                        "mdns: the flood of records has calmed down; browsing afresh to find peers it crowded out"
+                    );
+                    if let Some(b) = self.browse_afresh() {
+                        browse = b;
+                    }
                 }
                 _ = sleep_opt(self.restore_check_at) => {
                     self.restore_check_at = None;
@@ -331,8 +387,97 @@ impl Task {
         info!(
             other_app_records = self.other_app_records,
             malformed_records = self.malformed,
+            tracked_records_evicted = self.tracked_evicted,
+            cache_purges = self.cache_purges,
             "mdns: stopped"
         );
+    }
+
+    /// Empties mdns-sd's record cache of our type (by restarting the browse) once many
+    /// new records came in since the last time; returns the new subscription.
+    fn maybe_purge_cache(&mut self) -> Option<mdns_sd::Receiver<ServiceEvent>> {
+        let now = Instant::now();
+        if self.new_since_purge < self.max_tracked * CACHE_PURGE_FACTOR
+            || now.duration_since(self.last_purge) < CACHE_PURGE_MIN_INTERVAL
+        {
+            return None;
+        }
+        warn!(
+            new_records = self.new_since_purge,
+            tracked = self.peers.len(),
+            "mdns: unusually many {SERVICE_TYPE} records (a flood of announcements?); \
+             emptying the mDNS cache and browsing afresh"
+        );
+        self.browse_afresh()
+    }
+
+    /// Restarts the browse, which empties mdns-sd's cache of our type; real peers
+    /// answer the new browse's query.
+    fn browse_afresh(&mut self) -> Option<mdns_sd::Receiver<ServiceEvent>> {
+        self.new_since_purge = 0;
+        self.last_purge = Instant::now();
+        self.cache_purges += 1;
+        // The peer manager may have evicted peers we still track: forget what we told
+        // it, so that every record resolved again is reported as found again.
+        for rec in self.peers.values_mut() {
+            rec.addrs.clear();
+        }
+        let _ = self.daemon.stop_browse(SERVICE_TYPE);
+        match self.daemon.browse(SERVICE_TYPE) {
+            Ok(b) => Some(b),
+            Err(e) => {
+                warn!(error = %e, "mdns: cannot browse afresh");
+                None
+            }
+        }
+    }
+
+    async fn renew_browse(&mut self) -> Option<mdns_sd::Receiver<ServiceEvent>> {
+        loop {
+            match self.rebrowse.take(Instant::now()) {
+                Ok(()) => break,
+                Err(at) => {
+                    tokio::select! {
+                        _ = self.ctx.shutdown.cancelled() => return None,
+                        _ = tokio::time::sleep_until(tokio::time::Instant::from_std(at)) => {}
+                    }
+                }
+            }
+        }
+        warn!(
+            "mdns: the browse subscription fell behind and was dropped (a flood?); browsing again"
+        );
+        let _ = self.daemon.stop_browse(SERVICE_TYPE);
+        self.daemon.browse(SERVICE_TYPE).ok()
+    }
+
+    /// Makes room in the record map for one more: the record resolved longest ago goes.
+    fn make_room(&mut self) {
+        if self.peers.len() < self.max_tracked {
+            return;
+        }
+        let Some(victim) = self
+            .peers
+            .iter()
+            .min_by_key(|(_, r)| r.seen)
+            .map(|(n, _)| n.clone())
+        else {
+            return;
+        };
+        self.peers.remove(&victim);
+        self.tracked_evicted += 1;
+        self.rebrowse_at = Some(Instant::now() + REBROWSE_AFTER_FLOOD);
+        if self.evict_log.take(Instant::now()).is_ok() {
+            warn!(
+                max = self.max_tracked,
+                evicted_total = self.tracked_evicted,
+                suppressed_since_last = self.evict_suppressed,
+                "mdns: too many {SERVICE_TYPE} records; forgetting the oldest (raise --max-known-peers if this LAN is really that big)"
+            );
+            self.evict_suppressed = 0;
+        } else {
+            self.evict_suppressed += 1;
+        }
     }
 
     fn on_interfaces(&mut self, changes: Vec<super::iface::IfaceChange>) {
@@ -479,10 +624,17 @@ impl Task {
             debug!(peer = %peer.endpoint_id, record = %fullname, "mdns: record has no address we can dial yet");
             return true;
         }
+        if !self.peers.contains_key(&fullname) {
+            self.make_room();
+            self.new_since_purge += 1;
+        }
+        let now = Instant::now();
         let rec = self.peers.entry(fullname.clone()).or_insert(PeerRecord {
             id: peer.endpoint_id,
             addrs: BTreeSet::new(),
+            seen: now,
         });
+        rec.seen = now;
         if rec.id != peer.endpoint_id {
             // The same name now carries another id (a reinstalled node): start over.
             let old = rec.id;

@@ -1,0 +1,406 @@
+//! Hostile networks, end to end in the test LAN (tests/common/netns.rs): a flood of
+//! spoofed mDNS announcements and an impostor that announces a real peer's endpoint id
+//! at its own address. The attacker is python-zeroconf (tests/interop/spoof_flood.py)
+//! in its own namespace. Needs root.
+//!
+//! Namespace prefixes `ph1`, `ph2`, ... one per test.
+
+mod common;
+
+use std::{
+    net::SocketAddr,
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use common::{netns::Lan, wait_until, Opts, Sidecar};
+
+const IROH_PORT: u16 = 9470;
+const APP: &str = "hostile";
+
+fn mdns_opts(lan: &Lan, i: usize, extra: &[&str]) -> Opts {
+    let mut e = vec!["--discovery-mode".to_string(), "mdns".to_string()];
+    e.extend(extra.iter().map(|s| s.to_string()));
+    Opts {
+        app_id: APP.into(),
+        netns: Some(lan.ns(i).to_string()),
+        bind: Some(SocketAddr::from(([0, 0, 0, 0], IROH_PORT))),
+        extra: e,
+        ..Opts::default()
+    }
+}
+
+/// The attacker: tests/interop/spoof_flood.py in namespace `ns`.
+struct Attacker {
+    child: Child,
+    out: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Attacker {
+    fn start(ns: &str, args: &[&str]) -> Attacker {
+        let ok = Command::new("python3")
+            .args(["-c", "import zeroconf, cryptography"])
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        assert!(
+            ok,
+            "python3 with the zeroconf and cryptography packages is needed \
+             (scripts/pip-packages.txt)"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("attacker.out");
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/interop/spoof_flood.py");
+        let child = Command::new("ip")
+            .args(["netns", "exec", ns, "python3", script, "--app-id", APP])
+            .args(args)
+            .stdout(std::fs::File::create(&out).unwrap())
+            .stderr(std::fs::File::create(dir.path().join("attacker.err")).unwrap())
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("start python3");
+        Attacker {
+            child,
+            out,
+            _dir: dir,
+        }
+    }
+
+    fn lines(&self) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(&self.out)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
+    fn has(&self, key: &str) -> Option<serde_json::Value> {
+        self.lines().into_iter().find(|l| l.get(key).is_some())
+    }
+
+    fn stderr(&self) -> String {
+        std::fs::read_to_string(self.out.with_file_name("attacker.err")).unwrap_or_default()
+    }
+
+    async fn wait_for(&self, key: &str, timeout: Duration) -> serde_json::Value {
+        let found = wait_until(timeout, || async { self.has(key).is_some() }).await;
+        assert!(
+            found.is_some(),
+            "attacker printed no `{key}` within {timeout:?}; stdout:\n{:?}\nstderr:\n{}",
+            self.lines().last(),
+            self.stderr()
+        );
+        self.has(key).unwrap_or_default()
+    }
+}
+
+impl Drop for Attacker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Resident memory of a process in kB (VmRSS in /proc/PID/status).
+fn rss_kb(pid: u32) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    s.lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+fn alive(pid: u32) -> bool {
+    std::path::Path::new(&format!("/proc/{pid}")).exists()
+}
+
+async fn dials_started(s: &Sidecar) -> u64 {
+    s.status().await.counters.unwrap_or_default().dials_started
+}
+
+const MAX_KNOWN: usize = 256;
+const DIALS_PER_SEC: u64 = 20;
+const CONNECT_BOUND_SECS: u64 = 60;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_flood_of_10000_spoofed_announcements_is_survived() {
+    // Host 0: the victim. Host 1: the attacker. Host 2: a real peer, started mid-flood.
+    let lan = Lan::new("ph1", 3);
+    let max_known = MAX_KNOWN.to_string();
+    // Many dials may be in flight, so that --max-dials-per-sec, not the concurrency
+    // cap, is what bounds the dial rate here.
+    let a = Sidecar::start(
+        "victim",
+        mdns_opts(
+            &lan,
+            0,
+            &[
+                "--max-known-peers",
+                &max_known,
+                "--max-concurrent-dials",
+                "1000",
+            ],
+        ),
+    )
+    .await;
+    let pid = a.pid().expect("victim runs");
+    let rss_before = rss_kb(pid);
+
+    // Fake instances point into 10.77.0.100-250: inside the LAN's subnet, owned by no
+    // namespace, so every dial to them runs into the dial timeout.
+    let attacker = Attacker::start(
+        lan.ns(1),
+        &[
+            "--count", "10000", "--subnet", "10.77.0", "--first", "100", "--last", "250",
+        ],
+    );
+    attacker.wait_for("ready", Duration::from_secs(20)).await;
+    // Let the flood get going, then measure the dial rate over a window.
+    wait_until(Duration::from_secs(30), || async {
+        attacker
+            .lines()
+            .iter()
+            .filter_map(|l| l.get("published").and_then(|v| v.as_u64()))
+            .max()
+            .unwrap_or(0)
+            >= 2000
+    })
+    .await
+    .expect("the attacker publishes");
+
+    let b_started = Instant::now();
+    let b = Sidecar::start(
+        "real-peer",
+        mdns_opts(&lan, 2, &["--max-known-peers", &max_known]),
+    )
+    .await;
+
+    let w0 = Instant::now();
+    let d0 = dials_started(&a).await;
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let d1 = dials_started(&a).await;
+    let window = w0.elapsed().as_secs_f64();
+    let dials = d1 - d0;
+    // A token bucket of rate r holds at most r tokens: r per second plus one burst.
+    let allowed = (DIALS_PER_SEC as f64 * window).ceil() as u64 + DIALS_PER_SEC;
+    eprintln!("dials started: {dials} in {window:.1} s (allowed {allowed})");
+    assert!(
+        dials <= allowed,
+        "{dials} dials in {window:.1} s exceed --max-dials-per-sec {DIALS_PER_SEC} + burst"
+    );
+    assert!(dials > 0, "the flood made the victim dial nothing at all?");
+
+    // During the flood the real peer competes with thousands of fakes for dial slots
+    // and table entries: it may get in, but nothing guarantees it (docs/SECURITY.md).
+    let during = wait_until(Duration::from_secs(20), || async {
+        a.connected().await.contains(&b.id) && b.connected().await.contains(&a.id)
+    })
+    .await;
+    eprintln!(
+        "real peer connected during the flood: {during:?} (started {:?} ago)",
+        b_started.elapsed()
+    );
+
+    let done = attacker.wait_for("done", Duration::from_secs(120)).await;
+    eprintln!("attacker: {done}");
+    // The attacker vanishes without goodbyes: its records stay in caches until their
+    // TTL. Once the flood has passed the real peer must connect, within a generous
+    // functional bound.
+    let flood_over = Instant::now();
+    drop(attacker);
+    let took = wait_until(Duration::from_secs(CONNECT_BOUND_SECS), || async {
+        a.connected().await.contains(&b.id) && b.connected().await.contains(&a.id)
+    })
+    .await;
+    let Some(_) = took else {
+        panic!(
+            "the real peer did not connect within {CONNECT_BOUND_SECS} s after the flood; \
+             victim knows it as {:?}",
+            a.peer(&b.id).await
+        );
+    };
+    eprintln!(
+        "real peer connected {:?} after the flood ended",
+        flood_over.elapsed()
+    );
+    // Give the victim time to digest the tail of the flood.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+
+    assert!(alive(pid), "the victim died; log:\n{}", a.log());
+    // mdns-sd's own record cache has no cap; the mdns source empties it once far more
+    // new records came in than the table can hold (at most every 30 s).
+    let purged = wait_until(Duration::from_secs(40), || async {
+        let log = a.log();
+        log.contains("emptying the mDNS cache") || log.contains("browsing afresh")
+    })
+    .await;
+    assert!(purged.is_some(), "no mDNS cache purge after the flood");
+    assert!(
+        !a.log().contains("no more mDNS discovery"),
+        "the flood stopped mDNS discovery"
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let st = a.status().await;
+    let c = st.counters.unwrap_or_default();
+    let rss_after = rss_kb(pid);
+    eprintln!(
+        "after the flood: known_peers {} (cap {MAX_KNOWN}), peers_evicted {}, dials_started {}, \
+         dials_failed {}, live_tasks {}, VmRSS {} kB -> {} kB",
+        st.known_peers,
+        c.peers_evicted,
+        c.dials_started,
+        c.dials_failed,
+        c.live_tasks,
+        rss_before,
+        rss_after
+    );
+    assert!(
+        st.known_peers as usize <= MAX_KNOWN,
+        "peer table over its cap: {}",
+        st.known_peers
+    );
+    assert!(
+        a.peers().await.len() <= MAX_KNOWN,
+        "ListPeers longer than the cap"
+    );
+    assert!(
+        c.peers_evicted > 0,
+        "10000 fake peers and a table of {MAX_KNOWN} must evict"
+    );
+    assert!(
+        rss_after < 200 * 1024,
+        "victim VmRSS {rss_after} kB is over the 200 MB bound"
+    );
+    // Still connected to the real peer, still answering.
+    assert!(
+        a.connected().await.contains(&b.id),
+        "{:?}",
+        a.peer(&b.id).await
+    );
+}
+
+/// Lines of `log` that say `peer connected` for `id`.
+fn connected_lines<'a>(log: &'a str, id: &str) -> Vec<&'a str> {
+    log.lines()
+        .filter(|l| l.contains("peer connected") && l.contains(id))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_impostor_announcing_a_real_peers_id_is_never_connected_as_that_peer() {
+    // Host 0: the victim. Host 1: the attacker: a sidecar of the same app id (so a real
+    // QUIC/TLS endpoint answers on its address, but with its own key) plus a
+    // python-zeroconf record that claims the real peer's endpoint id at that address.
+    // Host 2: the real peer, started only after the victim has tried the impostor.
+    let lan = Lan::new("ph2", 3);
+    let a = Sidecar::start("victim", mdns_opts(&lan, 0, &[])).await;
+    let impostor = Sidecar::start(
+        "impostor",
+        Opts {
+            app_id: APP.into(),
+            netns: Some(lan.ns(1).to_string()),
+            bind: Some(SocketAddr::from(([0, 0, 0, 0], IROH_PORT))),
+            ..Opts::default()
+        },
+    )
+    .await;
+    // The real peer's identity exists before it runs, so the attacker can claim it.
+    let b_dir = tempfile::tempdir().unwrap();
+    let b_id = common::endpoint_id(b_dir.path());
+    let attacker_addr = lan.addr(1, 0).to_string();
+    let attacker = Attacker::start(
+        lan.ns(1),
+        &[
+            "--impostor",
+            &b_id,
+            "--addr",
+            &attacker_addr,
+            "--port",
+            &IROH_PORT.to_string(),
+        ],
+    );
+    attacker.wait_for("done", Duration::from_secs(20)).await;
+
+    // The victim finds the claimed id and dials the attacker's address: the TLS
+    // handshake proves another key, so the dial fails.
+    let tried = wait_until(Duration::from_secs(20), || async {
+        a.peer(&b_id).await.is_some_and(|p| p.failures > 0)
+    })
+    .await;
+    let p = a.peer(&b_id).await;
+    assert!(
+        tried.is_some(),
+        "the victim never tried (and failed) the impostor's address: {p:?}\n{}",
+        a.log()
+    );
+    let p = p.unwrap_or_default();
+    eprintln!(
+        "impostor record: state {}, addrs {:?}, last error: {}",
+        p.state, p.addrs, p.last_error
+    );
+    assert!(
+        p.addrs.iter().any(|x| x.starts_with(&attacker_addr)),
+        "{p:?}"
+    );
+    assert_ne!(
+        p.state,
+        peat_sidecar::api::pb::PeerState::Connected as i32,
+        "{p:?}"
+    );
+    assert!(
+        a.connected().await.is_empty(),
+        "connected to something: {:?}",
+        a.peers().await
+    );
+    assert!(
+        impostor.connected().await.is_empty(),
+        "the impostor got a connection: {:?}",
+        impostor.peers().await
+    );
+
+    // Now the real peer comes up, announcing the same id at its real address.
+    let b = Sidecar::start_in("real-peer", b_dir.path(), mdns_opts(&lan, 2, &[])).await;
+    assert_eq!(b.id, b_id);
+    let took = wait_until(Duration::from_secs(30), || async {
+        a.connected().await.contains(&b_id) && b.connected().await.contains(&a.id)
+    })
+    .await;
+    assert!(
+        took.is_some(),
+        "the real peer did not connect while the impostor record exists: {:?}",
+        a.peer(&b_id).await
+    );
+    eprintln!("real peer connected {took:?} after it started");
+    // Keep watching for a while: the live connection to the real peer's id is never
+    // to the attacker's address, and the impostor never gets a connection.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let real_addr = lan.addr(2, 0).to_string();
+    let log = a.log();
+    let lines = connected_lines(&log, &b_id);
+    assert!(
+        !lines.is_empty(),
+        "no `peer connected` line for the real peer"
+    );
+    for l in &lines {
+        eprintln!("{l}");
+        // Inbound or outbound, the connection's address is the real peer's.
+        assert!(
+            !l.contains(&format!("{attacker_addr}:")) && l.contains(&format!("{real_addr}:")),
+            "the real peer's id connected over another address than {real_addr}: {l}"
+        );
+    }
+    assert!(a.connected().await.contains(&b_id));
+    assert!(
+        impostor.connected().await.is_empty(),
+        "the impostor got a connection: {:?}",
+        impostor.peers().await
+    );
+    assert!(
+        !impostor.log().contains("peer connected"),
+        "{}",
+        impostor.log()
+    );
+}
