@@ -443,6 +443,15 @@ impl PeerManagerHandle {
         rx.await.unwrap_or_default()
     }
 
+    /// The live, authenticated connection to one peer, if any.
+    pub async fn connection(&self, peer: EndpointId) -> Option<Connection> {
+        self.connections()
+            .await
+            .into_iter()
+            .find(|(id, _)| *id == peer)
+            .map(|(_, c)| c)
+    }
+
     pub async fn connect(
         &self,
         id: EndpointId,

@@ -306,11 +306,9 @@ impl Shared {
         let observed = self
             .ctx
             .peers
-            .connections()
+            .connection(peer)
             .await
-            .into_iter()
-            .find(|(id, _)| *id == peer)
-            .and_then(|(_, c)| observed_addr(&c));
+            .and_then(|c| observed_addr(&c));
         let answer = self.outgoing(observed, Some(&has));
         self.absorb(peer, observed, decoded).await;
         send.write_all(&answer)
@@ -475,14 +473,7 @@ async fn run(
                 Ok(ev) if ev.kind == PeerEventKind::Connected => {
                     // A new connection: exchange at once instead of waiting a round.
                     let Ok(peer) = ev.endpoint_id.parse::<EndpointId>() else { continue };
-                    if let Some((_, conn)) = shared
-                        .ctx
-                        .peers
-                        .connections()
-                        .await
-                        .into_iter()
-                        .find(|(id, _)| *id == peer)
-                    {
+                    if let Some(conn) = shared.ctx.peers.connection(peer).await {
                         spawn_exchange(&mut tasks, peer, conn);
                     }
                 }
