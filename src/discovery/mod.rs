@@ -135,8 +135,6 @@ pub struct SourceContext {
 
 #[derive(Debug, thiserror::Error)]
 pub enum DiscoveryError {
-    #[error("discovery mode `{0}` is not built into this version of peat-sidecar")]
-    NotBuilt(DiscoveryMode),
     #[error("{mode}: {message}")]
     Failed {
         mode: DiscoveryMode,
@@ -144,7 +142,7 @@ pub enum DiscoveryError {
     },
 }
 
-/// The modes this build implements. `config` refuses the others at start.
+/// The modes this build implements; `daemon::run` refuses the others before binding.
 pub const BUILT_MODES: &[DiscoveryMode] = &[
     DiscoveryMode::Mdns,
     DiscoveryMode::Dns,
