@@ -228,7 +228,9 @@ impl Formation {
         self.keyed
     }
 
-    fn mac(&self, role: u8, t: &Transcript) -> [u8; 32] {
+    /// The HMAC state over everything a proof binds: label, role, app id, both nonces and
+    /// both endpoint ids.
+    fn keyed(&self, role: u8, t: &Transcript) -> Hmac<Sha256> {
         let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.key)
             .expect("HMAC accepts keys of any length");
         mac.update(LABEL);
@@ -239,22 +241,16 @@ impl Formation {
         mac.update(&t.nonce_acceptor);
         mac.update(t.dialer.as_bytes());
         mac.update(t.acceptor.as_bytes());
-        mac.finalize().into_bytes().into()
+        mac
+    }
+
+    fn mac(&self, role: u8, t: &Transcript) -> [u8; 32] {
+        self.keyed(role, t).finalize().into_bytes().into()
     }
 
     fn verify(&self, role: u8, t: &Transcript, tag: &[u8; 32]) -> bool {
-        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.key)
-            .expect("HMAC accepts keys of any length");
-        mac.update(LABEL);
-        mac.update(&[role]);
-        mac.update(&(self.app_id.len() as u16).to_be_bytes());
-        mac.update(self.app_id.as_bytes());
-        mac.update(&t.nonce_dialer);
-        mac.update(&t.nonce_acceptor);
-        mac.update(t.dialer.as_bytes());
-        mac.update(t.acceptor.as_bytes());
         // verify_slice compares in constant time.
-        mac.verify_slice(tag).is_ok()
+        self.keyed(role, t).verify_slice(tag).is_ok()
     }
 
     /// Runs the dialer's side. `me` and `peer` are the TLS-authenticated endpoint ids.
