@@ -340,6 +340,13 @@ impl Peer {
         }
     }
 
+    /// When a dial became due, if one is due now: not connected, not being dialled, not
+    /// paused by DisconnectPeer, and its retry time has come.
+    fn due_since(&self, now: Instant) -> Option<Instant> {
+        let t = self.retry_at?;
+        (self.live.is_none() && !self.dialing && !self.paused && t <= now).then_some(t)
+    }
+
     /// Peers an operator named are kept and redialled whatever discovery says.
     fn configured(&self) -> bool {
         self.sources.iter().any(|s| s.is_configured())
@@ -874,13 +881,8 @@ impl PeerManager {
             .peers
             .iter()
             .filter_map(|(id, p)| {
-                let t = p.retry_at?;
-                (p.live.is_none() && !p.dialing && !p.paused && t <= now).then_some((
-                    !p.configured(),
-                    p.backoff.failures(),
-                    t,
-                    *id,
-                ))
+                let t = p.due_since(now)?;
+                Some((!p.configured(), p.backoff.failures(), t, *id))
             })
             .collect();
         // Dial slots go first to configured peers, then to peers that failed least: a
@@ -907,11 +909,7 @@ impl PeerManager {
         let Some(peer) = self.peers.get_mut(&id) else {
             return;
         };
-        if peer.live.is_some()
-            || peer.dialing
-            || peer.paused
-            || peer.retry_at.is_none_or(|t| t > now)
-        {
+        if peer.due_since(now).is_none() {
             return;
         }
         if !may_dial_discovered && !peer.configured() {
