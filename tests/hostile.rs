@@ -9,12 +9,10 @@ mod common;
 
 use std::{
     net::SocketAddr,
-    path::PathBuf,
-    process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
 
-use common::{netns::Lan, wait_until, Opts, Sidecar};
+use common::{interop::PyScript, netns::Lan, wait_until, Opts, Sidecar};
 
 const IROH_PORT: u16 = 9470;
 const APP: &str = "hostile";
@@ -32,75 +30,10 @@ fn mdns_opts(lan: &Lan, i: usize, extra: &[&str]) -> Opts {
 }
 
 /// The attacker: tests/interop/spoof_flood.py in namespace `ns`.
-struct Attacker {
-    child: Child,
-    out: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl Attacker {
-    fn start(ns: &str, args: &[&str]) -> Attacker {
-        let ok = Command::new("python3")
-            .args(["-c", "import zeroconf, cryptography"])
-            .status()
-            .map(|s| s.success())
-            .unwrap_or(false);
-        assert!(
-            ok,
-            "python3 with the zeroconf and cryptography packages is needed \
-             (scripts/pip-packages.txt)"
-        );
-        let dir = tempfile::tempdir().unwrap();
-        let out = dir.path().join("attacker.out");
-        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/interop/spoof_flood.py");
-        let child = Command::new("ip")
-            .args(["netns", "exec", ns, "python3", script, "--app-id", APP])
-            .args(args)
-            .stdout(std::fs::File::create(&out).unwrap())
-            .stderr(std::fs::File::create(dir.path().join("attacker.err")).unwrap())
-            .stdin(Stdio::null())
-            .spawn()
-            .expect("start python3");
-        Attacker {
-            child,
-            out,
-            _dir: dir,
-        }
-    }
-
-    fn lines(&self) -> Vec<serde_json::Value> {
-        std::fs::read_to_string(&self.out)
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| serde_json::from_str(l).ok())
-            .collect()
-    }
-
-    fn has(&self, key: &str) -> Option<serde_json::Value> {
-        self.lines().into_iter().find(|l| l.get(key).is_some())
-    }
-
-    fn stderr(&self) -> String {
-        std::fs::read_to_string(self.out.with_file_name("attacker.err")).unwrap_or_default()
-    }
-
-    async fn wait_for(&self, key: &str, timeout: Duration) -> serde_json::Value {
-        let found = wait_until(timeout, || async { self.has(key).is_some() }).await;
-        assert!(
-            found.is_some(),
-            "attacker printed no `{key}` within {timeout:?}; stdout:\n{:?}\nstderr:\n{}",
-            self.lines().last(),
-            self.stderr()
-        );
-        self.has(key).unwrap_or_default()
-    }
-}
-
-impl Drop for Attacker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+fn attacker(ns: &str, args: &[&str]) -> PyScript {
+    let mut argv = vec!["--app-id".to_string(), APP.to_string()];
+    argv.extend(args.iter().map(|a| a.to_string()));
+    PyScript::start(ns, "zeroconf, cryptography", "spoof_flood.py", &argv)
 }
 
 /// Resident memory of a process in kB (VmRSS in /proc/PID/status).
@@ -151,7 +84,7 @@ async fn a_flood_of_10000_spoofed_announcements_is_survived() {
 
     // Fake instances point into 10.77.0.100-250: inside the LAN's subnet, owned by no
     // namespace, so every dial to them runs into the dial timeout.
-    let attacker = Attacker::start(
+    let attacker = attacker(
         lan.ns(1),
         &[
             "--count", "10000", "--subnet", "10.77.0", "--first", "100", "--last", "250",
@@ -311,7 +244,7 @@ async fn an_impostor_announcing_a_real_peers_id_is_never_connected_as_that_peer(
     let b_dir = tempfile::tempdir().unwrap();
     let b_id = common::endpoint_id(b_dir.path());
     let attacker_addr = lan.addr(1, 0).to_string();
-    let attacker = Attacker::start(
+    let attacker = attacker(
         lan.ns(1),
         &[
             "--impostor",

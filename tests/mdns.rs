@@ -8,11 +8,11 @@ mod common;
 
 use std::{
     net::SocketAddr,
-    process::{Child, Command, Stdio},
+    process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
-use common::{netns::Lan, wait_full_mesh, wait_until, Opts, Sidecar};
+use common::{interop::PyScript, netns::Lan, wait_full_mesh, wait_until, Opts, Sidecar};
 
 const IROH_PORT: u16 = 9470;
 
@@ -211,77 +211,21 @@ async fn another_app_id_is_seen_but_never_connected() {
     assert!(x.peers().await.is_empty(), "{:?}", x.peers().await);
 }
 
-/// python-zeroconf in its own namespace, as an independent mDNS implementation.
-struct ZeroconfPeer {
-    child: Child,
-    out: std::path::PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl ZeroconfPeer {
-    fn start(ns: &str, addr: &str, publish: &[(&str, u16, String)]) -> ZeroconfPeer {
-        let ok = Command::new("python3")
-            .args(["-c", "import zeroconf"])
-            .status()
-            .map(|s| s.success())
-            .unwrap_or(false);
-        assert!(
-            ok,
-            "python3 with the zeroconf package is needed (pip install zeroconf; scripts/pip-packages.txt)"
-        );
-        let dir = tempfile::tempdir().unwrap();
-        let out = dir.path().join("zeroconf.out");
-        let script = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/interop/zeroconf_peer.py"
-        );
-        let mut cmd = Command::new("ip");
-        cmd.args([
-            "netns",
-            "exec",
-            ns,
-            "python3",
-            script,
-            "--addr",
-            addr,
-            "--seconds",
-            "60",
+/// python-zeroconf in its own namespace, as an independent mDNS implementation:
+/// it browses for our service and publishes the given records.
+fn zeroconf_peer(ns: &str, addr: &str, publish: &[(&str, u16, String)]) -> PyScript {
+    let mut args: Vec<String> = ["--addr", addr, "--seconds", "60"]
+        .map(String::from)
+        .to_vec();
+    for (name, port, txt) in publish {
+        args.extend([
+            "--publish".to_string(),
+            name.to_string(),
+            port.to_string(),
+            txt.clone(),
         ]);
-        for (name, port, txt) in publish {
-            cmd.arg("--publish")
-                .arg(name)
-                .arg(port.to_string())
-                .arg(txt);
-        }
-        cmd.stdout(std::fs::File::create(&out).unwrap())
-            .stderr(std::fs::File::create(dir.path().join("zeroconf.err")).unwrap())
-            .stdin(Stdio::null());
-        let child = cmd.spawn().expect("start python3");
-        ZeroconfPeer {
-            child,
-            out,
-            _dir: dir,
-        }
     }
-
-    fn lines(&self) -> Vec<serde_json::Value> {
-        std::fs::read_to_string(&self.out)
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| serde_json::from_str(l).ok())
-            .collect()
-    }
-
-    fn stderr(&self) -> String {
-        std::fs::read_to_string(self.out.with_file_name("zeroconf.err")).unwrap_or_default()
-    }
-}
-
-impl Drop for ZeroconfPeer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+    PyScript::start(ns, "zeroconf", "zeroconf_peer.py", &args)
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -294,7 +238,7 @@ async fn interop_with_python_zeroconf() {
     let key_dir = tempfile::tempdir().unwrap();
     let fake_id = common::endpoint_id(key_dir.path());
     let zc_addr = lan.addr(1, 0).to_string();
-    let zc = ZeroconfPeer::start(
+    let zc = zeroconf_peer(
         lan.ns(1),
         &zc_addr,
         &[
@@ -526,7 +470,7 @@ async fn addresses_that_go_away_are_withdrawn() {
         "eth0",
     ]);
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let zc = ZeroconfPeer::start(lan.ns(1), &lan.addr(1, 0).to_string(), &[]);
+    let zc = zeroconf_peer(lan.ns(1), &lan.addr(1, 0).to_string(), &[]);
     let seen = wait_until(Duration::from_secs(10), || async {
         zc.lines()
             .iter()
