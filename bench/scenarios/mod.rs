@@ -12,9 +12,8 @@ use crate::{
     Args,
 };
 
-pub type RunFn = for<'a> fn(
-    &'a Ctx,
-) -> Pin<Box<dyn Future<Output = anyhow::Result<Vec<Measurement>>> + 'a>>;
+pub type RunFn =
+    for<'a> fn(&'a Ctx) -> Pin<Box<dyn Future<Output = anyhow::Result<Vec<Measurement>>> + 'a>>;
 
 pub struct Scenario {
     pub name: &'static str,

@@ -133,6 +133,11 @@ fn status_json(s: &pb::GetStatusResponse) -> Value {
             "duplicates_closed": c.duplicates_closed,
             "peers_evicted": c.peers_evicted,
             "live_tasks": c.live_tasks,
+            "dials_in_flight": c.dials_in_flight,
+            "handshakes_pending": c.handshakes_pending,
+            "mdns_records": c.mdns_records,
+            "runtime_tasks": c.runtime_tasks,
+            "connections_live": c.connections_live,
         },
     })
 }

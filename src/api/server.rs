@@ -119,6 +119,13 @@ impl pb::sidecar_server::Sidecar for SidecarService {
                 duplicates_closed: c.duplicates_closed.load(Ordering::Relaxed),
                 peers_evicted: c.peers_evicted.load(Ordering::Relaxed),
                 live_tasks: c.live_tasks.load(Ordering::Relaxed),
+                dials_in_flight: c.dials_in_flight.load(Ordering::Relaxed),
+                handshakes_pending: c.handshakes_pending.load(Ordering::Relaxed),
+                mdns_records: c.mdns_records.load(Ordering::Relaxed),
+                runtime_tasks: tokio::runtime::Handle::current()
+                    .metrics()
+                    .num_alive_tasks() as u64,
+                connections_live: c.connections_live.load(Ordering::Relaxed),
             }),
         }))
     }

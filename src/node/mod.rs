@@ -19,7 +19,7 @@ use tracing::{debug, info, warn};
 
 use crate::config::{PeerSpec, SharedKey};
 use formation::Formation;
-use peers::{Command, Limits, PeerManager, PeerManagerHandle, TaskGuard};
+use peers::{Command, GaugeGuard, Limits, PeerManager, PeerManagerHandle, TaskGuard};
 
 /// Most formation checks of incoming connections running at once; beyond it, new
 /// connections are refused before the handshake, so a flood cannot exhaust memory.
@@ -150,8 +150,10 @@ async fn accept_loop(endpoint: Endpoint, formation: Formation, peers: PeerManage
         let formation = formation.clone();
         let tx = tx.clone();
         let guard = TaskGuard::new(&peers.counters);
+        let pending_gauge = GaugeGuard::new(&peers.counters, |c| &c.handshakes_pending);
         tokio::spawn(async move {
             let _guard = guard;
+            let _pending_gauge = pending_gauge;
             let _permit = permit;
             let accepting = match incoming.accept() {
                 Ok(a) => a,

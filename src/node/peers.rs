@@ -147,6 +147,15 @@ pub struct Counters {
     /// Tasks that the node spawned and that are still running (dials, handshakes,
     /// connection watchers).
     pub live_tasks: AtomicU64,
+    /// Dials in flight (a gauge).
+    pub dials_in_flight: AtomicU64,
+    /// Incoming connections in their TLS or formation handshake (a gauge).
+    pub handshakes_pending: AtomicU64,
+    /// Records the mdns source tracks (a gauge; 0 without mdns).
+    pub mdns_records: AtomicU64,
+    /// Installed connections whose QUIC connection has not ended yet (a gauge): equal
+    /// to the connected peers in the table unless a connection leaks.
+    pub connections_live: AtomicU64,
 }
 
 impl Counters {
@@ -168,6 +177,28 @@ impl TaskGuard {
 impl Drop for TaskGuard {
     fn drop(&mut self) {
         self.0.live_tasks.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Holds one unit of a gauge in [`Counters`] while it lives.
+pub(crate) struct GaugeGuard {
+    counters: Arc<Counters>,
+    gauge: fn(&Counters) -> &AtomicU64,
+}
+
+impl GaugeGuard {
+    pub(crate) fn new(c: &Arc<Counters>, gauge: fn(&Counters) -> &AtomicU64) -> Self {
+        gauge(c).fetch_add(1, Ordering::Relaxed);
+        GaugeGuard {
+            counters: c.clone(),
+            gauge,
+        }
+    }
+}
+
+impl Drop for GaugeGuard {
+    fn drop(&mut self) {
+        (self.gauge)(&self.counters).fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -938,8 +969,10 @@ impl PeerManager {
         let formation = self.formation.clone();
         let tx = self.tx.clone();
         let guard = TaskGuard::new(&self.counters);
+        let in_flight = GaugeGuard::new(&self.counters, |c| &c.dials_in_flight);
         tokio::spawn(async move {
             let _guard = guard;
+            let _in_flight = in_flight;
             let result = match tokio::time::timeout(
                 DIAL_TIMEOUT,
                 dial(&endpoint, &formation, id, addrs, hosts),
@@ -1069,6 +1102,9 @@ impl PeerManager {
         let Some(peer) = self.peers.get_mut(&id) else {
             return;
         };
+        // Counted before the duplicate check: a duplicate that is closed at once was
+        // still opened, so that opened - closed always equals the live connections.
+        Counters::inc(&self.counters.connections_opened);
         if let Some(old) = &peer.live {
             let replace = survivor(
                 &me,
@@ -1089,7 +1125,6 @@ impl PeerManager {
                 return;
             }
         }
-        Counters::inc(&self.counters.connections_opened);
         let conn_id = conn.stable_id();
         peer.live = Some(Live {
             conn: conn.clone(),
@@ -1121,9 +1156,11 @@ impl PeerManager {
         // Meanwhile route the streams the peer opens to the protocols that want them.
         let tx = self.tx.clone();
         let guard = TaskGuard::new(&self.counters);
+        let live = GaugeGuard::new(&self.counters, |c| &c.connections_live);
         let streams = self.streams.clone();
         tokio::spawn(async move {
             let _guard = guard;
+            let _live = live;
             let router = streams.route(conn.clone());
             let reason = tokio::select! {
                 reason = conn.closed() => reason,

@@ -323,7 +323,14 @@ impl Task {
                 _ = shutdown.cancelled() => break,
                 ev = browse.recv_async() => match ev {
                     Ok(ev) => {
-                        if !self.on_service_event(ev).await {
+                        let go_on = self.on_service_event(ev).await;
+                        // A gauge for GetStatus: a churn or flood test sees whether the
+                        // map of records stays bounded.
+                        self.ctx.peers.counters.mdns_records.store(
+                            self.peers.len() as u64,
+                            std::sync::atomic::Ordering::Relaxed,
+                        );
+                        if !go_on {
                             break;
                         }
                         if let Some(b) = self.maybe_purge_cache() {
