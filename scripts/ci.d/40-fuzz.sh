@@ -4,37 +4,40 @@
 # to a scratch directory, not into the repository; a crash fails the stage and leaves
 # its input in fuzz/artifacts/<target>/.
 #
-# Budget: about 6 minutes in all. Building the fuzz crate cold (it compiles the whole
+# Budget: about 10 minutes in all. Building the fuzz crate cold (it compiles the whole
 # sidecar with coverage instrumentation) took 6-7 min on the shared 2-core development
-# machine under load (375-421 s; release and --dev alike), so by default each run
-# fuzzes only 2 of the 5 targets, rotating by day of the year (all five every three
-# days), for 20 s each; the sanitizer is off (the targets are safe Rust: a panic is
-# what we look for, and ASan only adds build time). cargo fuzz needs nightly flags; on
-# a stable toolchain RUSTC_BOOTSTRAP=1 enables them.
+# machine under load (375-421 s; release and --dev alike). All five targets are built in
+# one `cargo fuzz build` (one cargo run: the sidecar is instrumented once, each target
+# only adds a link) and each is fuzzed for 45 s: 225 s of fuzzing. Issue 8 asks for
+# about 60 s per target; 45 s keeps this stage and the 5-min churn test (tests/churn.rs)
+# within the 9 extra CI minutes they were given. The sanitizer is off (the targets are
+# safe Rust: a panic is what we look for, and ASan only adds build time). cargo fuzz
+# needs nightly flags; on a stable toolchain RUSTC_BOOTSTRAP=1 enables them.
 #
-#   FUZZ_SECONDS   seconds per target (default 20)
-#   FUZZ_TARGETS   space-separated targets, or `all` (default: 2, rotating)
+#   FUZZ_SECONDS   seconds per target (default 45)
+#   FUZZ_TARGETS   space-separated targets (default: all five)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 export RUSTC_BOOTSTRAP=1
 if ! cargo fuzz --version >/dev/null 2>&1; then
     cargo install --locked cargo-fuzz
 fi
-secs="${FUZZ_SECONDS:-20}"
+secs="${FUZZ_SECONDS:-45}"
 all=(formation_decode gossip_decode dns_handshake_decode mdns_txt_parse peer_spec_parse)
-if [ -z "${FUZZ_TARGETS:-}" ]; then
-    day=$((10#$(date +%j)))
-    targets="${all[$(( (2 * day) % 5 ))]} ${all[$(( (2 * day + 1) % 5 ))]}"
-elif [ "$FUZZ_TARGETS" = all ]; then
+if [ -z "${FUZZ_TARGETS:-}" ] || [ "$FUZZ_TARGETS" = all ]; then
     targets="${all[*]}"
 else
     targets="$FUZZ_TARGETS"
 fi
 echo "fuzz targets this run: $targets (${secs}s each)"
 t0=$(date +%s)
-for t in $targets; do
-    cargo fuzz build -s none "$t"
-done
+if [ "$targets" = "${all[*]}" ]; then
+    cargo fuzz build -s none
+else
+    for t in $targets; do
+        cargo fuzz build -s none "$t"
+    done
+fi
 echo "fuzz build took $(( $(date +%s) - t0 ))s"
 scratch=$(mktemp -d)
 trap 'rm -rf "$scratch"' EXIT
