@@ -337,3 +337,104 @@ async fn an_impostor_announcing_a_real_peers_id_is_never_connected_as_that_peer(
         impostor.log()
     );
 }
+
+/// Highest `published` figure the attacker has printed so far.
+fn published(attacker: &PyScript) -> u64 {
+    attacker
+        .lines()
+        .iter()
+        .filter_map(|l| l.get("published").and_then(|v| v.as_u64()))
+        .max()
+        .unwrap_or(0)
+}
+
+/// How long a real peer that starts while the flood goes on may take to connect.
+const DURING_FLOOD_BOUND_SECS: u64 = 20;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_real_peer_connects_while_a_spoof_flood_goes_on() {
+    // Host 0: the victim, with the default dial limits and a small table. Host 1: the
+    // attacker, announcing fakes at a steady ~400/s for well over a minute. Host 2: a
+    // real peer, started once the flood is under way; it must connect while the flood
+    // still goes on.
+    let lan = Lan::new("ph3", 3);
+    let max_known = MAX_KNOWN.to_string();
+    let a = Sidecar::start(
+        "victim",
+        mdns_opts(&lan, 0, &["--max-known-peers", &max_known]),
+    )
+    .await;
+    let pid = a.pid().expect("victim runs");
+    let attacker = attacker(
+        lan.ns(1),
+        &[
+            "--count", "40000", "--burst", "40", "--pause", "0.1", "--subnet", "10.77.0",
+            "--first", "100", "--last", "250",
+        ],
+    );
+    attacker.wait_for("ready", Duration::from_secs(20)).await;
+    wait_until(Duration::from_secs(30), || async {
+        published(&attacker) >= 3000
+    })
+    .await
+    .expect("the attacker publishes");
+    // The victim's table is full of fakes by now.
+    let known = a.status().await.known_peers;
+    eprintln!(
+        "flood under way: {} published, victim knows {known}",
+        published(&attacker)
+    );
+
+    let d0 = dials_started(&a).await;
+    let w0 = Instant::now();
+    let pub0 = published(&attacker);
+    let b = Sidecar::start(
+        "real-peer",
+        mdns_opts(&lan, 2, &["--max-known-peers", &max_known]),
+    )
+    .await;
+    let took = wait_until(Duration::from_secs(DURING_FLOOD_BOUND_SECS), || async {
+        a.connected().await.contains(&b.id) && b.connected().await.contains(&a.id)
+    })
+    .await;
+    let pub1 = published(&attacker);
+    let flood_on = !attacker.lines().iter().any(|l| l.get("done").is_some());
+    let window = w0.elapsed().as_secs_f64();
+    let dials = dials_started(&a).await - d0;
+    let st = a.status().await;
+    eprintln!(
+        "real peer connected during the flood: {took:?} after it started; the attacker \
+         published {} more meanwhile (still flooding: {flood_on}); victim: {dials} dials \
+         in {window:.1} s, known_peers {}, evicted {}",
+        pub1 - pub0,
+        st.known_peers,
+        st.counters.unwrap_or_default().peers_evicted
+    );
+    let Some(_) = took else {
+        panic!(
+            "the real peer did not connect within {DURING_FLOOD_BOUND_SECS} s during the \
+             flood; victim knows it as {:?}; real peer knows the victim as {:?}",
+            a.peer(&b.id).await,
+            b.peer(&a.id).await
+        );
+    };
+    assert!(
+        flood_on && pub1 > pub0,
+        "the flood was over before the real peer connected: the test proves nothing"
+    );
+    // The bounds held meanwhile.
+    let allowed = (DIALS_PER_SEC as f64 * window).ceil() as u64 + DIALS_PER_SEC;
+    assert!(
+        dials <= allowed,
+        "{dials} dials in {window:.1} s (allowed {allowed})"
+    );
+    assert!(st.known_peers as usize <= MAX_KNOWN, "{}", st.known_peers);
+    assert!(alive(pid), "the victim died");
+    // And the connection holds while the flood goes on.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert!(
+        a.connected().await.contains(&b.id),
+        "{:?}",
+        a.peer(&b.id).await
+    );
+}
