@@ -7,10 +7,12 @@
 //!   that decides whom to dial;
 //! - [`discovery`]: sources that report found and lost peers to the peer manager;
 //! - [`api`]: the gRPC service and the CLI client;
-//! - [`daemon`]: `peat-sidecar run`, which wires them together.
+//! - [`daemon`]: `peat-sidecar run`, which wires them together;
+//! - [`ratelog`]: rate-limited logging of limits that a hostile network can hit.
 
 pub mod api;
 pub mod config;
 pub mod daemon;
 pub mod discovery;
 pub mod node;
+pub mod ratelog;

@@ -137,13 +137,20 @@ async fn accept_loop(endpoint: Endpoint, formation: Formation, peers: PeerManage
     let pending = Arc::new(Semaphore::new(MAX_PENDING_HANDSHAKES));
     let tx = peers.sender();
     let me = endpoint.id();
+    let mut full_log = crate::ratelog::RateLog::default();
     while let Some(incoming) = endpoint.accept().await {
         let Ok(permit) = pending.clone().try_acquire_owned() else {
             peers
                 .counters
                 .incoming_refused
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            debug!("too many pending handshakes; refusing an incoming connection");
+            if let Some(suppressed) = full_log.hit(Instant::now()) {
+                warn!(
+                    max_pending = MAX_PENDING_HANDSHAKES,
+                    suppressed,
+                    "too many pending handshakes; refusing incoming connections"
+                );
+            }
             incoming.refuse();
             continue;
         };

@@ -38,6 +38,7 @@ use super::{
 };
 use crate::{
     config::PeerHost,
+    ratelog::RateLog,
     discovery::{DiscoveryEvent, Source},
 };
 
@@ -638,6 +639,16 @@ impl DialBudget {
     }
 }
 
+/// One rate-limited log per limit the manager enforces.
+#[derive(Debug, Default)]
+struct LimitLogs {
+    table_full: RateLog,
+    evicted: RateLog,
+    concurrent: RateLog,
+    budget: RateLog,
+    over_capacity: RateLog,
+}
+
 pub struct PeerManager {
     me: EndpointId,
     endpoint: Endpoint,
@@ -654,8 +665,8 @@ pub struct PeerManager {
     dead_addrs: DeadAddrs,
     /// Addresses that dials in flight are trying, with the number of such dials.
     in_flight_addrs: HashMap<SocketAddr, u32>,
-    /// Rate limit for "table full" warnings.
-    last_full_warning: Option<Instant>,
+    /// Rate-limited logs, one per limit.
+    logs: LimitLogs,
 }
 
 impl PeerManager {
@@ -690,7 +701,7 @@ impl PeerManager {
             dial_budget,
             dead_addrs: DeadAddrs::default(),
             in_flight_addrs: HashMap::new(),
-            last_full_warning: None,
+            logs: LimitLogs::default(),
         };
         (mgr, handle)
     }
@@ -837,6 +848,15 @@ impl PeerManager {
                 self.peers.remove(&id);
                 Counters::inc(&self.counters.peers_evicted);
                 self.emit(&id, PeerEventKind::Removed, "evicted: peer table full");
+                if let Some(suppressed) = self.logs.evicted.hit(Instant::now()) {
+                    warn!(
+                        peer = %id,
+                        max_known_peers = self.limits.max_known_peers,
+                        evicted_total = self.counters.peers_evicted.load(Ordering::Relaxed),
+                        suppressed,
+                        "peer table full: evicted an unconnected entry (a flood of announcements?)"
+                    );
+                }
                 true
             }
             None => false,
@@ -844,16 +864,12 @@ impl PeerManager {
     }
 
     fn warn_full(&mut self) {
-        let now = Instant::now();
-        if self
-            .last_full_warning
-            .is_none_or(|t| now.duration_since(t) > Duration::from_secs(10))
-        {
+        if let Some(suppressed) = self.logs.table_full.hit(Instant::now()) {
             warn!(
                 max_known_peers = self.limits.max_known_peers,
+                suppressed,
                 "peer table full and every entry is connected or configured; ignoring newly discovered peers (raise --max-known-peers)"
             );
-            self.last_full_warning = Some(now);
         }
     }
 
@@ -1039,6 +1055,13 @@ impl PeerManager {
 
     fn try_dial(&mut self, id: EndpointId) {
         if self.dials_in_flight >= self.limits.max_concurrent_dials {
+            if let Some(suppressed) = self.logs.concurrent.hit(Instant::now()) {
+                info!(
+                    max_concurrent_dials = self.limits.max_concurrent_dials,
+                    suppressed,
+                    "--max-concurrent-dials reached; further dials wait for a free slot"
+                );
+            }
             return; // the tick retries once a slot frees up
         }
         let may_dial_discovered = self.may_dial_discovered();
@@ -1066,6 +1089,13 @@ impl PeerManager {
             return;
         }
         if !self.dial_budget.try_take(now) {
+            if let Some(suppressed) = self.logs.budget.hit(now) {
+                info!(
+                    max_dials_per_sec = self.limits.max_dials_per_sec,
+                    suppressed,
+                    "--max-dials-per-sec reached; further dials wait"
+                );
+            }
             return; // over --max-dials-per-sec; the tick retries
         }
         let timeout = peer.dial_timeout();
@@ -1217,12 +1247,15 @@ impl PeerManager {
                     _ = closing.closed() => {}
                 }
             });
-            info!(
-                peer = %id,
-                max_peers = self.limits.max_peers,
-                grace_secs = OVER_CAPACITY_GRACE.as_secs(),
-                "--max-peers reached: connection kept for one exchange, then closed"
-            );
+            if let Some(suppressed) = self.logs.over_capacity.hit(now) {
+                info!(
+                    peer = %id,
+                    max_peers = self.limits.max_peers,
+                    grace_secs = OVER_CAPACITY_GRACE.as_secs(),
+                    suppressed,
+                    "--max-peers reached: connection kept for one exchange, then closed"
+                );
+            }
         }
         if !known {
             if !self.make_room() {
