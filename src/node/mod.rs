@@ -147,8 +147,7 @@ async fn accept_loop(endpoint: Endpoint, formation: Formation, peers: PeerManage
             if let Some(suppressed) = full_log.hit(Instant::now()) {
                 warn!(
                     max_pending = MAX_PENDING_HANDSHAKES,
-                    suppressed,
-                    "too many pending handshakes; refusing incoming connections"
+                    suppressed, "too many pending handshakes; refusing incoming connections"
                 );
             }
             incoming.refuse();

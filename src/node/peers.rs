@@ -38,8 +38,8 @@ use super::{
 };
 use crate::{
     config::PeerHost,
-    ratelog::RateLog,
     discovery::{DiscoveryEvent, Source},
+    ratelog::RateLog,
 };
 
 /// Most addresses kept per peer; discovery sources may report more.
@@ -1092,8 +1092,7 @@ impl PeerManager {
             if let Some(suppressed) = self.logs.budget.hit(now) {
                 info!(
                     max_dials_per_sec = self.limits.max_dials_per_sec,
-                    suppressed,
-                    "--max-dials-per-sec reached; further dials wait"
+                    suppressed, "--max-dials-per-sec reached; further dials wait"
                 );
             }
             return; // over --max-dials-per-sec; the tick retries
