@@ -351,11 +351,13 @@ fn published(attacker: &PyScript) -> u64 {
 /// How long a real peer that starts while the flood goes on may take to connect.
 const DURING_FLOOD_BOUND_SECS: u64 = 20;
 
-// Ignored: on the shared development machine the victim's mDNS intake (mdns-sd's receive
-// path, debug build) delivered anywhere from ~380 to a few dozen fake records per second
-// from one run to the next, and in the slow runs the victim and the real peer did not
-// even resolve each other's records: the outcome then measures packet loss in mdns-sd,
-// not the peer manager. Run it by hand: `cargo test --test hostile -- --ignored`.
+// Ignored: in 4 of 8 runs on the shared development machine (debug build) neither the
+// victim's nor the real peer's mDNS source reported the other's record while the flood
+// went on (thousands of fakes did come in): the real peer's announcements get lost in
+// mdns-sd's intake or with the cache the mdns source purges during a flood, which this
+// test cannot tell from a peer-manager failure. When the record does arrive, the peer
+// manager connects within about 1 s (docs/SECURITY.md). Run it by hand:
+// `cargo test --test hostile -- --ignored`.
 #[ignore = "depends on mdns-sd's receive throughput under load; see the comment"]
 #[tokio::test(flavor = "multi_thread")]
 async fn a_real_peer_connects_while_a_spoof_flood_goes_on() {

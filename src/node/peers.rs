@@ -1627,6 +1627,48 @@ mod tests {
     }
 
     #[test]
+    fn dead_addresses_are_bounded_and_forgettable() {
+        let mut d = DeadAddrs::default();
+        let t0 = Instant::now();
+        for i in 0..(MAX_DEAD_ADDRS + 10) {
+            let a = SocketAddr::from(([10, (i >> 16) as u8, (i >> 8) as u8, i as u8], 9470));
+            d.insert(a, t0 + Duration::from_millis(i as u64));
+        }
+        assert_eq!(d.0.len(), MAX_DEAD_ADDRS);
+        // The oldest went first.
+        assert!(!d.contains(&SocketAddr::from(([10, 0, 0, 0], 9470))));
+        let last = SocketAddr::from(([10, 0, 16, 9], 9470));
+        assert!(d.contains(&last));
+        d.remove(&last);
+        assert!(!d.contains(&last));
+    }
+
+    #[test]
+    fn a_peer_is_suspect_only_if_every_address_is_dead_and_it_never_connected() {
+        let now = Instant::now();
+        let dead_a = SocketAddr::from(([10, 77, 0, 200], 9470));
+        let live_a = SocketAddr::from(([10, 77, 0, 3], 9470));
+        let mut d = DeadAddrs::default();
+        d.insert(dead_a, now);
+        let mut p = Peer::new(now);
+        p.sources.insert(Source::Mdns);
+        p.addrs.insert(dead_a);
+        assert!(p.suspect(&d));
+        assert_eq!(p.dial_timeout(), FIRST_DIAL_TIMEOUT);
+        p.addrs.insert(live_a);
+        assert!(!p.suspect(&d), "one untried address is enough");
+        p.addrs.remove(&live_a);
+        p.ever_connected = true;
+        assert!(!p.suspect(&d), "a peer that connected once is real");
+        assert_eq!(p.dial_timeout(), DIAL_TIMEOUT);
+        let mut s = Peer::new(now);
+        s.sources.insert(Source::Static);
+        s.addrs.insert(dead_a);
+        assert!(!s.suspect(&d), "configured peers are never suspects");
+        assert_eq!(s.dial_timeout(), DIAL_TIMEOUT);
+    }
+
+    #[test]
     fn dial_budget_limits_the_rate() {
         let mut b = DialBudget::new(10);
         let t0 = Instant::now();
