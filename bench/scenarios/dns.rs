@@ -62,8 +62,8 @@ async fn measure(interval: u64, rounds: usize) -> anyhow::Result<Measurement> {
             Duration::from_secs(interval + 20),
             Duration::from_millis(20),
             || async {
-                connected_to_all(&a, &[b.id.clone()]).await
-                    && connected_to_all(&b, &[a.id.clone()]).await
+                connected_to_all(&a, std::slice::from_ref(&b.id)).await
+                    && connected_to_all(&b, std::slice::from_ref(&a.id)).await
             },
         )
         .await;

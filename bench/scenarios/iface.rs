@@ -39,8 +39,8 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<Vec<Measurement>> {
         })
         .await;
         let c = poll(Duration::from_secs(30), every, || async {
-            connected_to_all(&a, &[b.id.clone()]).await
-                && connected_to_all(&b, &[a.id.clone()]).await
+            connected_to_all(&a, std::slice::from_ref(&b.id)).await
+                && connected_to_all(&b, std::slice::from_ref(&a.id)).await
         })
         .await;
         let c_at = t0.elapsed();
