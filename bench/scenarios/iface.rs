@@ -51,6 +51,9 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<Vec<Measurement>> {
             }
             _ => missed += 1,
         }
+        if std::env::var_os("BENCH_SHOW_LOGS").is_some() {
+            eprintln!("--- a log ---\n{}\n--- b log ---\n{}", a.log(), b.log());
+        }
         drop((a, b));
         // Remove eth1 (its veth peer in the switch goes with it) for the next round.
         netns::sh(&["ip", "-n", lan.ns(0), "link", "del", &format!("eth{seg1}")]);

@@ -2,9 +2,9 @@
 //! is connected to all N-1 and they to it; and a whole LAN of N started at once until
 //! it is a full mesh.
 //!
-//! The join is timed from the spawn of `peat-sidecar run` to the last of: each peer's
-//! `connected` line for the joiner (from the peers' logs, microsecond timestamps) and
-//! the joiner listing all N-1 as connected (polled every 20 ms). Its phases are read
+//! The join is timed from the spawn of `peat-sidecar run` to the last `peer connected`
+//! log line (microsecond timestamps) of the joiner for each peer and of each peer for
+//! the joiner; the API is polled only to know when to look. Its phases are read
 //! from the logs: API ready, the joiner's own finds (answers to its query), and the
 //! peers' finds of the joiner (its announcement).
 
@@ -75,9 +75,18 @@ async fn join(n: usize, rounds: usize) -> anyhow::Result<Vec<Measurement>> {
         if polled.is_none() || peers_done.is_none() {
             timeouts += 1;
         } else {
-            // The poll saw the joiner done at most 20 ms (one poll) late: take the time
-            // of the poll before, bounded below by the peers' side.
-            let joiner_ms = joiner_done_ms - 20.0;
+            // Both sides from the logs: the joiner's `peer connected` line for each
+            // peer, and each peer's line for the joiner.
+            let jlog = j.log();
+            let mut joiner_ms: f64 = 0.0;
+            for id in &ids {
+                match log_times(&jlog, &["peer connected", id]).first() {
+                    Some(t) => joiner_ms = joiner_ms.max(*t),
+                    // Not logged (cannot happen while the line exists): fall back
+                    // to the moment the poll saw it.
+                    None => joiner_ms = joiner_ms.max(joiner_done_ms),
+                }
+            }
             let mut last_peer_ms: f64 = 0.0;
             let mut last_seen_ms: f64 = 0.0;
             for p in &nodes {
