@@ -32,10 +32,23 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<Vec<Measurement>> {
         } else {
             ctx.rounds(3, 5)
         };
-        out.extend(join(n, rounds).await?);
-        out.extend(mesh(n, if n <= 10 { ctx.rounds(1, 3) } else { 1 }).await?);
+        // A size that fails keeps the others' figures: it is reported as a point
+        // without samples whose note says why.
+        match join(n, rounds).await {
+            Ok(m) => out.extend(m),
+            Err(e) => out.push(failed("join_s", n, &e)),
+        }
+        match mesh(n, if n <= 10 { ctx.rounds(1, 3) } else { 1 }).await {
+            Ok(m) => out.extend(m),
+            Err(e) => out.push(failed("full_mesh_s", n, &e)),
+        }
     }
     Ok(out)
+}
+
+fn failed(metric: &str, n: usize, e: &anyhow::Error) -> Measurement {
+    eprintln!("join, N = {n}, {metric}: FAILED: {e:#}");
+    Measurement::new("join", SUBJECT, metric, n, "s", vec![]).note(format!("FAILED: {e:#}"))
 }
 
 async fn join(n: usize, rounds: usize) -> anyhow::Result<Vec<Measurement>> {

@@ -28,10 +28,9 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<Vec<Measurement>> {
     Ok(out)
 }
 
-/// Starts a fresh sidecar on the last host and waits until every peer is connected to it.
-async fn newcomer(lan: &Lan, nodes: &[Sidecar], tag: &str) -> anyhow::Result<Sidecar> {
-    let n = lan.len();
-    let s = Sidecar::start(tag, mdns_opts(lan, n - 1)).await;
+/// Starts a fresh sidecar on host `host` and waits until every peer is connected to it.
+async fn newcomer(lan: &Lan, host: usize, nodes: &[Sidecar], tag: &str) -> anyhow::Result<Sidecar> {
+    let s = Sidecar::start(tag, mdns_opts(lan, host)).await;
     let me = [s.id.clone()];
     poll(
         Duration::from_secs(30),
@@ -51,7 +50,7 @@ async fn newcomer(lan: &Lan, nodes: &[Sidecar], tag: &str) -> anyhow::Result<Sid
 }
 
 async fn leave(n: usize, rounds: usize) -> anyhow::Result<Vec<Measurement>> {
-    let lan = Lan::new("bl", n);
+    let mut lan = Lan::new("bl", n);
     let nodes = util::start_on(&lan, 0..n - 1, "p").await;
     let refs: Vec<&Sidecar> = nodes.iter().collect();
     util::full_mesh(&refs, Duration::from_secs(120))
@@ -63,7 +62,7 @@ async fn leave(n: usize, rounds: usize) -> anyhow::Result<Vec<Measurement>> {
     let (mut goodbye, mut gone, mut crash, mut missed) = (vec![], vec![], vec![], 0);
     for r in 0..rounds {
         // SIGTERM.
-        let mut s = newcomer(&lan, &nodes, &format!("term{r}")).await?;
+        let mut s = newcomer(&lan, n - 1, &nodes, &format!("term{r}")).await?;
         let id = s.id.clone();
         let t0 = Instant::now();
         s.stop();
@@ -97,8 +96,11 @@ async fn leave(n: usize, rounds: usize) -> anyhow::Result<Vec<Measurement>> {
             _ => missed += 1,
         }
 
-        // SIGKILL.
-        let mut s = newcomer(&lan, &nodes, &format!("kill{r}")).await?;
+        // SIGKILL. Each victim gets a host of its own: the killed node's record lives
+        // on in the peers until its TTL (120 s), and a new identity on the same
+        // address while the peers still redial the old one is a different scenario.
+        let host = lan.add_host(0);
+        let mut s = newcomer(&lan, host, &nodes, &format!("kill{r}")).await?;
         let id = s.id.clone();
         let t0 = Instant::now();
         s.kill9();
