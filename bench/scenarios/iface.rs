@@ -57,6 +57,10 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<Vec<Measurement>> {
         drop((a, b));
         // Remove eth1 (its veth peer in the switch goes with it) for the next round.
         netns::sh(&["ip", "-n", lan.ns(0), "link", "del", &format!("eth{seg1}")]);
+        // The next eth1 has a new MAC under the same address: without a flush, the
+        // peer's stale ARP entry would blackhole the first dials for seconds, which
+        // measures the kernel's neighbour timers and not the sidecar.
+        netns::sh(&["ip", "-n", lan.ns(other), "neigh", "flush", "all"]);
     }
     let note = |what: &str| {
         let mut s = format!("{rounds} rounds; {what}");
