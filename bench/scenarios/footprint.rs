@@ -66,9 +66,7 @@ async fn idle(n: usize, window: Duration) -> anyhow::Result<Vec<Measurement>> {
     let lan = Lan::new("bf", n);
     let nodes = util::start_on(&lan, 0..n, "f").await;
     let refs: Vec<&Sidecar> = nodes.iter().collect();
-    util::full_mesh(&refs, Duration::from_secs(120))
-        .await
-        .ok_or_else(|| anyhow::anyhow!("{n} nodes did not mesh in 120 s"))?;
+    util::mesh_or_err(&refs, Duration::from_secs(120)).await?;
     // `ip netns exec` execs the sidecar, so the child's pid is the sidecar's.
     let pids: Vec<u32> = nodes.iter().filter_map(|s| s.pid()).collect();
     anyhow::ensure!(pids.len() == n, "a sidecar has no pid");

@@ -55,9 +55,7 @@ async fn join(n: usize, rounds: usize) -> anyhow::Result<Vec<Measurement>> {
     let lan = Lan::new("bj", n);
     let nodes = util::start_on(&lan, 0..n - 1, "p").await;
     let refs: Vec<&Sidecar> = nodes.iter().collect();
-    util::full_mesh(&refs, Duration::from_secs(120))
-        .await
-        .ok_or_else(|| anyhow::anyhow!("the first {} nodes did not mesh in 120 s", n - 1))?;
+    util::mesh_or_err(&refs, Duration::from_secs(120)).await?;
     let ids: Vec<String> = nodes.iter().map(|s| s.id.clone()).collect();
 
     let (mut join, mut ready, mut own_found, mut seen, mut timeouts) =
@@ -181,9 +179,7 @@ async fn mesh(n: usize, rounds: usize) -> anyhow::Result<Vec<Measurement>> {
         let last = nodes.iter().map(|s| s.spawned).max().expect("n >= 2");
         spread.push(secs(last.duration_since(first)));
         let refs: Vec<&Sidecar> = nodes.iter().collect();
-        util::full_mesh(&refs, Duration::from_secs(120))
-            .await
-            .ok_or_else(|| anyhow::anyhow!("{n} nodes started at once did not mesh in 120 s"))?;
+        util::mesh_or_err(&refs, Duration::from_secs(120)).await?;
         samples.push(secs(first.elapsed()));
         drop(nodes);
         // Killed peers linger in nobody's table: every round's nodes are new.

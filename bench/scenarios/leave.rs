@@ -53,9 +53,7 @@ async fn leave(n: usize, rounds: usize) -> anyhow::Result<Vec<Measurement>> {
     let mut lan = Lan::new("bl", n);
     let nodes = util::start_on(&lan, 0..n - 1, "p").await;
     let refs: Vec<&Sidecar> = nodes.iter().collect();
-    util::full_mesh(&refs, Duration::from_secs(120))
-        .await
-        .ok_or_else(|| anyhow::anyhow!("the first {} nodes did not mesh in 120 s", n - 1))?;
+    util::mesh_or_err(&refs, Duration::from_secs(120)).await?;
 
     let limit = Duration::from_secs(150);
     let every = Duration::from_millis(50);

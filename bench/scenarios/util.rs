@@ -117,3 +117,38 @@ fn rfc3339_ms(s: &str) -> Option<f64> {
 pub fn secs(d: Duration) -> f64 {
     d.as_secs_f64()
 }
+
+/// [`full_mesh`], or an error that says how far from a mesh it got: the number of
+/// missing links and, for a few of them, the state and last error the node shows.
+pub async fn mesh_or_err(nodes: &[&Sidecar], timeout: Duration) -> anyhow::Result<Duration> {
+    if let Some(t) = full_mesh(nodes, timeout).await {
+        return Ok(t);
+    }
+    let (mut missing, mut examples) = (0, Vec::new());
+    for n in nodes {
+        let peers = n.peers().await;
+        for m in nodes.iter().filter(|m| m.id != n.id) {
+            let p = peers.iter().find(|p| p.endpoint_id == m.id);
+            let connected =
+                p.is_some_and(|p| p.state == peat_sidecar::api::pb::PeerState::Connected as i32);
+            if !connected {
+                missing += 1;
+                if examples.len() < 3 {
+                    examples.push(match p {
+                        Some(p) => format!(
+                            "{} -> {}: state {} sources {:?} failures {} last error `{}`",
+                            n.name, m.name, p.state, p.sources, p.failures, p.last_error
+                        ),
+                        None => format!("{} -> {}: unknown", n.name, m.name),
+                    });
+                }
+            }
+        }
+    }
+    anyhow::bail!(
+        "{} nodes: no full mesh after {timeout:?}; {missing} of {} directed links missing, e.g. {}",
+        nodes.len(),
+        nodes.len() * (nodes.len() - 1),
+        examples.join("; ")
+    )
+}
