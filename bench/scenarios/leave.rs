@@ -63,7 +63,10 @@ async fn leave(n: usize, rounds: usize) -> anyhow::Result<Vec<Measurement>> {
         let mut s = newcomer(&lan, n - 1, &nodes, &format!("term{r}")).await?;
         let id = s.id.clone();
         let t0 = Instant::now();
+        // stop() returns once the process exited (it sends its goodbye and pauses
+        // ~200 ms first); the polls below start from there, so add that time.
         s.stop();
+        let exited = t0.elapsed();
         let no_mdns = poll(limit, every, || async {
             for p in &nodes {
                 if p.peer(&id)
@@ -88,7 +91,7 @@ async fn leave(n: usize, rounds: usize) -> anyhow::Result<Vec<Measurement>> {
         let gone_at = t0.elapsed();
         match (no_mdns, no_entry) {
             (Some(g), Some(_)) => {
-                goodbye.push(secs(g));
+                goodbye.push(secs(exited + g));
                 gone.push(secs(gone_at));
             }
             _ => missed += 1,
