@@ -40,6 +40,10 @@ pub struct Args {
     /// Rounds per measured point (default per scenario; at least 10 for small N).
     #[arg(long)]
     pub rounds: Option<usize>,
+    /// Time limit per scenario in seconds (default 240 with --quick, else 3600); a
+    /// scenario that runs out fails, and its sidecars and namespaces are removed.
+    #[arg(long)]
+    pub timeout: Option<u64>,
     /// Where to write the JSON results.
     #[arg(long)]
     pub json: Option<PathBuf>,

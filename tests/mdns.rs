@@ -90,6 +90,14 @@ async fn three_nodes_form_a_full_mesh_and_a_late_joiner_joins() {
         "late joiner in the full mesh {took:?} after its API answered ({:?} after spawn)",
         started.elapsed()
     );
+    // The settled peers answered the joiner's first query before its own announcement
+    // went out: those finds are marked as "the peer cannot know us yet", which lets the
+    // joiner dial at once whatever the ids (no 2 s tie-break wait).
+    assert!(
+        d.log().contains("unaware=true"),
+        "the joiner found no peer before its own announcement; log:\n{}",
+        d.log()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -5,7 +5,17 @@
 //! To add one: write `async fn run(ctx: &Ctx) -> anyhow::Result<Vec<Measurement>>` in a
 //! module here and list it in [`ALL`].
 
-use std::{future::Future, pin::Pin};
+pub mod dns;
+pub mod footprint;
+pub mod gossip;
+pub mod iface;
+pub mod join;
+pub mod leave;
+pub mod util;
+
+use std::{future::Future, panic::AssertUnwindSafe, pin::Pin, time::Duration};
+
+use futures::FutureExt;
 
 use crate::{
     report::{Failure, Measurement, Report},
@@ -44,10 +54,51 @@ impl Ctx {
             .rounds
             .unwrap_or(if self.args.quick { quick } else { full })
     }
+
+    /// How long one scenario may run: `--timeout` if given, else 4 min in quick mode
+    /// (a stuck scenario must not eat the CI budget) and 1 h in a full run.
+    pub fn timeout(&self) -> Duration {
+        Duration::from_secs(
+            self.args
+                .timeout
+                .unwrap_or(if self.args.quick { 240 } else { 3600 }),
+        )
+    }
 }
 
 /// Every scenario, in the order they run.
-pub const ALL: &[Scenario] = &[];
+pub const ALL: &[Scenario] = &[
+    Scenario {
+        name: "join",
+        about: "new node -> connected to all N-1 and they to it; N started at once -> full mesh",
+        run: |c| Box::pin(join::run(c)),
+    },
+    Scenario {
+        name: "leave",
+        about: "SIGTERM -> goodbye seen / out of tables; SIGKILL -> connection closed",
+        run: |c| Box::pin(leave::run(c)),
+    },
+    Scenario {
+        name: "iface",
+        about: "address on a new segment -> announced there, peer found and connected",
+        run: |c| Box::pin(iface::run(c)),
+    },
+    Scenario {
+        name: "footprint",
+        about: "idle RSS, CPU and threads per sidecar in a mesh; binary size per arch",
+        run: |c| Box::pin(footprint::run(c)),
+    },
+    Scenario {
+        name: "gossip",
+        about: "a chain of N (--peer to the next) in mode gossip -> full mesh",
+        run: |c| Box::pin(gossip::run(c)),
+    },
+    Scenario {
+        name: "dns",
+        about: "record added to dnsmasq -> peer connected, per --discovery-interval",
+        run: |c| Box::pin(dns::run(c)),
+    },
+];
 
 pub async fn run_selected(args: &Args) -> anyhow::Result<Report> {
     for name in args.only.iter().chain(&args.skip) {
@@ -65,12 +116,32 @@ pub async fn run_selected(args: &Args) -> anyhow::Result<Report> {
         }
         eprintln!("=== {}: {}", s.name, s.about);
         let t0 = std::time::Instant::now();
-        match (s.run)(&ctx).await {
-            Ok(ms) => report.results.extend(ms),
-            Err(e) => report.failures.push(Failure {
+        // A panic (the test helpers panic on a sidecar that does not start) or a
+        // timeout fails this scenario only. Either way its future is dropped, and with
+        // it its sidecars (killed) and its namespaces (deleted).
+        let run = AssertUnwindSafe((s.run)(&ctx)).catch_unwind();
+        let error = match tokio::time::timeout(ctx.timeout(), run).await {
+            Ok(Ok(Ok(ms))) => {
+                report.results.extend(ms);
+                None
+            }
+            Ok(Ok(Err(e))) => Some(format!("{e:#}")),
+            Ok(Err(panic)) => Some(format!(
+                "panicked: {}",
+                panic
+                    .downcast_ref::<String>()
+                    .map(String::as_str)
+                    .or_else(|| panic.downcast_ref::<&str>().copied())
+                    .unwrap_or("?")
+            )),
+            Err(_) => Some(format!("timed out after {:?}", ctx.timeout())),
+        };
+        if let Some(error) = error {
+            eprintln!("=== {} FAILED: {error}", s.name);
+            report.failures.push(Failure {
                 scenario: s.name.into(),
-                error: format!("{e:#}"),
-            }),
+                error,
+            });
         }
         eprintln!("=== {} done in {:.0?}", s.name, t0.elapsed());
     }

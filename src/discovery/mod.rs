@@ -71,6 +71,11 @@ pub enum DiscoveryEvent {
         id: EndpointId,
         addrs: BTreeSet<SocketAddr>,
         source: Source,
+        /// The peer cannot have found us yet: we learned of it before our own record
+        /// went out (mDNS: an answer to our first query, while our announcement was
+        /// still pending). No simultaneous dial is possible, so the peer manager dials
+        /// at once instead of leaving the first move to the smaller id.
+        unaware: bool,
     },
     /// The source no longer sees the peer (goodbye, expired record, left the DNS answer).
     Lost { id: EndpointId, source: Source },
@@ -102,10 +107,23 @@ impl EventSink {
         addrs: impl IntoIterator<Item = SocketAddr>,
         source: Source,
     ) -> bool {
+        self.found_as(id, addrs, source, false).await
+    }
+
+    /// [`EventSink::found`], saying whether the peer can have found us yet (see
+    /// [`DiscoveryEvent::Found`]'s `unaware`).
+    pub async fn found_as(
+        &self,
+        id: EndpointId,
+        addrs: impl IntoIterator<Item = SocketAddr>,
+        source: Source,
+        unaware: bool,
+    ) -> bool {
         self.send(DiscoveryEvent::Found {
             id,
             addrs: addrs.into_iter().collect(),
             source,
+            unaware,
         })
         .await
     }

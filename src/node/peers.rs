@@ -503,9 +503,12 @@ pub const OVER_CAPACITY_GRACE: Duration = Duration::from_secs(10);
 pub const TIE_BREAK_DELAY: Duration = Duration::from_secs(2);
 
 /// Delay before the first dial of a newly discovered peer; see [`TIE_BREAK_DELAY`].
-/// Configured peers are dialled at once.
-pub fn first_dial_delay(me: &EndpointId, peer: &EndpointId, configured: bool) -> Duration {
-    if configured || me.as_bytes() < peer.as_bytes() {
+/// `at_once` (a configured peer, or one that cannot have found us yet, such as the
+/// answers to a joining node's first mDNS query) skips the delay: there is no
+/// simultaneous dial to avoid, and waiting would make every join take as long as the
+/// peers need to hear our announcement (probing and announcing take ~1 s).
+pub fn first_dial_delay(me: &EndpointId, peer: &EndpointId, at_once: bool) -> Duration {
+    if at_once || me.as_bytes() < peer.as_bytes() {
         Duration::ZERO
     } else {
         TIE_BREAK_DELAY
@@ -743,9 +746,12 @@ impl PeerManager {
 
     fn handle(&mut self, cmd: Command) {
         match cmd {
-            Command::Discovery(DiscoveryEvent::Found { id, addrs, source }) => {
-                self.on_found(id, addrs, source)
-            }
+            Command::Discovery(DiscoveryEvent::Found {
+                id,
+                addrs,
+                source,
+                unaware,
+            }) => self.on_found(id, addrs, source, unaware),
             Command::Discovery(DiscoveryEvent::Lost { id, source }) => self.on_lost(id, source),
             Command::Connect { id, hosts, reply } => self.on_connect(id, hosts, reply),
             Command::Disconnect { id, reply } => {
@@ -873,7 +879,13 @@ impl PeerManager {
         }
     }
 
-    fn on_found(&mut self, id: EndpointId, addrs: BTreeSet<SocketAddr>, source: Source) {
+    fn on_found(
+        &mut self,
+        id: EndpointId,
+        addrs: BTreeSet<SocketAddr>,
+        source: Source,
+        unaware: bool,
+    ) {
         if id == self.me {
             Counters::inc(&self.counters.self_discoveries_ignored);
             return;
@@ -909,7 +921,7 @@ impl PeerManager {
         peer.paused = false;
         if peer.live.is_none() && !peer.dialing && !peer.rejected && (new_source || new_addrs) {
             // New information: try now instead of waiting out the backoff.
-            let delay = first_dial_delay(&self.me, &id, peer.configured());
+            let delay = first_dial_delay(&self.me, &id, peer.configured() || unaware);
             peer.retry_at = Some(now + delay);
         }
         self.try_dial(id);

@@ -84,6 +84,9 @@ pub struct Sidecar {
     pub bind: SocketAddr,
     pub api_port: u16,
     pub opts: Opts,
+    /// When the process was last spawned (benchmarks time from here, not from
+    /// `start`, which first runs `peat-sidecar id`).
+    pub spawned: Instant,
     child: Option<Child>,
     _tmp: Option<tempfile::TempDir>,
 }
@@ -115,6 +118,7 @@ impl Sidecar {
             bind,
             api_port,
             opts,
+            spawned: Instant::now(),
             child: None,
             _tmp: None,
         };
@@ -183,6 +187,7 @@ impl Sidecar {
         cmd.stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log);
+        self.spawned = Instant::now();
         self.child = Some(cmd.spawn().expect("start peat-sidecar"));
     }
 

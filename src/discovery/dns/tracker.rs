@@ -242,6 +242,7 @@ impl Tracker {
                 id,
                 addrs,
                 source: Source::Dns,
+                unaware: false,
             }]
         }
     }
@@ -281,6 +282,7 @@ mod tests {
             id: id(n),
             addrs: addrs.iter().copied().collect(),
             source: Source::Dns,
+            unaware: false,
         }
     }
 

@@ -229,6 +229,7 @@ pub async fn start(
         ctx,
         daemon,
         fullname,
+        announced: false,
         filter,
         scope,
         eligible,
@@ -274,6 +275,9 @@ struct Task {
     ctx: SourceContext,
     daemon: ServiceDaemon,
     fullname: String,
+    /// Whether the daemon has announced our record yet (on any interface). Until then
+    /// no peer can have resolved us, so what we find cannot be dialling us.
+    announced: bool,
     filter: InterfaceFilter,
     scope: BindScope,
     eligible: Arc<RwLock<HashSet<String>>>,
@@ -569,6 +573,9 @@ impl Task {
                 "mdns: name conflict on the link; the daemon renamed our record"
             ),
             DaemonEvent::Announce(name, intf) => {
+                if name == self.fullname {
+                    self.announced = true;
+                }
                 debug!(record = %name, interface = %intf, "mdns: announced")
             }
             DaemonEvent::IpAdd(ip) => debug!(%ip, "mdns: daemon uses a new address"),
@@ -659,9 +666,13 @@ impl Task {
         if rec.addrs.len() == before && before > 0 {
             return true; // a repeat: nothing new for the peer manager
         }
-        info!(peer = %rec.id, addrs = ?rec.addrs, record = %fullname, "mdns: found peer");
+        let unaware = !self.announced;
+        info!(peer = %rec.id, addrs = ?rec.addrs, record = %fullname, unaware, "mdns: found peer");
         let (id, addrs) = (rec.id, rec.addrs.clone());
-        self.ctx.events.found(id, addrs, Source::Mdns).await
+        self.ctx
+            .events
+            .found_as(id, addrs, Source::Mdns, unaware)
+            .await
     }
 
     fn warn_malformed(&mut self, fullname: &str, e: &txt::TxtError) {
