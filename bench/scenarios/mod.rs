@@ -5,6 +5,9 @@
 //! To add one: write `async fn run(ctx: &Ctx) -> anyhow::Result<Vec<Measurement>>` in a
 //! module here and list it in [`ALL`].
 
+pub mod iroh_join;
+pub mod iroh_node;
+
 use std::{future::Future, pin::Pin};
 
 use crate::{
@@ -12,9 +15,8 @@ use crate::{
     Args,
 };
 
-pub type RunFn = for<'a> fn(
-    &'a Ctx,
-) -> Pin<Box<dyn Future<Output = anyhow::Result<Vec<Measurement>>> + 'a>>;
+pub type RunFn =
+    for<'a> fn(&'a Ctx) -> Pin<Box<dyn Future<Output = anyhow::Result<Vec<Measurement>>> + 'a>>;
 
 pub struct Scenario {
     pub name: &'static str,
@@ -48,7 +50,11 @@ impl Ctx {
 }
 
 /// Every scenario, in the order they run.
-pub const ALL: &[Scenario] = &[];
+pub const ALL: &[Scenario] = &[Scenario {
+    name: "iroh-join",
+    about: "join latency and SIGKILL noticed, through iroh + iroh-mdns-address-lookup",
+    run: |c| Box::pin(iroh_join::run(c)),
+}];
 
 pub async fn run_selected(args: &Args) -> anyhow::Result<Report> {
     for name in args.only.iter().chain(&args.skip) {
