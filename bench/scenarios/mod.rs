@@ -5,8 +5,11 @@
 //! To add one: write `async fn run(ctx: &Ctx) -> anyhow::Result<Vec<Measurement>>` in a
 //! module here and list it in [`ALL`].
 
+pub mod avahi;
 pub mod iroh_join;
 pub mod iroh_node;
+pub mod pcap;
+pub mod traffic;
 
 use std::{future::Future, pin::Pin};
 
@@ -50,11 +53,18 @@ impl Ctx {
 }
 
 /// Every scenario, in the order they run.
-pub const ALL: &[Scenario] = &[Scenario {
-    name: "iroh-join",
-    about: "join latency and SIGKILL noticed, through iroh + iroh-mdns-address-lookup",
-    run: |c| Box::pin(iroh_join::run(c)),
-}];
+pub const ALL: &[Scenario] = &[
+    Scenario {
+        name: "iroh-join",
+        about: "join latency and SIGKILL noticed, through iroh + iroh-mdns-address-lookup",
+        run: |c| Box::pin(iroh_join::run(c)),
+    },
+    Scenario {
+        name: "traffic",
+        about: "steady-state mDNS packets and bytes per node per minute: peat-sidecar, avahi, iroh",
+        run: |c| Box::pin(traffic::run(c)),
+    },
+];
 
 pub async fn run_selected(args: &Args) -> anyhow::Result<Report> {
     for name in args.only.iter().chain(&args.skip) {
