@@ -52,23 +52,43 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<Vec<Measurement>> {
     let mut out = vec![];
     for n in ctx.sizes(&[3], &[3, 10, 20]) {
         let plan = Plan { n, settle, window };
-        eprintln!(
-            "traffic N={n}: peat-sidecar and avahi ({}s window each), then iroh",
-            window.as_secs()
-        );
-        let peat = tokio::spawn(peat(plan));
-        let avahi = tokio::spawn(avahi(plan));
-        // Both are awaited before either error is raised, so that nothing is left
-        // running when the scenario returns.
-        let (peat, avahi) = (peat.await, avahi.await);
-        let peat = peat.map_err(|e| anyhow!("peat-sidecar run: {e}"))??;
-        let avahi = avahi.map_err(|e| anyhow!("avahi run: {e}"))??;
-        let iroh = iroh(plan).await?;
-        for s in [peat, avahi, iroh] {
-            out.extend(measurements(&s));
+        // In a full run one size failing must not throw away the others' figures: it
+        // becomes a row without samples that says why.
+        match point(plan).await {
+            Ok(ms) => out.extend(ms),
+            // The quick run (CI) checks that the harness works: there, fail.
+            Err(e) if ctx.args.quick => return Err(e),
+            Err(e) => out.push(
+                Measurement::new(
+                    "traffic",
+                    "all",
+                    "packets_per_node_min",
+                    n,
+                    "packets/min",
+                    vec![],
+                )
+                .note(format!("FAILED: {e:#}")),
+            ),
         }
     }
     Ok(out)
+}
+
+async fn point(plan: Plan) -> anyhow::Result<Vec<Measurement>> {
+    let n = plan.n;
+    eprintln!(
+        "traffic N={n}: peat-sidecar and avahi ({}s window each), then iroh",
+        plan.window.as_secs()
+    );
+    let peat = tokio::spawn(peat(plan));
+    let avahi = tokio::spawn(avahi(plan));
+    // Both are awaited before either error is raised, so that nothing is left
+    // running when the scenario returns.
+    let (peat, avahi) = (peat.await, avahi.await);
+    let peat = peat.map_err(|e| anyhow!("peat-sidecar run: {e}"))??;
+    let avahi = avahi.map_err(|e| anyhow!("avahi run: {e}"))??;
+    let iroh = iroh(plan).await?;
+    Ok([peat, avahi, iroh].iter().flat_map(measurements).collect())
 }
 
 fn measurements(s: &Sample) -> Vec<Measurement> {
