@@ -5,12 +5,17 @@
 //! To add one: write `async fn run(ctx: &Ctx) -> anyhow::Result<Vec<Measurement>>` in a
 //! module here and list it in [`ALL`].
 
+pub mod avahi;
 pub mod dns;
 pub mod footprint;
 pub mod gossip;
 pub mod iface;
 pub mod join;
 pub mod leave;
+pub mod iroh_join;
+pub mod iroh_node;
+pub mod pcap;
+pub mod traffic;
 pub mod util;
 
 use std::{future::Future, panic::AssertUnwindSafe, pin::Pin, time::Duration};
@@ -97,6 +102,16 @@ pub const ALL: &[Scenario] = &[
         name: "dns",
         about: "record added to dnsmasq -> peer connected, per --discovery-interval",
         run: |c| Box::pin(dns::run(c)),
+    },
+    Scenario {
+        name: "iroh-join",
+        about: "join latency and SIGKILL noticed, through iroh + iroh-mdns-address-lookup",
+        run: |c| Box::pin(iroh_join::run(c)),
+    },
+    Scenario {
+        name: "traffic",
+        about: "steady-state mDNS packets and bytes per node per minute: peat-sidecar, avahi, iroh",
+        run: |c| Box::pin(traffic::run(c)),
     },
 ];
 

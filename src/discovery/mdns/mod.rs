@@ -57,6 +57,14 @@ const DAEMON_IP_CHECK_SECS: u32 = 30;
 const FAST_IP_CHECK_SECS: u32 = 1;
 /// Pause between unregister (goodbye + one resend at 120 ms) and shutdown.
 const GOODBYE_PAUSE: Duration = Duration::from_millis(200);
+/// Our records are announced again this often (plus up to [`REANNOUNCE_JITTER`]).
+/// mdns-sd asks every peer for its SRV and address records at 80% of their 120 s TTL
+/// (96 s after it last heard them), and every node asks for every peer: N(N-1) queries
+/// per cycle, each answered. Announcing our own records before that resets the timers of
+/// all peers at once: one announcement (and its resend) per node per cycle, so the
+/// steady-state traffic per node no longer grows with N.
+const REANNOUNCE_EVERY: Duration = Duration::from_secs(75);
+const REANNOUNCE_JITTER: Duration = Duration::from_secs(10);
 /// Fewest resolved records tracked, whatever `--max-known-peers` says.
 const MIN_TRACKED_RECORDS: usize = 64;
 /// mdns-sd caches every record it hears until its TTL runs out (PTR records of
@@ -219,7 +227,7 @@ pub async fn start(
     }))]);
     let fullname = info.get_fullname().to_string();
     let monitor = daemon.monitor().map_err(MdnsError::Daemon)?;
-    daemon.register(info).map_err(MdnsError::Daemon)?;
+    daemon.register(info.clone()).map_err(MdnsError::Daemon)?;
     let browse = daemon.browse(SERVICE_TYPE).map_err(MdnsError::Daemon)?;
     info!(instance = %fullname, port = ctx.iroh_port, app_id = %ctx.app_id, "mdns: announcing and browsing {SERVICE_TYPE}");
 
@@ -228,6 +236,8 @@ pub async fn start(
     let mut task = Task {
         ctx,
         daemon,
+        info,
+        reannounce_at: next_reannounce(now),
         fullname,
         announced: false,
         filter,
@@ -274,6 +284,9 @@ struct PeerRecord {
 struct Task {
     ctx: SourceContext,
     daemon: ServiceDaemon,
+    /// Our service as first registered (mdns-sd fills in the addresses at each register).
+    info: ServiceInfo,
+    reannounce_at: Instant,
     fullname: String,
     /// Whether the daemon has announced our record yet (on any interface). Until then
     /// no peer can have resolved us, so what we find cannot be dialling us.
@@ -305,6 +318,10 @@ struct Task {
     malformed: u64,
     malformed_log: TokenBucket,
     malformed_suppressed: u64,
+}
+
+fn next_reannounce(now: Instant) -> Instant {
+    now + REANNOUNCE_EVERY + REANNOUNCE_JITTER.mul_f64(rand::random::<f64>())
 }
 
 async fn sleep_opt(at: Option<Instant>) {
@@ -372,6 +389,14 @@ impl Task {
                     );
                     if let Some(b) = self.browse_afresh() {
                         browse = b;
+                    }
+                }
+                _ = sleep_opt(Some(self.reannounce_at)) => {
+                    self.reannounce_at = next_reannounce(Instant::now());
+                    // Registering the same service again announces it (no new probe:
+                    // the name is ours already), with mdns-sd's resend a second later.
+                    if let Err(e) = self.daemon.register(self.info.clone()) {
+                        debug!(error = %e, "mdns: re-announce failed");
                     }
                 }
                 _ = sleep_opt(self.restore_check_at) => {
