@@ -14,7 +14,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{netns::Lan, wait_full_mesh, wait_until, Opts, Sidecar};
+use common::{netns::Lan, rss_kb, wait_full_mesh, wait_until, Opts, Sidecar};
 use peat_sidecar::api::pb;
 
 const IROH_PORT: u16 = 9470;
@@ -35,16 +35,6 @@ fn opts(lan: &Lan, i: usize) -> Opts {
         extra: vec!["--discovery-mode".into(), "mdns".into()],
         ..Opts::default()
     }
-}
-
-/// Resident memory of a process in kB (VmRSS in /proc/PID/status).
-fn rss_kb(pid: u32) -> u64 {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    s.lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
 }
 
 /// A small deterministic generator (xorshift64*), so that a failing run can be replayed.

@@ -12,7 +12,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{interop::PyScript, netns::Lan, wait_until, Opts, Sidecar};
+use common::{interop::PyScript, netns::Lan, rss_kb, wait_until, Opts, Sidecar};
 
 const IROH_PORT: u16 = 9470;
 const APP: &str = "hostile";
@@ -34,16 +34,6 @@ fn attacker(ns: &str, args: &[&str]) -> PyScript {
     let mut argv = vec!["--app-id".to_string(), APP.to_string()];
     argv.extend(args.iter().map(|a| a.to_string()));
     PyScript::start(ns, "zeroconf, cryptography", "spoof_flood.py", &argv)
-}
-
-/// Resident memory of a process in kB (VmRSS in /proc/PID/status).
-fn rss_kb(pid: u32) -> u64 {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    s.lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
 }
 
 fn alive(pid: u32) -> bool {

@@ -34,23 +34,8 @@ pub async fn start_on(lan: &Lan, hosts: std::ops::Range<usize>, tag: &str) -> Ve
     v
 }
 
-/// Polls every `every` until `check` holds or `timeout` passes; the time it took.
-pub async fn poll<F, Fut>(timeout: Duration, every: Duration, mut check: F) -> Option<Duration>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let start = Instant::now();
-    loop {
-        if check().await {
-            return Some(start.elapsed());
-        }
-        if start.elapsed() > timeout {
-            return None;
-        }
-        tokio::time::sleep(every).await;
-    }
-}
+/// The one polling loop, shared with the tests.
+pub use crate::common::poll;
 
 /// Whether `node` lists every id in `ids` as connected.
 pub async fn connected_to_all(node: &Sidecar, ids: &[String]) -> bool {

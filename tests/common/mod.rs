@@ -385,7 +385,17 @@ pub fn endpoint_id(dir: &Path) -> String {
 
 /// Polls `check` every 100 ms until it returns true or `timeout` passes; returns the
 /// time it took, or None.
-pub async fn wait_until<F, Fut>(timeout: Duration, mut check: F) -> Option<Duration>
+pub async fn wait_until<F, Fut>(timeout: Duration, check: F) -> Option<Duration>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    poll(timeout, Duration::from_millis(100), check).await
+}
+
+/// Polls `check` every `every` until it returns true or `timeout` passes; returns the
+/// time it took, or None. The benchmarks poll faster than the tests' 100 ms.
+pub async fn poll<F, Fut>(timeout: Duration, every: Duration, mut check: F) -> Option<Duration>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
@@ -398,8 +408,18 @@ where
         if start.elapsed() > timeout {
             return None;
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(every).await;
     }
+}
+
+/// Resident memory of a process in kB (VmRSS in /proc/PID/status); 0 if it is gone.
+pub fn rss_kb(pid: u32) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    s.lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
 }
 
 /// Waits until every sidecar is connected to every other one.
