@@ -15,6 +15,7 @@
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+mod neigh;
 mod report;
 mod scenarios;
 
@@ -64,6 +65,16 @@ fn main() -> anyhow::Result<()> {
         return Ok(());
     }
     common::netns::require_root();
+    // Held until main returns or unwinds: the limits are restored either way (a
+    // scenario's panic or timeout is caught inside and does not end the run). Without
+    // it, meshes of 30 and more lose neighbour entries and never complete.
+    let _neigh = match neigh::NeighLimits::raise_for(scenarios::largest_n(&args)) {
+        Ok(g) => Some(g),
+        Err(e) => {
+            eprintln!("warning: {e:#}; large meshes may not complete");
+            None
+        }
+    };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

@@ -173,6 +173,12 @@ pub struct RunArgs {
     #[arg(long, env = "PEAT_SIDECAR_MAX_DIALS_PER_SEC", default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub max_dials_per_sec: u32,
 
+    /// Most formation checks of incoming connections running at once; beyond it, new
+    /// connections are refused before the handshake, so that a flood of connection
+    /// attempts cannot exhaust memory.
+    #[arg(long, env = "PEAT_SIDECAR_MAX_PENDING_HANDSHAKES", default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=4096))]
+    pub max_pending_handshakes: u32,
+
     /// Where the gRPC API listens: tcp://HOST:PORT or unix:///PATH.
     #[arg(long, env = "PEAT_SIDECAR_LISTEN", default_value = DEFAULT_API, value_parser = parse_listen)]
     pub listen: ListenAddr,

@@ -48,6 +48,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             max_known_peers: args.max_known_peers.max(1),
             max_concurrent_dials: args.max_concurrent_dials.max(1),
             max_dials_per_sec: args.max_dials_per_sec,
+            max_pending_handshakes: args.max_pending_handshakes as usize,
         },
         liveness: Liveness {
             keep_alive: args.keep_alive(),

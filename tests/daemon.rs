@@ -658,3 +658,77 @@ async fn connect_flood_to_unreachable_peers_is_bounded() {
     let (ok, out, err) = b.cli(&["connect", &a.peer_spec()]);
     assert!(ok, "{out} {err}");
 }
+
+/// Connections that pass QUIC but never send the formation frame each hold a pending
+/// handshake for up to 5 s: beyond `--max-pending-handshakes`, new ones are refused
+/// before the handshake, and real peers get in again once the silent ones time out.
+#[tokio::test(flavor = "multi_thread")]
+async fn silent_connections_beyond_max_pending_handshakes_are_refused() {
+    use peat_sidecar::node::{endpoint, formation::ALPN};
+    const MAX: usize = 2;
+    const SILENT: usize = 6;
+    let a = Sidecar::start(
+        "a",
+        Opts {
+            extra: vec!["--max-pending-handshakes".into(), MAX.to_string()],
+            ..Opts::default()
+        },
+    )
+    .await;
+    let target = iroh::EndpointAddr::new(a.id.parse().unwrap()).with_ip_addr(a.bind);
+    let live = endpoint::Liveness {
+        keep_alive: Duration::from_secs(1),
+        idle_timeout: Duration::from_secs(10),
+    };
+    // One after another, so that the first MAX surely hold their slots when the rest
+    // arrive; each stays open and silent.
+    let mut held = Vec::new();
+    let mut refused = 0;
+    for _ in 0..SILENT {
+        let ep = endpoint::bind(
+            iroh::SecretKey::generate(),
+            "127.0.0.1:0".parse().unwrap(),
+            live,
+        )
+        .await
+        .unwrap();
+        match tokio::time::timeout(Duration::from_secs(5), ep.connect(target.clone(), ALPN)).await {
+            Ok(Ok(conn)) => held.push((ep, conn)),
+            _ => refused += 1,
+        }
+    }
+    let st = a.status().await;
+    let c = st.counters.unwrap_or_default();
+    eprintln!(
+        "{} silent connections held, {refused} refused; sidecar: incoming_refused {}, \
+         handshakes_pending {}",
+        held.len(),
+        c.incoming_refused,
+        c.handshakes_pending
+    );
+    assert!(c.handshakes_pending as usize <= MAX, "{c:?}");
+    assert!(
+        c.incoming_refused as usize >= SILENT - MAX,
+        "expected at least {} refusals: {c:?}",
+        SILENT - MAX
+    );
+    assert!(
+        a.log().contains("too many pending handshakes"),
+        "{}",
+        a.log()
+    );
+    // The silent ones time out of the formation check (5 s); a real peer gets in.
+    let b = Sidecar::start("b", opts_with_peers(vec![a.peer_spec()])).await;
+    wait_full_mesh(&[&a, &b], Duration::from_secs(20))
+        .await
+        .expect("a real peer connects once the silent connections time out");
+    assert!(
+        a.status()
+            .await
+            .counters
+            .unwrap_or_default()
+            .handshakes_pending as usize
+            <= MAX
+    );
+    drop(held);
+}

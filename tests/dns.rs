@@ -10,12 +10,12 @@ mod common;
 
 use std::{
     net::{IpAddr, SocketAddr, UdpSocket},
-    path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    path::Path,
+    process::Command,
     time::{Duration, Instant},
 };
 
-use common::{free_port, wait_until, Opts, Sidecar};
+use common::{dnsmasq::Dnsmasq, free_port, free_port_on, wait_until, Opts, Sidecar};
 use peat_sidecar::discovery::dns::{
     resolve::{Query, Resolver},
     wire,
@@ -30,123 +30,6 @@ const NAME: &str = "peat.test";
 
 fn ip(block: u8, n: u8) -> IpAddr {
     IpAddr::from([127, 77, block, n])
-}
-
-/// A port that is free for UDP on every given address.
-fn free_port_on(ips: &[IpAddr]) -> u16 {
-    loop {
-        let p = free_port();
-        if ips.iter().all(|ip| UdpSocket::bind((*ip, p)).is_ok()) {
-            return p;
-        }
-    }
-}
-
-/// dnsmasq serving names from a hosts file, on 127.0.0.1 and a free port.
-struct Dnsmasq {
-    child: Child,
-    port: u16,
-    hosts: PathBuf,
-    log: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl Dnsmasq {
-    fn start(extra: &[String]) -> Dnsmasq {
-        let bin = ["/usr/sbin/dnsmasq", "/usr/bin/dnsmasq"]
-            .into_iter()
-            .find(|p| Path::new(p).exists())
-            .expect(
-                "dnsmasq is not installed: apt-get install dnsmasq-base (scripts/apt-packages.txt)",
-            );
-        let dir = tempfile::Builder::new()
-            .prefix("peat-dnsmasq-")
-            .tempdir()
-            .unwrap();
-        let hosts = dir.path().join("hosts");
-        std::fs::write(&hosts, "").unwrap();
-        let log = dir.path().join("dnsmasq.log");
-        let port = free_port();
-        let child = Command::new(bin)
-            .args([
-                "--keep-in-foreground",
-                "--no-resolv",
-                "--no-hosts",
-                "--conf-file=/dev/null",
-                "--pid-file=",
-                "--user=root",
-                "--bind-interfaces",
-                "--listen-address=127.0.0.1",
-                "--log-queries",
-                "--log-facility=-",
-                // Answers from the hosts file carry TTL 0 (dnsmasq's default local-ttl):
-                // nothing between us and dnsmasq may cache them.
-                "--local-ttl=0",
-                // Authoritative for .test: unknown names get NXDOMAIN, not REFUSED.
-                "--local=/test/",
-                "--local=/cluster.local/",
-            ])
-            .arg(format!("--port={port}"))
-            .arg(format!("--addn-hosts={}", hosts.display()))
-            .args(extra)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .expect("start dnsmasq");
-        let d = Dnsmasq {
-            child,
-            port,
-            hosts,
-            log,
-            _dir: dir,
-        };
-        d.wait_log("started", 1);
-        d
-    }
-
-    fn server(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn wait_log(&self, needle: &str, count: usize) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while self.log().matches(needle).count() < count {
-            assert!(
-                Instant::now() < deadline,
-                "dnsmasq: no `{needle}` in its log:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// Serves `NAME` with exactly these addresses (and reloads dnsmasq).
-    fn set(&self, addrs: &[IpAddr]) {
-        self.set_name(NAME, addrs)
-    }
-
-    fn set_name(&self, name: &str, addrs: &[IpAddr]) {
-        let reads = self.log().matches("read ").count();
-        let text: String = addrs.iter().map(|a| format!("{a} {name}\n")).collect();
-        std::fs::write(&self.hosts, text).unwrap();
-        common::signal(self.child.id(), "HUP");
-        self.wait_log("read ", reads + 1);
-    }
-}
-
-impl Drop for Dnsmasq {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if std::thread::panicking() {
-            eprintln!("----- dnsmasq log -----\n{}", self.log());
-        }
-    }
 }
 
 /// A sidecar in dns mode on `addr`, resolving `service` through `dns`.
@@ -197,7 +80,7 @@ async fn scale_up_and_scale_down() {
     let (a_ip, b_ip, c_ip) = (ip(1, 11), ip(1, 12), ip(1, 13));
     let dport = free_port_on(&[a_ip, b_ip, c_ip]);
     let dns = Dnsmasq::start(&[]);
-    dns.set(&[a_ip, b_ip]);
+    dns.set(NAME, &[a_ip, b_ip]);
     let a = dns_sidecar("a", a_ip, "test", dport, &dns, NAME).await;
     let b = dns_sidecar("b", b_ip, "test", dport, &dns, NAME).await;
     let both = wait_until(Duration::from_secs(15), || async {
@@ -219,7 +102,7 @@ async fn scale_up_and_scale_down() {
         !has_source(&a, &c, "dns").await,
         "a found c through dns before c had a record"
     );
-    dns.set(&[a_ip, b_ip, c_ip]);
+    dns.set(NAME, &[a_ip, b_ip, c_ip]);
     let t0 = Instant::now();
     let up = wait_until(
         Duration::from_secs(INTERVAL) + SLACK + Duration::from_secs(10),
@@ -242,7 +125,7 @@ async fn scale_up_and_scale_down() {
     );
 
     // Scale down: b's record goes away; b keeps running, so its connections live on.
-    dns.set(&[a_ip, c_ip]);
+    dns.set(NAME, &[a_ip, c_ip]);
     let t0 = Instant::now();
     let down = wait_until(
         Duration::from_secs(INTERVAL) + SLACK + Duration::from_secs(10),
@@ -298,7 +181,7 @@ async fn non_sidecars_and_other_apps_are_skipped() {
     };
 
     let dns = Dnsmasq::start(&[]);
-    dns.set(&[a_ip, b_ip, d_ip, silent_ip, echo_ip]);
+    dns.set(NAME, &[a_ip, b_ip, d_ip, silent_ip, echo_ip]);
     let a = dns_sidecar("a", a_ip, "test", dport, &dns, NAME).await;
     let b = dns_sidecar("b", b_ip, "test", dport, &dns, NAME).await;
     let d = dns_sidecar("d", d_ip, "other", dport, &dns, NAME).await;
@@ -472,7 +355,7 @@ async fn forged_handshake_answers_are_rejected() {
         Fake::ReplayPatched(captured),
     );
     let _f4 = fake_responder(SocketAddr::new(relay, dport), Fake::Relay(e_handshake));
-    dns.set(&[a_ip, wrong_key, replay, patched, relay]);
+    dns.set(NAME, &[a_ip, wrong_key, replay, patched, relay]);
 
     // The relayed (genuine) answer is accepted: e is found at the relay's address.
     let relay_iroh = SocketAddr::new(relay, e.bind.port()).to_string();
@@ -566,7 +449,7 @@ async fn resolver_asks_a_and_aaaa_and_tells_failure_from_absence() {
     let dns = Dnsmasq::start(&[]);
     let v4 = ip(5, 11);
     let v6: IpAddr = "fd00:77::11".parse().unwrap();
-    dns.set(&[v4, v6]);
+    dns.set(NAME, &[v4, v6]);
     let r = Resolver::new(Some(&dns.server())).unwrap();
     let q = Query::parse(NAME, 9471).unwrap();
     let res = r.resolve(&q).await.unwrap();
@@ -670,7 +553,7 @@ async fn kubernetes_manifest_settings_work() {
     let (a_ip, b_ip) = (ip(7, 11), ip(7, 12));
     let dport = free_port_on(&[a_ip, b_ip]);
     let dns = Dnsmasq::start(&[]);
-    dns.set_name(service.trim_end_matches('.'), &[a_ip, b_ip]);
+    dns.set(service.trim_end_matches('.'), &[a_ip, b_ip]);
     let keydir = tempfile::tempdir().unwrap();
     let key = keydir.path().join("shared.key");
     std::fs::write(&key, "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=\n").unwrap();

@@ -364,6 +364,7 @@ async fn fake_member(peer: &Sidecar) -> (peat_sidecar::node::Node, iroh::endpoin
             max_known_peers: 16,
             max_concurrent_dials: 4,
             max_dials_per_sec: 20,
+            max_pending_handshakes: 64,
         },
         liveness: Liveness {
             keep_alive: Duration::from_secs(1),

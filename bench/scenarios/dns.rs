@@ -6,14 +6,12 @@
 //! For each `--discovery-interval` given.
 
 use std::{
-    net::{IpAddr, SocketAddr, UdpSocket},
-    path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    net::{IpAddr, SocketAddr},
     time::{Duration, Instant},
 };
 
 use crate::{
-    common::{free_port, signal, Opts, Sidecar},
+    common::{dnsmasq::Dnsmasq, free_port, free_port_on, Opts, Sidecar},
     report::Measurement,
     scenarios::{
         util::{connected_to_all, poll, secs},
@@ -39,17 +37,9 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<Vec<Measurement>> {
 
 async fn measure(interval: u64, rounds: usize) -> anyhow::Result<Measurement> {
     let (a_ip, b_ip) = (ip(1), ip(2));
-    let dport = loop {
-        let p = free_port();
-        if [a_ip, b_ip]
-            .iter()
-            .all(|ip| UdpSocket::bind((*ip, p)).is_ok())
-        {
-            break p;
-        }
-    };
-    let dns = Dnsmasq::start()?;
-    dns.set(&[a_ip])?;
+    let dport = free_port_on(&[a_ip, b_ip]);
+    let dns = Dnsmasq::try_start(&[]).map_err(anyhow::Error::msg)?;
+    dns.try_set(NAME, &[a_ip]).map_err(anyhow::Error::msg)?;
     let a = dns_sidecar("a", a_ip, dport, interval, &dns).await;
     let (mut samples, mut missed) = (vec![], 0);
     for r in 0..rounds {
@@ -58,7 +48,8 @@ async fn measure(interval: u64, rounds: usize) -> anyhow::Result<Measurement> {
         // a's interval (as a real record would).
         tokio::time::sleep(Duration::from_millis(300 + 700 * (r as u64 % 3))).await;
         let t0 = Instant::now();
-        dns.set(&[a_ip, b_ip])?;
+        dns.try_set(NAME, &[a_ip, b_ip])
+            .map_err(anyhow::Error::msg)?;
         // b found a at its own start (a is in the record): what the record adds is
         // a finding b. Timed until a lists b with source dns and they are connected.
         let ok = poll(
@@ -77,7 +68,7 @@ async fn measure(interval: u64, rounds: usize) -> anyhow::Result<Measurement> {
             None => missed += 1,
         }
         drop(b);
-        dns.set(&[a_ip])?;
+        dns.try_set(NAME, &[a_ip]).map_err(anyhow::Error::msg)?;
     }
     let mut note = format!(
         "{rounds} rounds; b's record added (dnsmasq SIGHUP) -> a found b by dns and \
@@ -125,97 +116,4 @@ async fn dns_sidecar(
         },
     )
     .await
-}
-
-/// dnsmasq serving names from a hosts file on 127.0.0.1 (as in tests/dns.rs).
-struct Dnsmasq {
-    child: Child,
-    port: u16,
-    hosts: PathBuf,
-    log: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl Dnsmasq {
-    fn start() -> anyhow::Result<Dnsmasq> {
-        let bin = ["/usr/sbin/dnsmasq", "/usr/bin/dnsmasq"]
-            .into_iter()
-            .find(|p| Path::new(p).exists())
-            .ok_or_else(|| {
-                anyhow::anyhow!("dnsmasq is not installed (scripts/apt-packages.txt: dnsmasq-base)")
-            })?;
-        let dir = tempfile::Builder::new()
-            .prefix("peat-bench-dnsmasq-")
-            .tempdir()?;
-        let hosts = dir.path().join("hosts");
-        std::fs::write(&hosts, "")?;
-        let log = dir.path().join("dnsmasq.log");
-        let port = free_port();
-        let child = Command::new(bin)
-            .args([
-                "--keep-in-foreground",
-                "--no-resolv",
-                "--no-hosts",
-                "--conf-file=/dev/null",
-                "--pid-file=",
-                "--user=root",
-                "--bind-interfaces",
-                "--listen-address=127.0.0.1",
-                "--log-facility=-",
-                // TTL 0: nothing may cache the answers between the sidecar and dnsmasq.
-                "--local-ttl=0",
-                "--local=/test/",
-            ])
-            .arg(format!("--port={port}"))
-            .arg(format!("--addn-hosts={}", hosts.display()))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log)?)
-            .spawn()?;
-        let d = Dnsmasq {
-            child,
-            port,
-            hosts,
-            log,
-            _dir: dir,
-        };
-        d.wait_log("started", 1)?;
-        Ok(d)
-    }
-
-    fn server(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-
-    fn wait_log(&self, needle: &str, count: usize) -> anyhow::Result<()> {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let log = std::fs::read_to_string(&self.log).unwrap_or_default();
-            if log.matches(needle).count() >= count {
-                return Ok(());
-            }
-            anyhow::ensure!(
-                Instant::now() < deadline,
-                "dnsmasq: no `{needle}` in its log:\n{log}"
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-
-    /// Serves NAME with exactly these addresses; returns once dnsmasq re-read them.
-    fn set(&self, addrs: &[IpAddr]) -> anyhow::Result<()> {
-        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let reads = log.matches("read ").count();
-        let text: String = addrs.iter().map(|a| format!("{a} {NAME}\n")).collect();
-        std::fs::write(&self.hosts, text)?;
-        signal(self.child.id(), "HUP");
-        self.wait_log("read ", reads + 1)
-    }
-}
-
-impl Drop for Dnsmasq {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }

@@ -11,7 +11,7 @@ use std::{
 
 use anyhow::{bail, Context};
 
-use crate::common::netns::{sh, Lan};
+use crate::common::netns::Lan;
 
 /// Path of the `iroh-lookup` example built with the same profile as this harness.
 /// `cargo bench`/`cargo test --bench` do not build examples, so it is built here once
@@ -79,18 +79,7 @@ pub fn bin() -> anyhow::Result<PathBuf> {
 /// swarm-discovery does not pin the outgoing interface of its multicast socket: without
 /// a route for 224.0.0.0/4 the namespace has no way out for it (docs in NOTES).
 pub fn add_multicast_routes(lan: &Lan) {
-    for i in 0..lan.len() {
-        sh(&[
-            "ip",
-            "-n",
-            lan.ns(i),
-            "route",
-            "add",
-            "224.0.0.0/4",
-            "dev",
-            "eth0",
-        ]);
-    }
+    lan.add_route_everywhere(&["224.0.0.0/4", "dev", "eth0"]);
 }
 
 /// A `connected` line: (unix ms, peers connected from then on).

@@ -38,7 +38,9 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<Vec<Measurement>> {
             Ok(m) => out.extend(m),
             Err(e) => out.push(failed("join_s", n, &e)),
         }
-        match mesh(n, if n <= 10 { ctx.rounds(1, 3) } else { 1 }).await {
+        // Three rounds at every N: with the neighbour table raised (bench/neigh.rs) a
+        // 50-node round takes under a minute.
+        match mesh(n, ctx.rounds(1, 3)).await {
             Ok(m) => out.extend(m),
             Err(e) => out.push(failed("full_mesh_s", n, &e)),
         }
@@ -168,6 +170,7 @@ async fn mesh(n: usize, rounds: usize) -> anyhow::Result<Vec<Measurement>> {
     let lan = Lan::new("bj", n);
     let mut samples = vec![];
     let mut spread = vec![];
+    let (mut found_all, mut connected_all, mut dial_failures) = (vec![], vec![], vec![]);
     for _ in 0..rounds {
         let names: Vec<String> = (0..n).map(|i| format!("m{i}")).collect();
         let starts = names
@@ -181,21 +184,71 @@ async fn mesh(n: usize, rounds: usize) -> anyhow::Result<Vec<Measurement>> {
         let refs: Vec<&Sidecar> = nodes.iter().collect();
         util::mesh_or_err(&refs, Duration::from_secs(120)).await?;
         samples.push(secs(first.elapsed()));
+        // Where the time went, from the logs: every node had found every other by
+        // mDNS, every link was up (the poll above adds up to its interval), and how
+        // many dials failed on the way.
+        let first_ms = unix_ms_of(first);
+        let (mut found, mut connected, mut failures) = (0.0f64, 0.0f64, 0usize);
+        for node in &nodes {
+            let log = node.log();
+            failures += log_times(&log, &["dial failed"]).len();
+            for other in nodes.iter().filter(|o| o.id != node.id) {
+                if let Some(t) = log_times(&log, &["peer found", &other.id, "source=mdns"]).first()
+                {
+                    found = found.max(*t);
+                }
+                if let Some(t) = log_times(&log, &["peer connected", &other.id]).first() {
+                    connected = connected.max(*t);
+                }
+            }
+        }
+        found_all.push((found - first_ms) / 1000.0);
+        connected_all.push((connected - first_ms) / 1000.0);
+        dial_failures.push(failures as f64);
+        if std::env::var_os("BENCH_SHOW_LOGS").is_some() {
+            eprintln!("--- mesh node 0 log ---\n{}", nodes[0].log());
+            // Why dials failed, over all nodes: the text after `error=` up to `retry_in`.
+            let mut why = std::collections::BTreeMap::<String, usize>::new();
+            for node in &nodes {
+                for l in node.log().lines().filter(|l| l.contains("dial failed")) {
+                    let e = l.split("error=").nth(1).unwrap_or("?");
+                    let e = e.split(" retry_in").next().unwrap_or(e);
+                    *why.entry(e.chars().take(120).collect()).or_default() += 1;
+                }
+            }
+            eprintln!("--- mesh dial failures by error ---\n{why:#?}");
+        }
         drop(nodes);
         // Killed peers linger in nobody's table: every round's nodes are new.
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
     let spread = crate::report::percentile(&spread, 0.5);
-    Ok(vec![Measurement::new(
-        "join",
-        SUBJECT,
-        "full_mesh_s",
-        n,
-        "s",
-        samples,
-    )
-    .note(format!(
-        "{rounds} rounds; first spawn -> every node connected to every other (polled \
+    let breakdown = |metric: &str, unit: &str, v: Vec<f64>, what: &str| {
+        Measurement::new("join", SUBJECT, metric, n, unit, v)
+            .note(format!("{rounds} rounds, N started at once; {what}"))
+    };
+    Ok(vec![
+        breakdown(
+            "mesh_found_all_s",
+            "s",
+            found_all,
+            "first spawn -> every node found every other by mDNS (logs)",
+        ),
+        breakdown(
+            "mesh_connected_all_s",
+            "s",
+            connected_all,
+            "first spawn -> last `peer connected` of any node (logs)",
+        ),
+        breakdown(
+            "mesh_dial_failures",
+            "dials",
+            dial_failures,
+            "failed dials over all nodes until the mesh formed",
+        ),
+        Measurement::new("join", SUBJECT, "full_mesh_s", n, "s", samples).note(format!(
+            "{rounds} rounds; first spawn -> every node connected to every other (polled \
          every 100 ms); spawns spread over {spread:.2} s"
-    ))])
+        )),
+    ])
 }

@@ -99,7 +99,8 @@ async fn leave(n: usize, rounds: usize) -> anyhow::Result<Vec<Measurement>> {
 
         // SIGKILL. Each victim gets a host of its own: the killed node's record lives
         // on in the peers until its TTL (120 s), and a new identity on the same
-        // address while the peers still redial the old one is a different scenario.
+        // address while the peers still redial the old one is a different scenario
+        // (tested in tests/mdns.rs, a_new_identity_on_a_killed_nodes_address_joins).
         let host = lan.add_host(0);
         let mut s = newcomer(&lan, host, &nodes, &format!("kill{r}")).await?;
         let id = s.id.clone();

@@ -71,6 +71,16 @@ impl Ctx {
     }
 }
 
+/// The largest LAN any selected scenario builds: `--sizes`, else the largest default
+/// (`join` and `iroh-join` go to 50; in quick mode nothing exceeds 5).
+pub fn largest_n(args: &Args) -> usize {
+    match args.sizes.iter().max() {
+        Some(&n) => n,
+        None if args.quick => 5,
+        None => 50,
+    }
+}
+
 /// Every scenario, in the order they run.
 pub const ALL: &[Scenario] = &[
     Scenario {

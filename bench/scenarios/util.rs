@@ -19,8 +19,13 @@ pub fn mdns_opts(lan: &Lan, i: usize) -> Opts {
         bind: Some(SocketAddr::from(([0, 0, 0, 0], IROH_PORT))),
         extra: vec!["--discovery-mode".into(), "mdns".into()],
         // Debug lines carry the per-peer steps (dialling, connected) that the join
-        // breakdown reads from the log; they cost little at this rate.
-        env: vec![("RUST_LOG".into(), "info,peat_sidecar=debug".into())],
+        // breakdown reads from the log; they cost little at this rate. BENCH_RUST_LOG
+        // replaces the filter to chase a problem (`...,mdns_sd=debug`); the filter
+        // must keep `peat_sidecar=debug`, which the scenarios read.
+        env: vec![(
+            "RUST_LOG".into(),
+            std::env::var("BENCH_RUST_LOG").unwrap_or_else(|_| "info,peat_sidecar=debug".into()),
+        )],
         ..Opts::default()
     }
 }

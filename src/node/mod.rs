@@ -21,10 +21,6 @@ use crate::config::{PeerSpec, SharedKey};
 use formation::Formation;
 use peers::{Command, GaugeGuard, Limits, PeerManager, PeerManagerHandle, TaskGuard};
 
-/// Most formation checks of incoming connections running at once; beyond it, new
-/// connections are refused before the handshake, so a flood cannot exhaust memory.
-pub const MAX_PENDING_HANDSHAKES: usize = 64;
-
 /// What the node needs to start.
 #[derive(Debug, Clone)]
 pub struct NodeConfig {
@@ -78,6 +74,7 @@ impl Node {
             endpoint.clone(),
             formation.clone(),
             peers.clone(),
+            cfg.limits.max_pending_handshakes,
         ));
         Ok(Node {
             endpoint,
@@ -132,9 +129,16 @@ impl Node {
     }
 }
 
-/// Accepts connections and runs the formation check on each in its own task.
-async fn accept_loop(endpoint: Endpoint, formation: Formation, peers: PeerManagerHandle) {
-    let pending = Arc::new(Semaphore::new(MAX_PENDING_HANDSHAKES));
+/// Accepts connections and runs the formation check on each in its own task. At most
+/// `max_pending` checks run at once; beyond that, new connections are refused before
+/// the handshake, so a flood of connection attempts cannot exhaust memory.
+async fn accept_loop(
+    endpoint: Endpoint,
+    formation: Formation,
+    peers: PeerManagerHandle,
+    max_pending: usize,
+) {
+    let pending = Arc::new(Semaphore::new(max_pending));
     let tx = peers.sender();
     let me = endpoint.id();
     let mut full_log = crate::ratelog::RateLog::default();
@@ -146,8 +150,9 @@ async fn accept_loop(endpoint: Endpoint, formation: Formation, peers: PeerManage
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             if let Some(suppressed) = full_log.hit(Instant::now()) {
                 warn!(
-                    max_pending = MAX_PENDING_HANDSHAKES,
-                    suppressed, "too many pending handshakes; refusing incoming connections"
+                    max_pending,
+                    suppressed,
+                    "too many pending handshakes; refusing incoming connections (raise --max-pending-handshakes if real peers are refused)"
                 );
             }
             incoming.refuse();

@@ -451,6 +451,52 @@ impl DeadAddrs {
     }
 }
 
+/// Which entry goes when the peer table is full. Never evicted: connected peers, peers
+/// being dialled or awaited by a ConnectPeer call, and static peers. Among the rest,
+/// API-added peers go last, rejected ones first; then suspects (every address dead),
+/// then peers that failed, then those that never connected. Among equals so far, one
+/// whose addresses all appear in other entries too goes before one with an address of
+/// its own: a flood of spoofed announcements reuses the few addresses it has, so
+/// dropping such an entry loses no address the dialler still has to try, while a real
+/// peer at its own address, found among thousands of fakes, stays until it has been
+/// dialled (with oldest-first alone it was the first to go, before its dial came up).
+/// Oldest first among equals.
+fn eviction_victim(peers: &HashMap<EndpointId, Peer>, dead: &DeadAddrs) -> Option<EndpointId> {
+    let mut claims: HashMap<&SocketAddr, u32> = HashMap::with_capacity(peers.len());
+    for p in peers.values() {
+        for a in &p.addrs {
+            *claims.entry(a).or_default() += 1;
+        }
+    }
+    let shared = |p: &Peer| {
+        !p.addrs.is_empty()
+            && p.addrs
+                .iter()
+                .all(|a| claims.get(a).is_some_and(|n| *n > 1))
+    };
+    peers
+        .iter()
+        .filter(|(_, p)| {
+            p.live.is_none()
+                && !p.dialing
+                // A ConnectPeer caller that gave up no longer pins the entry.
+                && p.waiters.iter().all(|w| w.is_closed())
+                && !p.sources.contains(&Source::Static)
+        })
+        .min_by_key(|(_, p)| {
+            (
+                p.sources.contains(&Source::Api),
+                p.state() != PeerState::Rejected,
+                !p.suspect(dead),
+                p.backoff.failures() == 0,
+                p.ever_connected,
+                !shared(p),
+                p.first_seen,
+            )
+        })
+        .map(|(id, _)| *id)
+}
+
 /// RTT of the connection's selected path.
 fn rtt(conn: &Connection) -> Option<Duration> {
     let paths = conn.paths();
@@ -599,6 +645,8 @@ pub struct Limits {
     pub max_concurrent_dials: usize,
     /// Dials started per second at most, averaged; bursts of this size are allowed.
     pub max_dials_per_sec: u32,
+    /// Formation checks of incoming connections running at once (the acceptor's).
+    pub max_pending_handshakes: usize,
 }
 
 /// A token bucket: `rate` tokens per second, holding at most `rate` (one second's worth).
@@ -818,41 +866,18 @@ impl PeerManager {
             || self.connected_count() + self.dials_in_flight < dial_target(self.limits.max_peers)
     }
 
-    /// Makes room for one more peer. Never evicted: connected peers, peers being dialled
-    /// or awaited by a ConnectPeer call, and static peers. Among the rest, discovered-only
-    /// peers go before API-added ones, rejected before others, oldest first. False if
-    /// nothing can be evicted.
+    /// Makes room for one more peer; see [`eviction_victim`]. False if nothing can be
+    /// evicted.
     fn make_room(&mut self) -> bool {
         if self.peers.len() < self.limits.max_known_peers {
             return true;
         }
-        let victim = self
-            .peers
-            .iter()
-            .filter(|(_, p)| {
-                p.live.is_none()
-                    && !p.dialing
-                    // A ConnectPeer caller that gave up no longer pins the entry.
-                    && p.waiters.iter().all(|w| w.is_closed())
-                    && !p.sources.contains(&Source::Static)
-            })
-            // Suspects (dead addresses) go first, then peers that failed, then those
-            // that never connected; oldest first among equals.
-            .min_by_key(|(_, p)| {
-                (
-                    p.sources.contains(&Source::Api),
-                    p.state() != PeerState::Rejected,
-                    !p.suspect(&self.dead_addrs),
-                    p.backoff.failures() == 0,
-                    p.ever_connected,
-                    p.first_seen,
-                )
-            })
-            .map(|(id, _)| *id);
+        let victim = eviction_victim(&self.peers, &self.dead_addrs);
         match victim {
             Some(id) => {
                 self.peers.remove(&id);
                 Counters::inc(&self.counters.peers_evicted);
+                debug!(peer = %id, "peer table full: evicted");
                 self.emit(&id, PeerEventKind::Removed, "evicted: peer table full");
                 if let Some(suppressed) = self.logs.evicted.hit(Instant::now()) {
                     warn!(
@@ -1098,6 +1123,15 @@ impl PeerManager {
         if rank > 0 && self.dial_budget.available(now) < 2.0 {
             // Likely a spoof: keep the last token for a peer at an untried address (the
             // tick retries, in rank order).
+            return;
+        }
+        if rank > 0
+            && self.limits.max_concurrent_dials > 1
+            && self.dials_in_flight + 1 >= self.limits.max_concurrent_dials
+        {
+            // Likewise the last dial slot: during a flood every slot can be held by a
+            // dial to a fake that only ends at its timeout, and a real peer found
+            // meanwhile would wait for one to expire.
             return;
         }
         if !self.dial_budget.try_take(now) {
@@ -1678,6 +1712,40 @@ mod tests {
         s.addrs.insert(dead_a);
         assert!(!s.suspect(&d), "configured peers are never suspects");
         assert_eq!(s.dial_timeout(), DIAL_TIMEOUT);
+    }
+
+    #[test]
+    fn eviction_keeps_a_peer_at_its_own_address_over_fakes_sharing_theirs() {
+        let t0 = Instant::now();
+        let fake_a = SocketAddr::from(([198, 18, 0, 100], 9470));
+        let real_a = SocketAddr::from(([10, 77, 0, 3], 9470));
+        let peer = |at: Duration, a: SocketAddr| {
+            let mut p = Peer::new(t0 + at);
+            p.sources.insert(Source::Mdns);
+            p.addrs.insert(a);
+            p
+        };
+        let real = SecretKey::generate().public();
+        let mut peers = HashMap::new();
+        // The real peer is the oldest entry; two newer fakes share one address.
+        peers.insert(real, peer(Duration::ZERO, real_a));
+        let f1 = SecretKey::generate().public();
+        let f2 = SecretKey::generate().public();
+        peers.insert(f1, peer(Duration::from_millis(10), fake_a));
+        peers.insert(f2, peer(Duration::from_millis(20), fake_a));
+        let dead = DeadAddrs::default();
+        assert_eq!(
+            eviction_victim(&peers, &dead),
+            Some(f1),
+            "oldest fake goes first"
+        );
+        peers.remove(&f1);
+        // Now the fake has its address to itself too: oldest first again.
+        assert_eq!(eviction_victim(&peers, &dead), Some(real));
+        // A fake at a dead address goes before anyone.
+        let mut dead = DeadAddrs::default();
+        dead.insert(fake_a, t0);
+        assert_eq!(eviction_victim(&peers, &dead), Some(f2));
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! leaves nothing running.
 #![allow(dead_code)]
 
+pub mod dnsmasq;
 pub mod interop;
 pub mod netns;
 
@@ -39,6 +40,17 @@ pub fn free_port() -> u16 {
         let udp = UdpSocket::bind(("127.0.0.1", p)).is_ok();
         let tcp = TcpListener::bind(("127.0.0.1", p)).is_ok();
         if udp && tcp {
+            return p;
+        }
+    }
+}
+
+/// A port that is free for UDP on every given address (dns mode binds its handshake
+/// port on each sidecar's own loopback address).
+pub fn free_port_on(ips: &[std::net::IpAddr]) -> u16 {
+    loop {
+        let p = free_port();
+        if ips.iter().all(|ip| UdpSocket::bind((*ip, p)).is_ok()) {
             return p;
         }
     }

@@ -104,6 +104,16 @@ impl Lan {
         lan
     }
 
+    /// Adds `ip route add ROUTE...` in every host's namespace (the namespaces go with
+    /// the LAN, and their routes with them).
+    pub fn add_route_everywhere(&self, route: &[&str]) {
+        for ns in &self.hosts {
+            let mut args = vec!["ip", "-n", ns.as_str(), "route", "add"];
+            args.extend_from_slice(route);
+            sh(&args);
+        }
+    }
+
     /// Namespace name of host `i`.
     pub fn ns(&self, i: usize) -> &str {
         &self.hosts[i]

@@ -3,7 +3,8 @@
 
 Publishes COUNT fake `_peat-sidecar._udp.local.` instances that look exactly like real
 sidecars (TXT v=1, the formation's app_id, a valid Ed25519 endpoint id) but point at
-addresses no host owns, so that every dial to them times out. Each instance is added to
+addresses no host owns, by default off-link ones in 198.18.0.0/15 (RFC 2544), so that
+every dial to them fails without the victim's kernel trying ARP for them. Each instance is added to
 zeroconf's registry without probing (a liar does not probe), so zeroconf answers the
 victim's follow-up queries for it, and is announced unsolicited, in bursts of --burst
 instances every --pause seconds.
@@ -15,7 +16,7 @@ Prints JSON lines on stdout: {"ready": true} once the socket is up, then progres
 ({"published": n, "seconds": t}) after every burst and a final {"done": true, ...}.
 Runs until killed or --seconds pass, so that the records stay answered.
 
-usage: spoof_flood.py --app-id ID --subnet 10.77.0 --first 100 --last 250
+usage: spoof_flood.py --app-id ID --subnet 198.18.0 --first 100 --last 250
                       [--count 10000] [--burst 250] [--pause 0.1] [--seconds 600]
        spoof_flood.py --app-id ID --impostor ENDPOINT_ID --addr IP --port P
 """
@@ -66,7 +67,7 @@ async def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--app-id", required=True)
     ap.add_argument("--count", type=int, default=10000)
-    ap.add_argument("--subnet", default="10.77.0", help="first three octets")
+    ap.add_argument("--subnet", default="198.18.0", help="first three octets")
     ap.add_argument("--first", type=int, default=100)
     ap.add_argument("--last", type=int, default=100)
     ap.add_argument("--port", type=int, default=9470)

@@ -44,6 +44,7 @@ use crate::{
         peers::PeerEventKind,
         streams::{self, tag, InboundStream},
     },
+    ratelog::RateLog,
 };
 use table::{Change, Table};
 
@@ -109,6 +110,9 @@ struct Shared {
     own_version: Mutex<u64>,
     table: Mutex<Table>,
     ctx: SourceContext,
+    /// Rate limits of the warnings a misbehaving member could repeat every exchange.
+    full_log: Mutex<RateLog>,
+    refused_log: Mutex<RateLog>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -222,12 +226,15 @@ impl Shared {
             changes.push(c);
         }
         if stats.full > 0 {
-            warn!(
-                peer = %from,
-                dropped = stats.full,
-                max_entries = self.settings.max_entries,
-                "gossip table full; ignoring new entries (raise --gossip-max-entries)"
-            );
+            if let Some(suppressed) = hit(&self.full_log) {
+                warn!(
+                    peer = %from,
+                    dropped = stats.full,
+                    max_entries = self.settings.max_entries,
+                    suppressed,
+                    "gossip table full; ignoring new entries (raise --gossip-max-entries)"
+                );
+            }
         }
         debug!(
             peer = %from,
@@ -380,6 +387,8 @@ pub fn start(
         own_addrs,
         own_version: Mutex::new(unix_ms()),
         ctx,
+        full_log: Mutex::new(RateLog::default()),
+        refused_log: Mutex::new(RateLog::default()),
     });
     Ok(run(shared, inbound, events))
 }
@@ -417,8 +426,8 @@ async fn run(
             let _permit = permit;
             match tokio::time::timeout(EXCHANGE_TIMEOUT, shared.exchange(peer, conn)).await {
                 Ok(Ok(())) => {}
-                Ok(Err(e)) => log_failure(peer, &e),
-                Err(_) => log_failure(peer, &ExchangeError::Timeout),
+                Ok(Err(e)) => shared.log_failure(peer, &e),
+                Err(_) => shared.log_failure(peer, &ExchangeError::Timeout),
             }
         });
     };
@@ -464,8 +473,8 @@ async fn run(
                     let peer = s.peer;
                     match tokio::time::timeout(EXCHANGE_TIMEOUT, shared.respond(s)).await {
                         Ok(Ok(())) => {}
-                        Ok(Err(e)) => log_failure(peer, &e),
-                        Err(_) => log_failure(peer, &ExchangeError::Timeout),
+                        Ok(Err(e)) => shared.log_failure(peer, &e),
+                        Err(_) => shared.log_failure(peer, &ExchangeError::Timeout),
                     }
                 });
             }
@@ -490,12 +499,22 @@ async fn run(
     debug!("gossip stopped");
 }
 
-fn log_failure(peer: EndpointId, e: &ExchangeError) {
-    match e {
-        // A member sending what we cannot read is worth an operator's attention.
-        ExchangeError::TooLarge(_) | ExchangeError::Wire(_) => {
-            warn!(peer = %peer, error = %e, "gossip: refused a peer's table")
+/// Records a hit on a rate-limited warning: `Some(suppressed)` if it is to be logged now.
+fn hit(log: &Mutex<RateLog>) -> Option<u64> {
+    log.lock().ok()?.hit(Instant::now())
+}
+
+impl Shared {
+    fn log_failure(&self, peer: EndpointId, e: &ExchangeError) {
+        match e {
+            // A member sending what we cannot read is worth an operator's attention,
+            // but not once per exchange.
+            ExchangeError::TooLarge(_) | ExchangeError::Wire(_) => {
+                if let Some(suppressed) = hit(&self.refused_log) {
+                    warn!(peer = %peer, error = %e, suppressed, "gossip: refused a peer's table")
+                }
+            }
+            _ => debug!(peer = %peer, error = %e, "gossip exchange failed"),
         }
-        _ => debug!(peer = %peer, error = %e, "gossip exchange failed"),
     }
 }

@@ -19,11 +19,16 @@
 //! - **No announce storm.** Those re-applications go through a token bucket: at most
 //!   [`TRIGGER_BURST`] at once and one per [`TRIGGER_REFILL`] after that.
 //!
+//! - **A fast first look.** At start, one legacy-unicast query ([`oneshot`]) that every
+//!   responder answers at once, which the RFC's once-per-second multicast limit can
+//!   otherwise delay by a second.
+//!
 //! Browsing turns resolved records into `Found` (addresses merged per record) and
 //! goodbyes / expired records into `Lost`. Records of another app id are counted and
 //! skipped; malformed TXT records are skipped with a rate-limited warning.
 
 mod limit;
+pub mod oneshot;
 pub mod txt;
 
 use std::{
@@ -38,6 +43,7 @@ use mdns_sd::{
     DaemonEvent, IfKind, IfPredicate, ResolvedService, ScopedIp, ServiceDaemon, ServiceEvent,
     ServiceInfo, UnregisterStatus,
 };
+use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 use self::{limit::TokenBucket, txt::SERVICE_TYPE};
@@ -65,6 +71,14 @@ const GOODBYE_PAUSE: Duration = Duration::from_millis(200);
 /// steady-state traffic per node no longer grows with N.
 const REANNOUNCE_EVERY: Duration = Duration::from_secs(75);
 const REANNOUNCE_JITTER: Duration = Duration::from_secs(10);
+/// Extra announcements after start (each one is mdns-sd's announcement plus its resend
+/// a second later), on top of mdns-sd's own two right after probing. During a flood of
+/// spoofed announcements the peers' receive buffers overflow in bursts: every query for
+/// our type (our own browse queries go out at about 0, 1, 3, 7 and 15 s) makes the
+/// flooder answer with its whole fake registry at once, and whatever arrives meanwhile
+/// is dropped by the kernel. Announcing again between those queries gives peers more
+/// chances to hear a new node; RFC 6762 8.3 allows up to eight announcements.
+const STARTUP_REANNOUNCE: [Duration; 2] = [Duration::from_secs(5), Duration::from_secs(11)];
 /// Fewest resolved records tracked, whatever `--max-known-peers` says.
 const MIN_TRACKED_RECORDS: usize = 64;
 /// mdns-sd caches every record it hears until its TTL runs out (PTR records of
@@ -74,6 +88,12 @@ const MIN_TRACKED_RECORDS: usize = 64;
 const CACHE_PURGE_FACTOR: usize = 4;
 /// ...but at most once per this interval, so that real peers are re-queried calmly.
 const CACHE_PURGE_MIN_INTERVAL: Duration = Duration::from_secs(30);
+/// A new interface (or address) gets a browse query from mdns-sd at once; we ask again
+/// this much later. A peer that multicast its record less than a second before the
+/// first query does not answer it (RFC 6762 §6 rate limit), and without a second query
+/// it would be found only at its next announcement or our next scheduled query
+/// (seconds to minutes away) while the connection waited for the tie-break.
+const REQUERY_AFTER_NEW_INTERFACE: Duration = Duration::from_millis(1100);
 /// After records had to be forgotten, browse afresh once no new record came in for this
 /// long: the flood has passed, and real peers that were crowded out are found again.
 const REBROWSE_AFTER_FLOOD: Duration = Duration::from_secs(10);
@@ -230,6 +250,10 @@ pub async fn start(
     daemon.register(info.clone()).map_err(MdnsError::Daemon)?;
     let browse = daemon.browse(SERVICE_TYPE).map_err(MdnsError::Daemon)?;
     info!(instance = %fullname, port = ctx.iroh_port, app_id = %ctx.app_id, "mdns: announcing and browsing {SERVICE_TYPE}");
+    let targets = oneshot_targets(&filter, &scope, sub.current());
+    let (hint_tx, hints) = mpsc::channel(64);
+    debug!(?targets, "mdns: one-shot legacy query");
+    tokio::spawn(oneshot::ask(targets, hint_tx));
 
     let now = Instant::now();
     let ctx_max_tracked = ctx.args.max_known_peers.max(MIN_TRACKED_RECORDS);
@@ -237,7 +261,9 @@ pub async fn start(
         ctx,
         daemon,
         info,
-        reannounce_at: next_reannounce(now),
+        reannounce_at: now + STARTUP_REANNOUNCE[0],
+        started: now,
+        startup_announces: 1,
         fullname,
         announced: false,
         filter,
@@ -249,6 +275,8 @@ pub async fn start(
         pending_trigger: None,
         pending_removal: false,
         restore_check_at: None,
+        requery_at: None,
+        requery: TokenBucket::new(2, Duration::from_secs(10), now),
         peers: HashMap::new(),
         max_tracked: ctx_max_tracked,
         tracked_evicted: 0,
@@ -263,8 +291,33 @@ pub async fn start(
         malformed: 0,
         malformed_log: TokenBucket::new(5, Duration::from_secs(12), now),
         malformed_suppressed: 0,
+        hints: Some(hints),
+        hinted: HashMap::new(),
     };
     Ok(async move { task.run(browse, monitor).await })
+}
+
+/// Where the one-shot query goes: each eligible interface's IPv4 addresses, and its
+/// index for IPv6, in the families iroh is bound to.
+fn oneshot_targets(
+    filter: &InterfaceFilter,
+    scope: &BindScope,
+    snap: &Snapshot,
+) -> Vec<oneshot::Target> {
+    let mut out = Vec::new();
+    for i in snap.values().filter(|i| filter.eligible(i)) {
+        if scope.v4 {
+            out.extend(i.addrs.iter().filter_map(|a| match a.ip {
+                // Our own announced addresses: with `--bind IP` only that one.
+                IpAddr::V4(v4) if scope.announce_ok(a.ip) => Some(oneshot::Target::V4(v4)),
+                _ => None,
+            }));
+        }
+        if scope.v6 && i.addrs.iter().any(|a| a.ip.is_ipv6()) {
+            out.push(oneshot::Target::V6 { index: i.index });
+        }
+    }
+    out
 }
 
 fn eligible_names(filter: &InterfaceFilter, snap: &Snapshot) -> HashSet<String> {
@@ -272,6 +325,13 @@ fn eligible_names(filter: &InterfaceFilter, snap: &Snapshot) -> HashSet<String> 
         .filter(|i| filter.eligible(i))
         .map(|i| i.name.clone())
         .collect()
+}
+
+/// Where a record came from: mdns-sd's browse, or an answer to our one-shot query.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Via {
+    Browse,
+    OneShot,
 }
 
 struct PeerRecord {
@@ -287,6 +347,9 @@ struct Task {
     /// Our service as first registered (mdns-sd fills in the addresses at each register).
     info: ServiceInfo,
     reannounce_at: Instant,
+    started: Instant,
+    /// How many of [`STARTUP_REANNOUNCE`] are scheduled or done.
+    startup_announces: usize,
     fullname: String,
     /// Whether the daemon has announced our record yet (on any interface). Until then
     /// no peer can have resolved us, so what we find cannot be dialling us.
@@ -300,6 +363,10 @@ struct Task {
     pending_trigger: Option<Instant>,
     pending_removal: bool,
     restore_check_at: Option<Instant>,
+    /// When to query again after an interface became usable or gained an address.
+    requery_at: Option<Instant>,
+    /// Bounds those extra queries when interfaces flap.
+    requery: TokenBucket,
     /// Resolved records by full name, at most `max_tracked`.
     peers: HashMap<String, PeerRecord>,
     max_tracked: usize,
@@ -318,10 +385,22 @@ struct Task {
     malformed: u64,
     malformed_log: TokenBucket,
     malformed_suppressed: u64,
+    /// Answers to the one-shot query at start; `None` once it is done.
+    hints: Option<mpsc::Receiver<oneshot::Hint>>,
+    /// Records known only from a hint, with when to forget them unless the browse
+    /// resolves them first.
+    hinted: HashMap<String, Instant>,
 }
 
 fn next_reannounce(now: Instant) -> Instant {
     now + REANNOUNCE_EVERY + REANNOUNCE_JITTER.mul_f64(rand::random::<f64>())
+}
+
+async fn recv_opt<T>(rx: &mut Option<mpsc::Receiver<T>>) -> Option<T> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
 }
 
 async fn sleep_opt(at: Option<Instant>) {
@@ -392,16 +471,42 @@ impl Task {
                     }
                 }
                 _ = sleep_opt(Some(self.reannounce_at)) => {
-                    self.reannounce_at = next_reannounce(Instant::now());
+                    self.reannounce_at = match STARTUP_REANNOUNCE.get(self.startup_announces) {
+                        Some(d) => self.started + *d,
+                        None => next_reannounce(Instant::now()),
+                    };
+                    self.startup_announces = self.startup_announces.saturating_add(1);
                     // Registering the same service again announces it (no new probe:
                     // the name is ours already), with mdns-sd's resend a second later.
                     if let Err(e) = self.daemon.register(self.info.clone()) {
                         debug!(error = %e, "mdns: re-announce failed");
                     }
                 }
+                _ = sleep_opt(self.requery_at) => {
+                    self.requery_at = None;
+                    if let Some(b) = self.requery(browse).await {
+                        browse = b;
+                    } else {
+                        warn!("mdns: the mDNS daemon stopped unexpectedly; no more mDNS discovery");
+                        return;
+                    }
+                }
                 _ = sleep_opt(self.restore_check_at) => {
                     self.restore_check_at = None;
                     let _ = self.daemon.set_ip_check_interval(DAEMON_IP_CHECK_SECS);
+                }
+                hint = recv_opt(&mut self.hints) => match hint {
+                    Some(h) => {
+                        if !self.on_hint(h).await {
+                            break;
+                        }
+                    }
+                    None => self.hints = None,
+                },
+                _ = sleep_opt(self.hinted.values().min().copied()) => {
+                    if !self.expire_hints().await {
+                        break;
+                    }
                 }
             }
         }
@@ -468,6 +573,34 @@ impl Task {
         }
     }
 
+    /// Sends a browse query now (with known answers, so peers already resolved stay
+    /// quiet) by browsing again: mdns-sd replaces the subscription, reports the cached
+    /// peers again (repeats, ignored) and restarts its query schedule. Events already
+    /// queued on the old subscription are handled first. None if the daemon is gone.
+    async fn requery(
+        &mut self,
+        old: mdns_sd::Receiver<ServiceEvent>,
+    ) -> Option<mdns_sd::Receiver<ServiceEvent>> {
+        if self.requery.take(Instant::now()).is_err() {
+            debug!("mdns: interfaces change often; no extra query this time");
+            return Some(old);
+        }
+        let new = match self.daemon.browse(SERVICE_TYPE) {
+            Ok(b) => b,
+            Err(e) => {
+                debug!(error = %e, "mdns: cannot query again");
+                return self.renew_browse().await;
+            }
+        };
+        debug!("mdns: querying again after an interface change");
+        while let Ok(ev) = old.try_recv() {
+            if !self.on_service_event(ev).await {
+                break;
+            }
+        }
+        Some(new)
+    }
+
     async fn renew_browse(&mut self) -> Option<mdns_sd::Receiver<ServiceEvent>> {
         loop {
             match self.rebrowse.take(Instant::now()) {
@@ -524,6 +657,7 @@ impl Task {
         };
         let mut relevant = false;
         let mut removal = false;
+        let mut gained = false;
         for c in &changes {
             let name = c.name();
             let was = cur.contains(name);
@@ -538,8 +672,9 @@ impl Task {
                     if was && (!is || !old.addrs.is_subset(&n.addrs)) {
                         removal = true;
                     }
+                    gained |= is && (!was || !n.addrs.is_subset(&old.addrs));
                 }
-                IfaceChange::Added(_) => {}
+                IfaceChange::Added(_) => gained |= is,
             }
             match (was, is) {
                 (false, true) => info!(
@@ -561,6 +696,10 @@ impl Task {
         if relevant {
             self.pending_removal |= removal;
             self.request_reapply();
+        }
+        if gained {
+            // Counted from the latest change: the reapply above sends the first query.
+            self.requery_at = Some(Instant::now() + REQUERY_AFTER_NEW_INTERFACE);
         }
     }
 
@@ -632,52 +771,31 @@ impl Task {
         if fullname == self.fullname {
             return true;
         }
+        // Confirmed by the browse: from now on it lives and dies with mdns-sd's record.
+        self.hinted.remove(&fullname);
         let props = rs.get_properties();
         let parsed = txt::parse_txt(props.iter().map(|p| (p.key(), p.val())));
-        let peer = match parsed {
-            Ok(p) => p,
-            Err(e) => {
-                self.malformed += 1;
-                self.warn_malformed(&fullname, &e);
-                return true;
-            }
+        let addrs = rs.get_addresses().iter().map(scoped);
+        let Some((peer_id, addrs)) =
+            self.admit(&fullname, parsed, addrs, rs.get_port(), Via::Browse)
+        else {
+            return true;
         };
-        if peer.endpoint_id == self.ctx.endpoint_id {
-            return true; // our own record under an old or renamed name
-        }
-        if peer.app_id != self.ctx.app_id {
-            self.other_app_records += 1;
-            debug!(
-                peer = %peer.endpoint_id, app_id = %peer.app_id, record = %fullname,
-                skipped_total = self.other_app_records,
-                "mdns: skipping a record of another formation (app_id differs)"
-            );
-            return true;
-        }
-        let addrs = dialable_addrs(
-            rs.get_addresses().iter().map(scoped),
-            rs.get_port(),
-            &self.scope,
-        );
-        if addrs.is_empty() {
-            debug!(peer = %peer.endpoint_id, record = %fullname, "mdns: record has no address we can dial yet");
-            return true;
-        }
         if !self.peers.contains_key(&fullname) {
             self.make_room();
             self.new_since_purge += 1;
         }
         let now = Instant::now();
         let rec = self.peers.entry(fullname.clone()).or_insert(PeerRecord {
-            id: peer.endpoint_id,
+            id: peer_id,
             addrs: BTreeSet::new(),
             seen: now,
         });
         rec.seen = now;
-        if rec.id != peer.endpoint_id {
+        if rec.id != peer_id {
             // The same name now carries another id (a reinstalled node): start over.
             let old = rec.id;
-            rec.id = peer.endpoint_id;
+            rec.id = peer_id;
             rec.addrs.clear();
             if !self.ctx.events.lost(old, Source::Mdns).await {
                 return false;
@@ -698,6 +816,118 @@ impl Task {
             .events
             .found_as(id, addrs, Source::Mdns, unaware)
             .await
+    }
+
+    /// An answer to the one-shot query: reported as found at once (it passes the same
+    /// checks as a browse result), and forgotten after [`oneshot::HINT_TTL`] unless the
+    /// browse resolves it meanwhile. Returns false when the peer manager is gone.
+    async fn on_hint(&mut self, h: oneshot::Hint) -> bool {
+        if h.fullname.eq_ignore_ascii_case(&self.fullname)
+            || self.peers.contains_key(&h.fullname)
+            || self.hinted.len() >= self.max_tracked
+        {
+            return true;
+        }
+        let parsed = txt::parse_txt(h.txt.iter().map(|(k, v)| (k.as_str(), v.as_deref())));
+        let addrs = h.addrs.iter().copied();
+        let Some((peer_id, addrs)) = self.admit(&h.fullname, parsed, addrs, h.port, Via::OneShot)
+        else {
+            return true;
+        };
+        self.make_room();
+        let now = Instant::now();
+        self.peers.insert(
+            h.fullname.clone(),
+            PeerRecord {
+                id: peer_id,
+                addrs: addrs.clone(),
+                seen: now,
+            },
+        );
+        self.hinted
+            .insert(h.fullname.clone(), now + oneshot::HINT_TTL);
+        let unaware = !self.announced;
+        info!(peer = %peer_id, addrs = ?addrs, record = %h.fullname, unaware, "mdns: found peer (answer to the one-shot query)");
+        self.ctx
+            .events
+            .found_as(peer_id, addrs, Source::Mdns, unaware)
+            .await
+    }
+
+    /// The checks every record passes, from the browse or a one-shot answer: a valid
+    /// TXT record, not ours, of our app id, with an address we can dial. Returns the
+    /// peer's id and those addresses. Rejections are counted and logged for browse
+    /// results only: a one-shot answer's record is resolved by the browse too, and
+    /// would otherwise be counted twice.
+    fn admit(
+        &mut self,
+        fullname: &str,
+        parsed: Result<txt::PeerTxt, txt::TxtError>,
+        addrs: impl IntoIterator<Item = (IpAddr, u32)>,
+        port: u16,
+        via: Via,
+    ) -> Option<(EndpointId, BTreeSet<SocketAddr>)> {
+        let counted = via == Via::Browse;
+        let peer = match parsed {
+            Ok(p) => p,
+            Err(e) if counted => {
+                self.malformed += 1;
+                self.warn_malformed(fullname, &e);
+                return None;
+            }
+            Err(e) => {
+                debug!(record = %fullname, error = %e, "mdns: one-shot answer with a malformed TXT record");
+                return None;
+            }
+        };
+        if peer.endpoint_id == self.ctx.endpoint_id {
+            return None; // our own record under an old or renamed name
+        }
+        if peer.app_id != self.ctx.app_id {
+            if counted {
+                self.other_app_records += 1;
+                debug!(
+                    peer = %peer.endpoint_id, app_id = %peer.app_id, record = %fullname,
+                    skipped_total = self.other_app_records,
+                    "mdns: skipping a record of another formation (app_id differs)"
+                );
+            }
+            return None;
+        }
+        let addrs = dialable_addrs(addrs, port, &self.scope);
+        if addrs.is_empty() {
+            if counted {
+                debug!(peer = %peer.endpoint_id, record = %fullname, "mdns: record has no address we can dial yet");
+            }
+            return None;
+        }
+        Some((peer.endpoint_id, addrs))
+    }
+
+    /// Forgets hinted records the browse has not confirmed in time (a peer that
+    /// answered and then vanished). Returns false when the peer manager is gone.
+    async fn expire_hints(&mut self) -> bool {
+        let now = Instant::now();
+        let due: Vec<String> = self
+            .hinted
+            .iter()
+            .filter(|(_, at)| **at <= now)
+            .map(|(n, _)| n.clone())
+            .collect();
+        for name in due {
+            self.hinted.remove(&name);
+            let Some(rec) = self.peers.remove(&name) else {
+                continue;
+            };
+            if self.peers.values().any(|r| r.id == rec.id) {
+                continue;
+            }
+            info!(peer = %rec.id, record = %name, "mdns: a peer only the one-shot query reported was not confirmed by the browse; forgetting it");
+            if !self.ctx.events.lost(rec.id, Source::Mdns).await {
+                return false;
+            }
+        }
+        true
     }
 
     fn warn_malformed(&mut self, fullname: &str, e: &txt::TxtError) {
