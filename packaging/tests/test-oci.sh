@@ -115,8 +115,15 @@ else
     else fail "two containers on pk-net connect within 60 s"; docker logs pk-c1 2>&1 | tail -n 20; docker logs pk-c2 2>&1 | tail -n 20; fi
     if [ "$DISCOVERY" = mdns ]; then
         dsrc() { docker exec "$1" /usr/bin/peat-sidecar peers --json 2>/dev/null | python3 -c 'import json,sys; p=json.load(sys.stdin); sys.exit(0 if any(x["endpoint_id"]==sys.argv[1] and "mdns" in x["sources"] for x in p) else 1)' "$2"; }
-        check "pk-c1 found pk-c2 through mdns" dsrc pk-c1 "${ids[1]}"
-        check "pk-c2 found pk-c1 through mdns" dsrc pk-c2 "${ids[0]}"
+        # The one that starts second finds the first by its one-shot query and dials at
+        # once, so the first can hold the connection (inbound, no source yet) a moment
+        # before its own browse resolves the newcomer's announcement; new nodes announce
+        # again at 5 s and 11 s.
+        for pair in "pk-c1 ${ids[1]} pk-c2" "pk-c2 ${ids[0]} pk-c1"; do
+            read -r c want other <<<"$pair"
+            if wait_until 20 dsrc "$c" "$want"; then ok "$c found $other through mdns"
+            else fail "$c found $other through mdns within 20 s"; docker exec "$c" /usr/bin/peat-sidecar peers 2>&1; docker logs "$c" 2>&1 | tail -n 30; fi
+        done
     fi
     check "container runs as 10001" test "$(docker exec pk-c1 /usr/bin/peat-sidecar status --json >/dev/null && docker inspect -f '{{.Config.User}}' pk-c1)" = 10001:10001
     docker stop -t 20 pk-c1 >/dev/null
