@@ -160,8 +160,47 @@ async fn sigterm_leaves_the_others_lists_within_2s() {
         "{since_signal:?}"
     );
     assert!(c.log().contains("goodbye sent"), "{}", c.log());
+    // Forgotten when it closed its connection "shutting down", not a second after its
+    // goodbye (mdns-sd keeps a goodbye's record for that second, RFC 6762 10.1).
+    for n in [&a, &b] {
+        assert!(
+            n.log().contains("peer is shutting down; forgetting it now"),
+            "{}",
+            n.log()
+        );
+    }
     // The survivors keep their own connection.
     assert_eq!(a.connected().await, vec![b.id.clone()]);
+}
+
+/// The others forget a node that shuts down as soon as it closes its connections. When
+/// it comes back within the second mdns-sd keeps a goodbye's record (a restart: same
+/// identity, same port), it announces the very record they still hold and mdns-sd
+/// reports nothing new; they must still list it by mDNS again, not only through its
+/// inbound connection (else they would never redial it by themselves). Whether a
+/// restart here takes more or less than that second varies: both ways must work.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_node_restarted_at_once_is_listed_by_mdns_again() {
+    let (_lan, a, b, mut c) = settled_trio("pmr").await;
+    c.restart().await;
+    let back = wait_until(Duration::from_secs(20), || async {
+        for n in [&a, &b] {
+            let connected = n.connected().await.contains(&c.id);
+            if !connected || !knows_by_mdns(n, &c.id).await {
+                return false;
+            }
+        }
+        true
+    })
+    .await;
+    assert!(
+        back.is_some(),
+        "after a restart: a lists c as {:?}, b as {:?}\na's log:\n{}",
+        a.peer(&c.id).await,
+        b.peer(&c.id).await,
+        a.log()
+    );
+    eprintln!("restarted node connected and listed by mDNS again after {back:?}");
 }
 
 /// A device that crashed and came back with a new identity (its data dir wiped, or a

@@ -28,7 +28,11 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<Vec<Measurement>> {
     Ok(out)
 }
 
-/// Starts a fresh sidecar on host `host` and waits until every peer is connected to it.
+/// Starts a fresh sidecar on host `host` and waits until every peer is connected to it
+/// and lists it with source mdns. The newcomer dials the peers itself as soon as its
+/// one-shot query is answered, so a peer can hold the connection before its own browse
+/// resolved the newcomer; a leave measured from then would time nothing (the entry has
+/// no mdns source to lose).
 async fn newcomer(lan: &Lan, host: usize, nodes: &[Sidecar], tag: &str) -> anyhow::Result<Sidecar> {
     let s = Sidecar::start(tag, mdns_opts(lan, host)).await;
     let me = [s.id.clone()];
@@ -37,7 +41,7 @@ async fn newcomer(lan: &Lan, host: usize, nodes: &[Sidecar], tag: &str) -> anyho
         Duration::from_millis(100),
         || async {
             for p in nodes {
-                if !connected_to_all(p, &me).await {
+                if !connected_to_all(p, &me).await || !has_mdns(p, &me[0]).await {
                     return false;
                 }
             }
@@ -45,8 +49,16 @@ async fn newcomer(lan: &Lan, host: usize, nodes: &[Sidecar], tag: &str) -> anyho
         },
     )
     .await
-    .ok_or_else(|| anyhow::anyhow!("{tag} did not connect to every peer in 30 s"))?;
+    .ok_or_else(|| {
+        anyhow::anyhow!("{tag} was not connected to and resolved by every peer in 30 s")
+    })?;
     Ok(s)
+}
+
+async fn has_mdns(p: &Sidecar, id: &str) -> bool {
+    p.peer(id)
+        .await
+        .is_some_and(|x| x.sources.iter().any(|s| s == "mdns"))
 }
 
 async fn leave(n: usize, rounds: usize) -> anyhow::Result<Vec<Measurement>> {
@@ -69,10 +81,7 @@ async fn leave(n: usize, rounds: usize) -> anyhow::Result<Vec<Measurement>> {
         let exited = t0.elapsed();
         let no_mdns = poll(limit, every, || async {
             for p in &nodes {
-                if p.peer(&id)
-                    .await
-                    .is_some_and(|x| x.sources.iter().any(|s| s == "mdns"))
-                {
+                if has_mdns(p, &id).await {
                     return false;
                 }
             }

@@ -124,6 +124,8 @@ pub enum PeerEventKind {
     Connecting,
     Connected,
     Disconnected,
+    /// The peer closed its connection because it is shutting down (after Disconnected).
+    Left,
     Rejected,
     Removed,
 }
@@ -136,6 +138,7 @@ impl PeerEventKind {
             PeerEventKind::Connecting => "connecting",
             PeerEventKind::Connected => "connected",
             PeerEventKind::Disconnected => "disconnected",
+            PeerEventKind::Left => "left",
             PeerEventKind::Rejected => "rejected",
             PeerEventKind::Removed => "removed",
         }
@@ -1412,6 +1415,7 @@ impl PeerManager {
         peer.live = None;
         Counters::inc(&self.counters.connections_closed);
         let (why, kind) = describe_close(&reason);
+        let left = matches!(kind, CloseKind::PeerLeft);
         match kind {
             CloseKind::PeerDisconnected => {
                 // The peer's operator asked to disconnect: respect it on this side too.
@@ -1448,6 +1452,11 @@ impl PeerManager {
         peer.last_error = Some(why.clone());
         info!(peer = %id, reason = %why, "peer disconnected");
         self.emit(&id, PeerEventKind::Disconnected, why);
+        if left {
+            // Said over the authenticated connection, so unlike an mDNS goodbye only
+            // the peer itself can say it: discovery sources may forget it at once.
+            self.emit(&id, PeerEventKind::Left, "the peer is shutting down");
+        }
         self.remove_if_orphan(id);
     }
 

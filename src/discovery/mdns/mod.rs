@@ -43,8 +43,10 @@ use mdns_sd::{
     DaemonEvent, IfKind, IfPredicate, ResolvedService, ScopedIp, ServiceDaemon, ServiceEvent,
     ServiceInfo, UnregisterStatus,
 };
-use tokio::sync::mpsc;
+use tokio::sync::{broadcast, mpsc};
 use tracing::{debug, info, warn};
+
+use crate::node::peers::{PeerEvent, PeerEventKind};
 
 use self::{limit::TokenBucket, txt::SERVICE_TYPE};
 use super::{
@@ -79,6 +81,10 @@ const REANNOUNCE_JITTER: Duration = Duration::from_secs(10);
 /// is dropped by the kernel. Announcing again between those queries gives peers more
 /// chances to hear a new node; RFC 6762 8.3 allows up to eight announcements.
 const STARTUP_REANNOUNCE: [Duration; 2] = [Duration::from_secs(5), Duration::from_secs(11)];
+/// How long after a peer said it is shutting down we look whether mdns-sd still holds
+/// its record. Its goodbye makes mdns-sd drop it one second later (RFC 6762 10.1); a
+/// record still there well after that was announced again: the peer restarted.
+const DEPARTED_RECHECK: Duration = Duration::from_secs(5);
 /// Fewest resolved records tracked, whatever `--max-known-peers` says.
 const MIN_TRACKED_RECORDS: usize = 64;
 /// mdns-sd caches every record it hears until its TTL runs out (PTR records of
@@ -257,6 +263,7 @@ pub async fn start(
 
     let now = Instant::now();
     let ctx_max_tracked = ctx.args.max_known_peers.max(MIN_TRACKED_RECORDS);
+    let peer_events = ctx.peers.subscribe();
     let mut task = Task {
         ctx,
         daemon,
@@ -293,6 +300,8 @@ pub async fn start(
         malformed_suppressed: 0,
         hints: Some(hints),
         hinted: HashMap::new(),
+        peer_events: Some(peer_events),
+        departed: HashMap::new(),
     };
     Ok(async move { task.run(browse, monitor).await })
 }
@@ -390,6 +399,13 @@ struct Task {
     /// Records known only from a hint, with when to forget them unless the browse
     /// resolves them first.
     hinted: HashMap<String, Instant>,
+    /// The peer manager's events: a peer that closes its connections because it is
+    /// shutting down is forgotten at once, not when mdns-sd drops its record a second
+    /// after its goodbye. `None` once the peer manager is gone.
+    peer_events: Option<broadcast::Receiver<PeerEvent>>,
+    /// Records of such peers, reported lost already, with when to look whether mdns-sd
+    /// still holds them (see [`DEPARTED_RECHECK`]).
+    departed: HashMap<String, Instant>,
 }
 
 fn next_reannounce(now: Instant) -> Instant {
@@ -401,6 +417,28 @@ async fn recv_opt<T>(rx: &mut Option<mpsc::Receiver<T>>) -> Option<T> {
         Some(rx) => rx.recv().await,
         None => std::future::pending().await,
     }
+}
+
+async fn recv_event(
+    rx: &mut Option<broadcast::Receiver<PeerEvent>>,
+) -> Result<PeerEvent, broadcast::error::RecvError> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Removes and returns the names whose time has come.
+fn take_due(map: &mut HashMap<String, Instant>, now: Instant) -> Vec<String> {
+    let due: Vec<String> = map
+        .iter()
+        .filter(|(_, at)| **at <= now)
+        .map(|(n, _)| n.clone())
+        .collect();
+    for n in &due {
+        map.remove(n);
+    }
+    due
 }
 
 async fn sleep_opt(at: Option<Instant>) {
@@ -505,6 +543,21 @@ impl Task {
                 },
                 _ = sleep_opt(self.hinted.values().min().copied()) => {
                     if !self.expire_hints().await {
+                        break;
+                    }
+                }
+                ev = recv_event(&mut self.peer_events) => match ev {
+                    Ok(ev) if ev.kind == PeerEventKind::Left => {
+                        if !self.on_left(&ev.endpoint_id).await {
+                            break;
+                        }
+                    }
+                    // A missed departure only means waiting for mdns-sd, as before.
+                    Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(broadcast::error::RecvError::Closed) => self.peer_events = None,
+                },
+                _ = sleep_opt(self.departed.values().min().copied()) => {
+                    if !self.recheck_departed().await {
                         break;
                     }
                 }
@@ -753,14 +806,17 @@ impl Task {
         match ev {
             ServiceEvent::ServiceResolved(rs) => self.on_resolved(*rs).await,
             ServiceEvent::ServiceRemoved(_, fullname) => {
-                let Some(rec) = self.peers.remove(&fullname) else {
+                if self.departed.remove(&fullname).is_some() {
+                    // Reported lost when the peer said it was shutting down.
+                    self.peers.remove(&fullname);
+                    debug!(record = %fullname, "mdns: goodbye of a peer that had left already");
+                    return true;
+                }
+                let Some(id) = self.forget(&fullname) else {
                     return true;
                 };
-                if self.peers.values().any(|r| r.id == rec.id) {
-                    return true; // still announced under another name
-                }
-                info!(peer = %rec.id, record = %fullname, "mdns: peer said goodbye or its record expired");
-                self.ctx.events.lost(rec.id, Source::Mdns).await
+                info!(peer = %id, record = %fullname, "mdns: peer said goodbye or its record expired");
+                self.ctx.events.lost(id, Source::Mdns).await
             }
             _ => true,
         }
@@ -773,6 +829,8 @@ impl Task {
         }
         // Confirmed by the browse: from now on it lives and dies with mdns-sd's record.
         self.hinted.remove(&fullname);
+        // Resolved again after its peer said it was leaving: it is back.
+        let back = self.departed.remove(&fullname).is_some();
         let props = rs.get_properties();
         let parsed = txt::parse_txt(props.iter().map(|p| (p.key(), p.val())));
         let addrs = rs.get_addresses().iter().map(scoped);
@@ -806,7 +864,7 @@ impl Task {
         };
         let before = rec.addrs.len();
         rec.addrs.extend(addrs);
-        if rec.addrs.len() == before && before > 0 {
+        if rec.addrs.len() == before && before > 0 && !back {
             return true; // a repeat: nothing new for the peer manager
         }
         let unaware = !self.announced;
@@ -907,23 +965,66 @@ impl Task {
     /// Forgets hinted records the browse has not confirmed in time (a peer that
     /// answered and then vanished). Returns false when the peer manager is gone.
     async fn expire_hints(&mut self) -> bool {
-        let now = Instant::now();
-        let due: Vec<String> = self
-            .hinted
-            .iter()
-            .filter(|(_, at)| **at <= now)
-            .map(|(n, _)| n.clone())
-            .collect();
-        for name in due {
-            self.hinted.remove(&name);
-            let Some(rec) = self.peers.remove(&name) else {
+        for name in take_due(&mut self.hinted, Instant::now()) {
+            let Some(id) = self.forget(&name) else {
                 continue;
             };
-            if self.peers.values().any(|r| r.id == rec.id) {
-                continue;
+            info!(peer = %id, record = %name, "mdns: a peer only the one-shot query reported was not confirmed by the browse; forgetting it");
+            if !self.ctx.events.lost(id, Source::Mdns).await {
+                return false;
             }
-            info!(peer = %rec.id, record = %name, "mdns: a peer only the one-shot query reported was not confirmed by the browse; forgetting it");
-            if !self.ctx.events.lost(rec.id, Source::Mdns).await {
+        }
+        true
+    }
+
+    /// Drops a record; returns its peer if no other record of ours names that peer
+    /// (one announced under two names is gone only when both are).
+    fn forget(&mut self, name: &str) -> Option<EndpointId> {
+        let rec = self.peers.remove(name)?;
+        (!self.peers.values().any(|r| r.id == rec.id)).then_some(rec.id)
+    }
+
+    /// A peer closed its connections because it is shutting down. That close is
+    /// authenticated (only the peer can send it), unlike its mDNS goodbye, which it sent
+    /// just before and which mdns-sd acts on a second later: report the peer lost now.
+    /// Returns false when the peer manager is gone.
+    async fn on_left(&mut self, endpoint_id: &str) -> bool {
+        let Ok(id) = endpoint_id.parse::<EndpointId>() else {
+            return true;
+        };
+        let names: Vec<String> = self
+            .peers
+            .iter()
+            .filter(|(n, r)| r.id == id && !self.departed.contains_key(*n))
+            .map(|(n, _)| n.clone())
+            .collect();
+        if names.is_empty() {
+            return true;
+        }
+        let recheck = Instant::now() + DEPARTED_RECHECK;
+        for name in names {
+            if self.hinted.remove(&name).is_some() {
+                // Known from the one-shot answer only: mdns-sd holds nothing to drop.
+                self.peers.remove(&name);
+            } else {
+                self.departed.insert(name, recheck);
+            }
+        }
+        info!(peer = %id, "mdns: peer is shutting down; forgetting it now, not a second after its goodbye");
+        self.ctx.events.lost(id, Source::Mdns).await
+    }
+
+    /// A departed peer's record that mdns-sd still holds was announced again after the
+    /// goodbye (the peer restarted at once): report it found again. Returns false when
+    /// the peer manager is gone.
+    async fn recheck_departed(&mut self) -> bool {
+        for name in take_due(&mut self.departed, Instant::now()) {
+            let Some(rec) = self.peers.get(&name) else {
+                continue;
+            };
+            info!(peer = %rec.id, record = %name, "mdns: a peer that shut down is announced again");
+            let (id, addrs) = (rec.id, rec.addrs.clone());
+            if !self.ctx.events.found(id, addrs, Source::Mdns).await {
                 return false;
             }
         }
