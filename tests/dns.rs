@@ -65,6 +65,15 @@ async fn dns_sidecar(
 }
 
 /// Whether `of` knows `peer` through `source`.
+/// Waits (15 s at most) until a and b list each other with source dns and are
+/// connected.
+async fn found_each_other(a: &Sidecar, b: &Sidecar) -> Option<Duration> {
+    wait_until(Duration::from_secs(15), || async {
+        has_source(a, b, "dns").await && has_source(b, a, "dns").await && is_connected(a, b).await
+    })
+    .await
+}
+
 async fn has_source(of: &Sidecar, peer: &Sidecar, source: &str) -> bool {
     of.peer(&peer.id)
         .await
@@ -83,12 +92,7 @@ async fn scale_up_and_scale_down() {
     dns.set(NAME, &[a_ip, b_ip]);
     let a = dns_sidecar("a", a_ip, "test", dport, &dns, NAME).await;
     let b = dns_sidecar("b", b_ip, "test", dport, &dns, NAME).await;
-    let both = wait_until(Duration::from_secs(15), || async {
-        has_source(&a, &b, "dns").await
-            && has_source(&b, &a, "dns").await
-            && is_connected(&a, &b).await
-    })
-    .await;
+    let both = found_each_other(&a, &b).await;
     assert!(
         both.is_some(),
         "a and b did not find each other through dns"
@@ -431,12 +435,7 @@ async fn srv_records_give_hosts_and_handshake_ports() {
     ]);
     let a = dns_sidecar("a", a_ip, "test", pa, &dns, srv).await;
     let b = dns_sidecar("b", b_ip, "test", pb, &dns, srv).await;
-    let ok = wait_until(Duration::from_secs(15), || async {
-        has_source(&a, &b, "dns").await
-            && has_source(&b, &a, "dns").await
-            && is_connected(&a, &b).await
-    })
-    .await;
+    let ok = found_each_other(&a, &b).await;
     assert!(
         ok.is_some(),
         "a and b did not find each other through SRV records"

@@ -1590,7 +1590,7 @@ async fn authenticate_outbound(
     me: EndpointId,
     peer: EndpointId,
 ) -> Result<(), FormationError> {
-    let run = async {
+    within_handshake_timeout(conn, async {
         let (mut send, mut recv) = conn
             .open_bi()
             .await
@@ -1598,12 +1598,8 @@ async fn authenticate_outbound(
         formation.dial(&mut recv, &mut send, me, peer).await?;
         let _ = send.finish();
         Ok(())
-    };
-    let result = match tokio::time::timeout(HANDSHAKE_TIMEOUT, run).await {
-        Ok(r) => r,
-        Err(_) => Err(FormationError::Timeout),
-    };
-    result.map_err(|e| refine_with_close(conn, e))
+    })
+    .await
 }
 
 /// Runs the acceptor's side of the check on a freshly accepted connection.
@@ -1613,7 +1609,7 @@ pub async fn authenticate_inbound(
     me: EndpointId,
 ) -> Result<(), FormationError> {
     let peer = conn.remote_id();
-    let run = async {
+    within_handshake_timeout(conn, async {
         let (mut send, mut recv) = conn
             .accept_bi()
             .await
@@ -1621,11 +1617,19 @@ pub async fn authenticate_inbound(
         formation.accept(&mut recv, &mut send, me, peer).await?;
         let _ = send.finish();
         Ok(())
-    };
-    let result = match tokio::time::timeout(HANDSHAKE_TIMEOUT, run).await {
-        Ok(r) => r,
-        Err(_) => Err(FormationError::Timeout),
-    };
+    })
+    .await
+}
+
+/// Either side of the check, bounded by [`HANDSHAKE_TIMEOUT`], its error refined by
+/// how the peer closed the connection.
+async fn within_handshake_timeout(
+    conn: &Connection,
+    check: impl std::future::Future<Output = Result<(), FormationError>>,
+) -> Result<(), FormationError> {
+    let result = tokio::time::timeout(HANDSHAKE_TIMEOUT, check)
+        .await
+        .unwrap_or(Err(FormationError::Timeout));
     result.map_err(|e| refine_with_close(conn, e))
 }
 
