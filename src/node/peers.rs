@@ -1477,9 +1477,10 @@ impl PeerManager {
 }
 
 /// How long to wait before redialling a peer that closed with "shutdown". It is leaving
-/// on purpose: its discovery goodbye (mDNS: about 1.2 s) usually arrives within this
-/// time and removes it, instead of a redial that can only fail and keeps the entry
-/// alive until the dial times out. A peer that restarts is still redialled.
+/// on purpose: its sources usually forget it within this time (mDNS at once, on the
+/// `left` event; others on their goodbye), which removes it, instead of a redial that
+/// can only fail and keeps the entry alive until the dial times out. A peer that
+/// restarts is still redialled.
 pub const PEER_LEFT_DELAY: Duration = Duration::from_secs(2);
 
 enum CloseKind {
