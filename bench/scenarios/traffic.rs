@@ -168,9 +168,14 @@ async fn peat(plan: Plan) -> anyhow::Result<Sample> {
             plan.n
         )
     })?;
-    let (counts, window) = capture(switch("bt"), plan).await?;
+    sample("peat-sidecar", "bt", plan).await
+}
+
+/// Captures the traffic of the LAN with this prefix as one sample of `subject`.
+async fn sample(subject: &'static str, prefix: &str, plan: Plan) -> anyhow::Result<Sample> {
+    let (counts, window) = capture(switch(prefix), plan).await?;
     Ok(Sample {
-        subject: "peat-sidecar",
+        subject,
         n: plan.n,
         counts,
         window,
@@ -184,13 +189,7 @@ async fn avahi(plan: Plan) -> anyhow::Result<Sample> {
         nodes.push(AvahiNode::start(lan.ns(i), i, PORT)?);
     }
     wait_all_resolved(&nodes, Duration::from_secs(30 + 3 * plan.n as u64)).await?;
-    let (counts, window) = capture(switch("ba"), plan).await?;
-    Ok(Sample {
-        subject: "avahi",
-        n: plan.n,
-        counts,
-        window,
-    })
+    sample("avahi", "ba", plan).await
 }
 
 async fn iroh(plan: Plan) -> anyhow::Result<Sample> {
@@ -204,11 +203,5 @@ async fn iroh(plan: Plan) -> anyhow::Result<Sample> {
     if !wait_mesh(&nodes, timeout).await {
         anyhow::bail!("iroh-lookup: no full mesh of {} within {timeout:?}", plan.n);
     }
-    let (counts, window) = capture(switch("bt"), plan).await?;
-    Ok(Sample {
-        subject: "iroh-mdns",
-        n: plan.n,
-        counts,
-        window,
-    })
+    sample("iroh-mdns", "bt", plan).await
 }
