@@ -69,15 +69,11 @@ async fn dns_sidecar(
 /// connected.
 async fn found_each_other(a: &Sidecar, b: &Sidecar) -> Option<Duration> {
     wait_until(Duration::from_secs(15), || async {
-        has_source(a, b, "dns").await && has_source(b, a, "dns").await && is_connected(a, b).await
+        a.lists_with_source(&b.id, "dns").await
+            && b.lists_with_source(&a.id, "dns").await
+            && is_connected(a, b).await
     })
     .await
-}
-
-async fn has_source(of: &Sidecar, peer: &Sidecar, source: &str) -> bool {
-    of.peer(&peer.id)
-        .await
-        .is_some_and(|p| p.sources.iter().any(|s| s == source))
 }
 
 async fn is_connected(of: &Sidecar, peer: &Sidecar) -> bool {
@@ -103,7 +99,7 @@ async fn scale_up_and_scale_down() {
     let c = dns_sidecar("c", c_ip, "test", dport, &dns, NAME).await;
     tokio::time::sleep(Duration::from_secs(INTERVAL)).await;
     assert!(
-        !has_source(&a, &c, "dns").await,
+        !a.lists_with_source(&c.id, "dns").await,
         "a found c through dns before c had a record"
     );
     dns.set(NAME, &[a_ip, b_ip, c_ip]);
@@ -111,8 +107,8 @@ async fn scale_up_and_scale_down() {
     let up = wait_until(
         Duration::from_secs(INTERVAL) + SLACK + Duration::from_secs(10),
         || async {
-            has_source(&a, &c, "dns").await
-                && has_source(&b, &c, "dns").await
+            a.lists_with_source(&c.id, "dns").await
+                && b.lists_with_source(&c.id, "dns").await
                 && is_connected(&a, &c).await
                 && is_connected(&b, &c).await
         },
@@ -133,7 +129,9 @@ async fn scale_up_and_scale_down() {
     let t0 = Instant::now();
     let down = wait_until(
         Duration::from_secs(INTERVAL) + SLACK + Duration::from_secs(10),
-        || async { !has_source(&a, &b, "dns").await && !has_source(&c, &b, "dns").await },
+        || async {
+            !a.lists_with_source(&b.id, "dns").await && !c.lists_with_source(&b.id, "dns").await
+        },
     )
     .await
     .expect("b was not lost for dns after its record was removed");
@@ -156,7 +154,7 @@ async fn scale_up_and_scale_down() {
     );
     assert!(a.log().contains("address left the DNS answer"));
     // c itself is still found through dns.
-    assert!(has_source(&a, &c, "dns").await);
+    assert!(a.lists_with_source(&c.id, "dns").await);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -591,8 +589,8 @@ async fn kubernetes_manifest_settings_work() {
     let ok = wait_until(
         Duration::from_secs(interval) + SLACK + Duration::from_secs(5),
         || async {
-            has_source(&a, &b, "dns").await
-                && has_source(&b, &a, "dns").await
+            a.lists_with_source(&b.id, "dns").await
+                && b.lists_with_source(&a.id, "dns").await
                 && is_connected(&a, &b).await
         },
     )

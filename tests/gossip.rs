@@ -636,11 +636,8 @@ async fn mdns_and_gossip_join_two_lan_segments_through_a_bridge_node() {
     // A node may hold a later node's connection (inbound, no source yet) before its
     // browse resolves that node's announcement: wait for mDNS rather than look once.
     for (a, b) in [(1, 2), (0, h4)] {
-        let found = wait_until(Duration::from_secs(15), || async {
-            nodes[a]
-                .peer(&nodes[b].id)
-                .await
-                .is_some_and(|p| sources(&p).contains("mdns"))
+        let found = wait_until(Duration::from_secs(15), || {
+            nodes[a].lists_with_source(&nodes[b].id, "mdns")
         })
         .await;
         let p = nodes[a].peer(&nodes[b].id).await;

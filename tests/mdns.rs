@@ -30,20 +30,13 @@ async fn start(lan: &Lan, i: usize, app_id: &str) -> Sidecar {
     Sidecar::start(&format!("node{i}"), mdns_opts(lan, i, app_id)).await
 }
 
-/// Whether `node` lists `id` with source mdns.
-async fn knows_by_mdns(node: &Sidecar, id: &str) -> bool {
-    node.peer(id)
-        .await
-        .is_some_and(|p| p.sources.iter().any(|s| s == "mdns"))
-}
-
 /// Waits until every node lists every other one with source mdns (a full mesh can be
 /// complete before that: an inbound connection may come before our own resolution).
 async fn wait_mdns_everywhere(nodes: &[&Sidecar], timeout: Duration) -> Option<Duration> {
     wait_until(timeout, || async {
         for n in nodes {
             for m in nodes {
-                if m.id != n.id && !knows_by_mdns(n, &m.id).await {
+                if m.id != n.id && !n.lists_with_source(&m.id, "mdns").await {
                     return false;
                 }
             }
@@ -141,7 +134,7 @@ async fn sigterm_leaves_the_others_lists_within_2s() {
     // The bound counts from the signal, so the time stop() took is deducted.
     let left = Duration::from_secs(2).saturating_sub(t0.elapsed());
     let took = wait_until(left, || async {
-        !knows_by_mdns(&a, &cid).await && !knows_by_mdns(&b, &cid).await
+        !a.lists_with_source(&cid, "mdns").await && !b.lists_with_source(&cid, "mdns").await
     })
     .await;
     let Some(took) = took else {
@@ -186,7 +179,7 @@ async fn a_node_restarted_at_once_is_listed_by_mdns_again() {
     let back = wait_until(Duration::from_secs(20), || async {
         for n in [&a, &b] {
             let connected = n.connected().await.contains(&c.id);
-            if !connected || !knows_by_mdns(n, &c.id).await {
+            if !connected || !n.lists_with_source(&c.id, "mdns").await {
                 return false;
             }
         }
@@ -263,7 +256,10 @@ async fn a_second_subnet_added_at_runtime_is_announced_and_used() {
 
     let t0 = Instant::now();
     let new_addr = lan.attach_now(0, seg1);
-    let found = wait_until(Duration::from_secs(3), || knows_by_mdns(&b, &a.id)).await;
+    let found = wait_until(Duration::from_secs(3), || {
+        b.lists_with_source(&a.id, "mdns")
+    })
+    .await;
     let found = found.unwrap_or_else(|| {
         panic!(
             "the peer on the new subnet did not see our announcement within 3 s; a's log:\n{}",
@@ -393,7 +389,10 @@ async fn interop_with_python_zeroconf() {
     );
 
     // 2. The record zeroconf publishes shows up as a found peer.
-    let found = wait_until(Duration::from_secs(10), || knows_by_mdns(&a, &fake_id)).await;
+    let found = wait_until(Duration::from_secs(10), || {
+        a.lists_with_source(&fake_id, "mdns")
+    })
+    .await;
     assert!(
         found.is_some(),
         "zeroconf's record not in ListPeers; log:\n{}",
@@ -437,7 +436,7 @@ async fn loopback_option_lets_sidecars_on_one_host_find_each_other() {
     let a = Sidecar::start("lo-a", opts(9470)).await;
     let b = Sidecar::start("lo-b", opts(9480)).await;
     let both = wait_until(Duration::from_secs(15), || async {
-        knows_by_mdns(&a, &b.id).await && knows_by_mdns(&b, &a.id).await
+        a.lists_with_source(&b.id, "mdns").await && b.lists_with_source(&a.id, "mdns").await
     })
     .await;
     assert!(

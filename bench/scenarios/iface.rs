@@ -33,9 +33,7 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<Vec<Measurement>> {
         lan.attach_now(0, seg1);
         let every = Duration::from_millis(20);
         let f = poll(Duration::from_secs(30), every, || async {
-            b.peer(&a.id)
-                .await
-                .is_some_and(|p| p.sources.iter().any(|s| s == "mdns"))
+            b.lists_with_source(&a.id, "mdns").await
         })
         .await;
         let c = poll(Duration::from_secs(30), every, || async {

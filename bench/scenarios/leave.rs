@@ -41,7 +41,7 @@ async fn newcomer(lan: &Lan, host: usize, nodes: &[Sidecar], tag: &str) -> anyho
         Duration::from_millis(100),
         || async {
             for p in nodes {
-                if !connected_to_all(p, &me).await || !has_mdns(p, &me[0]).await {
+                if !connected_to_all(p, &me).await || !p.lists_with_source(&me[0], "mdns").await {
                     return false;
                 }
             }
@@ -53,12 +53,6 @@ async fn newcomer(lan: &Lan, host: usize, nodes: &[Sidecar], tag: &str) -> anyho
         anyhow::anyhow!("{tag} was not connected to and resolved by every peer in 30 s")
     })?;
     Ok(s)
-}
-
-async fn has_mdns(p: &Sidecar, id: &str) -> bool {
-    p.peer(id)
-        .await
-        .is_some_and(|x| x.sources.iter().any(|s| s == "mdns"))
 }
 
 async fn leave(n: usize, rounds: usize) -> anyhow::Result<Vec<Measurement>> {
@@ -81,7 +75,7 @@ async fn leave(n: usize, rounds: usize) -> anyhow::Result<Vec<Measurement>> {
         let exited = t0.elapsed();
         let no_mdns = poll(limit, every, || async {
             for p in &nodes {
-                if has_mdns(p, &id).await {
+                if p.lists_with_source(&id, "mdns").await {
                     return false;
                 }
             }

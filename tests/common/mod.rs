@@ -294,6 +294,14 @@ impl Sidecar {
         self.peers().await.into_iter().find(|p| p.endpoint_id == id)
     }
 
+    /// Whether this sidecar lists `id` with `source` (mdns, dns, gossip, ...) among the
+    /// ways it knows that peer.
+    pub async fn lists_with_source(&self, id: &str, source: &str) -> bool {
+        self.peer(id)
+            .await
+            .is_some_and(|p| p.sources.iter().any(|s| s == source))
+    }
+
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(|c| c.id())
     }
