@@ -8,11 +8,14 @@
 //! - [`discovery`]: sources that report found and lost peers to the peer manager;
 //! - [`api`]: the gRPC service and the CLI client;
 //! - [`daemon`]: `peat-sidecar run`, which wires them together;
-//! - [`ratelog`]: rate-limited logging of limits that a hostile network can hit.
+//! - [`events`]: what the node and the sources tell each other (imported by both; the
+//!   node imports nothing from discovery);
+//! - [`ratelimit`]: the token bucket and the rate-limited log.
 
 pub mod api;
 pub mod config;
 pub mod daemon;
 pub mod discovery;
+pub mod events;
 pub mod node;
-pub mod ratelog;
+pub mod ratelimit;

@@ -1,7 +1,10 @@
 //! Conversions between the peer manager's types and the protobuf messages.
 
 use super::pb;
-use crate::node::peers::{PeerEvent, PeerInfo, PeerState};
+use crate::{
+    events::PeerEvent,
+    node::peers::{PeerInfo, PeerState},
+};
 
 impl From<PeerState> for pb::PeerState {
     fn from(s: PeerState) -> Self {
@@ -46,7 +49,7 @@ impl From<PeerInfo> for pb::Peer {
 impl From<PeerEvent> for pb::PeerEvent {
     fn from(e: PeerEvent) -> Self {
         pb::PeerEvent {
-            endpoint_id: e.endpoint_id,
+            endpoint_id: e.endpoint_id.to_string(),
             kind: e.kind.as_str().to_string(),
             detail: e.detail,
             unix_ms: e.unix_ms,

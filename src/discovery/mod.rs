@@ -11,75 +11,20 @@
 //! [`CancellationToken`] fires and the task gets a moment to say goodbye (mDNS sends
 //! its goodbye packets) before the endpoint closes.
 
-use std::{collections::BTreeSet, fmt, net::SocketAddr, sync::Arc, time::Duration};
+use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use iroh::{EndpointId, SecretKey};
-use serde::Serialize;
 use tokio::{sync::mpsc, task::JoinSet};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn, Instrument};
 
 use crate::config::{DiscoveryMode, RunArgs};
+pub use crate::events::{DiscoveryEvent, Source};
 
 pub mod dns;
 pub mod gossip;
 pub mod iface;
 pub mod mdns;
-
-/// Where the peer manager learned of a peer. The order is the display order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Source {
-    /// `--peer` / `PEAT_SIDECAR_PEERS`.
-    Static,
-    /// The ConnectPeer RPC.
-    Api,
-    Mdns,
-    Dns,
-    Gossip,
-}
-
-impl Source {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Source::Static => "static",
-            Source::Api => "api",
-            Source::Mdns => "mdns",
-            Source::Dns => "dns",
-            Source::Gossip => "gossip",
-        }
-    }
-
-    /// Sources an operator configured by hand: always dialled, never evicted.
-    pub fn is_configured(self) -> bool {
-        matches!(self, Source::Static | Source::Api)
-    }
-}
-
-impl fmt::Display for Source {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// What a discovery source tells the peer manager.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum DiscoveryEvent {
-    /// A peer of our formation (as far as the source can tell) is reachable at `addrs`.
-    /// Sent again when the addresses change; repeats are cheap.
-    Found {
-        id: EndpointId,
-        addrs: BTreeSet<SocketAddr>,
-        source: Source,
-        /// The peer cannot have found us yet: we learned of it before our own record
-        /// went out (mDNS: an answer to our first query, while our announcement was
-        /// still pending). No simultaneous dial is possible, so the peer manager dials
-        /// at once instead of leaving the first move to the smaller id.
-        unaware: bool,
-    },
-    /// The source no longer sees the peer (goodbye, expired record, left the DNS answer).
-    Lost { id: EndpointId, source: Source },
-}
 
 /// Handle through which a source reports events.
 #[derive(Debug, Clone)]

@@ -141,7 +141,7 @@ async fn accept_loop(
     let pending = Arc::new(Semaphore::new(max_pending));
     let tx = peers.sender();
     let me = endpoint.id();
-    let mut full_log = crate::ratelog::RateLog::default();
+    let mut full_log = crate::ratelimit::RateLog::default();
     while let Some(incoming) = endpoint.accept().await {
         let Ok(permit) = pending.clone().try_acquire_owned() else {
             peers

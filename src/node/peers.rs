@@ -20,7 +20,7 @@ use std::{
         atomic::{AtomicU64, Ordering},
         Arc,
     },
-    time::{Duration, Instant, SystemTime},
+    time::{Duration, Instant},
 };
 
 use iroh::{
@@ -38,8 +38,8 @@ use super::{
 };
 use crate::{
     config::PeerHost,
-    discovery::{DiscoveryEvent, Source},
-    ratelog::RateLog,
+    events::{DiscoveryEvent, PeerEvent, PeerEventKind, Source},
+    ratelimit::{RateLog, TokenBucket},
 };
 
 /// Most addresses kept per peer; discovery sources may report more.
@@ -105,44 +105,6 @@ pub struct PeerInfo {
     pub failures: u32,
     pub connected_for_secs: Option<u64>,
     pub next_retry_ms: Option<u64>,
-}
-
-/// What happened to a peer, for WatchPeers and logs.
-#[derive(Debug, Clone, Serialize)]
-pub struct PeerEvent {
-    pub endpoint_id: String,
-    pub kind: PeerEventKind,
-    pub detail: String,
-    pub unix_ms: u64,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum PeerEventKind {
-    Found,
-    Lost,
-    Connecting,
-    Connected,
-    Disconnected,
-    /// The peer closed its connection because it is shutting down (after Disconnected).
-    Left,
-    Rejected,
-    Removed,
-}
-
-impl PeerEventKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            PeerEventKind::Found => "found",
-            PeerEventKind::Lost => "lost",
-            PeerEventKind::Connecting => "connecting",
-            PeerEventKind::Connected => "connected",
-            PeerEventKind::Disconnected => "disconnected",
-            PeerEventKind::Left => "left",
-            PeerEventKind::Rejected => "rejected",
-            PeerEventKind::Removed => "removed",
-        }
-    }
 }
 
 /// Counters for GetStatus: they show leaks (connections or tasks that never end).
@@ -652,47 +614,6 @@ pub struct Limits {
     pub max_pending_handshakes: usize,
 }
 
-/// A token bucket: `rate` tokens per second, holding at most `rate` (one second's worth).
-#[derive(Debug)]
-struct DialBudget {
-    tokens: f64,
-    rate: f64,
-    refilled: Instant,
-}
-
-impl DialBudget {
-    fn new(rate: u32) -> Self {
-        let rate = f64::from(rate.max(1));
-        DialBudget {
-            tokens: rate,
-            rate,
-            refilled: Instant::now(),
-        }
-    }
-
-    fn refill(&mut self, now: Instant) {
-        let elapsed = now.saturating_duration_since(self.refilled).as_secs_f64();
-        self.tokens = (self.tokens + elapsed * self.rate).min(self.rate);
-        self.refilled = now;
-    }
-
-    /// Tokens there are now (whole or not).
-    fn available(&mut self, now: Instant) -> f64 {
-        self.refill(now);
-        self.tokens
-    }
-
-    fn try_take(&mut self, now: Instant) -> bool {
-        self.refill(now);
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            true
-        } else {
-            false
-        }
-    }
-}
-
 /// One rate-limited log per limit the manager enforces.
 #[derive(Debug, Default)]
 struct LimitLogs {
@@ -715,7 +636,7 @@ pub struct PeerManager {
     counters: Arc<Counters>,
     streams: StreamRegistry,
     dials_in_flight: usize,
-    dial_budget: DialBudget,
+    dial_budget: TokenBucket,
     dead_addrs: DeadAddrs,
     /// Addresses that dials in flight are trying, with the number of such dials.
     in_flight_addrs: HashMap<SocketAddr, u32>,
@@ -733,7 +654,7 @@ impl PeerManager {
         let (events, _) = broadcast::channel(1024);
         let counters = Arc::new(Counters::default());
         let streams = StreamRegistry::default();
-        let dial_budget = DialBudget::new(limits.max_dials_per_sec);
+        let dial_budget = TokenBucket::per_second(limits.max_dials_per_sec, Instant::now());
         let handle = PeerManagerHandle {
             tx: tx.clone(),
             events: events.clone(),
@@ -839,17 +760,8 @@ impl PeerManager {
     }
 
     fn emit(&self, id: &EndpointId, kind: PeerEventKind, detail: impl Into<String>) {
-        let unix_ms = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or_default();
         // No subscriber is fine: the send error only says nobody is watching.
-        let _ = self.events.send(PeerEvent {
-            endpoint_id: id.to_string(),
-            kind,
-            detail: detail.into(),
-            unix_ms,
-        });
+        let _ = self.events.send(PeerEvent::now(*id, kind, detail));
     }
 
     fn connected_count(&self) -> usize {
@@ -1123,7 +1035,7 @@ impl PeerManager {
         if peer.addrs.is_empty() && peer.hosts.is_empty() {
             return;
         }
-        if rank > 0 && self.dial_budget.available(now) < 2.0 {
+        if rank > 0 && self.dial_budget.available(now) < 2 {
             // Likely a spoof: keep the last token for a peer at an untried address (the
             // tick retries, in rank order).
             return;
@@ -1137,7 +1049,7 @@ impl PeerManager {
             // meanwhile would wait for one to expire.
             return;
         }
-        if !self.dial_budget.try_take(now) {
+        if self.dial_budget.take(now).is_err() {
             if let Some(suppressed) = self.logs.budget.hit(now) {
                 info!(
                     max_dials_per_sec = self.limits.max_dials_per_sec,
@@ -1760,19 +1672,6 @@ mod tests {
         let mut dead = DeadAddrs::default();
         dead.insert(fake_a, t0);
         assert_eq!(eviction_victim(&peers, &dead), Some(f2));
-    }
-
-    #[test]
-    fn dial_budget_limits_the_rate() {
-        let mut b = DialBudget::new(10);
-        let t0 = Instant::now();
-        let burst = (0..100).filter(|_| b.try_take(t0)).count();
-        assert_eq!(burst, 10, "one second's worth at once");
-        assert!(!b.try_take(t0));
-        // Half a second later, five more.
-        let t1 = t0 + Duration::from_millis(500);
-        let more = (0..100).filter(|_| b.try_take(t1)).count();
-        assert_eq!(more, 5);
     }
 
     #[test]

@@ -21,7 +21,7 @@ use iroh::EndpointId;
 use tracing::{debug, info, warn};
 
 use super::{ask::Outcome, resolve::Resolution};
-use crate::discovery::{DiscoveryEvent, Source};
+use crate::events::{DiscoveryEvent, Source};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Known {

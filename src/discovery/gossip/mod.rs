@@ -39,12 +39,9 @@ use tracing::{debug, info, warn};
 use super::{DiscoveryError, SourceContext};
 use crate::{
     config::{DiscoveryMode, RunArgs},
-    discovery::Source,
-    node::{
-        peers::PeerEventKind,
-        streams::{self, tag, InboundStream},
-    },
-    ratelog::RateLog,
+    events::{PeerEventKind, Source},
+    node::streams::{self, tag, InboundStream},
+    ratelimit::RateLog,
 };
 use table::{Change, Table};
 
@@ -132,10 +129,7 @@ enum ExchangeError {
 }
 
 fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or_default()
+    crate::events::unix_ms(SystemTime::now())
 }
 
 /// The address a connection runs on, as this side sees it.
@@ -396,7 +390,7 @@ pub fn start(
 async fn run(
     shared: Arc<Shared>,
     mut inbound: tokio::sync::mpsc::Receiver<InboundStream>,
-    mut events: broadcast::Receiver<crate::node::peers::PeerEvent>,
+    mut events: broadcast::Receiver<crate::events::PeerEvent>,
 ) {
     let shutdown = shared.ctx.shutdown.clone();
     let outbound_slots = Arc::new(Semaphore::new(MAX_EXCHANGES));
@@ -481,7 +475,7 @@ async fn run(
             ev = events.recv() => match ev {
                 Ok(ev) if ev.kind == PeerEventKind::Connected => {
                     // A new connection: exchange at once instead of waiting a round.
-                    let Ok(peer) = ev.endpoint_id.parse::<EndpointId>() else { continue };
+                    let peer = ev.endpoint_id;
                     if let Some(conn) = shared.ctx.peers.connection(peer).await {
                         spawn_exchange(&mut tasks, peer, conn);
                     }

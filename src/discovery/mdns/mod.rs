@@ -27,7 +27,6 @@
 //! goodbyes / expired records into `Lost`. Records of another app id are counted and
 //! skipped; malformed TXT records are skipped with a rate-limited warning.
 
-mod limit;
 pub mod oneshot;
 pub mod txt;
 
@@ -46,14 +45,15 @@ use mdns_sd::{
 use tokio::sync::{broadcast, mpsc};
 use tracing::{debug, info, warn};
 
-use crate::node::peers::{PeerEvent, PeerEventKind};
+use crate::events::{PeerEvent, PeerEventKind};
 
-use self::{limit::TokenBucket, txt::SERVICE_TYPE};
+use self::txt::SERVICE_TYPE;
 use super::{
     iface::{InterfaceFilter, InterfaceWatcher, Snapshot, Subscription},
     SourceContext,
 };
-use crate::discovery::Source;
+use crate::events::Source;
+use crate::ratelimit::TokenBucket;
 
 /// Watcher-driven re-applications of the interface selection allowed at once...
 pub const TRIGGER_BURST: u32 = 3;
@@ -548,7 +548,7 @@ impl Task {
                 }
                 ev = recv_event(&mut self.peer_events) => match ev {
                     Ok(ev) if ev.kind == PeerEventKind::Left => {
-                        if !self.on_left(&ev.endpoint_id).await {
+                        if !self.on_left(ev.endpoint_id).await {
                             break;
                         }
                     }
@@ -988,10 +988,7 @@ impl Task {
     /// authenticated (only the peer can send it), unlike its mDNS goodbye, which it sent
     /// just before and which mdns-sd acts on a second later: report the peer lost now.
     /// Returns false when the peer manager is gone.
-    async fn on_left(&mut self, endpoint_id: &str) -> bool {
-        let Ok(id) = endpoint_id.parse::<EndpointId>() else {
-            return true;
-        };
+    async fn on_left(&mut self, id: EndpointId) -> bool {
         let names: Vec<String> = self
             .peers
             .iter()
