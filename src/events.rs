@@ -41,6 +41,14 @@ impl Source {
     pub fn is_configured(self) -> bool {
         matches!(self, Source::Static | Source::Api)
     }
+
+    /// Sources whose record of a peer the peer itself withdraws when it shuts down
+    /// (an mDNS goodbye): the peer manager drops them as soon as the peer's
+    /// authenticated "shutting down" close arrives, which is sooner and cannot be
+    /// forged. DNS answers and gossip rows are other nodes' words and stay.
+    pub fn withdrawn_on_departure(self) -> bool {
+        matches!(self, Source::Mdns)
+    }
 }
 
 impl fmt::Display for Source {

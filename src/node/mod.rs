@@ -7,7 +7,9 @@
 pub mod backoff;
 pub mod endpoint;
 pub mod formation;
+pub mod handshake;
 pub mod identity;
+pub mod path;
 pub mod peers;
 pub mod streams;
 
@@ -189,7 +191,7 @@ async fn accept_loop(
                 return;
             }
             let id = conn.remote_id();
-            match peers::authenticate_inbound(&conn, &formation, me).await {
+            match handshake::authenticate(&conn, &formation, me, handshake::Side::Acceptor).await {
                 Ok(()) => {
                     let _ = tx.send(Command::Incoming { conn }).await;
                 }

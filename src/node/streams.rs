@@ -3,8 +3,10 @@
 //! After the formation check, a connection carries further bidirectional streams for
 //! protocols such as gossip. The opener writes one tag byte naming the protocol; the
 //! router on the other side reads it and hands the stream to whoever registered that
-//! tag. Streams with an unknown tag are reset, so an older sidecar ignores protocols it
-//! does not know.
+//! tag, together with the connection it came on. Streams with an unknown tag are reset,
+//! so an older sidecar ignores protocols it does not know. Protocols that act on new
+//! connections (gossip exchanges at once) subscribe with [`StreamRegistry::connections`]
+//! and get each authenticated connection as its router starts.
 
 use std::{
     collections::HashMap,
@@ -33,6 +35,8 @@ const QUEUE: usize = 64;
 /// An inbound stream handed to a protocol.
 pub struct InboundStream {
     pub peer: EndpointId,
+    /// The authenticated connection the stream came on.
+    pub conn: Connection,
     pub send: SendStream,
     pub recv: RecvStream,
 }
@@ -40,6 +44,7 @@ pub struct InboundStream {
 #[derive(Clone, Default)]
 pub struct StreamRegistry {
     handlers: Arc<RwLock<HashMap<u8, mpsc::Sender<InboundStream>>>>,
+    connected: Arc<RwLock<Vec<mpsc::Sender<Connection>>>>,
 }
 
 impl StreamRegistry {
@@ -52,6 +57,28 @@ impl StreamRegistry {
         rx
     }
 
+    /// Every authenticated connection from now on, as its router starts. A slow
+    /// subscriber misses connections rather than holding up the router.
+    pub fn connections(&self) -> mpsc::Receiver<Connection> {
+        let (tx, rx) = mpsc::channel(QUEUE);
+        if let Ok(mut c) = self.connected.write() {
+            c.push(tx);
+        }
+        rx
+    }
+
+    fn announce(&self, conn: &Connection) {
+        let Ok(mut subs) = self.connected.write() else {
+            return;
+        };
+        subs.retain(|tx| !tx.is_closed());
+        for tx in subs.iter() {
+            if tx.try_send(conn.clone()).is_err() {
+                debug!(peer = %conn.remote_id(), "connection subscriber busy; it misses one");
+            }
+        }
+    }
+
     fn handler(&self, tag: u8) -> Option<mpsc::Sender<InboundStream>> {
         self.handlers.read().ok()?.get(&tag).cloned()
     }
@@ -59,6 +86,7 @@ impl StreamRegistry {
     /// Accepts streams on `conn` until it closes, routing each by its tag.
     pub(crate) async fn route(&self, conn: Connection) {
         let peer = conn.remote_id();
+        self.announce(&conn);
         while let Ok((send, mut recv)) = conn.accept_bi().await {
             let mut t = [0u8; 1];
             match tokio::time::timeout(TAG_TIMEOUT, recv.read_exact(&mut t)).await {
@@ -66,7 +94,14 @@ impl StreamRegistry {
                 _ => continue,
             }
             let delivered = match self.handler(t[0]) {
-                Some(h) => h.try_send(InboundStream { peer, send, recv }).is_ok(),
+                Some(h) => h
+                    .try_send(InboundStream {
+                        peer,
+                        conn: conn.clone(),
+                        send,
+                        recv,
+                    })
+                    .is_ok(),
                 None => {
                     debug!(%peer, tag = t[0], "stream with an unknown protocol tag; resetting it");
                     let mut send = send;

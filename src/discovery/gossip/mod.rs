@@ -30,16 +30,13 @@ use std::{
 
 use iroh::{endpoint::Connection, EndpointId};
 use rand::seq::SliceRandom;
-use tokio::{
-    sync::{broadcast, Semaphore},
-    task::JoinSet,
-};
+use tokio::{sync::Semaphore, task::JoinSet};
 use tracing::{debug, info, warn};
 
 use super::{DiscoveryError, SourceContext};
 use crate::{
     config::{DiscoveryMode, RunArgs},
-    events::{PeerEventKind, Source},
+    events::Source,
     node::streams::{self, tag, InboundStream},
     ratelimit::RateLog,
 };
@@ -134,13 +131,7 @@ fn unix_ms() -> u64 {
 
 /// The address a connection runs on, as this side sees it.
 fn observed_addr(conn: &Connection) -> Option<SocketAddr> {
-    conn.paths()
-        .into_iter()
-        .find(|p| p.is_selected())
-        .and_then(|p| match p.remote_addr() {
-            iroh::TransportAddr::Ip(a) => Some(*a),
-            _ => None,
-        })
+    crate::node::path::remote_addr(conn)
 }
 
 fn is_loopback(a: &SocketAddr) -> bool {
@@ -281,10 +272,11 @@ impl Shared {
     async fn respond(&self, s: InboundStream) -> Result<(), ExchangeError> {
         let InboundStream {
             peer,
+            conn,
             mut send,
             mut recv,
         } = s;
-        let result = self.answer(peer, &mut send, &mut recv).await;
+        let result = self.answer(peer, &conn, &mut send, &mut recv).await;
         if result.is_err() {
             // Say "refused" instead of the empty answer that dropping the stream
             // would send, and stop the peer from sending the rest of a huge table.
@@ -297,6 +289,7 @@ impl Shared {
     async fn answer(
         &self,
         peer: EndpointId,
+        conn: &Connection,
         send: &mut iroh::endpoint::SendStream,
         recv: &mut iroh::endpoint::RecvStream,
     ) -> Result<(), ExchangeError> {
@@ -304,12 +297,7 @@ impl Shared {
         let decoded = wire::decode(&request, self.settings.max_entries)?;
         let has: HashMap<EndpointId, u64> =
             decoded.entries.iter().map(|e| (e.id, e.version)).collect();
-        let observed = self
-            .ctx
-            .peers
-            .connection(peer)
-            .await
-            .and_then(|c| observed_addr(&c));
+        let observed = observed_addr(conn);
         let answer = self.outgoing(observed, Some(&has));
         self.absorb(peer, observed, decoded).await;
         send.write_all(&answer)
@@ -354,7 +342,7 @@ pub fn start(
         message,
     })?;
     let inbound = ctx.peers.streams.register(tag::GOSSIP);
-    let events = ctx.peers.subscribe();
+    let connected = ctx.peers.streams.connections();
     let own_addrs: Vec<SocketAddr> = ctx
         .bound_addrs
         .iter()
@@ -384,13 +372,13 @@ pub fn start(
         full_log: Mutex::new(RateLog::default()),
         refused_log: Mutex::new(RateLog::default()),
     });
-    Ok(run(shared, inbound, events))
+    Ok(run(shared, inbound, connected))
 }
 
 async fn run(
     shared: Arc<Shared>,
     mut inbound: tokio::sync::mpsc::Receiver<InboundStream>,
-    mut events: broadcast::Receiver<crate::events::PeerEvent>,
+    mut connected: tokio::sync::mpsc::Receiver<Connection>,
 ) {
     let shutdown = shared.ctx.shutdown.clone();
     let outbound_slots = Arc::new(Semaphore::new(MAX_EXCHANGES));
@@ -472,20 +460,11 @@ async fn run(
                     }
                 });
             }
-            ev = events.recv() => match ev {
-                Ok(ev) if ev.kind == PeerEventKind::Connected => {
-                    // A new connection: exchange at once instead of waiting a round.
-                    let peer = ev.endpoint_id;
-                    if let Some(conn) = shared.ctx.peers.connection(peer).await {
-                        spawn_exchange(&mut tasks, peer, conn);
-                    }
-                }
-                Ok(_) => {}
-                Err(broadcast::error::RecvError::Lagged(n)) => {
-                    debug!(missed = n, "gossip: missed peer events; the next round catches up");
-                }
-                Err(broadcast::error::RecvError::Closed) => break,
-            },
+            conn = connected.recv() => {
+                let Some(conn) = conn else { break };
+                // A new connection: exchange at once instead of waiting a round.
+                spawn_exchange(&mut tasks, conn.remote_id(), conn);
+            }
             Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
         }
     }

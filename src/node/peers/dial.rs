@@ -1,0 +1,84 @@
+//! The I/O of one dial, run in its own task by the driver: resolve the peer's host
+//! names, connect over QUIC, and run the dialer's side of the formation check.
+
+use std::net::SocketAddr;
+
+use iroh::{endpoint::Connection, Endpoint, EndpointAddr, EndpointId};
+use tracing::debug;
+
+use super::types::DialError;
+use crate::{
+    config::PeerHost,
+    node::{
+        formation::{Formation, ALPN},
+        handshake::{self, Side},
+    },
+};
+
+/// Resolves the peer's host names, connects and runs the dialer's side of the check.
+pub(super) async fn dial(
+    endpoint: &Endpoint,
+    formation: &Formation,
+    id: EndpointId,
+    mut addrs: Vec<SocketAddr>,
+    hosts: Vec<PeerHost>,
+) -> Result<Connection, DialError> {
+    addrs.extend(resolve(hosts, addrs.is_empty()).await?);
+    addrs.sort();
+    addrs.dedup();
+    if addrs.is_empty() {
+        return Err(DialError::NoAddress);
+    }
+    let target = addrs
+        .into_iter()
+        .fold(EndpointAddr::new(id), |t, a| t.with_ip_addr(a));
+    let conn = endpoint
+        .connect(target, ALPN)
+        .await
+        .map_err(|e| DialError::Connect(error_chain(&e)))?;
+    match handshake::authenticate(&conn, formation, endpoint.id(), Side::Dialer).await {
+        Ok(()) => Ok(conn),
+        Err(e) => {
+            let code = e.close_code();
+            conn.close(code.varint(), code.reason());
+            Err(DialError::Formation(e))
+        }
+    }
+}
+
+/// Resolves host names. A failure is an error only when nothing else is left to dial
+/// (`only`); otherwise the other addresses are tried.
+async fn resolve(hosts: Vec<PeerHost>, only: bool) -> Result<Vec<SocketAddr>, DialError> {
+    let mut out = Vec::new();
+    for host in hosts {
+        let PeerHost::Name { host, port } = host else {
+            continue;
+        };
+        match tokio::net::lookup_host((host.clone(), port)).await {
+            Ok(resolved) => out.extend(resolved),
+            Err(e) if only => {
+                return Err(DialError::Resolve {
+                    host,
+                    message: e.to_string(),
+                })
+            }
+            Err(e) => debug!(%host, error = %e, "cannot resolve host; trying the other addresses"),
+        }
+    }
+    Ok(out)
+}
+
+/// The error and its sources on one line.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(src) = cur {
+        let t = src.to_string();
+        if !s.contains(&t) {
+            s.push_str(": ");
+            s.push_str(&t);
+        }
+        cur = src.source();
+    }
+    s
+}

@@ -1,0 +1,361 @@
+//! The peer manager's task: owns the channels, the connections and the callers'
+//! reply channels, feeds each command to the pure [`Core`] and carries out the
+//! actions it returns (spawning dials and connection watchers, closing, emitting,
+//! answering). It decides nothing itself.
+
+use std::{
+    collections::HashMap,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use iroh::{endpoint::Connection, Endpoint, EndpointId};
+use tokio::sync::{broadcast, mpsc, oneshot};
+use tracing::info;
+
+use super::{
+    core::{Action, Answer, Core, Input},
+    dial::dial,
+    handle::{Command, PeerManagerHandle},
+    row::{ConnId, Ticket},
+    types::{Counters, DialError, GaugeGuard, Limits, PeerInfo, RequestError, TaskGuard},
+};
+use crate::{
+    config::PeerHost,
+    events::{DiscoveryEvent, PeerEvent},
+    node::{
+        formation::{CloseCode, Formation},
+        path,
+        streams::StreamRegistry,
+    },
+};
+
+/// How often closed reply channels (a ConnectPeer caller that gave up) are looked for
+/// while any caller waits.
+const ABANDON_CHECK: Duration = Duration::from_secs(1);
+
+/// A caller's reply channel.
+enum Reply {
+    Connect(oneshot::Sender<Result<PeerInfo, RequestError>>),
+    Disconnect(oneshot::Sender<Result<(), RequestError>>),
+}
+
+impl Reply {
+    fn is_closed(&self) -> bool {
+        match self {
+            Reply::Connect(tx) => tx.is_closed(),
+            Reply::Disconnect(tx) => tx.is_closed(),
+        }
+    }
+}
+
+pub struct PeerManager {
+    core: Core,
+    endpoint: Endpoint,
+    formation: Formation,
+    rx: mpsc::Receiver<Command>,
+    tx: mpsc::WeakSender<Command>,
+    events: broadcast::Sender<PeerEvent>,
+    counters: Arc<Counters>,
+    streams: StreamRegistry,
+    conns: HashMap<ConnId, Connection>,
+    replies: HashMap<Ticket, Reply>,
+    next_ticket: Ticket,
+}
+
+impl PeerManager {
+    pub fn new(
+        endpoint: Endpoint,
+        formation: Formation,
+        limits: Limits,
+    ) -> (Self, PeerManagerHandle) {
+        let (tx, rx) = mpsc::channel(1024);
+        let (events, _) = broadcast::channel(1024);
+        let counters = Arc::new(Counters::default());
+        let streams = StreamRegistry::default();
+        let handle = PeerManagerHandle {
+            tx: tx.clone(),
+            events: events.clone(),
+            counters: counters.clone(),
+            streams: streams.clone(),
+        };
+        let core = Core::new(endpoint.id(), limits, counters.clone(), Instant::now());
+        let mgr = PeerManager {
+            core,
+            endpoint,
+            formation,
+            rx,
+            tx: tx.downgrade(),
+            events,
+            counters,
+            streams,
+            conns: HashMap::new(),
+            replies: HashMap::new(),
+            next_ticket: 0,
+        };
+        (mgr, handle)
+    }
+
+    /// Adds `--peer` entries before the manager starts.
+    pub fn add_static(&mut self, id: EndpointId, host: PeerHost) {
+        self.core.add_static(id, host, Instant::now());
+    }
+
+    /// Runs until [`Command::Shutdown`].
+    pub async fn run(mut self) {
+        loop {
+            let wake = self.next_wake();
+            let sleep = async {
+                match wake {
+                    Some(t) => tokio::time::sleep_until(t.into()).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                cmd = self.rx.recv() => match cmd {
+                    None => break,
+                    Some(Command::Shutdown { reply }) => {
+                        self.feed(Input::Shutdown);
+                        let _ = reply.send(());
+                        break;
+                    }
+                    Some(cmd) => self.on_command(cmd),
+                },
+                _ = sleep => self.tick(),
+            }
+        }
+    }
+
+    fn next_wake(&self) -> Option<Instant> {
+        let now = Instant::now();
+        let core = self.core.next_deadline(now);
+        let callers = (!self.replies.is_empty()).then(|| now + ABANDON_CHECK);
+        core.into_iter().chain(callers).min()
+    }
+
+    fn tick(&mut self) {
+        let gone: Vec<Ticket> = self
+            .replies
+            .iter()
+            .filter(|(_, r)| r.is_closed())
+            .map(|(t, _)| *t)
+            .collect();
+        for ticket in gone {
+            self.replies.remove(&ticket);
+            self.feed(Input::Abandoned { ticket });
+        }
+        self.feed(Input::Tick);
+    }
+
+    fn ticket(&mut self, reply: Reply) -> Ticket {
+        self.next_ticket += 1;
+        self.replies.insert(self.next_ticket, reply);
+        self.next_ticket
+    }
+
+    /// Keeps a connection the core will refer to by its id.
+    fn keep(&mut self, conn: Connection) -> ConnId {
+        let id = conn.stable_id();
+        self.conns.insert(id, conn);
+        id
+    }
+
+    fn on_command(&mut self, cmd: Command) {
+        let input = match cmd {
+            Command::Discovery(DiscoveryEvent::Found {
+                id,
+                addrs,
+                source,
+                unaware,
+            }) => Input::Found {
+                id,
+                addrs,
+                source,
+                unaware,
+            },
+            Command::Discovery(DiscoveryEvent::Lost { id, source }) => Input::Lost { id, source },
+            Command::Connect { id, hosts, reply } => Input::Connect {
+                id,
+                hosts,
+                ticket: self.ticket(Reply::Connect(reply)),
+            },
+            Command::Disconnect { id, reply } => Input::Disconnect {
+                id,
+                ticket: self.ticket(Reply::Disconnect(reply)),
+            },
+            Command::List { reply } => return drop(reply.send(self.list())),
+            Command::Connections { reply } => return drop(reply.send(self.connections())),
+            Command::DialDone { id, result } => Input::DialDone {
+                id,
+                result: result.map(|c| self.keep(c)),
+            },
+            Command::Incoming { conn } => Input::Incoming {
+                id: conn.remote_id(),
+                conn: self.keep(conn),
+            },
+            Command::IncomingFailed { id, error } => Input::IncomingFailed { id, error },
+            Command::Closed {
+                id,
+                conn_id,
+                reason,
+            } => {
+                self.conns.remove(&conn_id);
+                Input::Closed {
+                    id,
+                    conn: conn_id,
+                    reason,
+                }
+            }
+            Command::Shutdown { .. } => Input::Shutdown,
+        };
+        self.feed(input);
+    }
+
+    fn feed(&mut self, input: Input) {
+        for action in self.core.handle(input, Instant::now()) {
+            self.apply(action);
+        }
+    }
+
+    fn list(&self) -> Vec<PeerInfo> {
+        let now = Instant::now();
+        let mut list: Vec<PeerInfo> = self
+            .core
+            .peers
+            .iter()
+            .map(|(id, p)| p.info(id, self.rtt_of(id), now))
+            .collect();
+        list.sort_by(|a, b| a.endpoint_id.cmp(&b.endpoint_id));
+        list
+    }
+
+    fn rtt_of(&self, id: &EndpointId) -> Option<Duration> {
+        let live = self.core.peers.get(id)?.live()?;
+        path::rtt(self.conns.get(&live.conn)?)
+    }
+
+    fn connections(&self) -> Vec<(EndpointId, Connection)> {
+        self.core
+            .peers
+            .iter()
+            .filter_map(|(id, p)| Some((*id, self.conns.get(&p.live()?.conn)?.clone())))
+            .collect()
+    }
+
+    fn apply(&mut self, action: Action) {
+        match action {
+            Action::Dial {
+                id,
+                addrs,
+                hosts,
+                timeout,
+            } => self.spawn_dial(id, addrs, hosts, timeout),
+            Action::Close { conn, code } => {
+                if let Some(c) = self.conns.remove(&conn) {
+                    c.close(code.varint(), code.reason());
+                }
+            }
+            Action::CloseAfter { conn, code, after } => self.close_after(conn, code, after),
+            Action::Watch { id, conn } => self.watch(id, conn),
+            Action::Emit { id, kind, detail } => {
+                // No subscriber is fine: the send error only says nobody is watching.
+                let _ = self.events.send(PeerEvent::now(id, kind, detail));
+            }
+            Action::Answer { ticket, answer } => self.answer(ticket, answer),
+        }
+    }
+
+    fn answer(&mut self, ticket: Ticket, answer: Answer) {
+        let Some(reply) = self.replies.remove(&ticket) else {
+            return;
+        };
+        let now = Instant::now();
+        match (reply, answer) {
+            (Reply::Connect(tx), Answer::Connected(id)) => {
+                let info = self
+                    .core
+                    .peers
+                    .get(&id)
+                    .map(|p| p.info(&id, self.rtt_of(&id), now));
+                let _ = tx.send(info.ok_or(RequestError::NotFound(id)));
+            }
+            (Reply::Connect(tx), Answer::Failed(e)) => drop(tx.send(Err(e))),
+            (Reply::Disconnect(tx), Answer::Failed(e)) => drop(tx.send(Err(e))),
+            (Reply::Disconnect(tx), _) => drop(tx.send(Ok(()))),
+            (Reply::Connect(tx), Answer::Done) => drop(tx.send(Err(RequestError::ShuttingDown))),
+        }
+    }
+
+    fn spawn_dial(
+        &self,
+        id: EndpointId,
+        addrs: Vec<std::net::SocketAddr>,
+        hosts: Vec<PeerHost>,
+        timeout: Duration,
+    ) {
+        let endpoint = self.endpoint.clone();
+        let formation = self.formation.clone();
+        let tx = self.tx.clone();
+        let guard = TaskGuard::new(&self.counters);
+        let in_flight = GaugeGuard::new(&self.counters, |c| &c.dials_in_flight);
+        tokio::spawn(async move {
+            let _guard = guard;
+            let _in_flight = in_flight;
+            let attempt = dial(&endpoint, &formation, id, addrs, hosts);
+            let result = tokio::time::timeout(timeout, attempt)
+                .await
+                .unwrap_or(Err(DialError::Timeout(timeout)));
+            if let Some(tx) = tx.upgrade() {
+                let _ = tx.send(Command::DialDone { id, result }).await;
+            }
+        });
+    }
+
+    fn close_after(&self, conn: ConnId, code: CloseCode, after: Duration) {
+        let Some(closing) = self.conns.get(&conn).cloned() else {
+            return;
+        };
+        let guard = TaskGuard::new(&self.counters);
+        tokio::spawn(async move {
+            let _guard = guard;
+            tokio::select! {
+                _ = tokio::time::sleep(after) => closing.close(code.varint(), code.reason()),
+                _ = closing.closed() => {}
+            }
+        });
+    }
+
+    /// Watches an installed connection: routes the streams the peer opens to the
+    /// protocols that want them, and tells the core when the connection ends.
+    fn watch(&self, id: EndpointId, conn_id: ConnId) {
+        let Some(conn) = self.conns.get(&conn_id).cloned() else {
+            return;
+        };
+        let live = self.core.peers.get(&id).and_then(|p| p.live()).copied();
+        let outbound = live.is_some_and(|l| l.outbound);
+        let addr = path::remote_addr(&conn);
+        let addr = addr.map_or_else(|| "?".to_string(), |a| a.to_string());
+        info!(peer = %id, outbound, %addr, "peer connected");
+        let tx = self.tx.clone();
+        let guard = TaskGuard::new(&self.counters);
+        let live = GaugeGuard::new(&self.counters, |c| &c.connections_live);
+        let streams = self.streams.clone();
+        tokio::spawn(async move {
+            let _guard = guard;
+            let _live = live;
+            let router = streams.route(conn.clone());
+            let reason = tokio::select! {
+                reason = conn.closed() => reason,
+                _ = router => conn.closed().await,
+            };
+            if let Some(tx) = tx.upgrade() {
+                let closed = Command::Closed {
+                    id,
+                    conn_id,
+                    reason,
+                };
+                let _ = tx.send(closed).await;
+            }
+        });
+    }
+}

@@ -1,0 +1,118 @@
+//! The cheap, cloneable handle through which the API, the accept loop and the
+//! discovery sources talk to the peer manager's task, and the commands it sends.
+
+use std::sync::Arc;
+
+use iroh::{
+    endpoint::{Connection, ConnectionError},
+    EndpointId,
+};
+use tokio::sync::{broadcast, mpsc, oneshot};
+
+use super::types::{Counters, DialError, PeerInfo, RequestError};
+use crate::{
+    config::PeerHost,
+    events::{DiscoveryEvent, PeerEvent},
+    node::{formation::FormationError, streams::StreamRegistry},
+};
+
+/// Commands to the manager's task.
+pub enum Command {
+    Discovery(DiscoveryEvent),
+    Connect {
+        id: EndpointId,
+        hosts: Vec<PeerHost>,
+        reply: oneshot::Sender<Result<PeerInfo, RequestError>>,
+    },
+    Disconnect {
+        id: EndpointId,
+        reply: oneshot::Sender<Result<(), RequestError>>,
+    },
+    List {
+        reply: oneshot::Sender<Vec<PeerInfo>>,
+    },
+    Connections {
+        reply: oneshot::Sender<Vec<(EndpointId, Connection)>>,
+    },
+    DialDone {
+        id: EndpointId,
+        result: Result<Connection, DialError>,
+    },
+    Incoming {
+        conn: Connection,
+    },
+    IncomingFailed {
+        id: EndpointId,
+        error: FormationError,
+    },
+    Closed {
+        id: EndpointId,
+        conn_id: usize,
+        reason: ConnectionError,
+    },
+    Shutdown {
+        reply: oneshot::Sender<()>,
+    },
+}
+
+/// Cheap, cloneable handle to the manager.
+#[derive(Clone)]
+pub struct PeerManagerHandle {
+    pub(super) tx: mpsc::Sender<Command>,
+    pub(super) events: broadcast::Sender<PeerEvent>,
+    pub counters: Arc<Counters>,
+    /// Protocols that run on authenticated connections register here.
+    pub streams: StreamRegistry,
+}
+
+impl PeerManagerHandle {
+    pub(crate) fn sender(&self) -> mpsc::Sender<Command> {
+        self.tx.clone()
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<PeerEvent> {
+        self.events.subscribe()
+    }
+
+    /// Sends a command that carries a reply channel and waits for the reply; None once
+    /// the manager has stopped.
+    async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Option<T> {
+        let (reply, rx) = oneshot::channel();
+        self.tx.send(make(reply)).await.ok()?;
+        rx.await.ok()
+    }
+
+    pub async fn list(&self) -> Vec<PeerInfo> {
+        self.ask(|reply| Command::List { reply })
+            .await
+            .unwrap_or_default()
+    }
+
+    /// The live, authenticated connections. Gossip exchanges tables over these.
+    pub async fn connections(&self) -> Vec<(EndpointId, Connection)> {
+        self.ask(|reply| Command::Connections { reply })
+            .await
+            .unwrap_or_default()
+    }
+
+    pub async fn connect(
+        &self,
+        id: EndpointId,
+        hosts: Vec<PeerHost>,
+    ) -> Result<PeerInfo, RequestError> {
+        self.ask(|reply| Command::Connect { id, hosts, reply })
+            .await
+            .unwrap_or(Err(RequestError::ShuttingDown))
+    }
+
+    pub async fn disconnect(&self, id: EndpointId) -> Result<(), RequestError> {
+        self.ask(|reply| Command::Disconnect { id, reply })
+            .await
+            .unwrap_or(Err(RequestError::ShuttingDown))
+    }
+
+    /// Closes every connection with the close code *shutdown* and stops the manager.
+    pub async fn shutdown(&self) {
+        let _ = self.ask(|reply| Command::Shutdown { reply }).await;
+    }
+}

@@ -1,0 +1,204 @@
+//! One row of the peer table: what we know of a peer (sources, addresses, host names)
+//! and where it stands (its [`Link`], a dial in flight, backoff, errors).
+
+use std::{
+    collections::BTreeSet,
+    net::SocketAddr,
+    time::{Duration, Instant},
+};
+
+use iroh::EndpointId;
+
+use super::{
+    dead::DeadAddrs,
+    rules::{DIAL_TIMEOUT, FIRST_DIAL_TIMEOUT, MAX_ADDRS_PER_PEER},
+    types::{PeerInfo, PeerState},
+};
+use crate::{config::PeerHost, events::Source, node::backoff::Backoff};
+
+/// A connection as the core knows it: the driver holds the connection itself under
+/// this id (QUIC's stable id), so the core stays free of I/O objects.
+pub(super) type ConnId = usize;
+
+/// A caller waiting for an answer (ConnectPeer, DisconnectPeer); the driver holds its
+/// reply channel under this number.
+pub(super) type Ticket = u64;
+
+/// A live connection and how it came about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Live {
+    pub conn: ConnId,
+    pub outbound: bool,
+    pub since: Instant,
+}
+
+/// Where a peer stands. A dial in flight is kept beside it ([`Peer::dial`]): it can
+/// still be running when the peer's own dial reaches us first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Link {
+    /// Not connected; the next dial is due at `retry_at`.
+    Idle {
+        retry_at: Instant,
+    },
+    /// Not connected and not redialled (DisconnectPeer here or on the peer) until the
+    /// peer is found again or connects.
+    Paused,
+    /// Failed the formation check; tried again at `retry_at`.
+    Rejected {
+        retry_at: Instant,
+    },
+    Connected(Live),
+}
+
+#[derive(Debug)]
+pub(super) struct Peer {
+    pub sources: BTreeSet<Source>,
+    /// Addresses learned from discovery or given as IP addresses.
+    pub addrs: BTreeSet<SocketAddr>,
+    /// Host names (static peers, ConnectPeer) resolved before each dial.
+    pub hosts: BTreeSet<PeerHost>,
+    pub link: Link,
+    /// The addresses of the dial in flight, if one is.
+    pub dial: Option<Vec<SocketAddr>>,
+    pub backoff: Backoff,
+    pub last_error: Option<String>,
+    pub first_seen: Instant,
+    /// Whether this peer ever passed the formation check here: real, not a spoof.
+    pub ever_connected: bool,
+    /// ConnectPeer callers waiting for the dial in flight.
+    pub tickets: Vec<Ticket>,
+}
+
+impl Peer {
+    pub fn new(now: Instant) -> Self {
+        Peer {
+            sources: BTreeSet::new(),
+            addrs: BTreeSet::new(),
+            hosts: BTreeSet::new(),
+            link: Link::Idle { retry_at: now },
+            dial: None,
+            backoff: Backoff::default(),
+            last_error: None,
+            first_seen: now,
+            ever_connected: false,
+            tickets: Vec::new(),
+        }
+    }
+
+    pub fn live(&self) -> Option<&Live> {
+        match &self.link {
+            Link::Connected(l) => Some(l),
+            _ => None,
+        }
+    }
+
+    pub fn is_connected(&self) -> bool {
+        self.live().is_some()
+    }
+
+    pub fn state(&self, now: Instant) -> PeerState {
+        match self.link {
+            Link::Connected(_) => PeerState::Connected,
+            _ if self.dial.is_some() => PeerState::Connecting,
+            Link::Rejected { .. } => PeerState::Rejected,
+            Link::Paused => PeerState::Backoff,
+            Link::Idle { retry_at } if retry_at > now => PeerState::Backoff,
+            Link::Idle { .. } => PeerState::Discovered,
+        }
+    }
+
+    /// When the next dial is due, if the peer waits for one.
+    pub fn retry_at(&self) -> Option<Instant> {
+        match self.link {
+            Link::Idle { retry_at } | Link::Rejected { retry_at } if self.dial.is_none() => {
+                Some(retry_at)
+            }
+            _ => None,
+        }
+    }
+
+    /// When a dial became due, if one is due now.
+    pub fn due_since(&self, now: Instant) -> Option<Instant> {
+        self.retry_at().filter(|t| *t <= now)
+    }
+
+    /// Adds addresses up to [`MAX_ADDRS_PER_PEER`]; true if any was new.
+    pub fn add_addrs(&mut self, addrs: impl IntoIterator<Item = SocketAddr>) -> bool {
+        let before = self.addrs.len();
+        for a in addrs {
+            if self.addrs.len() >= MAX_ADDRS_PER_PEER {
+                break;
+            }
+            self.addrs.insert(a);
+        }
+        self.addrs.len() > before
+    }
+
+    /// Adds a configured host: an IP address is dialled as it is, a name is resolved.
+    pub fn add_host(&mut self, host: PeerHost) {
+        if let PeerHost::Addr(a) = &host {
+            self.add_addrs([*a]);
+        }
+        self.hosts.insert(host);
+    }
+
+    /// Peers an operator named are kept and redialled whatever discovery says.
+    pub fn configured(&self) -> bool {
+        self.sources.iter().any(|s| s.is_configured())
+    }
+
+    /// Whether anything but a connection keeps this row: a source or a waiting caller.
+    pub fn orphan(&self) -> bool {
+        self.sources.is_empty()
+            && !self.is_connected()
+            && self.dial.is_none()
+            && self.tickets.is_empty()
+    }
+
+    /// A discovered peer that never connected and whose every address is known dead:
+    /// most likely a spoofed announcement. Dialled last and evicted first.
+    pub fn suspect(&self, dead: &DeadAddrs, now: Instant) -> bool {
+        self.doubtful() && self.addrs.iter().all(|a| dead.contains(a, now))
+    }
+
+    /// Discovered, never connected: what a spoofed announcement looks like.
+    pub fn doubtful(&self) -> bool {
+        !self.ever_connected && !self.configured() && !self.addrs.is_empty()
+    }
+
+    /// The dial timeout: short for a first try at a discovered, never-connected peer.
+    pub fn dial_timeout(&self) -> Duration {
+        if self.ever_connected || self.configured() || self.backoff.failures() > 0 {
+            DIAL_TIMEOUT
+        } else {
+            FIRST_DIAL_TIMEOUT
+        }
+    }
+
+    /// The API's view of this row; `rtt` comes from the live connection, which only
+    /// the driver holds.
+    pub fn info(&self, id: &EndpointId, rtt: Option<Duration>, now: Instant) -> PeerInfo {
+        let mut addrs: Vec<String> = self.addrs.iter().map(|a| a.to_string()).collect();
+        for h in &self.hosts {
+            if let PeerHost::Name { .. } = h {
+                addrs.push(h.to_string());
+            }
+        }
+        let live = self.live();
+        PeerInfo {
+            endpoint_id: id.to_string(),
+            state: self.state(now),
+            sources: self.sources.iter().copied().collect(),
+            addrs,
+            rtt_ms: rtt.map(|d| d.as_secs_f64() * 1000.0),
+            last_error: self.last_error.clone(),
+            outbound: live.map(|l| l.outbound),
+            paused: self.link == Link::Paused,
+            failures: self.backoff.failures(),
+            connected_for_secs: live.map(|l| now.saturating_duration_since(l.since).as_secs()),
+            next_retry_ms: self
+                .retry_at()
+                .map(|t| t.saturating_duration_since(now).as_millis() as u64),
+        }
+    }
+}

@@ -1,0 +1,233 @@
+//! The peer manager's rules as plain functions and constants: which of two
+//! connections survives, how long the first dial waits, how many peers a node dials
+//! itself, and what a connection's close means for redialling. Both sides of a
+//! connection evaluate these with the same inputs and so agree without talking.
+
+use std::time::Duration;
+
+use iroh::{endpoint::ConnectionError, EndpointId};
+
+use crate::node::formation::CloseCode;
+
+/// Most addresses kept per peer; discovery sources may report more.
+pub const MAX_ADDRS_PER_PEER: usize = 16;
+/// How long a dial may take, QUIC and formation check together.
+pub const DIAL_TIMEOUT: Duration = Duration::from_secs(8);
+/// How long the first dial of a discovered peer that never connected may take. On a
+/// LAN the handshake takes milliseconds; a flood of fake announcements at unreachable
+/// addresses would otherwise hold every dial slot for [`DIAL_TIMEOUT`]. A slow real
+/// peer gets the full timeout from its second dial on.
+pub const FIRST_DIAL_TIMEOUT: Duration = Duration::from_secs(2);
+/// Addresses remembered as dead (a first dial there timed out or was refused), at most.
+pub const MAX_DEAD_ADDRS: usize = 4096;
+/// How long an address is remembered as dead.
+pub const DEAD_ADDR_TTL: Duration = Duration::from_secs(600);
+/// Two connections to one peer made within this window count as a simultaneous dial.
+pub const RACE_WINDOW: Duration = Duration::from_secs(3);
+/// Which of two connections to one peer survives. Both sides evaluate this with the
+/// same inputs and so keep the same connection:
+/// - made within [`RACE_WINDOW`] of each other (a simultaneous dial): the one dialled
+///   by the smaller endpoint id;
+/// - otherwise the newer one: a peer only dials when it has no live connection, so the
+///   older one is stale (the peer restarted, or its half died unnoticed).
+///
+/// Returns true if the new connection should replace the old one.
+pub fn survivor(
+    me: &EndpointId,
+    peer: &EndpointId,
+    old_outbound: bool,
+    new_outbound: bool,
+    age_of_old: Duration,
+) -> bool {
+    if age_of_old > RACE_WINDOW || old_outbound == new_outbound {
+        return true;
+    }
+    let dialer = |outbound: bool| if outbound { me } else { peer };
+    dialer(new_outbound).as_bytes() < dialer(old_outbound).as_bytes()
+}
+
+/// How many connections a node opens itself to discovered peers under `--max-peers N`:
+/// half of N (at least 1). The other half is left for peers that dial in, so a node that
+/// joins late still finds peers with room, while every node dialling at most N/2 keeps
+/// the formation at about (nodes x N/2) connections instead of nodes^2/2. Configured
+/// peers (`--peer`, ConnectPeer) are dialled regardless, and a connection beyond N is
+/// closed with [`CloseCode::OverCapacity`] unless it is to a configured peer.
+pub fn dial_target(max_peers: usize) -> usize {
+    max_peers.div_ceil(2).max(1)
+}
+
+/// How long a connection beyond `--max-peers` is kept before it is closed with
+/// [`CloseCode::OverCapacity`]: long enough for one gossip exchange.
+pub const OVER_CAPACITY_GRACE: Duration = Duration::from_secs(10);
+
+/// How long the larger endpoint id waits before dialling a peer that discovery just
+/// reported. Discovery is mostly symmetric (gossip, mDNS and DNS tell both sides about
+/// each other at about the same moment), and two simultaneous dials cost two handshakes
+/// of which one is thrown away; on a loaded host the loser can time out and push the
+/// pair into backoff. Letting the smaller id go first avoids most such races; if it
+/// never dials (it did not discover us), the larger one dials after this delay.
+pub const TIE_BREAK_DELAY: Duration = Duration::from_secs(2);
+
+/// Delay before the first dial of a newly discovered peer; see [`TIE_BREAK_DELAY`].
+/// `at_once` (a configured peer, or one that cannot have found us yet, such as the
+/// answers to a joining node's first mDNS query) skips the delay: there is no
+/// simultaneous dial to avoid, and waiting would make every join take as long as the
+/// peers need to hear our announcement (probing and announcing take ~1 s).
+pub fn first_dial_delay(me: &EndpointId, peer: &EndpointId, at_once: bool) -> Duration {
+    if at_once || me.as_bytes() < peer.as_bytes() {
+        Duration::ZERO
+    } else {
+        TIE_BREAK_DELAY
+    }
+}
+
+/// How long to wait before redialling a peer that closed with "shutdown". It is leaving
+/// on purpose: its sources usually forget it within this time (mDNS at once, on the
+/// `left` event; others on their goodbye), which removes it, instead of a redial that
+/// can only fail and keeps the entry alive until the dial times out. A peer that
+/// restarts is still redialled.
+pub const PEER_LEFT_DELAY: Duration = Duration::from_secs(2);
+
+/// What a connection's end means for the peer's row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseKind {
+    /// The peer shut down: redial after [`PEER_LEFT_DELAY`] at the earliest.
+    PeerLeft,
+    /// Gone without a word (timeout, reset): redial with backoff.
+    Lost,
+    /// The peer is at its --max-peers: try again only after the longest backoff.
+    Full,
+    PeerDisconnected,
+    LocalDisconnect,
+    Rejected,
+}
+
+/// Why a connection ended, in words for logs and `watch`, and what it means.
+pub fn describe_close(reason: &ConnectionError) -> (String, CloseKind) {
+    match reason {
+        ConnectionError::ApplicationClosed(close) => {
+            let code = CloseCode::from_code(close.error_code.into_inner());
+            match code {
+                Some(CloseCode::Shutdown) => ("the peer shut down".into(), CloseKind::PeerLeft),
+                Some(CloseCode::Disconnect) => (
+                    "the peer disconnected us by request".into(),
+                    CloseKind::PeerDisconnected,
+                ),
+                Some(CloseCode::Duplicate) => ("closed as a duplicate".into(), CloseKind::Lost),
+                Some(CloseCode::OverCapacity) => (
+                    "the peer's connection limit is reached".into(),
+                    CloseKind::Full,
+                ),
+                Some(c) if c.is_rejection() => (
+                    format!(
+                        "the peer rejected us: {}",
+                        String::from_utf8_lossy(c.reason())
+                    ),
+                    CloseKind::Rejected,
+                ),
+                Some(c) => (
+                    String::from_utf8_lossy(c.reason()).into_owned(),
+                    CloseKind::Lost,
+                ),
+                None => (
+                    format!("closed by the peer with unknown code {}", close.error_code),
+                    CloseKind::Lost,
+                ),
+            }
+        }
+        ConnectionError::TimedOut => (
+            "timed out: no packets within the idle timeout".into(),
+            CloseKind::Lost,
+        ),
+        ConnectionError::Reset => ("reset by the peer (it restarted)".into(), CloseKind::Lost),
+        ConnectionError::LocallyClosed => ("closed locally".into(), CloseKind::LocalDisconnect),
+        other => (other.to_string(), CloseKind::Lost),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use iroh::SecretKey;
+
+    #[test]
+    fn survivor_is_the_same_on_both_sides() {
+        let a = SecretKey::generate().public();
+        let b = SecretKey::generate().public();
+        let young = Duration::from_millis(10);
+        // a holds an outbound conn (a dialled) and receives b's dial; b holds its
+        // outbound and receives a's. Both must keep the conn dialled by min(a, b).
+        let a_keeps_new = survivor(&a, &b, true, false, young);
+        let b_keeps_new = survivor(&b, &a, true, false, young);
+        let smaller_is_a = a.as_bytes() < b.as_bytes();
+        // On a, "new" is b's dial; keep it iff b is smaller.
+        assert_eq!(a_keeps_new, !smaller_is_a);
+        // On b, "new" is a's dial; keep it iff a is smaller.
+        assert_eq!(b_keeps_new, smaller_is_a);
+    }
+
+    #[test]
+    fn stale_connection_loses_to_a_new_one() {
+        let a = SecretKey::generate().public();
+        let b = SecretKey::generate().public();
+        assert!(survivor(&a, &b, true, false, Duration::from_secs(60)));
+        assert!(survivor(&a, &b, false, true, Duration::from_secs(60)));
+        // Same direction twice: the newer is the peer's redial.
+        assert!(survivor(&a, &b, false, false, Duration::from_millis(1)));
+    }
+
+    #[test]
+    fn only_the_larger_id_defers_its_first_dial() {
+        let a = SecretKey::generate().public();
+        let b = SecretKey::generate().public();
+        let (small, large) = if a.as_bytes() < b.as_bytes() {
+            (a, b)
+        } else {
+            (b, a)
+        };
+        assert_eq!(first_dial_delay(&small, &large, false), Duration::ZERO);
+        assert_eq!(first_dial_delay(&large, &small, false), TIE_BREAK_DELAY);
+        assert_eq!(first_dial_delay(&large, &small, true), Duration::ZERO);
+    }
+
+    #[test]
+    fn dial_target_leaves_room_for_inbound() {
+        assert_eq!(dial_target(1), 1);
+        assert_eq!(dial_target(2), 1);
+        assert_eq!(dial_target(7), 4);
+        assert_eq!(dial_target(8), 4);
+        // 200 nodes with --max-peers 8 dial at most 200 * 4 connections, not 200^2 / 2.
+        assert!(200 * dial_target(8) < 200 * 199 / 2);
+    }
+
+    #[test]
+    fn close_codes_are_classified() {
+        use iroh::endpoint::ApplicationClose;
+        let close = |c: CloseCode| {
+            ConnectionError::ApplicationClosed(ApplicationClose {
+                error_code: c.varint(),
+                reason: c.reason().to_vec().into(),
+            })
+        };
+        assert!(matches!(
+            describe_close(&close(CloseCode::KeyMismatch)).1,
+            CloseKind::Rejected
+        ));
+        assert!(matches!(
+            describe_close(&close(CloseCode::Disconnect)).1,
+            CloseKind::PeerDisconnected
+        ));
+        assert!(matches!(
+            describe_close(&close(CloseCode::Shutdown)).1,
+            CloseKind::PeerLeft
+        ));
+        assert!(matches!(
+            describe_close(&ConnectionError::TimedOut).1,
+            CloseKind::Lost
+        ));
+        assert!(matches!(
+            describe_close(&close(CloseCode::OverCapacity)).1,
+            CloseKind::Full
+        ));
+    }
+}

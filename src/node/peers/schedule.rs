@@ -1,0 +1,247 @@
+//! Whom the core dials, when, and what a finished dial changes.
+//!
+//! Dials are bounded three ways: `--max-concurrent-dials` in flight, a token bucket of
+//! `--max-dials-per-sec`, and under `--max-peers` a dial target (see
+//! [`dial_target`]). When dials are scarce (a flood of discovered peers), peers an
+//! operator configured go first, then those that failed least often, then the newest:
+//! a burst of unreachable fakes cannot starve a real peer found at the same time.
+
+use std::{collections::hash_map::Entry, time::Instant};
+
+use iroh::EndpointId;
+use tracing::{debug, info, warn};
+
+use super::{
+    core::{Action, Answer, Core},
+    row::{ConnId, Link, Peer},
+    rules::dial_target,
+    types::{Counters, DialError, RequestError},
+};
+use crate::{events::PeerEventKind, node::backoff, node::formation::CloseCode};
+
+impl Core {
+    pub(super) fn connected_count(&self) -> usize {
+        self.peers.values().filter(|p| p.is_connected()).count()
+    }
+
+    pub(super) fn at_capacity(&self) -> bool {
+        self.limits.max_peers > 0 && self.connected_count() >= self.limits.max_peers
+    }
+
+    /// Whether a discovered (not configured) peer may be dialled now; see
+    /// [`dial_target`]. Dials in flight count too: otherwise a node with few
+    /// connections would start a dial to every due peer in one tick, and all of them
+    /// would succeed.
+    fn may_dial_discovered(&self) -> bool {
+        self.limits.max_peers == 0
+            || self.connected_count() + self.dials_in_flight < dial_target(self.limits.max_peers)
+    }
+
+    /// Starts dials for every peer whose time has come, best first.
+    ///
+    /// Suspects (every address dead) come after all others, so a real peer at a fresh
+    /// address goes first even while new fakes keep arriving. Among equals the newest
+    /// goes first: after a flood of fake announcements the table is full of untried
+    /// entries, and a real peer found again must not wait behind all of them; the
+    /// oldest are the ones eviction takes anyway.
+    pub(super) fn dial_due(&mut self, now: Instant) {
+        let mut due: Vec<(bool, u8, u32, std::cmp::Reverse<Instant>, EndpointId)> = self
+            .peers
+            .iter()
+            .filter_map(|(id, p)| {
+                let t = p.due_since(now)?;
+                let rank = self.rank(p, now);
+                Some((
+                    !p.configured(),
+                    rank,
+                    p.backoff.failures(),
+                    std::cmp::Reverse(t),
+                    *id,
+                ))
+            })
+            .collect();
+        due.sort_unstable();
+        for (_, _, _, _, id) in due {
+            if self.dials_in_flight >= self.limits.max_concurrent_dials {
+                break;
+            }
+            self.try_dial(id, now);
+        }
+    }
+
+    /// How likely a peer is a spoof, for the dial order: 0 for a peer with an address
+    /// nobody tried yet (or a configured or once-connected one), 1 for a doubtful peer
+    /// whose addresses a dial is trying right now (whether they are dead is about to be
+    /// known), 2 for a suspect (every address dead).
+    fn rank(&self, p: &Peer, now: Instant) -> u8 {
+        if p.suspect(&self.dead, now) {
+            2
+        } else if p.doubtful()
+            && p.addrs
+                .iter()
+                .all(|a| self.dead.contains(a, now) || self.in_flight_addrs.contains_key(a))
+        {
+            1
+        } else {
+            0
+        }
+    }
+
+    /// Whether a limit holds back a dial to this peer now; logs the limit it hit.
+    fn held_back(&mut self, configured: bool, rank: u8, now: Instant) -> bool {
+        if self.dials_in_flight >= self.limits.max_concurrent_dials {
+            if let Some(suppressed) = self.logs.concurrent.hit(now) {
+                info!(
+                    max_concurrent_dials = self.limits.max_concurrent_dials,
+                    suppressed,
+                    "--max-concurrent-dials reached; further dials wait for a free slot"
+                );
+            }
+            return true;
+        }
+        if !configured && !self.may_dial_discovered() {
+            return true; // a slot may free up
+        }
+        // Likely a spoof: keep the last token, and the last dial slot, for a peer at an
+        // untried address. During a flood every slot can be held by a dial to a fake
+        // that only ends at its timeout, and a real peer found meanwhile would wait.
+        if rank > 0
+            && (self.dial_budget.available(now) < 2
+                || (self.limits.max_concurrent_dials > 1
+                    && self.dials_in_flight + 1 >= self.limits.max_concurrent_dials))
+        {
+            return true;
+        }
+        if self.dial_budget.take(now).is_err() {
+            if let Some(suppressed) = self.logs.budget.hit(now) {
+                info!(
+                    max_dials_per_sec = self.limits.max_dials_per_sec,
+                    suppressed, "--max-dials-per-sec reached; further dials wait"
+                );
+            }
+            return true;
+        }
+        false
+    }
+
+    /// Dials `id` if it is due and no limit holds it back; otherwise the next tick
+    /// tries again.
+    pub(super) fn try_dial(&mut self, id: EndpointId, now: Instant) {
+        let Some(p) = self.peers.get(&id) else { return };
+        if p.due_since(now).is_none() || (p.addrs.is_empty() && p.hosts.is_empty()) {
+            return;
+        }
+        let (rank, configured) = (self.rank(p, now), p.configured());
+        if self.held_back(configured, rank, now) {
+            return;
+        }
+        let Some(peer) = self.peers.get_mut(&id) else {
+            return;
+        };
+        let addrs: Vec<_> = peer.addrs.iter().copied().collect();
+        for a in &addrs {
+            *self.in_flight_addrs.entry(*a).or_default() += 1;
+        }
+        peer.dial = Some(addrs.clone());
+        self.dials_in_flight += 1;
+        Counters::inc(&self.counters.dials_started);
+        debug!(peer = %id, ?addrs, "dialling");
+        let action = Action::Dial {
+            id,
+            hosts: peer.hosts.iter().cloned().collect(),
+            timeout: peer.dial_timeout(),
+            addrs,
+        };
+        let detail = format!("{} addresses", peer.addrs.len());
+        self.out.push(action);
+        self.emit(id, PeerEventKind::Connecting, detail);
+    }
+
+    fn end_dial(&mut self, peer_dial: Option<Vec<std::net::SocketAddr>>) {
+        self.dials_in_flight = self.dials_in_flight.saturating_sub(1);
+        for a in peer_dial.unwrap_or_default() {
+            if let Entry::Occupied(mut e) = self.in_flight_addrs.entry(a) {
+                *e.get_mut() -= 1;
+                if *e.get() == 0 {
+                    e.remove();
+                }
+            }
+        }
+    }
+
+    pub(super) fn on_dial_done(
+        &mut self,
+        id: EndpointId,
+        result: Result<ConnId, DialError>,
+        now: Instant,
+    ) {
+        let Some(peer) = self.peers.get_mut(&id) else {
+            self.end_dial(None);
+            if let Ok(conn) = result {
+                // Removed while dialling: nobody wants this connection.
+                self.close(conn, CloseCode::Shutdown);
+            }
+            return;
+        };
+        let dialed = peer.dial.take();
+        self.end_dial(dialed);
+        match result {
+            Ok(conn) => self.install(id, conn, true, now),
+            Err(e) => self.on_dial_failed(id, e, now),
+        }
+        // A freed slot may let a waiting dial go.
+        self.dial_due(now);
+    }
+
+    fn on_dial_failed(&mut self, id: EndpointId, e: DialError, now: Instant) {
+        Counters::inc(&self.counters.dials_failed);
+        let Some(peer) = self.peers.get_mut(&id) else {
+            return;
+        };
+        if peer.is_connected() {
+            // The peer's own dial won meanwhile: this failure says nothing.
+            debug!(peer = %id, error = %e, "dial failed, but the peer is connected");
+            return;
+        }
+        if e.is_unreachable() && !peer.ever_connected && !peer.configured() {
+            for a in &peer.addrs {
+                self.dead.insert(*a, now);
+            }
+        }
+        let rejection = e.is_rejection();
+        let delay = if rejection {
+            Counters::inc(&self.counters.handshakes_rejected);
+            backoff::REJECTED
+        } else {
+            peer.backoff.next_delay()
+        };
+        peer.last_error = Some(e.to_string());
+        peer.link = match (peer.link, rejection) {
+            (Link::Paused, _) => Link::Paused,
+            (_, true) => Link::Rejected {
+                retry_at: now + delay,
+            },
+            (_, false) => Link::Idle {
+                retry_at: now + delay,
+            },
+        };
+        let tickets = std::mem::take(&mut peer.tickets);
+        for t in tickets {
+            self.answer(t, Answer::Failed(RequestError::DialFailed(e.clone())));
+        }
+        let retry_in = humantime_ms(delay);
+        if rejection {
+            warn!(peer = %id, reason = %e, %retry_in, "peer rejected: not of our formation");
+            self.emit(id, PeerEventKind::Rejected, e.to_string());
+        } else {
+            info!(peer = %id, error = %e, %retry_in, "dial failed");
+            self.emit(id, PeerEventKind::Disconnected, format!("dial failed: {e}"));
+        }
+        self.remove_if_orphan(id);
+    }
+}
+
+/// A delay for text logs: "1.25s", not the Debug form "1.250000417s".
+pub(super) fn humantime_ms(d: std::time::Duration) -> String {
+    format!("{:.2}s", d.as_secs_f64())
+}
