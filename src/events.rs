@@ -24,6 +24,8 @@ pub enum Source {
     Mdns,
     Dns,
     Gossip,
+    /// The peer dialled us; held while that connection lives.
+    Inbound,
 }
 
 impl Source {
@@ -34,6 +36,7 @@ impl Source {
             Source::Mdns => "mdns",
             Source::Dns => "dns",
             Source::Gossip => "gossip",
+            Source::Inbound => "inbound",
         }
     }
 

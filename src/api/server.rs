@@ -79,6 +79,8 @@ fn request_status(e: RequestError) -> Status {
         RequestError::NotFound(_) => Status::not_found(e.to_string()),
         RequestError::DialFailed(_) => Status::unavailable(e.to_string()),
         RequestError::TableFull(_) => Status::resource_exhausted(e.to_string()),
+        RequestError::Configured(_) => Status::failed_precondition(e.to_string()),
+        RequestError::Forgotten(_) => Status::aborted(e.to_string()),
         RequestError::ShuttingDown => Status::unavailable(e.to_string()),
     }
 }

@@ -24,8 +24,8 @@ use tracing::{debug, info, warn};
 use super::{
     dead::DeadAddrs,
     evict::eviction_victim,
-    row::{ConnId, Link, Peer, Ticket},
-    rules::first_dial_delay,
+    row::{ConnId, Link, NewConn, Peer, Ticket},
+    rules::{first_dial_delay, API_PEER_TTL},
     types::{Counters, DialError, Limits, RequestError},
 };
 use crate::{
@@ -62,6 +62,11 @@ pub(super) enum Input {
         id: EndpointId,
         ticket: Ticket,
     },
+    /// ForgetPeer: answered at once.
+    Forget {
+        id: EndpointId,
+        ticket: Ticket,
+    },
     /// A ConnectPeer caller gave up: its ticket no longer pins the row.
     Abandoned {
         ticket: Ticket,
@@ -69,12 +74,12 @@ pub(super) enum Input {
     /// A dial ended; on success the driver holds the connection under the id.
     DialDone {
         id: EndpointId,
-        result: Result<ConnId, DialError>,
+        result: Result<NewConn, DialError>,
     },
     /// An incoming connection passed the formation check.
     Incoming {
         id: EndpointId,
-        conn: ConnId,
+        conn: NewConn,
     },
     /// An incoming connection from `id` failed the formation check.
     IncomingFailed {
@@ -210,12 +215,16 @@ impl Core {
             Input::Lost { id, source } => self.on_lost(id, source),
             Input::Connect { id, hosts, ticket } => self.on_connect(id, hosts, ticket, now),
             Input::Disconnect { id, ticket } => self.on_disconnect(id, ticket),
+            Input::Forget { id, ticket } => self.on_forget(id, ticket),
             Input::Abandoned { ticket } => self.on_abandoned(ticket),
             Input::DialDone { id, result } => self.on_dial_done(id, result, now),
             Input::Incoming { id, conn } => self.install(id, conn, false, now),
             Input::IncomingFailed { id, error } => self.on_incoming_failed(id, error, now),
             Input::Closed { id, conn, reason } => self.on_closed(id, conn, &reason, now),
-            Input::Tick => self.dial_due(now),
+            Input::Tick => {
+                self.expire(now);
+                self.dial_due(now);
+            }
             Input::Shutdown => self.shutdown(),
         }
         std::mem::take(&mut self.out)
@@ -224,12 +233,10 @@ impl Core {
     /// When the driver must send the next [`Input::Tick`]: the earliest retry time,
     /// or soon if a due dial is held back by a limit. None: nothing is waiting.
     pub fn next_deadline(&self, now: Instant) -> Option<Instant> {
-        let next = self.peers.values().filter_map(|p| p.retry_at()).min()?;
-        Some(if next <= now {
-            now + BLOCKED_TICK
-        } else {
-            next
-        })
+        let retry = self.peers.values().filter_map(|p| p.retry_at()).min();
+        let retry = retry.map(|t| if t <= now { now + BLOCKED_TICK } else { t });
+        let expiry = self.peers.values().filter_map(|p| p.expires_at).min();
+        retry.into_iter().chain(expiry).min()
     }
 
     pub(super) fn emit(&mut self, id: EndpointId, kind: PeerEventKind, detail: impl Into<String>) {
@@ -373,6 +380,9 @@ impl Core {
             return self.answer(ticket, Answer::Failed(RequestError::TableFull(full)));
         };
         peer.sources.insert(Source::Api);
+        if !peer.ever_connected {
+            peer.expires_at = Some(now + API_PEER_TTL);
+        }
         for h in hosts {
             peer.add_host(h);
         }
@@ -399,6 +409,53 @@ impl Core {
         info!(peer = %id, "disconnected by request; no redial until the peer is found or connected again");
         self.emit(id, PeerEventKind::Disconnected, "disconnected by request");
         self.answer(ticket, Answer::Done);
+    }
+
+    /// ForgetPeer: the row goes (a configured `--peer` stays), its connection is
+    /// closed as by DisconnectPeer, and nothing redials it until a source finds it
+    /// again.
+    fn on_forget(&mut self, id: EndpointId, ticket: Ticket) {
+        let Some(peer) = self.peers.get(&id) else {
+            return self.answer(ticket, Answer::Failed(RequestError::NotFound(id)));
+        };
+        if peer.sources.contains(&Source::Static) {
+            return self.answer(ticket, Answer::Failed(RequestError::Configured(id)));
+        }
+        self.remove(id, "forgotten by request");
+        info!(peer = %id, "forgotten by request");
+        self.answer(ticket, Answer::Done);
+    }
+
+    /// Drops the rows that only ConnectPeer knew and that never connected within
+    /// [`API_PEER_TTL`].
+    fn expire(&mut self, now: Instant) {
+        let expired: Vec<EndpointId> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| p.expired(now))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in expired {
+            info!(peer = %id, ttl_secs = API_PEER_TTL.as_secs(), "ConnectPeer target never connected; forgetting it");
+            self.remove(id, "expired: never connected after ConnectPeer");
+        }
+    }
+
+    /// Removes a row whatever its state: closes its connection, releases its dial's
+    /// addresses (the dial's own end is counted when it reports) and fails its callers.
+    fn remove(&mut self, id: EndpointId, why: &str) {
+        let Some(peer) = self.peers.remove(&id) else {
+            return;
+        };
+        if let Some(live) = peer.live() {
+            self.close(live.conn, CloseCode::Disconnect);
+            Counters::inc(&self.counters.connections_closed);
+        }
+        self.release_addrs(peer.dial.unwrap_or_default());
+        for t in peer.tickets {
+            self.answer(t, Answer::Failed(RequestError::Forgotten(id)));
+        }
+        self.emit(id, PeerEventKind::Removed, why);
     }
 
     fn on_abandoned(&mut self, ticket: Ticket) {

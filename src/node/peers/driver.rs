@@ -17,7 +17,7 @@ use super::{
     core::{Action, Answer, Core, Input},
     dial::dial,
     handle::{Command, PeerManagerHandle},
-    row::{ConnId, Ticket},
+    row::{ConnId, NewConn, Ticket},
     types::{Counters, DialError, GaugeGuard, Limits, PeerInfo, RequestError, TaskGuard},
 };
 use crate::{
@@ -37,14 +37,15 @@ const ABANDON_CHECK: Duration = Duration::from_secs(1);
 /// A caller's reply channel.
 enum Reply {
     Connect(oneshot::Sender<Result<PeerInfo, RequestError>>),
-    Disconnect(oneshot::Sender<Result<(), RequestError>>),
+    /// DisconnectPeer, ForgetPeer.
+    Unit(oneshot::Sender<Result<(), RequestError>>),
 }
 
 impl Reply {
     fn is_closed(&self) -> bool {
         match self {
             Reply::Connect(tx) => tx.is_closed(),
-            Reply::Disconnect(tx) => tx.is_closed(),
+            Reply::Unit(tx) => tx.is_closed(),
         }
     }
 }
@@ -154,10 +155,13 @@ impl PeerManager {
     }
 
     /// Keeps a connection the core will refer to by its id.
-    fn keep(&mut self, conn: Connection) -> ConnId {
-        let id = conn.stable_id();
-        self.conns.insert(id, conn);
-        id
+    fn keep(&mut self, conn: Connection) -> NewConn {
+        let new = NewConn {
+            id: conn.stable_id(),
+            remote: path::remote_addr(&conn),
+        };
+        self.conns.insert(new.id, conn);
+        new
     }
 
     fn on_command(&mut self, cmd: Command) {
@@ -181,7 +185,11 @@ impl PeerManager {
             },
             Command::Disconnect { id, reply } => Input::Disconnect {
                 id,
-                ticket: self.ticket(Reply::Disconnect(reply)),
+                ticket: self.ticket(Reply::Unit(reply)),
+            },
+            Command::Forget { id, reply } => Input::Forget {
+                id,
+                ticket: self.ticket(Reply::Unit(reply)),
             },
             Command::List { reply } => return drop(reply.send(self.list())),
             Command::Connections { reply } => return drop(reply.send(self.connections())),
@@ -280,8 +288,8 @@ impl PeerManager {
                 let _ = tx.send(info.ok_or(RequestError::NotFound(id)));
             }
             (Reply::Connect(tx), Answer::Failed(e)) => drop(tx.send(Err(e))),
-            (Reply::Disconnect(tx), Answer::Failed(e)) => drop(tx.send(Err(e))),
-            (Reply::Disconnect(tx), _) => drop(tx.send(Ok(()))),
+            (Reply::Unit(tx), Answer::Failed(e)) => drop(tx.send(Err(e))),
+            (Reply::Unit(tx), _) => drop(tx.send(Ok(()))),
             (Reply::Connect(tx), Answer::Done) => drop(tx.send(Err(RequestError::ShuttingDown))),
         }
     }

@@ -28,6 +28,10 @@ pub enum Command {
         id: EndpointId,
         reply: oneshot::Sender<Result<(), RequestError>>,
     },
+    Forget {
+        id: EndpointId,
+        reply: oneshot::Sender<Result<(), RequestError>>,
+    },
     List {
         reply: oneshot::Sender<Vec<PeerInfo>>,
     },
@@ -107,6 +111,14 @@ impl PeerManagerHandle {
 
     pub async fn disconnect(&self, id: EndpointId) -> Result<(), RequestError> {
         self.ask(|reply| Command::Disconnect { id, reply })
+            .await
+            .unwrap_or(Err(RequestError::ShuttingDown))
+    }
+
+    /// Removes a peer from the table (not a `--peer` entry); it is dialled again only
+    /// when a source finds it again.
+    pub async fn forget(&self, id: EndpointId) -> Result<(), RequestError> {
+        self.ask(|reply| Command::Forget { id, reply })
             .await
             .unwrap_or(Err(RequestError::ShuttingDown))
     }

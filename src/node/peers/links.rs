@@ -8,12 +8,12 @@ use tracing::{debug, info, warn};
 
 use super::{
     core::{Action, Answer, Core},
-    row::{ConnId, Link, Live},
+    row::{ConnId, Link, Live, NewConn},
     rules::{describe_close, survivor, CloseKind, OVER_CAPACITY_GRACE, PEER_LEFT_DELAY},
     types::Counters,
 };
 use crate::{
-    events::PeerEventKind,
+    events::{PeerEventKind, Source},
     node::{
         backoff,
         formation::{CloseCode, FormationError},
@@ -22,7 +22,8 @@ use crate::{
 
 impl Core {
     /// Records an authenticated connection, settling duplicates.
-    pub(super) fn install(&mut self, id: EndpointId, conn: ConnId, outbound: bool, now: Instant) {
+    pub(super) fn install(&mut self, id: EndpointId, new: NewConn, outbound: bool, now: Instant) {
+        let conn = new.id;
         let row = self.peers.get(&id);
         let configured = row.is_some_and(|p| p.configured());
         let has_live = row.is_some_and(|p| p.is_connected());
@@ -57,7 +58,15 @@ impl Core {
             conn,
             outbound,
             since: now,
+            remote: new.remote,
         });
+        // "inbound" is a source while the peer's own dial is the live connection.
+        if outbound {
+            peer.sources.remove(&Source::Inbound);
+        } else {
+            peer.sources.insert(Source::Inbound);
+        }
+        peer.expires_at = None;
         peer.backoff.reset();
         peer.last_error = None;
         peer.ever_connected = true;
@@ -140,6 +149,7 @@ impl Core {
             return; // a duplicate we closed, or one replaced already
         }
         Counters::inc(&self.counters.connections_closed);
+        peer.sources.remove(&Source::Inbound);
         let (why, kind) = describe_close(reason);
         peer.link = match kind {
             // The peer's operator asked to disconnect: respect it on this side too.

@@ -20,6 +20,13 @@ use crate::{config::PeerHost, events::Source, node::backoff::Backoff};
 /// this id (QUIC's stable id), so the core stays free of I/O objects.
 pub(super) type ConnId = usize;
 
+/// A connection handed to the core: its id and the peer's address on its path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct NewConn {
+    pub id: ConnId,
+    pub remote: Option<SocketAddr>,
+}
+
 /// A caller waiting for an answer (ConnectPeer, DisconnectPeer); the driver holds its
 /// reply channel under this number.
 pub(super) type Ticket = u64;
@@ -30,6 +37,8 @@ pub(super) struct Live {
     pub conn: ConnId,
     pub outbound: bool,
     pub since: Instant,
+    /// The peer's address on the connection's path, as the driver saw it.
+    pub remote: Option<SocketAddr>,
 }
 
 /// Where a peer stands. A dial in flight is kept beside it ([`Peer::dial`]): it can
@@ -67,6 +76,9 @@ pub(super) struct Peer {
     pub ever_connected: bool,
     /// ConnectPeer callers waiting for the dial in flight.
     pub tickets: Vec<Ticket>,
+    /// When a row that only ConnectPeer knows, and that never connected, is dropped
+    /// (see [`super::rules::API_PEER_TTL`]).
+    pub expires_at: Option<Instant>,
 }
 
 impl Peer {
@@ -82,6 +94,7 @@ impl Peer {
             first_seen: now,
             ever_connected: false,
             tickets: Vec::new(),
+            expires_at: None,
         }
     }
 
@@ -147,6 +160,16 @@ impl Peer {
         self.sources.iter().any(|s| s.is_configured())
     }
 
+    /// Whether the row has expired: only ConnectPeer knows it, it never connected, and
+    /// nobody waits for it.
+    pub fn expired(&self, now: Instant) -> bool {
+        self.expires_at.is_some_and(|t| t <= now)
+            && !self.ever_connected
+            && self.dial.is_none()
+            && self.tickets.is_empty()
+            && self.sources.iter().all(|s| *s == Source::Api)
+    }
+
     /// Whether anything but a connection keeps this row: a source or a waiting caller.
     pub fn orphan(&self) -> bool {
         self.sources.is_empty()
@@ -178,13 +201,19 @@ impl Peer {
     /// The API's view of this row; `rtt` comes from the live connection, which only
     /// the driver holds.
     pub fn info(&self, id: &EndpointId, rtt: Option<Duration>, now: Instant) -> PeerInfo {
+        let live = self.live();
         let mut addrs: Vec<String> = self.addrs.iter().map(|a| a.to_string()).collect();
+        // A peer that dialled us may be known by nothing else: show where it is.
+        if let Some(remote) = live.and_then(|l| l.remote) {
+            if !self.addrs.contains(&remote) {
+                addrs.push(remote.to_string());
+            }
+        }
         for h in &self.hosts {
             if let PeerHost::Name { .. } = h {
                 addrs.push(h.to_string());
             }
         }
-        let live = self.live();
         PeerInfo {
             endpoint_id: id.to_string(),
             state: self.state(now),

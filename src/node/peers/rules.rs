@@ -22,6 +22,9 @@ pub const FIRST_DIAL_TIMEOUT: Duration = Duration::from_secs(2);
 pub const MAX_DEAD_ADDRS: usize = 4096;
 /// How long an address is remembered as dead.
 pub const DEAD_ADDR_TTL: Duration = Duration::from_secs(600);
+/// How long a row that only ConnectPeer knows, and that never connected, is kept and
+/// redialled: a typo or a peer that is gone for good must not be dialled for ever.
+pub const API_PEER_TTL: Duration = Duration::from_secs(600);
 /// Two connections to one peer made within this window count as a simultaneous dial.
 pub const RACE_WINDOW: Duration = Duration::from_secs(3);
 /// Which of two connections to one peer survives. Both sides evaluate this with the

@@ -13,7 +13,7 @@ use tracing::{debug, info, warn};
 
 use super::{
     core::{Action, Answer, Core},
-    row::{ConnId, Link, Peer},
+    row::{Link, NewConn, Peer},
     rules::dial_target,
     types::{Counters, DialError, RequestError},
 };
@@ -157,9 +157,9 @@ impl Core {
         self.emit(id, PeerEventKind::Connecting, detail);
     }
 
-    fn end_dial(&mut self, peer_dial: Option<Vec<std::net::SocketAddr>>) {
-        self.dials_in_flight = self.dials_in_flight.saturating_sub(1);
-        for a in peer_dial.unwrap_or_default() {
+    /// The addresses a dial no longer tries.
+    pub(super) fn release_addrs(&mut self, addrs: Vec<std::net::SocketAddr>) {
+        for a in addrs {
             if let Entry::Occupied(mut e) = self.in_flight_addrs.entry(a) {
                 *e.get_mut() -= 1;
                 if *e.get() == 0 {
@@ -172,19 +172,19 @@ impl Core {
     pub(super) fn on_dial_done(
         &mut self,
         id: EndpointId,
-        result: Result<ConnId, DialError>,
+        result: Result<NewConn, DialError>,
         now: Instant,
     ) {
+        self.dials_in_flight = self.dials_in_flight.saturating_sub(1);
         let Some(peer) = self.peers.get_mut(&id) else {
-            self.end_dial(None);
             if let Ok(conn) = result {
                 // Removed while dialling: nobody wants this connection.
-                self.close(conn, CloseCode::Shutdown);
+                self.close(conn.id, CloseCode::Shutdown);
             }
             return;
         };
         let dialed = peer.dial.take();
-        self.end_dial(dialed);
+        self.release_addrs(dialed.unwrap_or_default());
         match result {
             Ok(conn) => self.install(id, conn, true, now),
             Err(e) => self.on_dial_failed(id, e, now),

@@ -73,6 +73,10 @@ pub enum RequestError {
     NotFound(EndpointId),
     #[error(transparent)]
     DialFailed(DialError),
+    #[error("peer {0} is a --peer entry; remove it from the configuration to forget it")]
+    Configured(EndpointId),
+    #[error("peer {0} was forgotten by request")]
+    Forgotten(EndpointId),
     #[error("the peer table is full ({0} peers); raise --max-known-peers")]
     TableFull(usize),
     #[error("the sidecar is shutting down")]

@@ -320,3 +320,117 @@ fn shutdown_closes_every_connection_and_answers_every_caller() {
         vec![&Answer::Failed(RequestError::ShuttingDown)]
     );
 }
+
+#[test]
+fn a_peer_that_dialled_us_shows_its_address_and_the_source_inbound_while_connected() {
+    let v = ids(2);
+    let mut r = Rig::new(v[0], limits());
+    let (c, _) = r.incoming(v[1]);
+    let info = r.core.peers[&v[1]].info(&v[1], None, r.now);
+    assert_eq!(info.sources, vec![Source::Inbound]);
+    assert_eq!(info.addrs, vec!["10.77.9.9:40000".to_string()]);
+    // Gone with its connection: nothing else knew it.
+    let acts = r.feed(Input::Closed {
+        id: v[1],
+        conn: c,
+        reason: ConnectionError::TimedOut,
+    });
+    assert_eq!(emitted(&acts).last(), Some(&PeerEventKind::Removed));
+    assert!(r.state(v[1]).is_none());
+}
+
+#[test]
+fn forget_removes_a_peer_until_a_source_finds_it_again_but_keeps_static_peers() {
+    let v = ids(3);
+    let mut r = Rig::new(v[0], limits());
+    r.found(v[1], addr(2), Source::Mdns);
+    let (c, _) = r.dial_ok(v[1]);
+    let acts = r.feed(Input::Forget {
+        id: v[1],
+        ticket: 1,
+    });
+    assert_eq!(closes(&acts), vec![(c, CloseCode::Disconnect)]);
+    assert_eq!(answers(&acts), vec![&Answer::Done]);
+    assert!(r.state(v[1]).is_none());
+    assert!(dials(&r.at(100.0).feed(Input::Tick)).is_empty());
+    assert_eq!(dials(&r.found(v[1], addr(2), Source::Mdns)), vec![v[1]]);
+
+    r.core.add_static(v[2], PeerHost::Addr(addr(3)), r.now);
+    let acts = r.feed(Input::Forget {
+        id: v[2],
+        ticket: 2,
+    });
+    assert_eq!(
+        answers(&acts),
+        vec![&Answer::Failed(RequestError::Configured(v[2]))]
+    );
+    let acts = r.feed(Input::Forget {
+        id: key(99),
+        ticket: 3,
+    });
+    assert_eq!(
+        answers(&acts),
+        vec![&Answer::Failed(RequestError::NotFound(key(99)))]
+    );
+}
+
+#[test]
+fn forgetting_a_peer_mid_dial_releases_its_addresses_and_closes_the_late_connection() {
+    let v = ids(2);
+    let mut r = Rig::new(v[0], limits());
+    r.feed(Input::Connect {
+        id: v[1],
+        hosts: vec![PeerHost::Addr(addr(2))],
+        ticket: 1,
+    });
+    let acts = r.feed(Input::Forget {
+        id: v[1],
+        ticket: 2,
+    });
+    assert_eq!(
+        answers(&acts),
+        vec![
+            &Answer::Failed(RequestError::Forgotten(v[1])),
+            &Answer::Done
+        ]
+    );
+    assert!(r.core.in_flight_addrs.is_empty());
+    let (c, acts) = r.dial_ok(v[1]);
+    assert_eq!(closes(&acts), vec![(c, CloseCode::Shutdown)]);
+    assert_eq!(r.core.dials_in_flight, 0);
+}
+
+#[test]
+fn a_connect_target_that_never_connects_expires() {
+    let v = ids(3);
+    let mut r = Rig::new(v[0], limits());
+    r.feed(Input::Connect {
+        id: v[1],
+        hosts: vec![PeerHost::Addr(addr(2))],
+        ticket: 1,
+    });
+    r.dial_err(v[1], timeout());
+    // One that connected once stays.
+    r.feed(Input::Connect {
+        id: v[2],
+        hosts: vec![PeerHost::Addr(addr(3))],
+        ticket: 2,
+    });
+    let (c, _) = r.dial_ok(v[2]);
+    r.feed(Input::Closed {
+        id: v[2],
+        conn: c,
+        reason: ConnectionError::TimedOut,
+    });
+    let ttl = API_PEER_TTL.as_secs_f64();
+    assert!(r.core.next_deadline(r.now).is_some());
+    // Redialled until then (a dial in flight holds the row until it ends).
+    for id in dials(&r.at(ttl - 1.0).feed(Input::Tick)) {
+        r.dial_err(id, timeout());
+    }
+    assert!(r.state(v[1]).is_some());
+    let acts = r.at(ttl + 0.1).feed(Input::Tick);
+    assert!(emitted(&acts).contains(&PeerEventKind::Removed));
+    assert!(r.state(v[1]).is_none());
+    assert!(r.state(v[2]).is_some());
+}

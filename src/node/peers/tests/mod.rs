@@ -17,8 +17,10 @@ use iroh::{endpoint::ConnectionError, EndpointId, SecretKey};
 
 use super::{
     core::{Action, Answer, Core, Input, BLOCKED_TICK},
-    row::{ConnId, Link},
-    rules::{FIRST_DIAL_TIMEOUT, OVER_CAPACITY_GRACE, PEER_LEFT_DELAY, TIE_BREAK_DELAY},
+    row::{ConnId, Link, NewConn},
+    rules::{
+        API_PEER_TTL, FIRST_DIAL_TIMEOUT, OVER_CAPACITY_GRACE, PEER_LEFT_DELAY, TIE_BREAK_DELAY,
+    },
     types::{Counters, DialError, Limits, PeerState, RequestError},
 };
 use crate::{
@@ -110,7 +112,14 @@ impl Rig {
     /// A dial to `id` succeeds; returns the connection's id.
     pub fn dial_ok(&mut self, id: EndpointId) -> (ConnId, Vec<Action>) {
         let c = self.conn();
-        let acts = self.feed(Input::DialDone { id, result: Ok(c) });
+        let conn = NewConn {
+            id: c,
+            remote: None,
+        };
+        let acts = self.feed(Input::DialDone {
+            id,
+            result: Ok(conn),
+        });
         (c, acts)
     }
 
@@ -120,7 +129,9 @@ impl Rig {
 
     pub fn incoming(&mut self, id: EndpointId) -> (ConnId, Vec<Action>) {
         let c = self.conn();
-        let acts = self.feed(Input::Incoming { id, conn: c });
+        let remote = Some(SocketAddr::from(([10, 77, 9, 9], 40000)));
+        let conn = NewConn { id: c, remote };
+        let acts = self.feed(Input::Incoming { id, conn });
         (c, acts)
     }
 
