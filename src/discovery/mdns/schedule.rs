@@ -190,32 +190,31 @@ mod tests {
 
     #[test]
     fn reapplies_are_bounded_and_deferred_ones_come_later() {
-        let t0 = Instant::now();
-        let mut s = Schedule::new(t0);
+        let start = Instant::now();
+        let mut s = Schedule::new(start);
+        // After the startup announcements, so that only the re-applies are due.
+        s.take_due(start + secs(5.0), 0.0);
+        s.take_due(start + secs(11.0), 0.0);
+        let t0 = start + secs(12.0);
+        let now = Some(Job::Reapply {
+            fast_ip_check: false,
+        });
         for _ in 0..TRIGGER_BURST {
-            let job = s.interfaces_changed(false, false, t0);
-            assert_eq!(
-                job,
-                Some(Job::Reapply {
-                    fast_ip_check: false
-                })
-            );
+            assert_eq!(s.interfaces_changed(false, false, t0), now);
         }
         assert_eq!(s.interfaces_changed(false, false, t0), None, "bucket empty");
         assert_eq!(s.interfaces_changed(true, false, t0), None);
-        assert_eq!(s.next_deadline(), t0 + TRIGGER_REFILL);
+        let refill = t0 + TRIGGER_REFILL;
+        assert_eq!(s.next_deadline(), refill);
         // The deferred one carries the removal seen meanwhile.
-        let jobs = s.take_due(t0 + TRIGGER_REFILL, 0.0);
-        assert_eq!(
-            jobs,
-            vec![Job::Reapply {
-                fast_ip_check: true
-            }]
-        );
-        let restore = t0 + TRIGGER_REFILL + RESTORE_CHECK_AFTER;
+        let fast = Job::Reapply {
+            fast_ip_check: true,
+        };
+        assert_eq!(s.take_due(refill, 0.0), vec![fast]);
+        let restore = refill + RESTORE_CHECK_AFTER;
         assert_eq!(s.next_deadline(), restore);
         assert_eq!(s.take_due(restore, 0.0), vec![Job::RestoreIpCheck]);
-        assert_eq!(s.next_deadline(), t0 + secs(5.0));
+        assert_eq!(s.next_deadline(), start + secs(11.0 + 75.0));
     }
 
     #[test]

@@ -458,3 +458,6 @@ fn take_due(map: &mut HashMap<String, Instant>, now: Instant) -> Vec<String> {
     }
     due
 }
+
+#[cfg(test)]
+mod tests;
