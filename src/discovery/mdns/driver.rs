@@ -117,13 +117,13 @@ impl Driver {
         // A gauge for GetStatus: a churn or flood test sees whether the map of records
         // stays bounded.
         self.peers.counters.mdns_records.store(
-            self.tracker.len() as u64,
+            self.tracker.records() as u64,
             std::sync::atomic::Ordering::Relaxed,
         );
         let now = Instant::now();
         if flow == Flow::Go && self.tracker.wants_purge(now) {
             warn!(
-                tracked = self.tracker.len(),
+                tracked = self.tracker.records(),
                 "mdns: unusually many {SERVICE_TYPE} records (a flood of announcements?); \
                  emptying the mDNS cache and browsing afresh"
             );
@@ -216,7 +216,7 @@ impl Driver {
         }
         if self.tracker.take_rebrowse(now) {
             info!(
-                tracked = self.tracker.len(),
+                tracked = self.tracker.records(),
                 "mdns: the flood of records has calmed down; browsing afresh to find peers it crowded out"
             );
             self.browse_afresh(now);

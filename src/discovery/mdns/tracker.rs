@@ -144,7 +144,7 @@ impl Tracker {
     }
 
     /// Records tracked now (a gauge for GetStatus).
-    pub fn len(&self) -> usize {
+    pub fn records(&self) -> usize {
         self.records.len()
     }
 

@@ -68,7 +68,7 @@ fn two_resolutions_of_one_record_are_merged() {
     assert_eq!(both, vec![found(1, &["10.0.0.1", "fd00::1"], true)]);
     let again = t.on_resolved(rec(&name(1), 1, "app", &["fd00::1"]), t0);
     assert!(again.is_empty(), "a repeat says nothing new: {again:?}");
-    assert_eq!(t.len(), 1);
+    assert_eq!(t.records(), 1);
 }
 
 #[test]
@@ -97,7 +97,7 @@ fn other_app_ids_malformed_and_undialable_records_are_skipped() {
     assert!(t
         .on_resolved(rec(&name(3), 3, "app", &["fe80::3"]), t0)
         .is_empty());
-    assert_eq!(t.len(), 0);
+    assert_eq!(t.records(), 0);
     let s = t.stats();
     assert_eq!((s.other_app_records, s.malformed), (1, 1));
     // Hints are not counted: the browse resolves the same record.
@@ -118,7 +118,7 @@ fn our_own_record_is_skipped_by_name_and_by_id() {
     assert!(t.on_resolved(renamed, t0).is_empty());
     let upper = rec(&OWN.to_uppercase(), 1, "app", &["10.0.0.1"]);
     assert!(t.on_hint(upper, t0).is_empty());
-    assert_eq!(t.len(), 0);
+    assert_eq!(t.records(), 0);
 }
 
 #[test]
@@ -159,7 +159,7 @@ fn when_full_the_record_resolved_longest_ago_goes() {
     let late = t0 + secs(100);
     t.on_resolved(rec(&name(0), 1, "app", &["10.0.0.1"]), late);
     t.on_resolved(rec(&name(999), 250, "app", &["10.0.0.9"]), late);
-    assert_eq!(t.len(), MIN_TRACKED_RECORDS);
+    assert_eq!(t.records(), MIN_TRACKED_RECORDS);
     assert_eq!(t.stats().evicted, 1);
     assert!(t.on_removed(&name(1)).is_empty(), "peer1 was evicted");
     assert_eq!(t.on_removed(&name(0)), vec![lost(1)], "peer0 was kept");
@@ -218,7 +218,7 @@ fn a_hint_is_found_at_once_and_lost_unless_the_browse_confirms_it() {
         "peer2 lives with mdns-sd's record now"
     );
     assert!(t.on_tick(t0 + secs(60)).is_empty());
-    assert_eq!(t.len(), 1);
+    assert_eq!(t.records(), 1);
 }
 
 #[test]
@@ -234,7 +234,7 @@ fn a_departed_peer_is_not_lost_again_by_its_goodbye() {
         "the peer manager dropped the source"
     );
     assert!(t.on_tick(t0 + DEPARTED_RECHECK).is_empty());
-    assert_eq!(t.len(), 0);
+    assert_eq!(t.records(), 0);
 }
 
 #[test]
@@ -263,7 +263,7 @@ fn a_departed_peer_known_only_from_a_hint_is_dropped() {
     let mut t = tracker(t0);
     t.on_hint(rec(&name(1), 1, "app", &["10.0.0.1"]), t0);
     assert_eq!(t.on_left(id(1), t0), 1);
-    assert_eq!(t.len(), 0);
+    assert_eq!(t.records(), 0);
     assert_eq!(t.next_deadline(), None);
     assert!(t.on_tick(t0 + secs(60)).is_empty());
 }
