@@ -35,6 +35,21 @@ fn rec(fullname: &str, n: u8, app: &str, ips: &[&str]) -> Resolved {
     }
 }
 
+/// Peer `n` of our app under `peer<n>`, at 10.0.0.n.
+fn peer(n: u8) -> Resolved {
+    rec(&name(n.into()), n, "app", &[&format!("10.0.0.{n}")])
+}
+
+/// A tracker that resolved these peers at the start.
+fn knowing(peers: &[u8]) -> (Instant, Tracker) {
+    let t0 = Instant::now();
+    let mut t = tracker(t0);
+    for n in peers {
+        t.on_resolved(peer(*n), t0);
+    }
+    (t0, t)
+}
+
 fn found(n: u8, ips: &[&str], unaware: bool) -> DiscoveryEvent {
     DiscoveryEvent::Found {
         id: id(n),
@@ -60,9 +75,8 @@ fn secs(s: u64) -> Duration {
 
 #[test]
 fn two_resolutions_of_one_record_are_merged() {
-    let t0 = Instant::now();
-    let mut t = tracker(t0);
-    let v4 = t.on_resolved(rec(&name(1), 1, "app", &["10.0.0.1"]), t0);
+    let (t0, mut t) = knowing(&[]);
+    let v4 = t.on_resolved(peer(1), t0);
     assert_eq!(v4, vec![found(1, &["10.0.0.1"], true)]);
     let both = t.on_resolved(rec(&name(1), 1, "app", &["10.0.0.1", "fd00::1"]), t0);
     assert_eq!(both, vec![found(1, &["10.0.0.1", "fd00::1"], true)]);
@@ -73,24 +87,22 @@ fn two_resolutions_of_one_record_are_merged() {
 
 #[test]
 fn found_is_unaware_only_until_our_record_went_out() {
-    let t0 = Instant::now();
-    let mut t = tracker(t0);
+    let (t0, mut t) = knowing(&[]);
     t.on_announced("someone-else._peat-sidecar._udp.local.");
-    let ev = t.on_resolved(rec(&name(1), 1, "app", &["10.0.0.1"]), t0);
+    let ev = t.on_resolved(peer(1), t0);
     assert_eq!(ev, vec![found(1, &["10.0.0.1"], true)]);
     t.on_announced(OWN);
-    let ev = t.on_resolved(rec(&name(2), 2, "app", &["10.0.0.2"]), t0);
+    let ev = t.on_resolved(peer(2), t0);
     assert_eq!(ev, vec![found(2, &["10.0.0.2"], false)]);
 }
 
 #[test]
 fn other_app_ids_malformed_and_undialable_records_are_skipped() {
-    let t0 = Instant::now();
-    let mut t = tracker(t0);
+    let (t0, mut t) = knowing(&[]);
     assert!(t
         .on_resolved(rec(&name(1), 1, "other", &["10.0.0.1"]), t0)
         .is_empty());
-    let mut bad = rec(&name(2), 2, "app", &["10.0.0.2"]);
+    let mut bad = peer(2);
     bad.txt = Err(TxtError::IdHex);
     assert!(t.on_resolved(bad, t0).is_empty());
     // A link-local address without an interface index cannot be dialled.
@@ -109,8 +121,7 @@ fn other_app_ids_malformed_and_undialable_records_are_skipped() {
 
 #[test]
 fn our_own_record_is_skipped_by_name_and_by_id() {
-    let t0 = Instant::now();
-    let mut t = tracker(t0);
+    let (t0, mut t) = knowing(&[]);
     assert!(t
         .on_resolved(rec(OWN, 1, "app", &["10.0.0.1"]), t0)
         .is_empty());
@@ -123,9 +134,7 @@ fn our_own_record_is_skipped_by_name_and_by_id() {
 
 #[test]
 fn a_goodbye_is_lost_only_when_no_other_record_names_the_peer() {
-    let t0 = Instant::now();
-    let mut t = tracker(t0);
-    t.on_resolved(rec(&name(1), 1, "app", &["10.0.0.1"]), t0);
+    let (t0, mut t) = knowing(&[1]);
     t.on_resolved(rec(&name(2), 1, "app", &["10.0.0.2"]), t0);
     assert!(
         t.on_removed(&name(1)).is_empty(),
@@ -137,17 +146,14 @@ fn a_goodbye_is_lost_only_when_no_other_record_names_the_peer() {
 
 #[test]
 fn a_name_that_changes_identity_loses_the_old_one() {
-    let t0 = Instant::now();
-    let mut t = tracker(t0);
-    t.on_resolved(rec(&name(1), 1, "app", &["10.0.0.1"]), t0);
+    let (t0, mut t) = knowing(&[1]);
     let ev = t.on_resolved(rec(&name(1), 2, "app", &["10.0.0.1"]), t0);
     assert_eq!(ev, vec![lost(1), found(2, &["10.0.0.1"], true)]);
 }
 
 #[test]
 fn when_full_the_record_resolved_longest_ago_goes() {
-    let t0 = Instant::now();
-    let mut t = tracker(t0);
+    let (t0, mut t) = knowing(&[]);
     for i in 0..MIN_TRACKED_RECORDS {
         t.on_resolved(
             rec(&name(i), 1 + (i % 200) as u8, "app", &["10.0.0.1"]),
@@ -172,8 +178,7 @@ fn when_full_the_record_resolved_longest_ago_goes() {
 
 #[test]
 fn a_flood_of_new_records_asks_for_a_cache_purge() {
-    let t0 = Instant::now();
-    let mut t = tracker(t0);
+    let (t0, mut t) = knowing(&[]);
     for i in 0..MIN_TRACKED_RECORDS * CACHE_PURGE_FACTOR {
         t.on_resolved(rec(&name(i), 1 + (i % 200) as u8, "app", &["10.0.0.1"]), t0);
     }
@@ -194,22 +199,15 @@ fn a_flood_of_new_records_asks_for_a_cache_purge() {
 
 #[test]
 fn a_hint_is_found_at_once_and_lost_unless_the_browse_confirms_it() {
-    let t0 = Instant::now();
-    let mut t = tracker(t0);
-    let ev = t.on_hint(rec(&name(1), 1, "app", &["10.0.0.1"]), t0);
+    let (t0, mut t) = knowing(&[]);
+    let ev = t.on_hint(peer(1), t0);
     assert_eq!(ev, vec![found(1, &["10.0.0.1"], true)]);
-    let ev = t.on_hint(rec(&name(2), 2, "app", &["10.0.0.2"]), t0 + secs(1));
+    let ev = t.on_hint(peer(2), t0 + secs(1));
     assert_eq!(ev, vec![found(2, &["10.0.0.2"], true)]);
-    assert!(
-        t.on_hint(rec(&name(1), 1, "app", &["10.0.0.1"]), t0)
-            .is_empty(),
-        "known"
-    );
+    assert!(t.on_hint(peer(1), t0).is_empty(), "known");
     assert_eq!(t.next_deadline(), Some(t0 + oneshot::HINT_TTL));
     // The browse confirms peer2 (a repeat: nothing new to say).
-    assert!(t
-        .on_resolved(rec(&name(2), 2, "app", &["10.0.0.2"]), t0 + secs(2))
-        .is_empty());
+    assert!(t.on_resolved(peer(2), t0 + secs(2)).is_empty());
     assert!(t.on_tick(t0 + secs(9)).is_empty());
     assert_eq!(t.on_tick(t0 + oneshot::HINT_TTL), vec![lost(1)]);
     assert_eq!(
@@ -223,9 +221,7 @@ fn a_hint_is_found_at_once_and_lost_unless_the_browse_confirms_it() {
 
 #[test]
 fn a_departed_peer_is_not_lost_again_by_its_goodbye() {
-    let t0 = Instant::now();
-    let mut t = tracker(t0);
-    t.on_resolved(rec(&name(1), 1, "app", &["10.0.0.1"]), t0);
+    let (t0, mut t) = knowing(&[1]);
     assert_eq!(t.on_left(id(1), t0), 1);
     assert_eq!(t.on_left(id(1), t0), 0, "marked already");
     assert_eq!(t.next_deadline(), Some(t0 + DEPARTED_RECHECK));
@@ -239,11 +235,10 @@ fn a_departed_peer_is_not_lost_again_by_its_goodbye() {
 
 #[test]
 fn a_departed_record_still_held_after_the_recheck_is_found_again() {
-    let t0 = Instant::now();
-    let mut t = tracker(t0);
+    let (t0, mut t) = knowing(&[]);
     t.on_announced(OWN);
-    t.on_resolved(rec(&name(1), 1, "app", &["10.0.0.1"]), t0);
-    t.on_resolved(rec(&name(2), 2, "app", &["10.0.0.2"]), t0);
+    t.on_resolved(peer(1), t0);
+    t.on_resolved(peer(2), t0);
     assert_eq!(t.on_left(id(1), t0 + secs(1)), 1);
     assert!(t.on_tick(t0 + secs(5)).is_empty());
     let ev = t.on_tick(t0 + secs(1) + DEPARTED_RECHECK);
@@ -252,16 +247,15 @@ fn a_departed_record_still_held_after_the_recheck_is_found_again() {
     // Peer 2 leaves and its record is announced again before the re-check: found at
     // once, although its addresses did not change.
     t.on_left(id(2), t0 + secs(10));
-    let ev = t.on_resolved(rec(&name(2), 2, "app", &["10.0.0.2"]), t0 + secs(11));
+    let ev = t.on_resolved(peer(2), t0 + secs(11));
     assert_eq!(ev, vec![found(2, &["10.0.0.2"], false)]);
     assert!(t.on_tick(t0 + secs(60)).is_empty(), "no second report");
 }
 
 #[test]
 fn a_departed_peer_known_only_from_a_hint_is_dropped() {
-    let t0 = Instant::now();
-    let mut t = tracker(t0);
-    t.on_hint(rec(&name(1), 1, "app", &["10.0.0.1"]), t0);
+    let (t0, mut t) = knowing(&[]);
+    t.on_hint(peer(1), t0);
     assert_eq!(t.on_left(id(1), t0), 1);
     assert_eq!(t.records(), 0);
     assert_eq!(t.next_deadline(), None);
