@@ -181,6 +181,15 @@ impl pb::sidecar_server::Sidecar for SidecarService {
         Ok(Response::new(pb::DisconnectPeerResponse {}))
     }
 
+    async fn forget_peer(
+        &self,
+        req: Request<pb::ForgetPeerRequest>,
+    ) -> Result<Response<pb::ForgetPeerResponse>, Status> {
+        let id = parse_id_field(&req.into_inner().endpoint_id)?;
+        self.peers.forget(id).await.map_err(request_status)?;
+        Ok(Response::new(pb::ForgetPeerResponse {}))
+    }
+
     async fn list_peers(
         &self,
         _req: Request<pb::ListPeersRequest>,
