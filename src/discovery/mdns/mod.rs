@@ -54,6 +54,7 @@ use super::{
 };
 use crate::events::Source;
 use crate::ratelimit::TokenBucket;
+use crate::settings::MdnsSettings;
 
 /// Watcher-driven re-applications of the interface selection allowed at once...
 pub const TRIGGER_BURST: u32 = 3;
@@ -205,8 +206,9 @@ fn scoped(a: &ScopedIp) -> (IpAddr, u32) {
 /// Starts the mode: watcher, daemon, registration, browse. Returns the task to run.
 pub async fn start(
     ctx: SourceContext,
+    settings: MdnsSettings,
 ) -> Result<impl std::future::Future<Output = ()> + Send + 'static, MdnsError> {
-    let filter = InterfaceFilter::parse(&ctx.args.mdns_interfaces, ctx.args.mdns_loopback)?;
+    let filter = settings.filter.clone();
     let watcher = InterfaceWatcher::spawn(ctx.shutdown.child_token())?;
     let sub = watcher.subscribe();
     let scope = BindScope::from_bound(&ctx.bound_addrs);
@@ -262,7 +264,7 @@ pub async fn start(
     tokio::spawn(oneshot::ask(targets, hint_tx));
 
     let now = Instant::now();
-    let ctx_max_tracked = ctx.args.max_known_peers.max(MIN_TRACKED_RECORDS);
+    let ctx_max_tracked = settings.max_known_peers.max(MIN_TRACKED_RECORDS);
     let peer_events = ctx.peers.subscribe();
     let mut task = Task {
         ctx,
