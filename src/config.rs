@@ -628,7 +628,10 @@ mod tests {
             .find(|s| EndpointId::from_str(s).is_err())
             .expect("some byte pattern is not a public key");
         let err = parse_endpoint_id(&not_a_key).unwrap_err();
-        assert!(err.contains("not a valid endpoint id (not a public key)"), "{err}");
+        assert!(
+            err.contains("not a valid endpoint id (not a public key)"),
+            "{err}"
+        );
         assert!(!err.contains("expected 64 hex"), "{err}");
         assert!(parse_endpoint_id("abc").unwrap_err().contains("64 hex"));
     }

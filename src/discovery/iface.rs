@@ -40,7 +40,9 @@ pub enum IfaceError {
 /// An entry of `--mdns-interfaces` that is not a name or glob.
 #[derive(Debug, thiserror::Error)]
 pub enum PatternError {
-    #[error("`{0}` is not an interface name such as eth0 or a glob such as wlan* (1-64 characters)")]
+    #[error(
+        "`{0}` is not an interface name such as eth0 or a glob such as wlan* (1-64 characters)"
+    )]
     Shape(String),
     #[error("`{entry}` is not a valid interface glob")]
     Glob {
@@ -227,8 +229,10 @@ impl InterfaceFilter {
     /// (off) keeps out?
     pub fn needs_loopback(&self, pattern: &str, snap: &Snapshot) -> bool {
         !self.loopback
-            && glob::Pattern::new(pattern)
-                .is_ok_and(|p| snap.values().any(|i| i.flags.loopback && p.matches(&i.name)))
+            && glob::Pattern::new(pattern).is_ok_and(|p| {
+                snap.values()
+                    .any(|i| i.flags.loopback && p.matches(&i.name))
+            })
     }
 
     pub fn name_allowed(&self, name: &str) -> bool {

@@ -18,8 +18,8 @@ use tokio::{sync::mpsc, task::JoinSet};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn, Instrument};
 
-use crate::{config::DiscoveryMode, settings::DiscoverySettings};
 pub use crate::events::{DiscoveryEvent, Source};
+use crate::{config::DiscoveryMode, settings::DiscoverySettings};
 
 pub mod dns;
 pub mod gossip;

@@ -181,12 +181,13 @@ fn modes(args: &RunArgs) -> Result<Modes, SettingsError> {
 
 fn mdns(args: &RunArgs) -> Result<MdnsSettings, SettingsError> {
     let interfaces_name = args.origins.name("mdns_interfaces");
-    let filter = InterfaceFilter::parse(&args.mdns_interfaces, args.mdns_loopback).map_err(
-        |cause| SettingsError::InterfacePattern {
-            name: interfaces_name.clone(),
-            cause,
-        },
-    )?;
+    let filter =
+        InterfaceFilter::parse(&args.mdns_interfaces, args.mdns_loopback).map_err(|cause| {
+            SettingsError::InterfacePattern {
+                name: interfaces_name.clone(),
+                cause,
+            }
+        })?;
     Ok(MdnsSettings {
         filter,
         max_known_peers: args.max_known_peers,

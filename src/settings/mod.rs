@@ -316,7 +316,11 @@ fn new_file_next_to(path: &Path) -> PathBuf {
     (1..100)
         .map(|n| {
             let mut p = base.clone();
-            p.push(if n == 1 { ".new".to_string() } else { format!(".new{n}") });
+            p.push(if n == 1 {
+                ".new".to_string()
+            } else {
+                format!(".new{n}")
+            });
             PathBuf::from(p)
         })
         .find(|p| !p.exists())
