@@ -122,26 +122,17 @@ pub async fn spawn_sources(
     ctx: SourceContext,
 ) -> Result<JoinSet<()>, DiscoveryError> {
     let mut set = JoinSet::new();
-    let span = |mode: DiscoveryMode| tracing::info_span!("discovery", mode = %mode);
     if let Some(s) = &settings.mdns {
-        let span = span(DiscoveryMode::Mdns);
-        let task = mdns::start(ctx.clone(), s.clone())
-            .instrument(span.clone())
-            .await
-            .map_err(DiscoveryError::Mdns)?;
-        spawn_in(&mut set, span, task);
+        let start = mdns::start(ctx.clone(), s.clone());
+        start_in(&mut set, DiscoveryMode::Mdns, start, DiscoveryError::Mdns).await?;
     }
     if let Some(s) = &settings.dns {
-        let span = span(DiscoveryMode::Dns);
-        let task = dns::start(ctx.clone(), s.clone())
-            .instrument(span.clone())
-            .await
-            .map_err(DiscoveryError::Dns)?;
-        spawn_in(&mut set, span, task);
+        let start = dns::start(ctx.clone(), s.clone());
+        start_in(&mut set, DiscoveryMode::Dns, start, DiscoveryError::Dns).await?;
     }
     if let Some(s) = &settings.gossip {
-        let task = gossip::start(ctx.clone(), s.clone());
-        spawn_in(&mut set, span(DiscoveryMode::Gossip), task);
+        let span = tracing::info_span!("discovery", mode = %DiscoveryMode::Gossip);
+        spawn_in(&mut set, span, gossip::start(ctx.clone(), s.clone()));
     }
     if !settings.modes.0.is_empty() {
         info!(modes = %settings.modes, "discovery started");
@@ -156,6 +147,22 @@ pub async fn join_sources(mut set: JoinSet<()>) {
         warn!("discovery sources did not stop within {GOODBYE_GRACE:?}; aborting them");
         set.abort_all();
     }
+}
+
+/// Runs a mode's start inside its span and spawns the task it returns.
+async fn start_in<T, E>(
+    set: &mut JoinSet<()>,
+    mode: DiscoveryMode,
+    start: impl std::future::Future<Output = Result<T, E>>,
+    wrap: fn(E) -> DiscoveryError,
+) -> Result<(), DiscoveryError>
+where
+    T: std::future::Future<Output = ()> + Send + 'static,
+{
+    let span = tracing::info_span!("discovery", mode = %mode);
+    let task = start.instrument(span.clone()).await.map_err(wrap)?;
+    spawn_in(set, span, task);
+    Ok(())
 }
 
 fn spawn_in<F>(set: &mut JoinSet<()>, span: tracing::Span, fut: F)

@@ -118,16 +118,19 @@ fn name_the_variable(mut err: clap::Error, cmd: &clap::Command, argv: &[OsString
     let Some(ContextValue::String(shown)) = err.get(ContextKind::InvalidArg).cloned() else {
         return err;
     };
+    // An argument prints its value names only once built (clap panics otherwise).
+    let mut cmd = cmd.clone();
+    cmd.build();
     let args = cmd
         .get_arguments()
         .chain(cmd.get_subcommands().flat_map(|s| s.get_arguments()));
     for arg in args {
-        if arg.to_string() != shown {
-            continue;
-        }
         let (Some(var), Some(long)) = (arg.get_env(), arg.get_long()) else {
             continue;
         };
+        if arg.to_string() != shown {
+            continue;
+        }
         let flag = format!("--{long}");
         let on_command_line = argv.iter().any(|a| {
             a.to_str()
@@ -153,6 +156,18 @@ mod tests {
         assert_eq!(o.name("peers"), "--peer");
         o.set_env("idle_timeout_ms", "PEAT_SIDECAR_IDLE_TIMEOUT_MS");
         assert_eq!(o.name("idle_timeout_ms"), "PEAT_SIDECAR_IDLE_TIMEOUT_MS");
+    }
+
+    #[test]
+    fn errors_of_any_subcommand_are_rendered() {
+        for argv in [
+            &["peat-sidecar", "connect", "nothex@127.0.0.1:1"][..],
+            &["peat-sidecar", "run", "--keep-alive-ms", "1"],
+            &["peat-sidecar", "status", "--api", "http://x"],
+        ] {
+            let err = parse_cli(argv).unwrap_err().to_string();
+            assert!(err.contains("invalid value"), "{argv:?}: {err}");
+        }
     }
 
     #[test]
