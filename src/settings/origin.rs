@@ -113,7 +113,8 @@ fn ignore_empty_env(cmd: clap::Command) -> clap::Command {
 }
 
 /// clap names the flag in an invalid-value error even when the value came from the
-/// variable; say the variable instead, as that is what the user must fix.
+/// variable; say the variable instead, as that is what the user must fix. A secret's
+/// value (`--shared-key`) is not repeated: the message may end up in a journal.
 fn name_the_variable(mut err: clap::Error, cmd: &clap::Command, argv: &[OsString]) -> clap::Error {
     let Some(ContextValue::String(shown)) = err.get(ContextKind::InvalidArg).cloned() else {
         return err;
@@ -121,26 +122,28 @@ fn name_the_variable(mut err: clap::Error, cmd: &clap::Command, argv: &[OsString
     // An argument prints its value names only once built (clap panics otherwise).
     let mut cmd = cmd.clone();
     cmd.build();
-    let args = cmd
+    let mut args = cmd
         .get_arguments()
-        .chain(cmd.get_subcommands().flat_map(|s| s.get_arguments()));
-    for arg in args {
-        let (Some(var), Some(long)) = (arg.get_env(), arg.get_long()) else {
-            continue;
-        };
-        if arg.to_string() != shown {
-            continue;
-        }
-        let flag = format!("--{long}");
-        let on_command_line = argv.iter().any(|a| {
-            a.to_str()
-                .is_some_and(|a| a == flag || a.starts_with(&format!("{flag}=")))
-        });
-        if !on_command_line && std::env::var_os(var).is_some() {
-            let named = format!("{} (environment variable)", var.to_string_lossy());
-            err.insert(ContextKind::InvalidArg, ContextValue::String(named));
-        }
-        break;
+        .chain(cmd.get_subcommands().flat_map(|s| s.get_arguments()))
+        .filter(|a| a.get_env().is_some() && a.get_long().is_some());
+    let Some(arg) = args.find(|a| a.to_string() == shown) else {
+        return err;
+    };
+    if arg.is_hide_env_values_set() && err.get(ContextKind::InvalidValue).is_some() {
+        let hidden = ContextValue::String("(hidden)".into());
+        err.insert(ContextKind::InvalidValue, hidden);
+    }
+    let (Some(var), Some(long)) = (arg.get_env(), arg.get_long()) else {
+        return err;
+    };
+    let flag = format!("--{long}");
+    let on_command_line = argv.iter().any(|a| {
+        a.to_str()
+            .is_some_and(|a| a == flag || a.starts_with(&format!("{flag}=")))
+    });
+    if !on_command_line && std::env::var_os(var).is_some() {
+        let named = format!("{} (environment variable)", var.to_string_lossy());
+        err.insert(ContextKind::InvalidArg, ContextValue::String(named));
     }
     err
 }
@@ -168,6 +171,22 @@ mod tests {
             let err = parse_cli(argv).unwrap_err().to_string();
             assert!(err.contains("invalid value"), "{argv:?}: {err}");
         }
+    }
+
+    #[test]
+    fn a_bad_secret_is_not_repeated() {
+        let argv = [
+            "peat-sidecar",
+            "run",
+            "--shared-key",
+            "c2VjcmV0LXRvby1zaG9ydA==",
+        ];
+        let err = parse_cli(argv).unwrap_err().to_string();
+        assert!(!err.contains("c2VjcmV0LXRvby1zaG9ydA"), "{err}");
+        assert!(
+            err.contains("--shared-key") && err.contains("32 bytes"),
+            "{err}"
+        );
     }
 
     #[test]
