@@ -199,6 +199,7 @@ pub struct RunArgs {
     pub keep_alive_ms: u64,
 
     /// QUIC idle timeout in milliseconds: a peer silent for this long counts as gone.
+    /// At least 1000 and at least three --keep-alive-ms.
     #[arg(long, env = "PEAT_SIDECAR_IDLE_TIMEOUT_MS", default_value_t = 5000, value_parser = clap::value_parser!(u64).range(500..=120_000))]
     pub idle_timeout_ms: u64,
 
