@@ -1,10 +1,11 @@
-//! Command line and environment settings.
+//! The command line: flags, their `PEAT_SIDECAR_*` variables and the parsers of single
+//! values.
 //!
 //! Every flag of `peat-sidecar run` has a `PEAT_SIDECAR_*` environment variable so that
 //! the systemd unit, the container image and the Kubernetes manifests can configure the
-//! daemon without a command line. Values are parsed into typed settings here, so a bad
-//! value stops the start with a message that names the flag and the valid values, before
-//! any socket is bound.
+//! daemon without a command line. Checks that involve several flags, files or the host
+//! live in [`crate::settings`], which turns [`RunArgs`] into checked settings before
+//! anything is bound; [`crate::settings::parse_cli`] is the entry point.
 
 use std::{fmt, net::SocketAddr, path::PathBuf, str::FromStr, time::Duration};
 
@@ -130,8 +131,9 @@ pub struct RunArgs {
     #[arg(long, env = "PEAT_SIDECAR_MDNS_INTERFACES", value_delimiter = ',')]
     pub mdns_interfaces: Vec<String>,
 
-    /// Also announce and browse on loopback, for several sidecars on one host.
-    #[arg(long, env = "PEAT_SIDECAR_MDNS_LOOPBACK")]
+    /// Also announce and browse on loopback, for several sidecars on one host. The
+    /// variable takes 1/0, yes/no, on/off, true/false.
+    #[arg(long, env = "PEAT_SIDECAR_MDNS_LOOPBACK", value_parser = clap::builder::BoolishValueParser::new())]
     pub mdns_loopback: bool,
 
     /// Gossip: seconds after which an entry that no one refreshed is forgotten and its
@@ -197,12 +199,17 @@ pub struct RunArgs {
     pub keep_alive_ms: u64,
 
     /// QUIC idle timeout in milliseconds: a peer silent for this long counts as gone.
+    /// At least 1000 and at least three --keep-alive-ms.
     #[arg(long, env = "PEAT_SIDECAR_IDLE_TIMEOUT_MS", default_value_t = 5000, value_parser = clap::value_parser!(u64).range(500..=120_000))]
     pub idle_timeout_ms: u64,
 
     /// Log format; the level comes from RUST_LOG (default `info`).
     #[arg(long, env = "PEAT_SIDECAR_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+
+    /// Which values came from the environment (filled by `settings::parse_cli`).
+    #[arg(skip)]
+    pub origins: crate::settings::Origins,
 }
 
 /// Settings shared by the client subcommands.
@@ -276,70 +283,6 @@ impl DiscoveryMode {
 impl fmt::Display for DiscoveryMode {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
-    }
-}
-
-/// Errors in settings that clap's per-value parsers cannot see on their own.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("--discovery-mode none cannot be combined with other modes (got {0})")]
-    NoneCombined(String),
-    #[error("--discovery-mode dns needs --discovery-service NAME (PEAT_SIDECAR_DISCOVERY_SERVICE), for example peat-sidecar-headless.peat-system.svc.cluster.local")]
-    DnsWithoutService,
-    #[error("discovery mode `{0}` is not available in this build of peat-sidecar {1}; available modes: {2}")]
-    ModeNotBuilt(DiscoveryMode, &'static str, String),
-    #[error("cannot read the shared key file {path}: {cause}")]
-    SharedKeyRead {
-        path: PathBuf,
-        cause: std::io::Error,
-    },
-    #[error("the shared key file {path} must hold 32 bytes, raw or as base64 (found {len} bytes that are neither); create one with: head -c 32 /dev/urandom | base64 > {path}")]
-    SharedKeyFormat { path: PathBuf, len: usize },
-}
-
-impl RunArgs {
-    /// The discovery modes in effect: `none` removed, duplicates folded.
-    pub fn modes(&self) -> Result<Vec<DiscoveryMode>, ConfigError> {
-        let mut modes: Vec<DiscoveryMode> = self.discovery_mode.clone();
-        modes.sort();
-        modes.dedup();
-        if modes.len() > 1 && modes.contains(&DiscoveryMode::None) {
-            let list: Vec<&str> = modes.iter().map(|m| m.as_str()).collect();
-            return Err(ConfigError::NoneCombined(list.join(",")));
-        }
-        modes.retain(|m| *m != DiscoveryMode::None);
-        if modes.contains(&DiscoveryMode::Dns) && self.discovery_service.is_none() {
-            return Err(ConfigError::DnsWithoutService);
-        }
-        Ok(modes)
-    }
-
-    /// The shared key from `--shared-key` or `--shared-key-file`, if any.
-    pub fn load_shared_key(&self) -> Result<Option<SharedKey>, ConfigError> {
-        if let Some(key) = &self.shared_key {
-            return Ok(Some(key.clone()));
-        }
-        let Some(path) = &self.shared_key_file else {
-            return Ok(None);
-        };
-        let raw = std::fs::read(path).map_err(|cause| ConfigError::SharedKeyRead {
-            path: path.clone(),
-            cause,
-        })?;
-        SharedKey::from_file_bytes(&raw)
-            .map(Some)
-            .ok_or(ConfigError::SharedKeyFormat {
-                path: path.clone(),
-                len: raw.len(),
-            })
-    }
-
-    pub fn keep_alive(&self) -> Duration {
-        Duration::from_millis(self.keep_alive_ms)
-    }
-
-    pub fn idle_timeout(&self) -> Duration {
-        Duration::from_millis(self.idle_timeout_ms)
     }
 }
 
@@ -456,7 +399,12 @@ pub fn parse_endpoint_id(s: &str) -> Result<EndpointId, String> {
         ));
     }
     EndpointId::from_str(s).map_err(|_| {
-        format!("`{s}` is not an endpoint id: expected 64 hex characters, as printed by `peat-sidecar id`")
+        if s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit()) {
+            // Right shape, but not a point on the curve: not a typo in the length.
+            format!("`{s}` is not a valid endpoint id (not a public key); copy it again from `peat-sidecar id` on that host")
+        } else {
+            format!("`{s}` is not an endpoint id: expected 64 hex characters, as printed by `peat-sidecar id`")
+        }
     })
 }
 
@@ -662,35 +610,7 @@ mod tests {
     }
 
     #[test]
-    fn modes_validate() {
-        let cli = Cli::try_parse_from([
-            "peat-sidecar",
-            "run",
-            "--discovery-mode",
-            "mdns,gossip,mdns",
-        ])
-        .unwrap();
-        let Command::Run(args) = cli.command else {
-            panic!()
-        };
-        assert_eq!(
-            args.modes().unwrap(),
-            vec![DiscoveryMode::Mdns, DiscoveryMode::Gossip]
-        );
-
-        let cli =
-            Cli::try_parse_from(["peat-sidecar", "run", "--discovery-mode", "none,mdns"]).unwrap();
-        let Command::Run(args) = cli.command else {
-            panic!()
-        };
-        assert!(matches!(args.modes(), Err(ConfigError::NoneCombined(_))));
-
-        let cli = Cli::try_parse_from(["peat-sidecar", "run", "--discovery-mode", "dns"]).unwrap();
-        let Command::Run(args) = cli.command else {
-            panic!()
-        };
-        assert!(matches!(args.modes(), Err(ConfigError::DnsWithoutService)));
-
+    fn modes_and_intervals_parse() {
         let err = Cli::try_parse_from(["peat-sidecar", "run", "--discovery-mode", "bonjour"])
             .unwrap_err();
         let msg = err.to_string();
@@ -699,6 +619,22 @@ mod tests {
         let err =
             Cli::try_parse_from(["peat-sidecar", "run", "--discovery-interval", "0"]).unwrap_err();
         assert!(err.to_string().contains("above 0"));
+    }
+
+    #[test]
+    fn hex_that_is_not_a_key_says_so() {
+        // About half of all 32-byte strings are not an Ed25519 point.
+        let not_a_key = (0u8..=255)
+            .map(|b| hex::encode([b; 32]))
+            .find(|s| EndpointId::from_str(s).is_err())
+            .expect("some byte pattern is not a public key");
+        let err = parse_endpoint_id(&not_a_key).unwrap_err();
+        assert!(
+            err.contains("not a valid endpoint id (not a public key)"),
+            "{err}"
+        );
+        assert!(!err.contains("expected 64 hex"), "{err}");
+        assert!(parse_endpoint_id("abc").unwrap_err().contains("64 hex"));
     }
 
     #[test]

@@ -1,18 +1,19 @@
 //! `peat-sidecar run`: starts the node, the discovery sources and the API, then waits
 //! for SIGINT or SIGTERM and shuts down in the reverse order.
 
-use std::{sync::Arc, time::Instant};
+use std::time::Instant;
 
 use anyhow::Context;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio_util::sync::CancellationToken;
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::{
     api::server::{self, SidecarService, StatusInfo},
     config::{LogFormat, RunArgs},
-    discovery::{self, EventSink, SourceContext},
-    node::{endpoint::Liveness, identity, peers::Limits, Node, NodeConfig},
+    discovery::{self, SourceContext},
+    node::{identity, Node, NodeConfig},
+    settings::{Host, Settings},
 };
 
 pub fn init_logging(format: LogFormat) {
@@ -31,29 +32,23 @@ pub fn init_logging(format: LogFormat) {
 
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     // Everything that can be wrong with the settings is checked before binding anything.
-    let modes = args.modes()?;
-    check_built(&modes)?;
-    let shared_key = args.load_shared_key()?;
-    let secret_key = identity::load_or_create(&args.data_dir)?;
-    let api = server::bind(&args.listen, args.socket_mode, args.socket_group.as_deref()).await?;
+    let host = Host::current()?;
+    let settings = Settings::check(&args, &host)?;
+    log_settings(&settings, &host);
+    let secret_key = identity::load_or_create(&settings.data_dir)?;
+    let api = &settings.api;
+    let api_listener =
+        server::bind(&api.listen, api.socket_mode, api.socket_group.as_deref()).await?;
 
+    let node_settings = settings.node.clone();
     let node = Node::start(NodeConfig {
         secret_key: secret_key.clone(),
-        bind: args.bind,
-        app_id: args.app_id.clone(),
-        shared_key,
-        static_peers: args.peers.clone(),
-        limits: Limits {
-            max_peers: args.max_peers,
-            max_known_peers: args.max_known_peers.max(1),
-            max_concurrent_dials: args.max_concurrent_dials.max(1),
-            max_dials_per_sec: args.max_dials_per_sec,
-            max_pending_handshakes: args.max_pending_handshakes as usize,
-        },
-        liveness: Liveness {
-            keep_alive: args.keep_alive(),
-            idle_timeout: args.idle_timeout(),
-        },
+        bind: node_settings.bind,
+        app_id: node_settings.app_id,
+        shared_key: node_settings.shared_key,
+        static_peers: node_settings.static_peers,
+        limits: node_settings.limits,
+        liveness: node_settings.liveness,
     })
     .await?;
 
@@ -66,14 +61,13 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         iroh_port: bound_addrs
             .first()
             .map(|a| a.port())
-            .unwrap_or(args.bind.port()),
+            .unwrap_or(settings.node.bind.port()),
         bound_addrs: bound_addrs.clone(),
-        args: Arc::new(args.clone()),
-        events: EventSink::new(node.peers().sender()),
         peers: node.peers().clone(),
         shutdown: shutdown.child_token(),
     };
-    let sources = match discovery::spawn_sources(&modes, ctx).await {
+    let modes = &settings.discovery.modes;
+    let sources = match discovery::spawn_sources(&settings.discovery, ctx).await {
         Ok(s) => s,
         Err(e) => {
             node.shutdown().await;
@@ -86,16 +80,20 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         StatusInfo {
             endpoint_id: node.id(),
             app_id: node.app_id().to_string(),
-            discovery_modes: modes.iter().map(|m| m.to_string()).collect(),
-            listen: args.listen.to_string(),
+            discovery_modes: modes.0.iter().map(|m| m.to_string()).collect(),
+            listen: api.listen.to_string(),
             bound_addrs: bound_addrs.iter().map(|a| a.to_string()).collect(),
             shared_key: node.has_shared_key(),
             started: Instant::now(),
         },
     );
     let api_stop = CancellationToken::new();
-    let api_task = tokio::spawn(server::serve_logged(api, service, api_stop.clone()));
-    info!(endpoint_id = %node.id(), listen = %args.listen, "peat-sidecar running");
+    let api_task = tokio::spawn(server::serve_logged(
+        api_listener,
+        service,
+        api_stop.clone(),
+    ));
+    info!(endpoint_id = %node.id(), listen = %api.listen, "peat-sidecar running");
 
     let signal_name = wait_for_signal().await?;
     info!(signal = signal_name, "shutting down");
@@ -109,22 +107,23 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A mode that this build does not implement stops the start, instead of silently
-/// finding no one.
-fn check_built(modes: &[crate::config::DiscoveryMode]) -> Result<(), crate::config::ConfigError> {
-    for m in modes {
-        if !discovery::BUILT_MODES.contains(m) {
-            let available: Vec<&str> = std::iter::once("none")
-                .chain(discovery::BUILT_MODES.iter().map(|b| b.as_str()))
-                .collect();
-            return Err(crate::config::ConfigError::ModeNotBuilt(
-                *m,
-                env!("CARGO_PKG_VERSION"),
-                available.join(", "),
-            ));
+/// One line with the settings in effect, and a warning for each that looks wrong but
+/// can still work (an interface that may appear later).
+fn log_settings(s: &Settings, host: &Host) {
+    let live = s.node.liveness;
+    info!(
+        bind = %s.node.bind,
+        app_id = %s.node.app_id,
+        discovery = %s.discovery.modes,
+        keep_alive_ms = live.keep_alive.as_millis() as u64,
+        idle_timeout_ms = live.idle_timeout.as_millis() as u64,
+        "settings checked"
+    );
+    if let Some(mdns) = &s.discovery.mdns {
+        for u in mdns.unmatched(&host.interfaces) {
+            warn!(pattern = %u.pattern, eligible = %u.eligible.join(","), "{u}");
         }
     }
-    Ok(())
 }
 
 async fn wait_for_signal() -> anyhow::Result<&'static str> {

@@ -3,6 +3,8 @@
 //!
 //! The crate is laid out by job:
 //! - [`config`]: flags and `PEAT_SIDECAR_*` variables;
+//! - [`settings`]: the flags checked and turned into per-module settings, before
+//!   anything binds;
 //! - [`node`]: identity, endpoint, formation check and the peer manager, the one place
 //!   that decides whom to dial;
 //! - [`discovery`]: sources that report found and lost peers to the peer manager;
@@ -19,3 +21,4 @@ pub mod discovery;
 pub mod events;
 pub mod node;
 pub mod ratelimit;
+pub mod settings;

@@ -2,15 +2,18 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
 use peat_sidecar::{
     api::client,
-    config::{Cli, Command},
+    config::Command,
     daemon, node,
+    settings::{self, SettingsError},
 };
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match settings::parse_cli(std::env::args_os()) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -40,7 +43,11 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
-            ExitCode::FAILURE
+            // A value the user must change exits 2, like clap's own usage errors.
+            match e.downcast_ref::<SettingsError>() {
+                Some(s) => ExitCode::from(s.exit_code()),
+                None => ExitCode::FAILURE,
+            }
         }
     }
 }

@@ -35,8 +35,21 @@ pub const FALLBACK_POLL: Duration = Duration::from_secs(1);
 pub enum IfaceError {
     #[error("cannot list the network interfaces (getifaddrs): {0}")]
     List(#[source] nix::Error),
-    #[error("`{0}` in --mdns-interfaces is not a valid interface name or glob: {1}")]
-    Pattern(String, String),
+}
+
+/// An entry of `--mdns-interfaces` that is not a name or glob.
+#[derive(Debug, thiserror::Error)]
+pub enum PatternError {
+    #[error(
+        "`{0}` is not an interface name such as eth0 or a glob such as wlan* (1-64 characters)"
+    )]
+    Shape(String),
+    #[error("`{entry}` is not a valid interface glob")]
+    Glob {
+        entry: String,
+        #[source]
+        cause: glob::PatternError,
+    },
 }
 
 /// The interface flags that decide whether discovery may use an interface.
@@ -169,7 +182,7 @@ pub struct InterfaceFilter {
 impl InterfaceFilter {
     /// `entries` are names or globs (`wlan*`, `eth[01]`); a leading `!` denies. Deny wins
     /// over allow; with no allow entry every interface not denied is allowed.
-    pub fn parse(entries: &[String], loopback: bool) -> Result<Self, IfaceError> {
+    pub fn parse(entries: &[String], loopback: bool) -> Result<Self, PatternError> {
         let mut f = InterfaceFilter {
             loopback,
             ..Default::default()
@@ -184,13 +197,12 @@ impl InterfaceFilter {
                 None => (false, e),
             };
             if pat.is_empty() || pat.len() > 64 {
-                return Err(IfaceError::Pattern(
-                    raw.clone(),
-                    "expected an interface name such as eth0 or a glob such as wlan*".into(),
-                ));
+                return Err(PatternError::Shape(raw.clone()));
             }
-            let p = glob::Pattern::new(pat)
-                .map_err(|err| IfaceError::Pattern(raw.clone(), err.to_string()))?;
+            let p = glob::Pattern::new(pat).map_err(|cause| PatternError::Glob {
+                entry: raw.clone(),
+                cause,
+            })?;
             if deny {
                 f.deny.push(p);
             } else {
@@ -198,6 +210,29 @@ impl InterfaceFilter {
             }
         }
         Ok(f)
+    }
+
+    /// The allow entries that match no eligible interface of `snap`: a typo, an
+    /// interface that is not there yet, or a loopback one without the loopback switch.
+    pub fn unmatched<'a>(&'a self, snap: &'a Snapshot) -> impl Iterator<Item = &'a str> + 'a {
+        self.allow
+            .iter()
+            .filter(|p| {
+                !snap
+                    .values()
+                    .any(|i| p.matches(&i.name) && self.eligible(i))
+            })
+            .map(|p| p.as_str())
+    }
+
+    /// Does `pattern` name a loopback interface of `snap` that the loopback switch
+    /// (off) keeps out?
+    pub fn needs_loopback(&self, pattern: &str, snap: &Snapshot) -> bool {
+        !self.loopback
+            && glob::Pattern::new(pattern).is_ok_and(|p| {
+                snap.values()
+                    .any(|i| i.flags.loopback && p.matches(&i.name))
+            })
     }
 
     pub fn name_allowed(&self, name: &str) -> bool {

@@ -11,15 +11,15 @@
 //! [`CancellationToken`] fires and the task gets a moment to say goodbye (mDNS sends
 //! its goodbye packets) before the endpoint closes.
 
-use std::{net::SocketAddr, sync::Arc, time::Duration};
+use std::{net::SocketAddr, time::Duration};
 
 use iroh::{EndpointId, SecretKey};
 use tokio::{sync::mpsc, task::JoinSet};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn, Instrument};
 
-use crate::config::{DiscoveryMode, RunArgs};
 pub use crate::events::{DiscoveryEvent, Source};
+use crate::{config::DiscoveryMode, settings::DiscoverySettings};
 
 pub mod dns;
 pub mod gossip;
@@ -78,7 +78,8 @@ impl EventSink {
     }
 }
 
-/// Everything a discovery source may need from the node.
+/// Everything a discovery source may need from the node. Each source's own settings
+/// come separately (`crate::settings`), so a source sees only what it uses.
 #[derive(Clone)]
 pub struct SourceContext {
     /// This node's identity; dns mode signs its handshake answers with it.
@@ -89,20 +90,26 @@ pub struct SourceContext {
     pub iroh_port: u16,
     /// The UDP sockets the iroh endpoint is bound to.
     pub bound_addrs: Vec<SocketAddr>,
-    pub args: Arc<RunArgs>,
-    pub events: EventSink,
-    /// Handle on the peer manager: its table and its connections (gossip uses them).
+    /// Handle on the peer manager: found/lost go in through [`SourceContext::events`];
+    /// gossip also reads its connections and stream registry.
     pub peers: crate::node::peers::PeerManagerHandle,
     pub shutdown: CancellationToken,
 }
 
+impl SourceContext {
+    /// Where the source reports found and lost peers.
+    pub fn events(&self) -> EventSink {
+        EventSink::new(self.peers.sender())
+    }
+}
+
+/// A mode that could not start; the cause is kept.
 #[derive(Debug, thiserror::Error)]
 pub enum DiscoveryError {
-    #[error("{mode}: {message}")]
-    Failed {
-        mode: DiscoveryMode,
-        message: String,
-    },
+    #[error("mdns")]
+    Mdns(#[source] mdns::MdnsError),
+    #[error("dns")]
+    Dns(#[source] dns::DnsError),
 }
 
 /// The modes this build implements; `daemon::run` refuses the others before binding.
@@ -118,33 +125,24 @@ pub const GOODBYE_GRACE: Duration = Duration::from_secs(2);
 /// Starts one task per mode. Fails if a mode cannot start (for example its port is
 /// taken), so that a misconfigured sidecar stops instead of silently finding no one.
 pub async fn spawn_sources(
-    modes: &[DiscoveryMode],
+    settings: &DiscoverySettings,
     ctx: SourceContext,
 ) -> Result<JoinSet<()>, DiscoveryError> {
     let mut set = JoinSet::new();
-    for &mode in modes {
-        let span = tracing::info_span!("discovery", mode = %mode);
-        match mode {
-            DiscoveryMode::None => {}
-            DiscoveryMode::Gossip => spawn_in(&mut set, span.clone(), gossip::start(ctx.clone())?),
-            DiscoveryMode::Mdns => {
-                let task = mdns::start(ctx.clone())
-                    .instrument(span.clone())
-                    .await
-                    .map_err(|e| DiscoveryError::Failed {
-                        mode,
-                        message: e.to_string(),
-                    })?;
-                spawn_in(&mut set, span.clone(), task);
-            }
-            DiscoveryMode::Dns => {
-                let source = dns::start(ctx.clone()).instrument(span.clone()).await?;
-                spawn_in(&mut set, span, source);
-            }
-        }
+    if let Some(s) = &settings.mdns {
+        let start = mdns::start(ctx.clone(), s.clone());
+        start_in(&mut set, DiscoveryMode::Mdns, start, DiscoveryError::Mdns).await?;
     }
-    if !modes.is_empty() {
-        info!(modes = ?modes, "discovery started");
+    if let Some(s) = &settings.dns {
+        let start = dns::start(ctx.clone(), s.clone());
+        start_in(&mut set, DiscoveryMode::Dns, start, DiscoveryError::Dns).await?;
+    }
+    if let Some(s) = &settings.gossip {
+        let span = tracing::info_span!("discovery", mode = %DiscoveryMode::Gossip);
+        spawn_in(&mut set, span, gossip::start(ctx.clone(), s.clone()));
+    }
+    if !settings.modes.0.is_empty() {
+        info!(modes = %settings.modes, "discovery started");
     }
     Ok(set)
 }
@@ -156,6 +154,22 @@ pub async fn join_sources(mut set: JoinSet<()>) {
         warn!("discovery sources did not stop within {GOODBYE_GRACE:?}; aborting them");
         set.abort_all();
     }
+}
+
+/// Runs a mode's start inside its span and spawns the task it returns.
+async fn start_in<T, E>(
+    set: &mut JoinSet<()>,
+    mode: DiscoveryMode,
+    start: impl std::future::Future<Output = Result<T, E>>,
+    wrap: fn(E) -> DiscoveryError,
+) -> Result<(), DiscoveryError>
+where
+    T: std::future::Future<Output = ()> + Send + 'static,
+{
+    let span = tracing::info_span!("discovery", mode = %mode);
+    let task = start.instrument(span.clone()).await.map_err(wrap)?;
+    spawn_in(set, span, task);
+    Ok(())
 }
 
 fn spawn_in<F>(set: &mut JoinSet<()>, span: tracing::Span, fut: F)

@@ -18,8 +18,12 @@ const PATH_KEEP_ALIVE_CAP: Duration = Duration::from_secs(5);
 pub enum EndpointError {
     #[error("cannot use {addr} as the UDP bind address: {message}")]
     BadBind { addr: SocketAddr, message: String },
-    #[error("cannot bind UDP {addr}: {message}. Is another peat-sidecar running? Choose another port with --bind (PEAT_SIDECAR_BIND)")]
-    Bind { addr: SocketAddr, message: String },
+    #[error("cannot bind UDP {addr}: {message}. {hint}")]
+    Bind {
+        addr: SocketAddr,
+        message: String,
+        hint: &'static str,
+    },
     #[error("invalid idle timeout {0:?}")]
     IdleTimeout(Duration),
 }
@@ -62,11 +66,58 @@ pub async fn bind(
         })?;
     builder.bind().await.map_err(|e| {
         let mut message = e.to_string();
+        let mut kind = None;
         let mut src = std::error::Error::source(&e);
         while let Some(s) = src {
             message = format!("{message}: {s}");
+            kind = kind.or(s.downcast_ref::<std::io::Error>().map(|io| io.kind()));
             src = s.source();
         }
-        EndpointError::Bind { addr, message }
+        EndpointError::Bind {
+            addr,
+            message,
+            hint: bind_hint(kind),
+        }
     })
+}
+
+/// What to do about a failed bind, by its cause.
+fn bind_hint(kind: Option<std::io::ErrorKind>) -> &'static str {
+    use std::io::ErrorKind as K;
+    match kind {
+        Some(K::AddrNotAvailable) => "The address is not on this host: use one of its addresses, or 0.0.0.0 / [::] for all (--bind, PEAT_SIDECAR_BIND)",
+        Some(K::PermissionDenied) => "Ports below 1024 need CAP_NET_BIND_SERVICE: choose another port with --bind (PEAT_SIDECAR_BIND)",
+        _ => "Is another peat-sidecar running? Choose another port with --bind (PEAT_SIDECAR_BIND)",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn live() -> Liveness {
+        Liveness {
+            keep_alive: Duration::from_secs(1),
+            idle_timeout: Duration::from_secs(5),
+        }
+    }
+
+    #[tokio::test]
+    async fn an_address_not_on_this_host_is_named_as_such() {
+        // TEST-NET-3, never on a host: the kernel refuses the bind, nothing is sent.
+        let addr: SocketAddr = "203.0.113.77:0".parse().unwrap();
+        let err = bind(SecretKey::generate(), addr, live()).await.unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("not on this host"), "{msg}");
+        assert!(!msg.contains("another peat-sidecar"), "{msg}");
+    }
+
+    #[tokio::test]
+    async fn a_port_in_use_suggests_another_sidecar() {
+        let busy = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let addr = busy.local_addr().unwrap();
+        let err = bind(SecretKey::generate(), addr, live()).await.unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("another peat-sidecar"), "{msg}");
+    }
 }

@@ -28,8 +28,8 @@ use futures::StreamExt;
 use rand::Rng;
 use tracing::{debug, info, warn};
 
-use super::{DiscoveryError, EventSink, SourceContext};
-use crate::config::DiscoveryMode;
+use super::{EventSink, SourceContext};
+use crate::settings::DnsSettings;
 use resolve::{Query, Resolver};
 use responder::ResponderStats;
 use tracker::Tracker;
@@ -39,40 +39,46 @@ pub const MAX_CONCURRENT_HANDSHAKES: usize = 32;
 /// Largest share of the interval taken off as jitter.
 const JITTER: f64 = 0.2;
 
-fn failed(message: String) -> DiscoveryError {
-    DiscoveryError::Failed {
-        mode: DiscoveryMode::Dns,
-        message,
-    }
+/// Why the dns mode could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum DnsError {
+    #[error("cannot set up the DNS resolver")]
+    Resolver(#[source] resolve::ResolveError),
+    #[error("cannot bind UDP {addr} for the discovery handshake; is another program using it? Choose another port with {port_name}")]
+    Bind {
+        addr: SocketAddr,
+        port_name: String,
+        #[source]
+        cause: std::io::Error,
+    },
 }
 
-/// Checks the settings, builds the resolver and binds the handshake port; returns the
-/// source's task. Errors here stop the sidecar's start.
+/// Builds the resolver and binds the handshake port (the settings are already
+/// checked); returns the source's task. Errors here stop the sidecar's start.
 pub async fn start(
     ctx: SourceContext,
-) -> Result<impl std::future::Future<Output = ()> + Send + 'static, DiscoveryError> {
-    let args = ctx.args.clone();
-    let service = args.discovery_service.clone().ok_or_else(|| {
-        failed("--discovery-service NAME (PEAT_SIDECAR_DISCOVERY_SERVICE) is required".into())
-    })?;
-    let query = Query::parse(&service, args.discovery_port).map_err(|e| failed(e.to_string()))?;
-    let resolver = Resolver::new(args.dns_server.as_deref()).map_err(|e| failed(e.to_string()))?;
-    let bind = SocketAddr::new(args.bind.ip(), args.discovery_port);
-    let socket = responder::bind(bind).await.map_err(|e| {
-        failed(format!(
-            "cannot bind UDP {bind} for the discovery handshake: {e}. Is another peat-sidecar \
-             running? Choose another port with --discovery-port (PEAT_SIDECAR_DISCOVERY_PORT)"
-        ))
-    })?;
+    settings: DnsSettings,
+) -> Result<impl std::future::Future<Output = ()> + Send + 'static, DnsError> {
+    let server = settings.server.map(|a| a.to_string());
+    let resolver = Resolver::new(server.as_deref()).map_err(DnsError::Resolver)?;
+    let bind = settings.handshake_bind;
+    let socket = responder::bind(bind)
+        .await
+        .map_err(|cause| DnsError::Bind {
+            addr: bind,
+            port_name: settings.port_name.clone(),
+            cause,
+        })?;
     // Our own handshake address is skipped without asking when it is a specific IP;
     // with 0.0.0.0 the first answer carrying our own id marks it.
     let own = (!bind.ip().is_unspecified()).then_some(bind);
+    let query = settings.query;
     info!(
-        name = %service,
+        name = %settings.service,
         kind = if matches!(query, Query::Srv { .. }) { "SRV" } else { "A/AAAA" },
         handshake = %bind,
-        interval_s = args.discovery_interval.0,
-        dns_server = args.dns_server.as_deref().unwrap_or("/etc/resolv.conf"),
+        interval_s = settings.interval.as_secs(),
+        dns_server = server.as_deref().unwrap_or("/etc/resolv.conf"),
         "dns discovery ready"
     );
     let stats = Arc::new(ResponderStats::default());
@@ -85,14 +91,14 @@ pub async fn start(
         ctx.shutdown.clone(),
     );
     let tracker = Tracker::new(ctx.endpoint_id, ctx.app_id.clone(), own);
-    let interval = args.discovery_interval.duration();
+    let interval = settings.interval;
     Ok(async move {
         let rounds = run_rounds(
             resolver,
             query,
             tracker,
             interval,
-            ctx.events.clone(),
+            ctx.events(),
             ctx.shutdown.clone(),
         );
         tokio::join!(responder, rounds);

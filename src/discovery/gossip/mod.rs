@@ -33,9 +33,8 @@ use rand::seq::SliceRandom;
 use tokio::{sync::Semaphore, task::JoinSet};
 use tracing::{debug, info, warn};
 
-use super::{DiscoveryError, SourceContext};
+use super::SourceContext;
 use crate::{
-    config::{DiscoveryMode, RunArgs},
     events::Source,
     node::streams::{self, tag, InboundStream},
     ratelimit::RateLog,
@@ -47,51 +46,13 @@ use table::{Change, Table};
 const MAX_EXCHANGES: usize = 8;
 /// How long one exchange may take, both messages included.
 const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(10);
-/// `--gossip-ttl` when not set, in rounds of `--discovery-interval`: generous, because
-/// news of a peer may need several rounds to cross a formation that is not a full mesh
-/// (under `--max-peers`) or whose hosts are busy, and a too-short TTL makes live peers
-/// flap between lost and found.
-const DEFAULT_TTL_ROUNDS: u32 = 20;
 /// Stream error code of a refused gossip message.
 const REFUSED: iroh::endpoint::VarInt = iroh::endpoint::VarInt::from_u32(2);
 /// How often rows are checked for ageing.
 const EXPIRE_TICK: Duration = Duration::from_secs(1);
 
-/// Settings of the gossip mode, validated.
-#[derive(Debug, Clone)]
-pub struct Settings {
-    pub interval: Duration,
-    pub ttl: Duration,
-    pub max_entries: usize,
-    pub max_message_bytes: usize,
-    pub fanout: usize,
-}
-
-impl Settings {
-    pub fn from_args(args: &RunArgs) -> Result<Settings, String> {
-        let interval = args.discovery_interval.duration();
-        let ttl = args
-            .gossip_ttl
-            .map(|s| s.duration())
-            .unwrap_or(interval * DEFAULT_TTL_ROUNDS);
-        if ttl < interval * 3 {
-            return Err(format!(
-                "--gossip-ttl {}s is shorter than three --discovery-interval rounds ({}s); \
-                 entries would age out between heartbeats. Use at least {}s",
-                ttl.as_secs(),
-                interval.as_secs() * 3,
-                interval.as_secs() * 3
-            ));
-        }
-        Ok(Settings {
-            interval,
-            ttl,
-            max_entries: args.gossip_max_entries,
-            max_message_bytes: args.gossip_max_message_bytes,
-            fanout: usize::from(args.gossip_fanout),
-        })
-    }
-}
+/// Settings of the gossip mode, checked by `crate::settings`.
+pub use crate::settings::GossipSettings as Settings;
 
 /// State shared by the round loop and the exchange tasks.
 struct Shared {
@@ -238,11 +199,11 @@ impl Shared {
             let ok = match c {
                 Change::Found { id, addrs } => {
                     debug!(peer = %id, via = ?from, ?addrs, "gossip: peer known");
-                    self.ctx.events.found(id, addrs, Source::Gossip).await
+                    self.ctx.events().found(id, addrs, Source::Gossip).await
                 }
                 Change::Lost { id } => {
                     info!(peer = %id, ttl_secs = self.settings.ttl.as_secs(), "gossip: no news of peer within the TTL; forgetting it");
-                    self.ctx.events.lost(id, Source::Gossip).await
+                    self.ctx.events().lost(id, Source::Gossip).await
                 }
             };
             if !ok {
@@ -336,11 +297,8 @@ async fn read_message(
 /// mode's task.
 pub fn start(
     ctx: SourceContext,
-) -> Result<impl std::future::Future<Output = ()> + Send + 'static, DiscoveryError> {
-    let settings = Settings::from_args(&ctx.args).map_err(|message| DiscoveryError::Failed {
-        mode: DiscoveryMode::Gossip,
-        message,
-    })?;
+    settings: Settings,
+) -> impl std::future::Future<Output = ()> + Send + 'static {
     let inbound = ctx.peers.streams.register(tag::GOSSIP);
     let connected = ctx.peers.streams.connections();
     let own_addrs: Vec<SocketAddr> = ctx
@@ -372,7 +330,7 @@ pub fn start(
         full_log: Mutex::new(RateLog::default()),
         refused_log: Mutex::new(RateLog::default()),
     });
-    Ok(run(shared, inbound, connected))
+    run(shared, inbound, connected)
 }
 
 async fn run(

@@ -55,8 +55,9 @@ use self::{
     tracker::Tracker,
     txt::SERVICE_TYPE,
 };
-use super::{iface::InterfaceFilter, SourceContext};
+use super::SourceContext;
 use crate::ratelimit::TokenBucket;
+use crate::settings::MdnsSettings;
 
 #[derive(Debug, thiserror::Error)]
 pub enum MdnsError {
@@ -72,10 +73,11 @@ pub enum MdnsError {
 /// task to run.
 pub async fn start(
     ctx: SourceContext,
+    settings: MdnsSettings,
 ) -> Result<impl std::future::Future<Output = ()> + Send + 'static, MdnsError> {
-    // Every setting this mode reads, in one place.
-    let filter = InterfaceFilter::parse(&ctx.args.mdns_interfaces, ctx.args.mdns_loopback)?;
-    let max_known_peers = ctx.args.max_known_peers;
+    // Every setting this mode reads, in one place (checked in `crate::settings`).
+    let filter = settings.filter.clone();
+    let max_known_peers = settings.max_known_peers;
 
     let ifaces = Interfaces::start(filter, ctx.shutdown.child_token())?;
     let scope = BindScope::from_bound(&ctx.bound_addrs);
@@ -114,7 +116,7 @@ pub async fn start(
         schedule: Schedule::new(now),
         hints: Some(hints),
         peer_events: Some(ctx.peers.subscribe()),
-        events: ctx.events,
+        events: ctx.events(),
         peers: ctx.peers,
         shutdown: ctx.shutdown,
         renew: TokenBucket::new(RENEW_BURST, RENEW_REFILL, now),
