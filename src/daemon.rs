@@ -9,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 use crate::{
-    api::server::{self, SidecarService, StatusInfo},
+    api::server::{self, ApiServer, SidecarService, StatusInfo},
     config::{LogFormat, RunArgs},
     discovery::{self, EventSink, SourceContext},
     node::{endpoint::Liveness, identity, peers::Limits, Node, NodeConfig},
@@ -93,8 +93,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             started: Instant::now(),
         },
     );
-    let api_stop = CancellationToken::new();
-    let api_task = tokio::spawn(server::serve_logged(api, service, api_stop.clone()));
+    let api = ApiServer::spawn(api, service);
     info!(endpoint_id = %node.id(), listen = %args.listen, "peat-sidecar running");
 
     let signal_name = wait_for_signal().await?;
@@ -103,8 +102,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     shutdown.cancel();
     discovery::join_sources(sources).await;
     node.shutdown().await;
-    api_stop.cancel();
-    let _ = api_task.await;
+    api.shutdown().await;
     info!("stopped");
     Ok(())
 }
