@@ -295,10 +295,10 @@ pub enum ConfigError {
     #[error("cannot read the shared key file {path}: {cause}")]
     SharedKeyRead {
         path: PathBuf,
-        cause: std::io::Error,
+        cause: crate::node::keyfile::KeyFileError,
     },
     #[error("the shared key file {path} must hold 32 bytes, raw or as base64 (found {len} bytes that are neither); create one with: head -c 32 /dev/urandom | base64 > {path}")]
-    SharedKeyFormat { path: PathBuf, len: usize },
+    SharedKeyFormat { path: PathBuf, len: u64 },
 }
 
 impl RunArgs {
@@ -326,15 +326,17 @@ impl RunArgs {
         let Some(path) = &self.shared_key_file else {
             return Ok(None);
         };
-        let raw = std::fs::read(path).map_err(|cause| ConfigError::SharedKeyRead {
-            path: path.clone(),
-            cause,
+        let raw = crate::node::keyfile::read_small(path, SharedKey::MAX_FILE_LEN).map_err(|cause| {
+            ConfigError::SharedKeyRead {
+                path: path.clone(),
+                cause,
+            }
         })?;
         SharedKey::from_file_bytes(&raw)
             .map(Some)
             .ok_or(ConfigError::SharedKeyFormat {
                 path: path.clone(),
-                len: raw.len(),
+                len: raw.len() as u64,
             })
     }
 
@@ -419,6 +421,10 @@ impl fmt::Debug for SharedKey {
 }
 
 impl SharedKey {
+    /// Largest shared key file read: base64 of 32 bytes is 44 characters; the rest is
+    /// room for line ends and spaces.
+    pub const MAX_FILE_LEN: usize = 128;
+
     /// A key file holds either the 32 raw bytes or their base64 (a trailing newline is
     /// fine): `head -c 32 /dev/urandom > key` and `... | base64 > key` both work.
     pub fn from_file_bytes(raw: &[u8]) -> Option<Self> {

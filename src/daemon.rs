@@ -34,6 +34,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let modes = args.modes()?;
     check_built(&modes)?;
     let shared_key = args.load_shared_key()?;
+    // Held until the process ends: a second daemon on this data dir would be a second
+    // host with the same identity.
+    let _data_dir_lock = identity::lock_data_dir(&args.data_dir)?;
     let secret_key = identity::load_or_create(&args.data_dir)?;
     let api = server::bind(&args.listen, args.socket_mode, args.socket_group.as_deref()).await?;
 

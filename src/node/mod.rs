@@ -8,6 +8,7 @@ pub mod backoff;
 pub mod endpoint;
 pub mod formation;
 pub mod identity;
+pub mod keyfile;
 pub mod peers;
 pub mod streams;
 
