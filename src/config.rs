@@ -326,12 +326,13 @@ impl RunArgs {
         let Some(path) = &self.shared_key_file else {
             return Ok(None);
         };
-        let raw = crate::node::keyfile::read_small(path, SharedKey::MAX_FILE_LEN).map_err(|cause| {
-            ConfigError::SharedKeyRead {
-                path: path.clone(),
-                cause,
-            }
-        })?;
+        let raw =
+            crate::node::keyfile::read_small(path, SharedKey::MAX_FILE_LEN).map_err(|cause| {
+                ConfigError::SharedKeyRead {
+                    path: path.clone(),
+                    cause,
+                }
+            })?;
         SharedKey::from_file_bytes(&raw)
             .map(Some)
             .ok_or(ConfigError::SharedKeyFormat {

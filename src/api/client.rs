@@ -73,12 +73,33 @@ pub async fn status(args: &ClientArgs) -> Result<(), ClientError> {
 /// The counters of `status --json`, as a table for people.
 fn print_counters(c: &pb::Counters) -> Result<(), ClientError> {
     let rows = [
-        ("dials", format!("{} started, {} failed, {} in flight", c.dials_started, c.dials_failed, c.dials_in_flight)),
-        ("connections", format!("{} opened, {} closed, {} live, {} duplicates closed", c.connections_opened, c.connections_closed, c.connections_live, c.duplicates_closed)),
-        ("handshakes", format!("{} rejected, {} pending, {} incoming refused", c.handshakes_rejected, c.handshakes_pending, c.incoming_refused)),
+        (
+            "dials",
+            format!(
+                "{} started, {} failed, {} in flight",
+                c.dials_started, c.dials_failed, c.dials_in_flight
+            ),
+        ),
+        (
+            "connections",
+            format!(
+                "{} opened, {} closed, {} live, {} duplicates closed",
+                c.connections_opened, c.connections_closed, c.connections_live, c.duplicates_closed
+            ),
+        ),
+        (
+            "handshakes",
+            format!(
+                "{} rejected, {} pending, {} incoming refused",
+                c.handshakes_rejected, c.handshakes_pending, c.incoming_refused
+            ),
+        ),
         ("peers evicted", c.peers_evicted.to_string()),
         ("mdns records", c.mdns_records.to_string()),
-        ("tasks", format!("{} live, {} in the runtime", c.live_tasks, c.runtime_tasks)),
+        (
+            "tasks",
+            format!("{} live, {} in the runtime", c.live_tasks, c.runtime_tasks),
+        ),
     ];
     for (name, value) in rows {
         outln!("{name:<15} {value}")?;

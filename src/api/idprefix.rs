@@ -103,7 +103,10 @@ mod tests {
             "AE58FF88".parse::<PeerRef>().unwrap(),
             PeerRef::Prefix("ae58ff88".into())
         );
-        assert!("ae58ff8".parse::<PeerRef>().unwrap_err().contains("at least 8"));
+        assert!("ae58ff8"
+            .parse::<PeerRef>()
+            .unwrap_err()
+            .contains("at least 8"));
         assert!("not-hex!".parse::<PeerRef>().is_err());
     }
 

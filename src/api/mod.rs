@@ -2,6 +2,7 @@
 
 pub mod channel;
 pub mod client;
+pub mod codec;
 pub mod convert;
 pub mod idprefix;
 pub mod output;

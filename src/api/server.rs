@@ -228,8 +228,8 @@ impl pb::sidecar_server::Sidecar for SidecarService {
                 unix_ms: unix_ms_now(),
             })
         });
-        let stream = futures::StreamExt::take_until(events, self.stop.clone().cancelled_owned())
-            .chain(last);
+        let stream =
+            futures::StreamExt::take_until(events, self.stop.clone().cancelled_owned()).chain(last);
         Ok(Response::new(Box::pin(stream)))
     }
 }
@@ -375,7 +375,10 @@ impl ApiServer {
     /// clients to take the end; then drops what is left.
     pub async fn shutdown(mut self) {
         self.stop.cancel();
-        if tokio::time::timeout(DRAIN_WAIT, &mut self.task).await.is_err() {
+        if tokio::time::timeout(DRAIN_WAIT, &mut self.task)
+            .await
+            .is_err()
+        {
             warn!(waited = ?DRAIN_WAIT, "API clients did not take the end of their streams; closing their connections");
             self.task.abort();
         }

@@ -79,7 +79,10 @@ mod tests {
     #[test]
     fn devices_fifos_and_dirs_are_refused_at_once() {
         let err = read_small(Path::new("/dev/zero"), 32).unwrap_err();
-        assert!(matches!(err, KeyFileError::NotRegular("a character device")));
+        assert!(matches!(
+            err,
+            KeyFileError::NotRegular("a character device")
+        ));
         let dir = tempfile::tempdir().unwrap();
         let fifo = dir.path().join("fifo");
         nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
