@@ -33,6 +33,16 @@ fn wait_bounded(child: &mut Child, limit: Duration) -> (ExitStatus, bool) {
     }
 }
 
+/// [`wait_bounded`] for a child whose stderr is piped (and small); adds that stderr.
+fn finish(child: &mut Child) -> (ExitStatus, bool, String) {
+    let (st, by_itself) = wait_bounded(child, PROMPT);
+    let mut err = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        let _ = e.read_to_string(&mut err);
+    }
+    (st, by_itself, err)
+}
+
 /// Runs the binary with `args`, stdout and stderr captured, killed after [`PROMPT`].
 /// Returns (ended by itself, exit code, stderr, time taken).
 fn run_bounded(args: &[&str]) -> (bool, Option<i32>, String, Duration) {
@@ -88,14 +98,7 @@ async fn sigterm_ends_watch_streams_and_the_daemon_promptly() {
         "daemon exit {st} after {took:?} (SIGTERM with watch clients attached)"
     );
 
-    let (st, by_itself) = wait_bounded(&mut reading, PROMPT);
-    let mut err = String::new();
-    reading
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .unwrap();
+    let (st, by_itself, err) = finish(&mut reading);
     assert!(by_itself && st.success(), "watch: {st}, stderr: {err}");
     assert!(err.contains("shutting down"), "watch said: {err}");
     assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
@@ -181,14 +184,7 @@ async fn a_closed_stdout_ends_client_commands_quietly() {
             .spawn()
             .unwrap();
         drop(child.stdout.take());
-        let (st, by_itself) = wait_bounded(&mut child, PROMPT);
-        let mut err = String::new();
-        child
-            .stderr
-            .take()
-            .unwrap()
-            .read_to_string(&mut err)
-            .unwrap();
+        let (st, by_itself, err) = finish(&mut child);
         assert!(
             by_itself && st.code() == Some(0) && err.is_empty(),
             "{args:?}: {st}, stderr: {err}"
