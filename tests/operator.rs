@@ -234,12 +234,15 @@ async fn a_stopped_daemon_times_out() {
 fn a_server_that_is_not_grpc_is_named_as_such_once() {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = format!("tcp://{}", l.local_addr().unwrap());
-    // An HTTP/1 server: reads the request, answers 400, closes.
+    // An HTTP/1 server: reads the request and answers 400, keeping the connection
+    // (a close could reach the client before the answer is parsed).
     std::thread::spawn(move || {
+        let mut open = vec![];
         for mut c in l.incoming().flatten() {
             let mut buf = [0u8; 1024];
             let _ = c.read(&mut buf);
             let _ = c.write_all(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n");
+            open.push(c);
         }
     });
     let (by_itself, code, err, _) = run_bounded(&["status", "--api", &addr]);

@@ -48,7 +48,11 @@ impl Target {
         let channel = tokio::time::timeout(self.timeout, self.open())
             .await
             .map_err(|_| self.timed_out())?
-            .map_err(|_| ClientError::Unreachable(self.api.to_string()))?;
+            .map_err(|e| {
+                let causes = format!("{e}: {}", chain(e.source()));
+                self.transport_error(&causes)
+                    .unwrap_or_else(|| ClientError::Unreachable(self.api.to_string()))
+            })?;
         Ok(SidecarClient::new(channel))
     }
 
@@ -107,31 +111,47 @@ impl Target {
         }
     }
 
-    /// What a failed request means. Transport failures are told apart by their
-    /// causes: tonic reports them all under a generic code.
+    /// What a failed request means.
     pub fn error(&self, s: tonic::Status) -> ClientError {
-        let mut causes = s.message().to_string();
-        let mut source = s.source();
-        while let Some(e) = source {
-            causes.push_str(": ");
-            causes.push_str(&e.to_string());
-            source = e.source();
-        }
+        let causes = format!("{}: {}", s.message(), chain(s.source()));
+        self.transport_error(&causes)
+            .unwrap_or_else(|| rpc_error(&s))
+    }
+
+    /// Transport failures told apart by their causes: tonic reports them all under
+    /// one or two generic codes.
+    fn transport_error(&self, causes: &str) -> Option<ClientError> {
         let addr = self.api.to_string();
-        if causes.contains("onnection refused") || causes.contains("No such file") {
-            ClientError::Unreachable(addr)
-        } else if NOT_GRPC.iter().any(|m| causes.contains(m)) {
-            ClientError::NotGrpc(addr)
-        } else if s.code() == tonic::Code::Unavailable && causes.contains("transport") {
-            ClientError::Unreachable(addr)
+        let has = |hints: &[&str]| hints.iter().any(|h| causes.contains(h));
+        if has(&["onnection refused", "No such file"]) {
+            Some(ClientError::Unreachable(addr))
+        } else if has(NOT_GRPC) {
+            Some(ClientError::NotGrpc(addr))
+        } else if causes.contains("transport error") {
+            Some(ClientError::Unreachable(addr))
         } else {
-            rpc_error(&s)
+            None
         }
     }
 }
 
-/// What hyper and tonic say when the other side answers, but not in gRPC.
+/// The causes below an error, joined with ": ".
+fn chain(mut source: Option<&(dyn std::error::Error + 'static)>) -> String {
+    let mut out = Vec::new();
+    while let Some(e) = source {
+        out.push(e.to_string());
+        source = e.source();
+    }
+    out.join(": ")
+}
+
+/// What hyper and tonic say when the other side answers, but not in gRPC. Closing the
+/// connection without an answer counts: hyper reports an HTTP/1 answer as either a
+/// protocol error or a closed connection, whichever of its tasks sees it first.
 const NOT_GRPC: &[&str] = &[
+    "connection closed",
+    "broken pipe",
+    "onnection reset",
     "protocol error",
     "HTTP status",
     "invalid content-type",
