@@ -7,6 +7,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let out = std::path::PathBuf::from(std::env::var("OUT_DIR")?);
     tonic_prost_build::configure()
         .file_descriptor_set_path(out.join("sidecar_descriptor.bin"))
+        // Undecodable requests answer INVALID_ARGUMENT (src/api/codec.rs).
+        .codec_path("crate::api::codec::SidecarCodec")
         .compile_protos(&["proto/sidecar.proto"], &["proto"])?;
     println!("cargo:rerun-if-changed=proto/sidecar.proto");
     Ok(())

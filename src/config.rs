@@ -12,6 +12,8 @@ use std::{fmt, net::SocketAddr, path::PathBuf, str::FromStr, time::Duration};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use iroh::EndpointId;
 
+use crate::api::idprefix::PeerRef;
+
 /// UDP port of the iroh endpoint unless `--bind` says otherwise.
 pub const DEFAULT_IROH_PORT: u16 = 9470;
 /// Port of the dns mode's identity handshake.
@@ -222,18 +224,20 @@ pub struct ClientArgs {
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
+
+    /// Seconds to wait for the sidecar: for the connection and for each request
+    /// (default 5). `connect` waits this long for the peer (default 10); `watch` only
+    /// for the connection.
+    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub timeout: Option<u64>,
 }
 
 #[derive(Debug, Args, Clone)]
 pub struct ConnectArgs {
     /// The peer: ENDPOINT_ID@HOST:PORT (or just ENDPOINT_ID if the sidecar already knows
-    /// its addresses).
+    /// its addresses; then a unique prefix of 8 or more hex characters will do).
     #[arg(value_parser = parse_connect_target)]
     pub peer: ConnectTarget,
-
-    /// Seconds to wait for the connection.
-    #[arg(long, default_value_t = 10)]
-    pub timeout: u64,
 
     #[command(flatten)]
     pub client: ClientArgs,
@@ -241,9 +245,9 @@ pub struct ConnectArgs {
 
 #[derive(Debug, Args, Clone)]
 pub struct DisconnectArgs {
-    /// Endpoint id of the peer (64 hex characters).
-    #[arg(value_parser = parse_endpoint_id)]
-    pub endpoint_id: EndpointId,
+    /// Endpoint id of the peer: 64 hex characters, or a unique prefix of 8 or more.
+    #[arg(value_name = "ID")]
+    pub endpoint_id: PeerRef,
 
     #[command(flatten)]
     pub client: ClientArgs,
@@ -358,6 +362,10 @@ impl fmt::Debug for SharedKey {
 }
 
 impl SharedKey {
+    /// Largest shared key file read: base64 of 32 bytes is 44 characters; the rest is
+    /// room for line ends and spaces.
+    pub const MAX_FILE_LEN: usize = 128;
+
     /// A key file holds either the 32 raw bytes or their base64 (a trailing newline is
     /// fine): `head -c 32 /dev/urandom > key` and `... | base64 > key` both work.
     pub fn from_file_bytes(raw: &[u8]) -> Option<Self> {
@@ -480,22 +488,20 @@ pub fn parse_peer_spec(s: &str) -> Result<PeerSpec, String> {
 /// The argument of `peat-sidecar connect`: an id with or without an address.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConnectTarget {
-    pub id: EndpointId,
+    pub id: PeerRef,
     pub host: Option<PeerHost>,
 }
 
 fn parse_connect_target(s: &str) -> Result<ConnectTarget, String> {
-    if s.contains('@') {
-        let spec = parse_peer_spec(s)?;
-        Ok(ConnectTarget {
-            id: spec.id,
-            host: Some(spec.host),
-        })
-    } else {
-        Ok(ConnectTarget {
-            id: parse_endpoint_id(s)?,
+    match s.trim().split_once('@') {
+        Some((id, host)) => Ok(ConnectTarget {
+            id: id.parse()?,
+            host: Some(host.parse()?),
+        }),
+        None => Ok(ConnectTarget {
+            id: s.parse()?,
             host: None,
-        })
+        }),
     }
 }
 

@@ -9,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::{
-    api::server::{self, SidecarService, StatusInfo},
+    api::server::{self, ApiServer, SidecarService, StatusInfo},
     config::{LogFormat, RunArgs},
     discovery::{self, SourceContext},
     node::{identity, Node, NodeConfig},
@@ -35,6 +35,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let host = Host::current()?;
     let settings = Settings::check(&args, &host)?;
     log_settings(&settings, &host);
+    // Held until the process ends: a second daemon on this data dir would be a second
+    // host with the same identity.
+    let _data_dir_lock = identity::lock_data_dir(&settings.data_dir)?;
     let secret_key = identity::load_or_create(&settings.data_dir)?;
     let api = &settings.api;
     let api_listener =
@@ -87,12 +90,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             started: Instant::now(),
         },
     );
-    let api_stop = CancellationToken::new();
-    let api_task = tokio::spawn(server::serve_logged(
-        api_listener,
-        service,
-        api_stop.clone(),
-    ));
+    let api_server = ApiServer::spawn(api_listener, service);
     info!(endpoint_id = %node.id(), listen = %api.listen, "peat-sidecar running");
 
     let signal_name = wait_for_signal().await?;
@@ -101,8 +99,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     shutdown.cancel();
     discovery::join_sources(sources).await;
     node.shutdown().await;
-    api_stop.cancel();
-    let _ = api_task.await;
+    api_server.shutdown().await;
     info!("stopped");
     Ok(())
 }

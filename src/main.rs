@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use peat_sidecar::{
-    api::client,
+    api::{client, output::OutputError},
     config::Command,
     daemon, node,
     settings::{self, SettingsError},
@@ -34,13 +34,14 @@ fn main() -> ExitCode {
             Command::Watch(a) => Ok(client::watch(&a).await?),
             Command::Id(a) => {
                 let key = node::identity::load_or_create(&a.data_dir)?;
-                println!("{}", key.public());
-                Ok(())
+                Ok(peat_sidecar::outln!("{}", key.public())?)
             }
         }
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        // The reader went away (`peers | head`): the command is done, nothing to say.
+        Err(e) if closed_stdout(&e) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
             // A value the user must change exits 2, like clap's own usage errors.
@@ -50,4 +51,14 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+fn closed_stdout(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        matches!(c.downcast_ref(), Some(OutputError::Closed))
+            || matches!(
+                c.downcast_ref(),
+                Some(client::ClientError::Output(OutputError::Closed))
+            )
+    })
 }

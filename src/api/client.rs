@@ -5,83 +5,41 @@
 
 use std::time::Duration;
 
-use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
-use tonic::transport::{Channel, Endpoint, Uri};
+use tonic::transport::Channel;
 
-use super::{convert::state_name, pb, pb::sidecar_client::SidecarClient};
-use crate::config::{ClientArgs, ConnectArgs, DisconnectArgs, ListenAddr};
+pub use super::channel::ClientError;
+use super::{
+    channel::Target,
+    convert::state_name,
+    idprefix::PeerRef,
+    output::{human_duration, timestamp},
+    pb,
+    pb::sidecar_client::SidecarClient,
+    server::{DEFAULT_CONNECT_WAIT, SHUTDOWN_EVENT},
+};
+use crate::{
+    config::{ClientArgs, ConnectArgs, DisconnectArgs},
+    outln,
+};
 
-#[derive(Debug, thiserror::Error)]
-pub enum ClientError {
-    #[error("no peat-sidecar answers at {0} (is `peat-sidecar run` running? set --api or PEAT_SIDECAR_API)")]
-    Unreachable(String),
-    #[error("{0}")]
-    Rpc(String),
+/// Margin over ConnectPeer's own wait for its answer to arrive.
+const ANSWER_MARGIN: Duration = Duration::from_secs(5);
+
+async fn open(args: &ClientArgs) -> Result<(SidecarClient<Channel>, Target), ClientError> {
+    let target = Target::new(&args.api, args.timeout);
+    Ok((target.connect().await?, target))
 }
 
-fn rpc_error(s: tonic::Status) -> ClientError {
-    let code = match s.code() {
-        tonic::Code::InvalidArgument => "invalid argument",
-        tonic::Code::NotFound => "not found",
-        tonic::Code::Unavailable => "unavailable",
-        tonic::Code::DeadlineExceeded => "timed out",
-        tonic::Code::ResourceExhausted => "limit reached",
-        _ => "error",
-    };
-    ClientError::Rpc(format!("{code}: {}", s.message()))
-}
-
-pub async fn connect(api: &ListenAddr) -> Result<SidecarClient<Channel>, ClientError> {
-    let unreachable = || ClientError::Unreachable(api.to_string());
-    let channel = match api {
-        ListenAddr::Tcp(addr) => Endpoint::from_shared(format!("http://{addr}"))
-            .map_err(|_| unreachable())?
-            .connect_timeout(Duration::from_secs(3))
-            .connect()
-            .await
-            .map_err(|_| unreachable())?,
-        ListenAddr::Unix(path) => {
-            let path = path.clone();
-            // The URI is ignored: the connector always opens the socket.
-            Endpoint::from_static("http://[::]:50051")
-                .connect_timeout(Duration::from_secs(3))
-                .connect_with_connector(tower::service_fn(move |_: Uri| {
-                    let path = path.clone();
-                    async move {
-                        Ok::<_, std::io::Error>(TokioIo::new(
-                            tokio::net::UnixStream::connect(path).await?,
-                        ))
-                    }
-                }))
-                .await
-                .map_err(|_| unreachable())?
-        }
-    };
-    Ok(SidecarClient::new(channel))
-}
-
-/// A transport failure on the first call also means nobody answers.
-fn call_error(api: &ListenAddr, s: tonic::Status) -> ClientError {
-    if s.code() == tonic::Code::Unavailable && s.message().contains("transport") {
-        ClientError::Unreachable(api.to_string())
-    } else {
-        rpc_error(s)
-    }
+fn pretty(v: &Value) -> String {
+    serde_json::to_string_pretty(v).unwrap_or_default()
 }
 
 pub async fn status(args: &ClientArgs) -> Result<(), ClientError> {
-    let mut c = connect(&args.api).await?;
-    let s = c
-        .get_status(pb::GetStatusRequest {})
-        .await
-        .map_err(|e| call_error(&args.api, e))?
-        .into_inner();
+    let (mut c, t) = open(args).await?;
+    let s = t.call(c.get_status(pb::GetStatusRequest {})).await?;
     if args.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&status_json(&s)).unwrap_or_default()
-        );
+        outln!("{}", pretty(&status_json(&s)))?;
         return Ok(());
     }
     let modes = if s.discovery_modes.is_empty() {
@@ -89,24 +47,63 @@ pub async fn status(args: &ClientArgs) -> Result<(), ClientError> {
     } else {
         s.discovery_modes.join(",")
     };
-    println!("endpoint id     {}", s.endpoint_id);
-    println!(
-        "app id          {}{}",
-        s.app_id,
-        if s.shared_key {
-            " (shared key)"
-        } else {
-            " (no shared key)"
-        }
-    );
-    println!("discovery       {modes}");
-    println!(
+    let key = if s.shared_key {
+        "shared key"
+    } else {
+        "no shared key"
+    };
+    outln!("endpoint id     {}", s.endpoint_id)?;
+    outln!("app id          {} ({key})", s.app_id)?;
+    outln!("discovery       {modes}")?;
+    outln!(
         "peers           {} connected, {} known",
-        s.connected_peers, s.known_peers
-    );
-    println!("iroh bound      {}", s.bound_addrs.join(", "));
-    println!("api             {}", s.listen);
-    println!("version         {}, up {}s", s.version, s.uptime_secs);
+        s.connected_peers,
+        s.known_peers
+    )?;
+    outln!("iroh bound      {}", s.bound_addrs.join(", "))?;
+    outln!("api             {}", s.listen)?;
+    outln!(
+        "version         {}, up {}",
+        s.version,
+        human_duration(s.uptime_secs)
+    )?;
+    print_counters(&s.counters.unwrap_or_default())
+}
+
+/// The counters of `status --json`, as a table for people.
+fn print_counters(c: &pb::Counters) -> Result<(), ClientError> {
+    let rows = [
+        (
+            "dials",
+            format!(
+                "{} started, {} failed, {} in flight",
+                c.dials_started, c.dials_failed, c.dials_in_flight
+            ),
+        ),
+        (
+            "connections",
+            format!(
+                "{} opened, {} closed, {} live, {} duplicates closed",
+                c.connections_opened, c.connections_closed, c.connections_live, c.duplicates_closed
+            ),
+        ),
+        (
+            "handshakes",
+            format!(
+                "{} rejected, {} pending, {} incoming refused",
+                c.handshakes_rejected, c.handshakes_pending, c.incoming_refused
+            ),
+        ),
+        ("peers evicted", c.peers_evicted.to_string()),
+        ("mdns records", c.mdns_records.to_string()),
+        (
+            "tasks",
+            format!("{} live, {} in the runtime", c.live_tasks, c.runtime_tasks),
+        ),
+    ];
+    for (name, value) in rows {
+        outln!("{name:<15} {value}")?;
+    }
     Ok(())
 }
 
@@ -157,33 +154,32 @@ pub fn peer_json(p: &pb::Peer) -> Value {
 }
 
 pub async fn peers(args: &ClientArgs) -> Result<(), ClientError> {
-    let mut c = connect(&args.api).await?;
-    let list = c
-        .list_peers(pb::ListPeersRequest {})
-        .await
-        .map_err(|e| call_error(&args.api, e))?
-        .into_inner()
-        .peers;
+    let (mut c, t) = open(args).await?;
+    let list = t.call(c.list_peers(pb::ListPeersRequest {})).await?.peers;
     if args.json {
         let v: Vec<Value> = list.iter().map(peer_json).collect();
-        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+        outln!("{}", pretty(&Value::Array(v)))?;
         return Ok(());
     }
     if list.is_empty() {
-        println!("no peers known");
+        outln!("no peers known")?;
         return Ok(());
     }
-    println!(
+    outln!(
         "{:<16} {:<11} {:<14} {:>8}  {:<24} LAST ERROR",
-        "ENDPOINT", "STATE", "SOURCES", "RTT", "ADDRESSES"
-    );
+        "ENDPOINT",
+        "STATE",
+        "SOURCES",
+        "RTT",
+        "ADDRESSES"
+    )?;
     for p in &list {
         let rtt = p
             .rtt_ms
             .map(|r| format!("{r:.1}ms"))
             .unwrap_or_else(|| "-".into());
         let short: String = p.endpoint_id.chars().take(16).collect();
-        println!(
+        outln!(
             "{:<16} {:<11} {:<14} {:>8}  {:<24} {}",
             short,
             state_name(p.state),
@@ -192,82 +188,106 @@ pub async fn peers(args: &ClientArgs) -> Result<(), ClientError> {
             p.addrs.first().cloned().unwrap_or_default()
                 + if p.addrs.len() > 1 { " +" } else { "" },
             p.last_error
-        );
+        )?;
     }
     Ok(())
 }
 
+/// The whole id for `id`: a prefix is looked up among the peers the sidecar knows.
+async fn resolve(
+    c: &mut SidecarClient<Channel>,
+    t: &Target,
+    id: &PeerRef,
+) -> Result<String, ClientError> {
+    if id.is_full() {
+        return Ok(id.to_string());
+    }
+    let list = t.call(c.list_peers(pb::ListPeersRequest {})).await?.peers;
+    Ok(id.resolve(&list)?)
+}
+
 pub async fn connect_peer(args: &ConnectArgs) -> Result<(), ClientError> {
-    let mut c = connect(&args.client.api).await?;
+    let (mut c, t) = open(&args.client).await?;
+    let wait = args
+        .client
+        .timeout
+        .map_or(DEFAULT_CONNECT_WAIT, Duration::from_secs);
     let req = pb::ConnectPeerRequest {
-        endpoint_id: args.peer.id.to_string(),
+        endpoint_id: resolve(&mut c, &t, &args.peer.id).await?,
         addresses: args.peer.host.iter().map(|h| h.to_string()).collect(),
-        timeout_ms: u32::try_from(args.timeout.saturating_mul(1000)).unwrap_or(u32::MAX),
+        timeout_ms: u32::try_from(wait.as_millis()).unwrap_or(u32::MAX),
     };
-    let peer = c
-        .connect_peer(req)
-        .await
-        .map_err(|e| call_error(&args.client.api, e))?
-        .into_inner()
+    let peer = t
+        .call_within(wait + ANSWER_MARGIN, c.connect_peer(req))
+        .await?
         .peer
         .unwrap_or_default();
     if args.client.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&peer_json(&peer)).unwrap_or_default()
-        );
+        outln!("{}", pretty(&peer_json(&peer)))?;
     } else {
         let rtt = peer
             .rtt_ms
             .map(|r| format!(", rtt {r:.1} ms"))
             .unwrap_or_default();
-        println!("connected to {}{rtt}", peer.endpoint_id);
+        outln!("connected to {}{rtt}", peer.endpoint_id)?;
     }
     Ok(())
 }
 
 pub async fn disconnect_peer(args: &DisconnectArgs) -> Result<(), ClientError> {
-    let mut c = connect(&args.client.api).await?;
-    c.disconnect_peer(pb::DisconnectPeerRequest {
-        endpoint_id: args.endpoint_id.to_string(),
-    })
-    .await
-    .map_err(|e| call_error(&args.client.api, e))?;
+    let (mut c, t) = open(&args.client).await?;
+    let id = resolve(&mut c, &t, &args.endpoint_id).await?;
+    t.call(c.disconnect_peer(pb::DisconnectPeerRequest {
+        endpoint_id: id.clone(),
+    }))
+    .await?;
     if args.client.json {
-        println!(
-            "{}",
-            json!({"endpoint_id": args.endpoint_id.to_string(), "disconnected": true})
-        );
+        outln!("{}", json!({"endpoint_id": id, "disconnected": true}))?;
     } else {
-        println!(
-            "disconnected {}; it is redialled only once found or connected again",
-            args.endpoint_id
-        );
+        outln!("disconnected {id}; it is redialled only once found or connected again")?;
     }
     Ok(())
 }
 
+/// Streams events until the sidecar ends the stream. Only opening the stream has a
+/// deadline: events may be minutes apart.
 pub async fn watch(args: &ClientArgs) -> Result<(), ClientError> {
-    let mut c = connect(&args.api).await?;
-    let mut stream = c
-        .watch_peers(pb::WatchPeersRequest {})
-        .await
-        .map_err(|e| call_error(&args.api, e))?
-        .into_inner();
+    let (mut c, t) = open(args).await?;
+    let mut stream = t.call(c.watch_peers(pb::WatchPeersRequest {})).await?;
     loop {
         match stream.message().await {
             Ok(Some(ev)) => {
+                let last = ev.kind == SHUTDOWN_EVENT;
                 if args.json {
-                    println!(
+                    outln!(
                         "{}",
                         json!({"endpoint_id": ev.endpoint_id, "kind": ev.kind, "detail": ev.detail, "unix_ms": ev.unix_ms})
-                    );
-                } else {
-                    println!("{:<13} {} {}", ev.kind, ev.endpoint_id, ev.detail);
+                    )?;
+                } else if !last {
+                    outln!(
+                        "{} {:<13} {} {}",
+                        timestamp(ev.unix_ms),
+                        ev.kind,
+                        ev.endpoint_id,
+                        ev.detail
+                    )?;
+                }
+                if last {
+                    note(&format!("{}: {}", t.api, ev.detail));
+                    return Ok(());
                 }
             }
-            Ok(None) => return Ok(()),
-            Err(e) => return Err(rpc_error(e)),
+            Ok(None) => {
+                note(&format!("{}: the sidecar ended the stream", t.api));
+                return Ok(());
+            }
+            Err(e) => return Err(t.error(e)),
         }
     }
+}
+
+/// A line on stderr; a closed stderr is no reason to fail.
+fn note(msg: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "{msg}");
 }

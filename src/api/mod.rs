@@ -1,7 +1,11 @@
 //! The gRPC API (`proto/sidecar.proto`) and its command-line client.
 
+pub mod channel;
 pub mod client;
+pub mod codec;
 pub mod convert;
+pub mod idprefix;
+pub mod output;
 pub mod server;
 
 /// Code generated from `proto/sidecar.proto`.

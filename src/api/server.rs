@@ -33,6 +33,13 @@ const MAX_FIELD: usize = 1024;
 const MAX_ADDRESSES: usize = 16;
 /// Longest a ConnectPeer may wait.
 const MAX_CONNECT_WAIT: Duration = Duration::from_secs(60);
+/// How long ConnectPeer waits when the request does not say.
+pub const DEFAULT_CONNECT_WAIT: Duration = Duration::from_secs(10);
+/// How long the server waits at shutdown for clients to take the end of their streams;
+/// a client that stopped reading must not hold the daemon's exit.
+const DRAIN_WAIT: Duration = Duration::from_secs(1);
+/// `kind` of the last event on every WatchPeers stream when the sidecar stops.
+pub const SHUTDOWN_EVENT: &str = "shutdown";
 
 /// What GetStatus reports besides the peer table.
 #[derive(Debug, Clone)]
@@ -50,6 +57,8 @@ pub struct StatusInfo {
 pub struct SidecarService {
     peers: PeerManagerHandle,
     status: Arc<StatusInfo>,
+    /// Fired at shutdown: ends every WatchPeers stream, then the server.
+    stop: CancellationToken,
 }
 
 impl SidecarService {
@@ -57,6 +66,7 @@ impl SidecarService {
         SidecarService {
             peers,
             status: Arc::new(status),
+            stop: CancellationToken::new(),
         }
     }
 }
@@ -157,7 +167,7 @@ impl pb::sidecar_server::Sidecar for SidecarService {
             );
         }
         let wait = match req.timeout_ms {
-            0 => Duration::from_secs(10),
+            0 => DEFAULT_CONNECT_WAIT,
             ms => Duration::from_millis(ms.into()).min(MAX_CONNECT_WAIT),
         };
         match tokio::time::timeout(wait, self.peers.connect(id, hosts)).await {
@@ -210,15 +220,27 @@ impl pb::sidecar_server::Sidecar for SidecarService {
         &self,
         _req: Request<pb::WatchPeersRequest>,
     ) -> Result<Response<EventStream>, Status> {
-        let stream = BroadcastStream::new(self.peers.subscribe()).map(|item| match item {
+        let events = BroadcastStream::new(self.peers.subscribe()).map(|item| match item {
             Ok(ev) => Ok(ev.into()),
             Err(BroadcastStreamRecvError::Lagged(n)) => Ok(pb::PeerEvent {
                 endpoint_id: String::new(),
                 kind: "lagged".into(),
                 detail: format!("{n} events dropped: the watcher read too slowly"),
-                unix_ms: 0,
+                unix_ms: unix_ms_now(),
             }),
         });
+        // The stream must end by itself at shutdown: tonic's graceful shutdown waits
+        // for every open stream, and the event sender outlives the server.
+        let last = futures::stream::once(async {
+            Ok(pb::PeerEvent {
+                endpoint_id: String::new(),
+                kind: SHUTDOWN_EVENT.into(),
+                detail: "the sidecar is shutting down".into(),
+                unix_ms: unix_ms_now(),
+            })
+        });
+        let stream =
+            futures::StreamExt::take_until(events, self.stop.clone().cancelled_owned()).chain(last);
         Ok(Response::new(Box::pin(stream)))
     }
 }
@@ -337,12 +359,46 @@ fn unsafe_umask(mask: u32) -> u32 {
     unsafe { libc::umask(mask as libc::mode_t) as u32 }
 }
 
-/// Serves until `shutdown` fires.
-pub async fn serve(
-    bound: Bound,
-    service: SidecarService,
-    shutdown: CancellationToken,
-) -> Result<(), ServeError> {
+fn unix_ms_now() -> u64 {
+    crate::events::unix_ms(std::time::SystemTime::now())
+}
+
+/// The running API server.
+pub struct ApiServer {
+    task: tokio::task::JoinHandle<()>,
+    stop: CancellationToken,
+}
+
+impl ApiServer {
+    /// Serves in a task; a serve error after start-up is logged and the mesh keeps
+    /// running without API.
+    pub fn spawn(bound: Bound, service: SidecarService) -> Self {
+        let stop = service.stop.clone();
+        let task = tokio::spawn(async move {
+            if let Err(e) = serve(bound, service).await {
+                warn!(error = %e, "gRPC API stopped");
+            }
+        });
+        ApiServer { task, stop }
+    }
+
+    /// Ends every stream, refuses new requests, and waits at most [`DRAIN_WAIT`] for
+    /// clients to take the end; then drops what is left.
+    pub async fn shutdown(mut self) {
+        self.stop.cancel();
+        if tokio::time::timeout(DRAIN_WAIT, &mut self.task)
+            .await
+            .is_err()
+        {
+            warn!(waited = ?DRAIN_WAIT, "API clients did not take the end of their streams; closing their connections");
+            self.task.abort();
+        }
+    }
+}
+
+/// Serves until the service's stop token fires.
+async fn serve(bound: Bound, service: SidecarService) -> Result<(), ServeError> {
+    let shutdown = service.stop.clone();
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter
         .set_serving::<SidecarServer<SidecarService>>()
@@ -352,10 +408,17 @@ pub async fn serve(
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()
         .map_err(|e| ServeError::Reflection(e.to_string()))?;
+    // Many clients (grpcio-reflection among them) speak only the older v1alpha.
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()
+        .map_err(|e| ServeError::Reflection(e.to_string()))?;
     let router = Server::builder()
         .concurrency_limit_per_connection(64)
         .add_service(health_service)
         .add_service(reflection)
+        .add_service(reflection_v1alpha)
         .add_service(SidecarServer::new(service).max_decoding_message_size(64 * 1024));
     let signal = async move { shutdown.cancelled().await };
     match bound {
@@ -374,11 +437,4 @@ pub async fn serve(
         }
     }
     Ok(())
-}
-
-/// Logs and swallows a serve error after start-up: the mesh keeps running without API.
-pub async fn serve_logged(bound: Bound, service: SidecarService, shutdown: CancellationToken) {
-    if let Err(e) = serve(bound, service, shutdown).await {
-        warn!(error = %e, "gRPC API stopped");
-    }
 }

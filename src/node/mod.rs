@@ -9,6 +9,7 @@ pub mod endpoint;
 pub mod formation;
 pub mod handshake;
 pub mod identity;
+pub mod keyfile;
 pub mod path;
 pub mod peers;
 pub mod streams;

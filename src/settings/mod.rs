@@ -49,7 +49,7 @@ pub enum SettingsError {
         name: String,
         path: PathBuf,
         #[source]
-        cause: std::io::Error,
+        cause: crate::node::keyfile::KeyFileError,
     },
     #[error("the shared key file {} ({name}) must hold 32 bytes, raw or as base64 (found {len} bytes that are neither). Put the formation's key in it, or make a new key in a new file: head -c 32 /dev/urandom | base64 > {}", path.display(), suggestion.display())]
     SharedKeyFormat {
@@ -294,10 +294,13 @@ fn load_shared_key(args: &RunArgs) -> Result<Option<SharedKey>, SettingsError> {
         return Ok(None);
     };
     let name = args.origins.name("shared_key_file");
-    let raw = std::fs::read(path).map_err(|cause| SettingsError::SharedKeyRead {
-        name: name.clone(),
-        path: path.clone(),
-        cause,
+    // Bounded: a device or a FIFO named here must not fill memory or hang the start.
+    let raw = crate::node::keyfile::read_small(path, SharedKey::MAX_FILE_LEN).map_err(|cause| {
+        SettingsError::SharedKeyRead {
+            name: name.clone(),
+            path: path.clone(),
+            cause,
+        }
     })?;
     SharedKey::from_file_bytes(&raw)
         .map(Some)
