@@ -9,10 +9,14 @@ use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 use crate::{
-    api::server::{self, SidecarService, StatusInfo},
+    api::{
+        metrics,
+        server::{self, SidecarService, StatusInfo},
+    },
     config::{LogFormat, RunArgs},
     discovery::{self, EventSink, SourceContext},
     node::{endpoint::Liveness, identity, peers::Limits, Node, NodeConfig},
+    notify,
 };
 
 pub fn init_logging(format: LogFormat) {
@@ -36,6 +40,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let shared_key = args.load_shared_key()?;
     let secret_key = identity::load_or_create(&args.data_dir)?;
     let api = server::bind(&args.listen, args.socket_mode, args.socket_group.as_deref()).await?;
+    let metrics_listener = match args.metrics_listen {
+        Some(addr) => Some(metrics::bind(addr).await?),
+        None => None,
+    };
 
     let node = Node::start(NodeConfig {
         secret_key: secret_key.clone(),
@@ -94,17 +102,25 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         },
     );
     let api_stop = CancellationToken::new();
-    let api_task = tokio::spawn(server::serve_logged(api, service, api_stop.clone()));
+    let api_task = tokio::spawn(server::serve_logged(api, service.clone(), api_stop.clone()));
+    let metrics_task = metrics_listener
+        .map(|l| tokio::spawn(metrics::serve(l, service.clone(), api_stop.clone())));
+    notify::ready(&service).await;
+    let notify_task = notify::spawn(service, api_stop.clone());
     info!(endpoint_id = %node.id(), listen = %args.listen, "peat-sidecar running");
 
     let signal_name = wait_for_signal().await?;
     info!(signal = signal_name, "shutting down");
+    notify::stopping();
     // Goodbyes first, while the endpoint still works; then the connections.
     shutdown.cancel();
     discovery::join_sources(sources).await;
     node.shutdown().await;
     api_stop.cancel();
     let _ = api_task.await;
+    for task in [metrics_task, notify_task].into_iter().flatten() {
+        let _ = task.await;
+    }
     info!("stopped");
     Ok(())
 }

@@ -18,4 +18,5 @@ pub mod daemon;
 pub mod discovery;
 pub mod events;
 pub mod node;
+pub mod notify;
 pub mod ratelimit;

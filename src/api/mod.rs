@@ -2,6 +2,7 @@
 
 pub mod client;
 pub mod convert;
+pub mod metrics;
 pub mod server;
 
 /// Code generated from `proto/sidecar.proto`.
