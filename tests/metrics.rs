@@ -19,7 +19,9 @@ use common::{free_port, wait_until, Opts, Sidecar};
 fn http_get(port: u16, path: &str, accept: Option<&str>) -> std::io::Result<(u16, String)> {
     let mut s = TcpStream::connect(("127.0.0.1", port))?;
     s.set_read_timeout(Some(Duration::from_secs(10)))?;
-    let accept = accept.map(|a| format!("Accept: {a}\r\n")).unwrap_or_default();
+    let accept = accept
+        .map(|a| format!("Accept: {a}\r\n"))
+        .unwrap_or_default();
     write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n{accept}\r\n")?;
     let mut raw = String::new();
     s.read_to_string(&mut raw)?;
@@ -35,10 +37,7 @@ fn http_get(port: u16, path: &str, accept: Option<&str>) -> std::io::Result<(u16
 fn with_metrics(port: u16, peers: Vec<String>) -> Opts {
     Opts {
         peers,
-        extra: vec![
-            "--metrics-listen".into(),
-            format!("tcp://127.0.0.1:{port}"),
-        ],
+        extra: vec!["--metrics-listen".into(), format!("tcp://127.0.0.1:{port}")],
         ..Opts::default()
     }
 }
@@ -70,7 +69,10 @@ impl Prometheus {
         let log = std::fs::File::create(dir.path().join("log")).unwrap();
         let child = Command::new("prometheus")
             .arg(format!("--config.file={}", config.display()))
-            .arg(format!("--storage.tsdb.path={}", dir.path().join("data").display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.path().join("data").display()
+            ))
             .arg(format!("--web.listen-address=127.0.0.1:{port}"))
             .stdout(Stdio::null())
             .stderr(log)
@@ -89,8 +91,12 @@ impl Prometheus {
 
     /// The value of an instant query's single result, if there is one.
     fn query(&self, encoded_query: &str) -> Option<String> {
-        let (code, body) =
-            http_get(self.port, &format!("/api/v1/query?query={encoded_query}"), None).ok()?;
+        let (code, body) = http_get(
+            self.port,
+            &format!("/api/v1/query?query={encoded_query}"),
+            None,
+        )
+        .ok()?;
         if code != 200 {
             return None;
         }
