@@ -48,7 +48,12 @@ if [ ! -s "$TARBALL" ]; then
     mkdir -p "$CACHE"
     # Older roots of other package lists would only fill the disk.
     rm -f "$CACHE"/rootfs-*.tar
-    mmdebstrap --quiet --variant=minbase --include="$INCLUDE" "$SUITE" "$TARBALL.tmp" "$MIRROR"
+    rm -rf "$TARBALL.tmp"
+    if ! mmdebstrap --quiet --format=tar --variant=minbase --include="$INCLUDE" \
+        "$SUITE" "$TARBALL.tmp" "$MIRROR"; then
+        fail "mmdebstrap builds the root file system from $MIRROR"
+        summary systemd
+    fi
     mv "$TARBALL.tmp" "$TARBALL"
     echo "    built $TARBALL in $(($(date +%s) - t0))s"
 else
@@ -57,7 +62,10 @@ fi
 if ! docker image inspect "$IMG" >/dev/null 2>&1; then
     docker images --format '{{.Repository}}:{{.Tag}}' | grep '^peat-ci-systemd:' |
         xargs -r docker rmi >/dev/null 2>&1 || true
-    docker import -c 'CMD ["/lib/systemd/systemd"]' "$TARBALL" "$IMG" >/dev/null
+    if ! docker import -c 'CMD ["/lib/systemd/systemd"]' "$TARBALL" "$IMG" >/dev/null; then
+        fail "docker import $TARBALL"
+        summary systemd
+    fi
 fi
 echo "    image $IMG ready after $(($(date +%s) - t0))s"
 
@@ -77,20 +85,25 @@ boot() {
     CONTAINERS+=("$1")
     wait_until 60 dx "$1" sh -c 'systemctl is-system-running | grep -Eq "running|degraded"'
 }
-dx() { local c=$1; shift; docker exec "$c" "$@"; }
+dx() { # dx [-i] CONTAINER COMMAND...
+    local i=()
+    [ "$1" != -i ] || { i=(-i); shift; }
+    local c=$1; shift
+    docker exec "${i[@]}" "$c" "$@"
+}
 # status_id C [API]: the endpoint id that `peat-sidecar status` reports
 status_id() {
     dx "$1" peat-sidecar status --json ${2:+--api "$2"} 2>/dev/null |
-        python3 -c 'import json,sys; print(json.load(sys.stdin)["endpoint_id"])'
+        python3 -c 'import json,sys; print(json.load(sys.stdin)["endpoint_id"])' 2>/dev/null
 }
 setting() { # setting C VAR VALUE: set (or add) VAR in /etc/default/peat-sidecar
     dx "$1" sed -i "/^#\?$2=/d" /etc/default/peat-sidecar
     dx "$1" sh -c "echo '$2=$3' >> /etc/default/peat-sidecar"
 }
 journal_tail() { dx "$1" journalctl -u peat-sidecar --no-pager -n 30 2>&1 | sed 's/^/    | /'; }
-install_deb() {
-    docker cp "$DEB" "$1:/tmp/peat-sidecar.deb"
-    dx "$1" dpkg -i /tmp/peat-sidecar.deb >/dev/null
+install_deb() { # through stdin: docker cp cannot write into the container's tmpfs /tmp
+    dx -i "$1" sh -c 'cat > /tmp/peat-sidecar.deb' <"$DEB" &&
+        dx "$1" dpkg -i /tmp/peat-sidecar.deb >/dev/null
 }
 
 A=$TAG-a
@@ -115,18 +128,19 @@ setting "$A" PEAT_SIDECAR_METRICS_LISTEN tcp://0.0.0.0:9464
 check "systemctl restart succeeds" dx "$A" systemctl restart peat-sidecar
 id2=$(status_id "$A" unix:///run/peat-sidecar/api.sock)
 check "status answers on the unit's socket /run/peat-sidecar/api.sock" test ${#id2} = 64
-check "restart keeps the endpoint id" test "$id1" = "$id2"
+check "restart keeps the endpoint id" test -n "$id1" -a "$id1" = "$id2"
 ip_a=$(docker inspect -f "{{(index .NetworkSettings.Networks \"$NET\").IPAddress}}" "$A")
 check "/metrics answers from the container ($ip_a:9464)" wait_until 10 \
     sh -c "curl -sf http://$ip_a:9464/metrics | grep -q '^peat_sidecar_build_info'"
 if command -v promtool >/dev/null; then
     check "promtool check metrics passes on the scrape" \
-        sh -c "curl -sf http://$ip_a:9464/metrics | promtool check metrics"
+        bash -c "set -o pipefail; curl -sf http://$ip_a:9464/metrics | promtool check metrics"
 fi
 
 echo "== stop with a watch client connected"
 dx "$A" sh -c 'peat-sidecar watch --api unix:///run/peat-sidecar/api.sock >/dev/null 2>&1 &'
-wait_until 10 dx "$A" pgrep -f 'peat-sidecar watch' || fail "the watch client runs"
+check "the watch client runs" wait_until 10 dx "$A" pgrep -f 'peat-sidecar watch'
+check "the service is active before the stop" dx "$A" systemctl is-active --quiet peat-sidecar
 s0=$(date +%s%N)
 dx "$A" systemctl stop peat-sidecar
 took_ms=$((($(date +%s%N) - s0) / 1000000))
@@ -139,7 +153,9 @@ setting "$A" PEAT_SIDECAR_MAX_DIALS_PER_SEC 0
 dx "$A" systemctl start peat-sidecar 2>/dev/null && fail "start with a bad setting fails" ||
     ok "start with a bad setting fails"
 check "the unit is failed" wait_until 20 dx "$A" systemctl is-failed --quiet peat-sidecar
-if dx "$A" journalctl -u peat-sidecar --no-pager | grep -q 'max-dials-per-sec'; then
+# Read whole before grep: under pipefail, grep -q closing the pipe early fails it.
+journal=$(dx "$A" journalctl -u peat-sidecar --no-pager 2>&1)
+if grep -q "invalid value '0' for '--max-dials-per-sec" <<<"$journal"; then
     ok "journalctl -u peat-sidecar names the bad setting"
 else
     fail "journalctl -u peat-sidecar names the bad setting"
@@ -171,7 +187,7 @@ check "$B lists $A as connected, found by mdns" \
     wait_until 30 mdns_connected "$B" tcp://127.0.0.1:50051 "$idA"
 
 echo "== purge"
-check "apt-get purge succeeds" dx "$A" apt-get purge -y -q peat-sidecar
+check "apt-get purge succeeds" dx "$A" apt-get purge -y -qq peat-sidecar
 check "purge removes the user" sh -c "! docker exec $A getent passwd peat-sidecar"
 check "purge removes the state (/var/lib/peat-sidecar)" sh -c "! docker exec $A test -e /var/lib/peat-sidecar"
 check "purge removes the config (/etc/default/peat-sidecar)" sh -c "! docker exec $A test -e /etc/default/peat-sidecar"
