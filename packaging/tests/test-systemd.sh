@@ -186,6 +186,24 @@ check "$A lists $B as connected, found by mdns" \
 check "$B lists $A as connected, found by mdns" \
     wait_until 30 mdns_connected "$B" tcp://127.0.0.1:50051 "$idA"
 
+echo "== watchdog ($B, WatchdogSec=4s in a runtime drop-in to keep the test short)"
+dropin=/run/systemd/system/peat-sidecar.service.d
+dx "$B" mkdir -p "$dropin"
+dx "$B" sh -c "printf '[Service]\nWatchdogSec=4s\nTimeoutAbortSec=2s\n' > $dropin/50-test.conf"
+dx "$B" systemctl daemon-reload
+dx "$B" systemctl restart peat-sidecar
+main_pid() { dx "$B" systemctl show -p MainPID --value peat-sidecar; }
+pid1=$(main_pid)
+sleep 10
+check "the pings keep it running past 2 x WatchdogSec (pid $pid1)" \
+    test "$pid1" != 0 -a "$(main_pid)" = "$pid1"
+dx "$B" kill -STOP "$pid1"
+restarted() { local p; p=$(main_pid); [ "$p" != 0 ] && [ "$p" != "$pid1" ] &&
+    dx "$B" systemctl is-active --quiet peat-sidecar; }
+check "a frozen daemon (SIGSTOP) is restarted by the watchdog" wait_until 40 restarted
+journal=$(dx "$B" journalctl -u peat-sidecar --no-pager 2>&1)
+check "the journal says why (Watchdog timeout)" grep -q "Watchdog timeout" <<<"$journal"
+
 echo "== purge"
 check "apt-get purge succeeds" dx "$A" apt-get purge -y -qq peat-sidecar
 check "purge removes the user" sh -c "! docker exec $A getent passwd peat-sidecar"
