@@ -15,6 +15,12 @@ use std::{
 
 use common::{free_port, wait_until, Opts, Sidecar};
 
+/// The example alert rules that docs/OPERATIONS.md points to.
+const ALERTS: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/packaging/prometheus/peat-sidecar-alerts.yml"
+);
+
 /// A plain HTTP/1.0 GET on loopback: (status code, body).
 fn http_get(port: u16, path: &str, accept: Option<&str>) -> std::io::Result<(u16, String)> {
     let mut s = TcpStream::connect(("127.0.0.1", port))?;
@@ -60,6 +66,7 @@ impl Prometheus {
             &config,
             format!(
                 "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n\
+                 rule_files: ['{ALERTS}']\n\
                  scrape_configs:\n  - job_name: sidecar\n    static_configs:\n      \
                  - targets: ['127.0.0.1:{target_port}']\n"
             ),
@@ -89,19 +96,20 @@ impl Prometheus {
         std::fs::read_to_string(self._dir.path().join("log")).unwrap_or_default()
     }
 
-    /// The value of an instant query's single result, if there is one.
-    fn query(&self, encoded_query: &str) -> Option<String> {
-        let (code, body) = http_get(
-            self.port,
-            &format!("/api/v1/query?query={encoded_query}"),
-            None,
-        )
-        .ok()?;
+    /// The `data` of an HTTP API answer.
+    fn api(&self, path: &str) -> Option<serde_json::Value> {
+        let (code, body) = http_get(self.port, &format!("/api/v1/{path}"), None).ok()?;
         if code != 200 {
             return None;
         }
         let v: serde_json::Value = serde_json::from_str(&body).ok()?;
-        let result = v["data"]["result"].as_array()?;
+        Some(v["data"].clone())
+    }
+
+    /// The value of an instant query's single result, if there is one.
+    fn query(&self, encoded_query: &str) -> Option<String> {
+        let data = self.api(&format!("query?query={encoded_query}"))?;
+        let result = data["result"].as_array()?;
         let [one] = result.as_slice() else {
             return None;
         };
@@ -172,6 +180,47 @@ async fn prometheus_scrapes_connected_peers() {
     );
     // The dial counter arrives as a counter with its _total series.
     assert!(prom.query("peat_sidecar_dials_started_total").is_some());
+
+    // The example alert rules load and evaluate without error...
+    let rules_ok = || {
+        let rules: Vec<serde_json::Value> = prom
+            .api("rules")
+            .and_then(|d| d["groups"][0]["rules"].as_array().cloned())
+            .unwrap_or_default();
+        rules.len() == 4 && rules.iter().all(|r| r["health"] == "ok")
+    };
+    let evaluated = wait_until(Duration::from_secs(30), || async { rules_ok() }).await;
+    assert!(evaluated.is_some(), "{:?}", prom.api("rules"));
+    // ...and the peer-count alert notices b going away.
+    drop(b);
+    let pending = wait_until(Duration::from_secs(60), || async {
+        prom.api("alerts").is_some_and(|d| {
+            d["alerts"].as_array().is_some_and(|a| {
+                a.iter()
+                    .any(|x| x["labels"]["alertname"] == "PeatSidecarPeersDropped")
+            })
+        })
+    })
+    .await;
+    assert!(
+        pending.is_some(),
+        "no PeatSidecarPeersDropped: {:?}",
+        prom.api("alerts")
+    );
+}
+
+#[test]
+fn example_alert_rules_pass_promtool() {
+    let out = Command::new("promtool")
+        .args(["check", "rules", ALERTS])
+        .output()
+        .expect("cannot run promtool: install the Debian package prometheus");
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
