@@ -241,3 +241,14 @@ async fn metrics_port_in_use_stops_the_start() {
     assert!(!out.status.success());
     assert!(stderr.contains("--metrics-listen"), "{stderr}");
 }
+
+#[test]
+fn bad_metrics_address_is_refused_with_an_example() {
+    let out = Command::new(common::BIN)
+        .args(["run", "--metrics-listen", "localhost:9464"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("tcp://127.0.0.1:9464"), "{stderr}");
+}
