@@ -10,7 +10,7 @@
 # the state and the config.
 #
 # The root file system is cached as a tarball under /var/cache/peat-sidecar-ci/, keyed
-# by suite and package list. Containers and the network are named pksd-$$-*, and removed
+# by suite and package list (PEAT_CI_CACHE=DIR elsewhere). Containers and the network are named pksd-$$-*, and removed
 # on every exit. DEB=path overrides the package (default: dist/'s amd64 .deb).
 source "$(dirname "$0")/lib.sh"
 # Every step below is a check that counts; one failing step must not skip the rest.
@@ -21,7 +21,7 @@ DEB=${DEB:-$DIST/peat-sidecar_${VERSION}-1_amd64.deb}
 SUITE=bookworm
 MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 INCLUDE=systemd,systemd-sysv,dbus,adduser,iproute2,procps
-CACHE=/var/cache/peat-sidecar-ci
+CACHE=${PEAT_CI_CACHE:-/var/cache/peat-sidecar-ci}
 key=$(echo "$SUITE $MIRROR $INCLUDE minbase v1" | sha256sum | cut -c1-12)
 TARBALL=$CACHE/rootfs-$SUITE-$key.tar
 IMG=peat-ci-systemd:$key
