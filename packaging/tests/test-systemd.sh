@@ -9,9 +9,10 @@
 # containers on one Docker network find each other by mDNS, and purge removes the user,
 # the state and the config.
 #
-# The root file system is cached as a tarball under /var/cache/peat-sidecar-ci/, keyed
-# by suite and package list (PEAT_CI_CACHE=DIR elsewhere). Containers and the network are named pksd-$$-*, and removed
-# on every exit. DEB=path overrides the package (default: dist/'s amd64 .deb).
+# The root file system is cached as a tarball under /var/cache/peat-sidecar-ci/
+# (PEAT_CI_CACHE=DIR elsewhere), keyed by suite and package list; Docker keeps the image
+# imported from it. Containers and the network are named pksd-$$-* and removed on every
+# exit. DEB=path overrides the package (default: dist/'s amd64 .deb).
 source "$(dirname "$0")/lib.sh"
 # Every step below is a check that counts; one failing step must not skip the rest.
 set +e
