@@ -54,7 +54,9 @@ pub fn stopping() {
 
 /// Refreshes STATUS= and, under `WatchdogSec=`, sends WATCHDOG=1 at half the interval,
 /// but only after the peer manager answered a snapshot within it: a wedged manager
-/// stops the pings and systemd restarts the service. None without NOTIFY_SOCKET.
+/// stops the pings and systemd restarts the service. It runs until the API stops, so
+/// the watchdog stays fed through a slow shutdown (it stays armed while systemd waits
+/// for the stop). None without NOTIFY_SOCKET.
 pub fn spawn(service: SidecarService, shutdown: CancellationToken) -> Option<JoinHandle<()>> {
     std::env::var_os("NOTIFY_SOCKET")?;
     let watchdog = sd_notify::watchdog_enabled();
