@@ -52,11 +52,11 @@ pub fn stopping() {
     send(&[NotifyState::Stopping, NotifyState::Status("shutting down")]);
 }
 
-/// Refreshes STATUS= and, under `WatchdogSec=`, sends WATCHDOG=1 at half the interval,
-/// but only after the peer manager answered a snapshot within it: a wedged manager
-/// stops the pings and systemd restarts the service. It runs until the API stops, so
-/// the watchdog stays fed through a slow shutdown (it stays armed while systemd waits
-/// for the stop). None without NOTIFY_SOCKET.
+/// Refreshes STATUS= every 5 s and, under `WatchdogSec=`, sends WATCHDOG=1 with it
+/// (at least every half interval), but only after the peer manager answered a snapshot
+/// in time: a wedged manager stops the pings and systemd restarts the service. Runs
+/// until the API stops, so a slow shutdown is not mistaken for a hang. None without
+/// NOTIFY_SOCKET.
 pub fn spawn(service: SidecarService, shutdown: CancellationToken) -> Option<JoinHandle<()>> {
     std::env::var_os("NOTIFY_SOCKET")?;
     let watchdog = sd_notify::watchdog_enabled();
