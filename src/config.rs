@@ -187,6 +187,11 @@ pub struct RunArgs {
     #[arg(long, env = "PEAT_SIDECAR_LISTEN", default_value = DEFAULT_API, value_parser = parse_listen)]
     pub listen: ListenAddr,
 
+    /// Serve Prometheus/OpenMetrics metrics on http://ADDR/metrics, for example
+    /// tcp://127.0.0.1:9464. Off unless given.
+    #[arg(long, env = "PEAT_SIDECAR_METRICS_LISTEN", value_parser = parse_metrics_listen)]
+    pub metrics_listen: Option<SocketAddr>,
+
     /// Permission bits of the API's Unix socket (octal).
     #[arg(long, env = "PEAT_SIDECAR_SOCKET_MODE", default_value = "0660", value_parser = parse_mode)]
     pub socket_mode: u32,
@@ -542,6 +547,15 @@ pub fn parse_listen(s: &str) -> Result<ListenAddr, String> {
     Err(format!(
         "`{s}` is neither tcp://HOST:PORT nor unix:///PATH (for example {DEFAULT_API} or unix:///run/peat-sidecar/api.sock)"
     ))
+}
+
+/// `tcp://IP:PORT` (as --listen) or plain `IP:PORT`.
+fn parse_metrics_listen(s: &str) -> Result<SocketAddr, String> {
+    let s = s.trim();
+    let addr = s.strip_prefix("tcp://").unwrap_or(s);
+    addr.parse().map_err(|_| {
+        format!("`{s}` is not tcp://IP:PORT; expected for example tcp://127.0.0.1:9464")
+    })
 }
 
 #[cfg(test)]

@@ -9,10 +9,14 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::{
-    api::server::{self, ApiServer, SidecarService, StatusInfo},
+    api::{
+        metrics,
+        server::{self, ApiServer, SidecarService, StatusInfo},
+    },
     config::{LogFormat, RunArgs},
     discovery::{self, SourceContext},
     node::{identity, Node, NodeConfig},
+    notify,
     settings::{Host, Settings},
 };
 
@@ -42,6 +46,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let api = &settings.api;
     let api_listener =
         server::bind(&api.listen, api.socket_mode, api.socket_group.as_deref()).await?;
+    let metrics_listener = match settings.api.metrics_listen {
+        Some(addr) => Some(metrics::bind(addr).await?),
+        None => None,
+    };
 
     let node_settings = settings.node.clone();
     let node = Node::start(NodeConfig {
@@ -90,16 +98,25 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             started: Instant::now(),
         },
     );
+    let stop = service.stop_token();
+    let metrics_task =
+        metrics_listener.map(|l| tokio::spawn(metrics::serve(l, service.clone(), stop.clone())));
+    notify::ready(&service).await;
+    let notify_task = notify::spawn(service.clone(), stop);
     let api_server = ApiServer::spawn(api_listener, service);
     info!(endpoint_id = %node.id(), listen = %api.listen, "peat-sidecar running");
 
     let signal_name = wait_for_signal().await?;
     info!(signal = signal_name, "shutting down");
+    notify::stopping();
     // Goodbyes first, while the endpoint still works; then the connections.
     shutdown.cancel();
     discovery::join_sources(sources).await;
     node.shutdown().await;
     api_server.shutdown().await;
+    for task in [metrics_task, notify_task].into_iter().flatten() {
+        let _ = task.await;
+    }
     info!("stopped");
     Ok(())
 }

@@ -20,5 +20,6 @@ pub mod daemon;
 pub mod discovery;
 pub mod events;
 pub mod node;
+pub mod notify;
 pub mod ratelimit;
 pub mod settings;

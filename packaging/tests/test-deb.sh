@@ -134,6 +134,7 @@ t "remove keeps the env file" test -f "$M/etc/default/peat-sidecar"
 t "dpkg -P purges" r dpkg -P peat-sidecar
 t "purge removes the key and state dir" test ! -e "$M/var/lib/peat-sidecar"
 t "purge removes the env file" test ! -e "$M/etc/default/peat-sidecar"
+t "purge removes the system user" sh -c "! chroot '$M' getent passwd peat-sidecar"
 t "purge removes the enable symlink" test ! -e "$M/etc/systemd/system/multi-user.target.wants/peat-sidecar.service"
 t "dpkg forgets the package" sh -c "! chroot '$M' dpkg-query -W peat-sidecar >/dev/null 2>&1"
 umount "$M"; umount "$W"

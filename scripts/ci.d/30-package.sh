@@ -3,7 +3,8 @@
 # x86_64, aarch64 and armv7, three .debs, the multi-arch OCI image, checksums), then
 # tests them: the .debs (lintian, contents, unit, dpkg lifecycle in a throwaway root),
 # the binaries (qemu-user, a three-architecture LAN in network namespaces named pk-*),
-# and the OCI image (skopeo/umoci, unpacked roots in namespaces, docker if present).
+# the OCI image (skopeo/umoci, unpacked roots in namespaces, docker if present), and the
+# amd64 .deb under systemd booted in Docker containers (test-systemd.sh).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 export PATH="$HOME/.cargo/bin:$PATH"
@@ -22,7 +23,8 @@ packaging/build.sh
 echo "packaging/build.sh took $(( $(date +%s) - t0 ))s"
 
 status=0
-for t in packaging/tests/test-deb.sh packaging/tests/test-binaries.sh packaging/tests/test-oci.sh; do
+for t in packaging/tests/test-deb.sh packaging/tests/test-binaries.sh packaging/tests/test-oci.sh \
+    packaging/tests/test-systemd.sh; do
     t0=$(date +%s)
     echo "=== $t"
     bash "$t" || status=1

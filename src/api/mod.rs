@@ -5,6 +5,7 @@ pub mod client;
 pub mod codec;
 pub mod convert;
 pub mod idprefix;
+pub mod metrics;
 pub mod output;
 pub mod server;
 

@@ -24,7 +24,7 @@ use tracing::{info, warn};
 use super::pb::{self, sidecar_server::SidecarServer};
 use crate::{
     config::{parse_endpoint_id, ListenAddr, PeerHost},
-    node::peers::{PeerManagerHandle, PeerState, RequestError},
+    node::peers::{PeerManagerHandle, RequestError},
 };
 
 /// Longest request string fields accepted before parsing, against abuse.
@@ -69,6 +69,69 @@ impl SidecarService {
             stop: CancellationToken::new(),
         }
     }
+
+    /// Fired at shutdown; the metrics server and the systemd notifier stop with it.
+    pub fn stop_token(&self) -> CancellationToken {
+        self.stop.clone()
+    }
+}
+
+/// What GetStatus and ListPeers answer, from one read of the peer table. The metrics
+/// endpoint and the systemd watchdog read the same snapshot, so they report exactly
+/// what the API does and depend on nothing inside the peer manager.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    pub status: pb::GetStatusResponse,
+    pub peers: Vec<pb::Peer>,
+}
+
+impl SidecarService {
+    pub async fn snapshot(&self) -> Snapshot {
+        let peers: Vec<pb::Peer> = self
+            .peers
+            .list()
+            .await
+            .into_iter()
+            .map(Into::into)
+            .collect();
+        let connected = peers
+            .iter()
+            .filter(|p| p.state == pb::PeerState::Connected as i32)
+            .count();
+        let c = &self.peers.counters;
+        let s = &self.status;
+        let status = pb::GetStatusResponse {
+            endpoint_id: s.endpoint_id.to_string(),
+            app_id: s.app_id.clone(),
+            discovery_modes: s.discovery_modes.clone(),
+            listen: s.listen.clone(),
+            bound_addrs: s.bound_addrs.clone(),
+            connected_peers: connected as u32,
+            known_peers: peers.len() as u32,
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            uptime_secs: s.started.elapsed().as_secs(),
+            shared_key: s.shared_key,
+            counters: Some(pb::Counters {
+                dials_started: c.dials_started.load(Ordering::Relaxed),
+                dials_failed: c.dials_failed.load(Ordering::Relaxed),
+                connections_opened: c.connections_opened.load(Ordering::Relaxed),
+                connections_closed: c.connections_closed.load(Ordering::Relaxed),
+                handshakes_rejected: c.handshakes_rejected.load(Ordering::Relaxed),
+                incoming_refused: c.incoming_refused.load(Ordering::Relaxed),
+                duplicates_closed: c.duplicates_closed.load(Ordering::Relaxed),
+                peers_evicted: c.peers_evicted.load(Ordering::Relaxed),
+                live_tasks: c.live_tasks.load(Ordering::Relaxed),
+                dials_in_flight: c.dials_in_flight.load(Ordering::Relaxed),
+                handshakes_pending: c.handshakes_pending.load(Ordering::Relaxed),
+                mdns_records: c.mdns_records.load(Ordering::Relaxed),
+                runtime_tasks: tokio::runtime::Handle::current()
+                    .metrics()
+                    .num_alive_tasks() as u64,
+                connections_live: c.connections_live.load(Ordering::Relaxed),
+            }),
+        };
+        Snapshot { status, peers }
+    }
 }
 
 fn parse_id_field(s: &str) -> Result<EndpointId, Status> {
@@ -103,43 +166,7 @@ impl pb::sidecar_server::Sidecar for SidecarService {
         &self,
         _req: Request<pb::GetStatusRequest>,
     ) -> Result<Response<pb::GetStatusResponse>, Status> {
-        let peers = self.peers.list().await;
-        let connected = peers
-            .iter()
-            .filter(|p| p.state == PeerState::Connected)
-            .count();
-        let c = &self.peers.counters;
-        let s = &self.status;
-        Ok(Response::new(pb::GetStatusResponse {
-            endpoint_id: s.endpoint_id.to_string(),
-            app_id: s.app_id.clone(),
-            discovery_modes: s.discovery_modes.clone(),
-            listen: s.listen.clone(),
-            bound_addrs: s.bound_addrs.clone(),
-            connected_peers: connected as u32,
-            known_peers: peers.len() as u32,
-            version: env!("CARGO_PKG_VERSION").to_string(),
-            uptime_secs: s.started.elapsed().as_secs(),
-            shared_key: s.shared_key,
-            counters: Some(pb::Counters {
-                dials_started: c.dials_started.load(Ordering::Relaxed),
-                dials_failed: c.dials_failed.load(Ordering::Relaxed),
-                connections_opened: c.connections_opened.load(Ordering::Relaxed),
-                connections_closed: c.connections_closed.load(Ordering::Relaxed),
-                handshakes_rejected: c.handshakes_rejected.load(Ordering::Relaxed),
-                incoming_refused: c.incoming_refused.load(Ordering::Relaxed),
-                duplicates_closed: c.duplicates_closed.load(Ordering::Relaxed),
-                peers_evicted: c.peers_evicted.load(Ordering::Relaxed),
-                live_tasks: c.live_tasks.load(Ordering::Relaxed),
-                dials_in_flight: c.dials_in_flight.load(Ordering::Relaxed),
-                handshakes_pending: c.handshakes_pending.load(Ordering::Relaxed),
-                mdns_records: c.mdns_records.load(Ordering::Relaxed),
-                runtime_tasks: tokio::runtime::Handle::current()
-                    .metrics()
-                    .num_alive_tasks() as u64,
-                connections_live: c.connections_live.load(Ordering::Relaxed),
-            }),
-        }))
+        Ok(Response::new(self.snapshot().await.status))
     }
 
     async fn connect_peer(
@@ -204,13 +231,7 @@ impl pb::sidecar_server::Sidecar for SidecarService {
         &self,
         _req: Request<pb::ListPeersRequest>,
     ) -> Result<Response<pb::ListPeersResponse>, Status> {
-        let peers = self
-            .peers
-            .list()
-            .await
-            .into_iter()
-            .map(Into::into)
-            .collect();
+        let peers = self.snapshot().await.peers;
         Ok(Response::new(pb::ListPeersResponse { peers }))
     }
 

@@ -151,6 +151,8 @@ pub struct ApiSettings {
     pub listen: ListenAddr,
     pub socket_mode: u32,
     pub socket_group: Option<String>,
+    /// `--metrics-listen`: where `/metrics` is served, if anywhere.
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 /// What the checks need to know about this host.
@@ -193,6 +195,7 @@ impl Settings {
                 listen: args.listen.clone(),
                 socket_mode: args.socket_mode,
                 socket_group: args.socket_group.clone(),
+                metrics_listen: args.metrics_listen,
             },
             discovery: DiscoverySettings::from_args(args)?,
         })
