@@ -51,6 +51,9 @@ pub enum Command {
     Connect(ConnectArgs),
     /// Close the connection to a peer and stop reconnecting until it is found again.
     Disconnect(DisconnectArgs),
+    /// Remove a peer from the table: close its connection and do not redial it until a
+    /// discovery source finds it again (a --peer entry cannot be forgotten).
+    Forget(DisconnectArgs),
     /// Stream peer events (found, connected, disconnected, ...) until interrupted.
     Watch(ClientArgs),
     /// Print this host's endpoint id, creating the identity key if it is absent.

@@ -12,6 +12,7 @@
 //! - [`daemon`]: `peat-sidecar run`, which wires them together;
 //! - [`events`]: what the node and the sources tell each other (imported by both; the
 //!   node imports nothing from discovery);
+//! - [`logfmt`]: human forms of values for text logs;
 //! - [`ratelimit`]: the token bucket and the rate-limited log.
 
 pub mod api;
@@ -19,6 +20,7 @@ pub mod config;
 pub mod daemon;
 pub mod discovery;
 pub mod events;
+pub mod logfmt;
 pub mod node;
 pub mod notify;
 pub mod ratelimit;

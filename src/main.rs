@@ -31,6 +31,7 @@ fn main() -> ExitCode {
             Command::Peers(a) => Ok(client::peers(&a).await?),
             Command::Connect(a) => Ok(client::connect_peer(&a).await?),
             Command::Disconnect(a) => Ok(client::disconnect_peer(&a).await?),
+            Command::Forget(a) => Ok(client::forget_peer(&a).await?),
             Command::Watch(a) => Ok(client::watch(&a).await?),
             Command::Id(a) => {
                 let key = node::identity::load_or_create(&a.data_dir)?;

@@ -12,7 +12,8 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{free_port, signal, Opts, Sidecar, BIN};
+use common::{free_port, signal, wait_until, Opts, Sidecar, BIN};
+use peat_sidecar::api::pb;
 
 /// Generous bound for anything that must end "at once": a hang shows as this.
 const PROMPT: Duration = Duration::from_secs(10);
@@ -457,4 +458,67 @@ mod grpc {
             "{list:?}"
         );
     }
+}
+
+/// Issue 15, defect 6: ConnectPeer to ids that do not exist left entries redialled for
+/// ever. `forget` removes them (by a short prefix too), and a --peer entry stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forget_removes_peers_that_connect_peer_left_behind() {
+    let b = Sidecar::start("fgb", Opts::default()).await;
+    let a = Sidecar::start(
+        "fga",
+        Opts {
+            peers: vec![b.peer_spec()],
+            ..Opts::default()
+        },
+    )
+    .await;
+    let ghosts: Vec<String> = (0..5)
+        .map(|_| iroh::SecretKey::generate().public().to_string())
+        .collect();
+    for g in &ghosts {
+        // Port 9 on loopback: nobody answers, the dial fails, the entry stays.
+        let _ = a.cli(&["connect", &format!("{g}@127.0.0.1:9"), "--timeout", "1"]);
+    }
+    assert!(a.peers().await.len() >= 6, "{:?}", a.peers().await);
+    for g in &ghosts {
+        let (ok, out, err) = a.cli(&["forget", &g[..12]]);
+        assert!(ok, "forget {g}: {out} {err}");
+        assert!(out.contains("forgot"), "{out}");
+    }
+    let left: Vec<String> = a.peers().await.into_iter().map(|p| p.endpoint_id).collect();
+    assert_eq!(left, vec![b.id.clone()], "only the --peer entry is left");
+    let (ok, _, err) = a.cli(&["forget", &b.id]);
+    assert!(!ok && err.contains("--peer entry"), "{err}");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        a.peers().await.len(),
+        1,
+        "a forgotten peer was dialled again"
+    );
+}
+
+/// Issue 15, defect 8: a peer that dialled us showed `addrs: []` and `sources: []`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_inbound_peer_shows_its_address_and_the_source_inbound() {
+    let b = Sidecar::start("inb", Opts::default()).await;
+    let a = Sidecar::start(
+        "ina",
+        Opts {
+            peers: vec![b.peer_spec()],
+            ..Opts::default()
+        },
+    )
+    .await;
+    let seen = wait_until(Duration::from_secs(10), || async {
+        b.peer(&a.id)
+            .await
+            .is_some_and(|p| p.state == pb::PeerState::Connected as i32)
+    })
+    .await;
+    assert!(seen.is_some(), "a never connected to b");
+    let p = b.peer(&a.id).await.unwrap();
+    assert_eq!(p.sources, vec!["inbound".to_string()]);
+    assert_eq!(p.addrs.len(), 1, "{:?}", p.addrs);
+    assert!(p.addrs[0].starts_with("127.0.0.1:"), "{:?}", p.addrs);
 }

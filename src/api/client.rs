@@ -241,10 +241,27 @@ pub async fn disconnect_peer(args: &DisconnectArgs) -> Result<(), ClientError> {
         endpoint_id: id.clone(),
     }))
     .await?;
-    if args.client.json {
-        outln!("{}", json!({"endpoint_id": id, "disconnected": true}))?;
+    let text = format!("disconnected {id}; it is redialled only once found or connected again");
+    done(args.client.json, &id, "disconnected", &text)
+}
+
+pub async fn forget_peer(args: &DisconnectArgs) -> Result<(), ClientError> {
+    let (mut c, t) = open(&args.client).await?;
+    let id = resolve(&mut c, &t, &args.endpoint_id).await?;
+    t.call(c.forget_peer(pb::ForgetPeerRequest {
+        endpoint_id: id.clone(),
+    }))
+    .await?;
+    let text = format!("forgot {id}; it is dialled again only once a discovery source finds it");
+    done(args.client.json, &id, "forgotten", &text)
+}
+
+/// The one line a request on one peer prints: `{"endpoint_id": ID, WHAT: true}` or text.
+fn done(json: bool, id: &str, what: &str, text: &str) -> Result<(), ClientError> {
+    if json {
+        outln!("{}", json!({"endpoint_id": id, what: true}))?;
     } else {
-        outln!("disconnected {id}; it is redialled only once found or connected again")?;
+        outln!("{text}")?;
     }
     Ok(())
 }

@@ -69,7 +69,7 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener, MetricsError> {
 
 /// Serves `/metrics` until `shutdown` fires; open scrape connections are dropped then.
 pub async fn serve(listener: TcpListener, service: SidecarService, shutdown: CancellationToken) {
-    info!(addr = ?listener.local_addr().ok(), "metrics listening");
+    info!(addr = %crate::logfmt::opt(listener.local_addr().ok()), "metrics listening");
     let mut conns = JoinSet::new();
     loop {
         let stream = tokio::select! {

@@ -70,6 +70,27 @@ impl SidecarService {
         }
     }
 
+    /// iroh binds sockets of the families `--bind` names: an IPv6 address behind an
+    /// IPv4 bind can never be dialled, and would only time out.
+    fn check_family(&self, host: &PeerHost) -> Result<(), Status> {
+        let PeerHost::Addr(a) = host else {
+            return Ok(());
+        };
+        let bound: Vec<std::net::SocketAddr> = self
+            .status
+            .bound_addrs
+            .iter()
+            .filter_map(|b| b.parse().ok())
+            .collect();
+        if a.is_ipv6() && !bound.is_empty() && bound.iter().all(|b| b.is_ipv4()) {
+            return Err(Status::invalid_argument(format!(
+                "{a}: the address family does not match: this sidecar's endpoint is bound to IPv4 only ({}); give the peer's IPv4 address or run it with --bind [::]:PORT",
+                self.status.bound_addrs.join(", ")
+            )));
+        }
+        Ok(())
+    }
+
     /// Fired at shutdown; the metrics server and the systemd notifier stop with it.
     pub fn stop_token(&self) -> CancellationToken {
         self.stop.clone()
@@ -188,10 +209,11 @@ impl pb::sidecar_server::Sidecar for SidecarService {
                     "an address is longer than 1024 bytes",
                 ));
             }
-            hosts.push(
-                a.parse::<PeerHost>()
-                    .map_err(|e| Status::invalid_argument(format!("address: {e}")))?,
-            );
+            let host = a
+                .parse::<PeerHost>()
+                .map_err(|e| Status::invalid_argument(format!("address: {e}")))?;
+            self.check_family(&host)?;
+            hosts.push(host);
         }
         let wait = match req.timeout_ms {
             0 => DEFAULT_CONNECT_WAIT,
@@ -444,7 +466,7 @@ async fn serve(bound: Bound, service: SidecarService) -> Result<(), ServeError> 
     let signal = async move { shutdown.cancelled().await };
     match bound {
         Bound::Tcp(l) => {
-            info!(addr = ?l.local_addr().ok(), "gRPC API listening");
+            info!(addr = %crate::logfmt::opt(l.local_addr().ok()), "gRPC API listening");
             router
                 .serve_with_incoming_shutdown(TcpListenerStream::new(l), signal)
                 .await?;

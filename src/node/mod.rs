@@ -63,7 +63,7 @@ impl Node {
         }
         info!(
             endpoint_id = %endpoint.id(),
-            bound = ?endpoint.bound_sockets(),
+            bound = %crate::logfmt::list(endpoint.bound_sockets()),
             app_id = %cfg.app_id,
             shared_key = formation.has_shared_key(),
             static_peers = cfg.static_peers.len(),

@@ -313,7 +313,7 @@ pub fn start(
         max_entries = settings.max_entries,
         max_message_bytes = settings.max_message_bytes,
         fanout = settings.fanout,
-        announced = ?own_addrs,
+        announced = %crate::logfmt::list(&own_addrs),
         "gossip peer exchange started"
     );
     let shared = Arc::new(Shared {

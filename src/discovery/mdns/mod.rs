@@ -82,7 +82,7 @@ pub async fn start(
     let ifaces = Interfaces::start(filter, ctx.shutdown.child_token())?;
     let scope = BindScope::from_bound(&ctx.bound_addrs);
     info!(
-        interfaces = ?ifaces.names(), ipv4 = scope.v4, ipv6 = scope.v6,
+        interfaces = %crate::logfmt::list(ifaces.names()), ipv4 = scope.v4, ipv6 = scope.v6,
         "mdns: starting on these interfaces"
     );
     let daemon = new_daemon(&ifaces, &scope)?;

@@ -210,7 +210,7 @@ impl Tracker {
         }
         if let Some((id, addrs)) = found {
             let unaware = !self.announced;
-            info!(peer = %id, addrs = ?addrs, record = %r.fullname, unaware, "mdns: found peer");
+            info!(peer = %id, addrs = %crate::logfmt::list(&addrs), record = %r.fullname, unaware, "mdns: found peer");
             events.push(self.found(id, addrs, unaware));
         }
         events
@@ -239,7 +239,7 @@ impl Tracker {
         self.hinted
             .insert(r.fullname.clone(), now + oneshot::HINT_TTL);
         let unaware = !self.announced;
-        info!(peer = %id, addrs = ?addrs, record = %r.fullname, unaware, "mdns: found peer (answer to the one-shot query)");
+        info!(peer = %id, addrs = %crate::logfmt::list(&addrs), record = %r.fullname, unaware, "mdns: found peer (answer to the one-shot query)");
         vec![self.found(id, addrs, unaware)]
     }
 

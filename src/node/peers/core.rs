@@ -323,7 +323,8 @@ impl Core {
         let new_info = new_source || new_addrs;
         let at_once = peer.configured() || unaware;
         if new_source {
-            info!(peer = %id, %source, addrs = ?peer.addrs, "peer found");
+            let addrs = crate::logfmt::list(&peer.addrs);
+            info!(peer = %id, %source, %addrs, "peer found");
         }
         match peer.link {
             // Found again: an earlier DisconnectPeer no longer holds.

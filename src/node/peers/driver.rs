@@ -10,7 +10,10 @@ use std::{
 };
 
 use iroh::{endpoint::Connection, Endpoint, EndpointId};
-use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::{
+    sync::{broadcast, mpsc, oneshot},
+    task::JoinSet,
+};
 use tracing::info;
 
 use super::{
@@ -62,6 +65,9 @@ pub struct PeerManager {
     conns: HashMap<ConnId, Connection>,
     replies: HashMap<Ticket, Reply>,
     next_ticket: Ticket,
+    /// Dials in flight, aborted at shutdown: a handshake still running would hold the
+    /// endpoint's close until it times out.
+    dial_tasks: JoinSet<()>,
 }
 
 impl PeerManager {
@@ -93,6 +99,7 @@ impl PeerManager {
             conns: HashMap::new(),
             replies: HashMap::new(),
             next_ticket: 0,
+            dial_tasks: JoinSet::new(),
         };
         (mgr, handle)
     }
@@ -117,12 +124,14 @@ impl PeerManager {
                     None => break,
                     Some(Command::Shutdown { reply }) => {
                         self.feed(Input::Shutdown);
+                        self.dial_tasks.abort_all();
                         let _ = reply.send(());
                         break;
                     }
                     Some(cmd) => self.on_command(cmd),
                 },
                 _ = sleep => self.tick(),
+                Some(_) = self.dial_tasks.join_next(), if !self.dial_tasks.is_empty() => {}
             }
         }
     }
@@ -295,7 +304,7 @@ impl PeerManager {
     }
 
     fn spawn_dial(
-        &self,
+        &mut self,
         id: EndpointId,
         addrs: Vec<std::net::SocketAddr>,
         hosts: Vec<PeerHost>,
@@ -306,7 +315,7 @@ impl PeerManager {
         let tx = self.tx.clone();
         let guard = TaskGuard::new(&self.counters);
         let in_flight = GaugeGuard::new(&self.counters, |c| &c.dials_in_flight);
-        tokio::spawn(async move {
+        self.dial_tasks.spawn(async move {
             let _guard = guard;
             let _in_flight = in_flight;
             let attempt = dial(&endpoint, &formation, id, addrs, hosts);

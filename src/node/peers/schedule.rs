@@ -145,7 +145,7 @@ impl Core {
         peer.dial = Some(addrs.clone());
         self.dials_in_flight += 1;
         Counters::inc(&self.counters.dials_started);
-        debug!(peer = %id, ?addrs, "dialling");
+        debug!(peer = %id, addrs = %crate::logfmt::list(&addrs), "dialling");
         let action = Action::Dial {
             id,
             hosts: peer.hosts.iter().cloned().collect(),
