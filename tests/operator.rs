@@ -522,3 +522,33 @@ async fn an_inbound_peer_shows_its_address_and_the_source_inbound() {
     assert_eq!(p.addrs.len(), 1, "{:?}", p.addrs);
     assert!(p.addrs[0].starts_with("127.0.0.1:"), "{:?}", p.addrs);
 }
+
+/// Issue 15: a dial to the right address with the wrong id said "invalid peer
+/// certificate: UnknownIssuer".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_id_at_a_known_address_is_named() {
+    let b = Sidecar::start("wib", Opts::default()).await;
+    let a = Sidecar::start(
+        "wia",
+        Opts {
+            peers: vec![b.peer_spec()],
+            ..Opts::default()
+        },
+    )
+    .await;
+    let connected = wait_until(Duration::from_secs(10), || async {
+        a.connected().await == vec![b.id.clone()]
+    })
+    .await;
+    assert!(connected.is_some(), "a never connected to b");
+    let other = iroh::SecretKey::generate().public().to_string();
+    let target = format!("{other}@{}", b.bind);
+    let (ok, out, err) = a.cli(&["connect", &target, "--timeout", "5"]);
+    assert!(!ok, "{out}");
+    assert!(err.contains("has another endpoint id than"), "{err}");
+    assert!(
+        err.contains(&b.id),
+        "the id known at that address is named: {err}"
+    );
+    assert!(!err.contains("UnknownIssuer"), "{err}");
+}

@@ -30,12 +30,12 @@ pub(super) async fn dial(
         return Err(DialError::NoAddress);
     }
     let target = addrs
-        .into_iter()
-        .fold(EndpointAddr::new(id), |t, a| t.with_ip_addr(a));
+        .iter()
+        .fold(EndpointAddr::new(id), |t, a| t.with_ip_addr(*a));
     let conn = endpoint
         .connect(target, ALPN)
         .await
-        .map_err(|e| DialError::Connect(error_chain(&e)))?;
+        .map_err(|e| connect_error(id, &addrs, &e))?;
     match handshake::authenticate(&conn, formation, endpoint.id(), Side::Dialer).await {
         Ok(()) => Ok(conn),
         Err(e) => {
@@ -66,6 +66,21 @@ async fn resolve(hosts: Vec<PeerHost>, only: bool) -> Result<Vec<SocketAddr>, Di
         }
     }
     Ok(out)
+}
+
+/// A failed QUIC connect. rustls says "invalid peer certificate: UnknownIssuer" when the
+/// node that answered has another key than the id we dialled: say that in words.
+fn connect_error(id: EndpointId, addrs: &[SocketAddr], e: &dyn std::error::Error) -> DialError {
+    let chain = error_chain(e);
+    if chain.contains("UnknownIssuer") {
+        DialError::OtherIdentity {
+            expected: id,
+            addrs: addrs.to_vec(),
+            known: None,
+        }
+    } else {
+        DialError::Connect(chain)
+    }
 }
 
 /// The error and its sources on one line.

@@ -157,6 +157,22 @@ impl Core {
         self.emit(id, PeerEventKind::Connecting, detail);
     }
 
+    /// A connected peer at one of `addrs`: who answered a dial that expected another.
+    fn known_at(&self, addrs: &[std::net::SocketAddr]) -> Option<EndpointId> {
+        let ips: Vec<_> = addrs.iter().map(|a| (a.ip(), a.port())).collect();
+        self.peers
+            .iter()
+            .filter(|(_, p)| p.is_connected())
+            .find(|(_, p)| {
+                let remote = p.live().and_then(|l| l.remote);
+                p.addrs
+                    .iter()
+                    .chain(remote.as_ref())
+                    .any(|a| ips.contains(&(a.ip(), a.port())))
+            })
+            .map(|(id, _)| *id)
+    }
+
     /// The addresses a dial no longer tries.
     pub(super) fn release_addrs(&mut self, addrs: Vec<std::net::SocketAddr>) {
         for a in addrs {
@@ -193,8 +209,11 @@ impl Core {
         self.dial_due(now);
     }
 
-    fn on_dial_failed(&mut self, id: EndpointId, e: DialError, now: Instant) {
+    fn on_dial_failed(&mut self, id: EndpointId, mut e: DialError, now: Instant) {
         Counters::inc(&self.counters.dials_failed);
+        if let DialError::OtherIdentity { addrs, known, .. } = &mut e {
+            *known = self.known_at(addrs);
+        }
         let Some(peer) = self.peers.get_mut(&id) else {
             return;
         };

@@ -97,6 +97,14 @@ pub enum DialError {
     Connect(String),
     #[error("timed out after {}s", .0.as_secs())]
     Timeout(Duration),
+    /// TLS proved that the node at the address is not `expected` (the certificate is
+    /// the endpoint id). `known`: the peer this sidecar knows at that address, if any.
+    #[error("the node at {} has another endpoint id than {expected}{}; check the id (`peat-sidecar peers` lists the ids this sidecar knows)", crate::logfmt::list(.addrs), .known.map(|k| format!(" (it is {k})")).unwrap_or_default())]
+    OtherIdentity {
+        expected: EndpointId,
+        addrs: Vec<std::net::SocketAddr>,
+        known: Option<EndpointId>,
+    },
     #[error(transparent)]
     Formation(#[from] FormationError),
 }
