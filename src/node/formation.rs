@@ -52,8 +52,10 @@ const ROLE_ACCEPTOR: u8 = b'A';
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u32)]
 pub enum CloseCode {
-    /// The sidecar is shutting down.
-    Shutdown = 0,
+    /// The sidecar is shutting down. Not 0: the QUIC library closes a connection that
+    /// is dropped without a close with code 0, and that must never read as a
+    /// departure (it made live peers look gone on lossy links).
+    Shutdown = 4,
     /// Another connection to the same peer survived.
     Duplicate = 1,
     /// An operator asked to disconnect (DisconnectPeer).
@@ -73,10 +75,10 @@ pub enum CloseCode {
 impl CloseCode {
     pub fn from_code(code: u64) -> Option<Self> {
         Some(match code {
-            0 => CloseCode::Shutdown,
             1 => CloseCode::Duplicate,
             2 => CloseCode::Disconnect,
             3 => CloseCode::OverCapacity,
+            4 => CloseCode::Shutdown,
             0x10 => CloseCode::AppIdMismatch,
             0x11 => CloseCode::KeyMismatch,
             0x12 => CloseCode::Protocol,

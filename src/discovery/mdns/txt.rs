@@ -93,7 +93,12 @@ where
         }
         std::str::from_utf8(bytes).map_err(|_| TxtError::NotText(key))
     }
-    let version = text("v", v)?;
+    // A record without `v` (avahi-publish or a hand-written service file that
+    // leaves it out) is read as version 1, the only one there is.
+    let version = match v {
+        None => TXT_VERSION,
+        some => text("v", some)?,
+    };
     if version != TXT_VERSION {
         return Err(TxtError::Version(version.chars().take(16).collect()));
     }
@@ -173,7 +178,7 @@ mod tests {
         let ok_v: (&str, Option<&[u8]>) = ("v", Some(b"1"));
         let ok_app: (&str, Option<&[u8]>) = ("app_id", Some(b"peat"));
         let ok_id: (&str, Option<&[u8]>) = ("endpoint_id", Some(hex.as_bytes()));
-        assert_eq!(parse(&[ok_app, ok_id]), Err(TxtError::Missing("v")));
+        assert!(parse(&[ok_app, ok_id]).is_ok(), "a missing v is version 1");
         assert_eq!(parse(&[ok_v, ok_id]), Err(TxtError::Missing("app_id")));
         assert_eq!(
             parse(&[ok_v, ok_app]),
@@ -214,7 +219,7 @@ mod tests {
             parse(&[("v", Some(&huge_v)), ok_app, ok_id]),
             Err(TxtError::TooLong { .. })
         ));
-        assert_eq!(parse(&[]), Err(TxtError::Missing("v")));
+        assert_eq!(parse(&[]), Err(TxtError::Missing("app_id")));
     }
 
     #[test]

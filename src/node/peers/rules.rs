@@ -132,6 +132,10 @@ pub fn describe_close(reason: &ConnectionError) -> (String, CloseKind) {
                     String::from_utf8_lossy(c.reason()).into_owned(),
                     CloseKind::Lost,
                 ),
+                None if close.error_code.into_inner() == 0 => (
+                    "dropped by the peer's QUIC stack without a reason (a dial it gave up?)".into(),
+                    CloseKind::Lost,
+                ),
                 None => (
                     format!("closed by the peer with unknown code {}", close.error_code),
                     CloseKind::Lost,
@@ -232,5 +236,16 @@ mod tests {
             describe_close(&close(CloseCode::OverCapacity)).1,
             CloseKind::Full
         ));
+    }
+
+    #[test]
+    fn a_dropped_connection_never_reads_as_a_departure() {
+        // noq closes a connection dropped without a close with application code 0.
+        let dropped = ConnectionError::ApplicationClosed(iroh::endpoint::ApplicationClose {
+            error_code: iroh::endpoint::VarInt::from_u32(0),
+            reason: Vec::new().into(),
+        });
+        assert_eq!(describe_close(&dropped).1, CloseKind::Lost);
+        assert_ne!(CloseCode::Shutdown.varint().into_inner(), 0);
     }
 }
