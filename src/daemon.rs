@@ -4,7 +4,11 @@
 use std::time::Instant;
 
 use anyhow::Context;
-use tokio::signal::unix::{signal, SignalKind};
+use iroh::SecretKey;
+use tokio::{
+    signal::unix::{signal, SignalKind},
+    task::JoinSet,
+};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -51,34 +55,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         None => None,
     };
 
-    let node_settings = settings.node.clone();
-    let node = Node::start(NodeConfig {
-        secret_key: secret_key.clone(),
-        bind: node_settings.bind,
-        app_id: node_settings.app_id,
-        shared_key: node_settings.shared_key,
-        static_peers: node_settings.static_peers,
-        limits: node_settings.limits,
-        liveness: node_settings.liveness,
-    })
-    .await?;
-
+    let node = start_node(&settings, secret_key.clone()).await?;
     let shutdown = CancellationToken::new();
-    let bound_addrs = node.bound_addrs();
-    let ctx = SourceContext {
-        secret_key,
-        endpoint_id: node.id(),
-        app_id: node.app_id().to_string(),
-        iroh_port: bound_addrs
-            .first()
-            .map(|a| a.port())
-            .unwrap_or(settings.node.bind.port()),
-        bound_addrs: bound_addrs.clone(),
-        peers: node.peers().clone(),
-        shutdown: shutdown.child_token(),
-    };
-    let modes = &settings.discovery.modes;
-    let sources = match discovery::spawn_sources(&settings.discovery, ctx).await {
+    let sources = match start_sources(&settings, &node, secret_key, &shutdown).await {
         Ok(s) => s,
         Err(e) => {
             node.shutdown().await;
@@ -86,24 +65,13 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         }
     };
 
-    let service = SidecarService::new(
-        node.peers().clone(),
-        StatusInfo {
-            endpoint_id: node.id(),
-            app_id: node.app_id().to_string(),
-            discovery_modes: modes.0.iter().map(|m| m.to_string()).collect(),
-            listen: api.listen.to_string(),
-            bound_addrs: bound_addrs.iter().map(|a| a.to_string()).collect(),
-            shared_key: node.has_shared_key(),
-            started: Instant::now(),
-        },
-    );
+    let service = SidecarService::new(node.peers().clone(), status_info(&settings, &node));
     let stop = service.stop_token();
+    let api_server = ApiServer::spawn(api_listener, service.clone());
     let metrics_task =
         metrics_listener.map(|l| tokio::spawn(metrics::serve(l, service.clone(), stop.clone())));
     notify::ready(&service).await;
-    let notify_task = notify::spawn(service.clone(), stop);
-    let api_server = ApiServer::spawn(api_listener, service);
+    let notify_task = notify::spawn(service, stop);
     info!(endpoint_id = %node.id(), listen = %api.listen, "peat-sidecar running");
 
     let signal_name = wait_for_signal().await?;
@@ -119,6 +87,60 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     }
     info!("stopped");
     Ok(())
+}
+
+async fn start_node(settings: &Settings, secret_key: SecretKey) -> anyhow::Result<Node> {
+    let n = settings.node.clone();
+    Ok(Node::start(NodeConfig {
+        secret_key,
+        bind: n.bind,
+        app_id: n.app_id,
+        shared_key: n.shared_key,
+        static_peers: n.static_peers,
+        limits: n.limits,
+        liveness: n.liveness,
+    })
+    .await?)
+}
+
+async fn start_sources(
+    settings: &Settings,
+    node: &Node,
+    secret_key: SecretKey,
+    shutdown: &CancellationToken,
+) -> Result<JoinSet<()>, discovery::DiscoveryError> {
+    let bound_addrs = node.bound_addrs();
+    let ctx = SourceContext {
+        secret_key,
+        endpoint_id: node.id(),
+        app_id: node.app_id().to_string(),
+        iroh_port: bound_addrs
+            .first()
+            .map(|a| a.port())
+            .unwrap_or(settings.node.bind.port()),
+        bound_addrs,
+        peers: node.peers().clone(),
+        shutdown: shutdown.child_token(),
+    };
+    discovery::spawn_sources(&settings.discovery, ctx).await
+}
+
+fn status_info(settings: &Settings, node: &Node) -> StatusInfo {
+    StatusInfo {
+        endpoint_id: node.id(),
+        app_id: node.app_id().to_string(),
+        discovery_modes: settings
+            .discovery
+            .modes
+            .0
+            .iter()
+            .map(|m| m.to_string())
+            .collect(),
+        listen: settings.api.listen.to_string(),
+        bound_addrs: node.bound_addrs().iter().map(|a| a.to_string()).collect(),
+        shared_key: node.has_shared_key(),
+        started: Instant::now(),
+    }
 }
 
 /// One line with the settings in effect, and a warning for each that looks wrong but

@@ -166,42 +166,45 @@ async fn accept_loop(
         let guard = TaskGuard::new(&peers.counters);
         let pending_gauge = GaugeGuard::new(&peers.counters, |c| &c.handshakes_pending);
         tokio::spawn(async move {
-            let _guard = guard;
-            let _pending_gauge = pending_gauge;
-            let _permit = permit;
-            let accepting = match incoming.accept() {
-                Ok(a) => a,
-                Err(e) => {
-                    debug!(error = %e, "incoming connection failed before the handshake");
-                    return;
-                }
-            };
-            let conn = match tokio::time::timeout(formation::HANDSHAKE_TIMEOUT, accepting).await {
-                Ok(Ok(conn)) => conn,
-                Ok(Err(e)) => {
-                    debug!(error = %e, "incoming TLS handshake failed");
-                    return;
-                }
-                Err(_) => {
-                    debug!("incoming TLS handshake timed out");
-                    return;
-                }
-            };
-            if conn.alpn() != formation::ALPN {
-                conn.close(formation::CloseCode::Protocol.varint(), b"unknown ALPN");
-                return;
-            }
-            let id = conn.remote_id();
-            match handshake::authenticate(&conn, &formation, me, handshake::Side::Acceptor).await {
-                Ok(()) => {
-                    let _ = tx.send(Command::Incoming { conn }).await;
-                }
-                Err(error) => {
-                    let code = error.close_code();
-                    conn.close(code.varint(), code.reason());
-                    let _ = tx.send(Command::IncomingFailed { id, error }).await;
-                }
-            }
+            let _held = (guard, pending_gauge, permit);
+            check_incoming(incoming, &formation, me, &tx).await;
         });
+    }
+}
+
+/// TLS, ALPN and the formation check of one incoming connection; the result goes to the
+/// peer manager (a connection that fails before the formation check is only logged).
+async fn check_incoming(
+    incoming: iroh::endpoint::Incoming,
+    formation: &Formation,
+    me: EndpointId,
+    tx: &tokio::sync::mpsc::Sender<Command>,
+) {
+    let accepting = match incoming.accept() {
+        Ok(a) => a,
+        Err(e) => {
+            debug!(error = %e, "incoming connection failed before the handshake");
+            return;
+        }
+    };
+    let conn = match tokio::time::timeout(formation::HANDSHAKE_TIMEOUT, accepting).await {
+        Ok(Ok(conn)) => conn,
+        Ok(Err(e)) => return debug!(error = %e, "incoming TLS handshake failed"),
+        Err(_) => return debug!("incoming TLS handshake timed out"),
+    };
+    if conn.alpn() != formation::ALPN {
+        conn.close(formation::CloseCode::Protocol.varint(), b"unknown ALPN");
+        return;
+    }
+    let id = conn.remote_id();
+    match handshake::authenticate(&conn, formation, me, handshake::Side::Acceptor).await {
+        Ok(()) => {
+            let _ = tx.send(Command::Incoming { conn }).await;
+        }
+        Err(error) => {
+            let code = error.close_code();
+            conn.close(code.varint(), code.reason());
+            let _ = tx.send(Command::IncomingFailed { id, error }).await;
+        }
     }
 }
