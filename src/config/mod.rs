@@ -1,0 +1,302 @@
+//! The command line: flags, their `PEAT_SIDECAR_*` variables and the parsers of single
+//! values.
+//!
+//! Every flag of `peat-sidecar run` has a `PEAT_SIDECAR_*` environment variable so that
+//! the systemd unit, the container image and the Kubernetes manifests can configure the
+//! daemon without a command line. Checks that involve several flags, files or the host
+//! live in [`crate::settings`], which turns [`RunArgs`] into checked settings before
+//! anything is bound; [`crate::settings::parse_cli`] is the entry point.
+
+use std::{fmt, net::SocketAddr, path::PathBuf};
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::api::idprefix::PeerRef;
+
+mod values;
+
+pub use values::*;
+
+/// UDP port of the iroh endpoint unless `--bind` says otherwise.
+pub const DEFAULT_IROH_PORT: u16 = 9470;
+/// Port of the dns mode's identity handshake.
+pub const DEFAULT_DISCOVERY_PORT: u16 = 9471;
+/// Where the gRPC API listens, and where the client looks for it.
+pub const DEFAULT_API: &str = "tcp://127.0.0.1:50051";
+/// The formation a sidecar joins when it is not told otherwise.
+pub const DEFAULT_APP_ID: &str = "peat";
+/// Longest app id accepted; it travels in handshakes and mDNS TXT records.
+pub const MAX_APP_ID_LEN: usize = 64;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "peat-sidecar",
+    version,
+    about = "Joins the applications on this host to a Peat formation mesh over iroh QUIC",
+    long_about = "Joins the applications on this host to a Peat formation mesh over iroh QUIC.\n\n\
+        `peat-sidecar run` starts the daemon. The other subcommands are its client: they talk \
+        to a running daemon's gRPC API (see --api)."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the sidecar daemon.
+    Run(Box<RunArgs>),
+    /// Show the running sidecar's identity, formation and counters.
+    Status(ClientArgs),
+    /// List every peer the sidecar knows, connected or not.
+    Peers(ClientArgs),
+    /// Ask the sidecar to connect to a peer: ENDPOINT_ID@HOST:PORT.
+    Connect(ConnectArgs),
+    /// Close the connection to a peer and stop reconnecting until it is found again.
+    Disconnect(DisconnectArgs),
+    /// Remove a peer from the table: close its connection and do not redial it until a
+    /// discovery source finds it again (a --peer entry cannot be forgotten).
+    Forget(DisconnectArgs),
+    /// Stream peer events (found, connected, disconnected, ...) until interrupted.
+    Watch(ClientArgs),
+    /// Print this host's endpoint id, creating the identity key if it is absent.
+    Id(IdArgs),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+/// Settings of `peat-sidecar run`.
+#[derive(Debug, Args, Clone)]
+pub struct RunArgs {
+    /// UDP address of the iroh QUIC endpoint.
+    #[arg(long, env = "PEAT_SIDECAR_BIND", default_value_t = SocketAddr::from(([0, 0, 0, 0], DEFAULT_IROH_PORT)))]
+    pub bind: SocketAddr,
+
+    /// Directory that holds the identity key (`secret.key`, mode 0600).
+    #[arg(
+        long,
+        env = "PEAT_SIDECAR_DATA_DIR",
+        default_value = "/var/lib/peat-sidecar"
+    )]
+    pub data_dir: PathBuf,
+
+    /// Formation name. Only peers with the same app id are connected.
+    #[arg(long, env = "PEAT_SIDECAR_APP_ID", default_value = DEFAULT_APP_ID, value_parser = parse_app_id)]
+    pub app_id: String,
+
+    /// File holding the formation's shared key: 32 bytes, raw or base64.
+    #[arg(
+        long,
+        env = "PEAT_SIDECAR_SHARED_KEY_FILE",
+        conflicts_with = "shared_key"
+    )]
+    pub shared_key_file: Option<PathBuf>,
+
+    /// The formation's shared key as base64 of 32 bytes (prefer --shared-key-file:
+    /// environment variables show up in /proc).
+    #[arg(long, env = "PEAT_SIDECAR_SHARED_KEY", hide_env_values = true, value_parser = parse_shared_key)]
+    pub shared_key: Option<SharedKey>,
+
+    /// Static peers, ENDPOINT_ID@HOST:PORT, comma-separated or repeated. Host names are
+    /// resolved before each dial.
+    #[arg(long = "peer", env = "PEAT_SIDECAR_PEERS", value_delimiter = ',', value_parser = parse_peer_spec)]
+    pub peers: Vec<PeerSpec>,
+
+    /// Discovery modes, comma-separated: none, mdns, dns, gossip.
+    #[arg(
+        long,
+        env = "PEAT_SIDECAR_DISCOVERY_MODE",
+        value_delimiter = ',',
+        default_value = "none"
+    )]
+    pub discovery_mode: Vec<DiscoveryMode>,
+
+    /// Name that dns mode resolves: a headless Service name (A/AAAA) or an SRV name
+    /// (_service._proto.name).
+    #[arg(long, env = "PEAT_SIDECAR_DISCOVERY_SERVICE")]
+    pub discovery_service: Option<String>,
+
+    /// Seconds between discovery rounds (dns resolution, gossip exchange).
+    #[arg(long, env = "PEAT_SIDECAR_DISCOVERY_INTERVAL", default_value = "30", value_parser = parse_interval)]
+    pub discovery_interval: Seconds,
+
+    /// Port (UDP) of the dns mode's identity handshake, answered on the IP of --bind
+    /// and asked on every address the DNS name resolves to (SRV records may give others).
+    #[arg(long, env = "PEAT_SIDECAR_DISCOVERY_PORT", default_value_t = DEFAULT_DISCOVERY_PORT)]
+    pub discovery_port: u16,
+
+    /// DNS server for dns mode (IP or IP:PORT) instead of /etc/resolv.conf.
+    #[arg(long, env = "PEAT_SIDECAR_DNS_SERVER")]
+    pub dns_server: Option<String>,
+
+    /// Interfaces mdns may use: comma-separated names or globs; a leading `!` denies
+    /// (for example `wlan*,!wlan9`). Default: every multicast-capable interface.
+    #[arg(long, env = "PEAT_SIDECAR_MDNS_INTERFACES", value_delimiter = ',')]
+    pub mdns_interfaces: Vec<String>,
+
+    /// Also announce and browse on loopback, for several sidecars on one host. The
+    /// variable takes 1/0, yes/no, on/off, true/false.
+    #[arg(long, env = "PEAT_SIDECAR_MDNS_LOOPBACK", value_parser = clap::builder::BoolishValueParser::new())]
+    pub mdns_loopback: bool,
+
+    /// Gossip: seconds after which an entry that no one refreshed is forgotten and its
+    /// peer reported lost. Must cover the rounds news needs to cross the formation.
+    /// Default: 20 x --discovery-interval.
+    #[arg(long, env = "PEAT_SIDECAR_GOSSIP_TTL", value_parser = parse_interval)]
+    pub gossip_ttl: Option<Seconds>,
+
+    /// Gossip: most entries kept in the table that gossip spreads; new entries beyond
+    /// it are ignored until old ones age out.
+    #[arg(long, env = "PEAT_SIDECAR_GOSSIP_MAX_ENTRIES", default_value_t = 1024, value_parser = parse_gossip_max_entries)]
+    pub gossip_max_entries: usize,
+
+    /// Gossip: largest table message sent or accepted, in bytes (1024-16777216). Larger
+    /// incoming messages are refused whole; outgoing ones carry the freshest entries.
+    #[arg(long, env = "PEAT_SIDECAR_GOSSIP_MAX_MESSAGE_BYTES", default_value_t = 262_144, value_parser = parse_gossip_max_message)]
+    pub gossip_max_message_bytes: usize,
+
+    /// Gossip: connected peers this node exchanges tables with each round (besides
+    /// every new connection).
+    #[arg(long, env = "PEAT_SIDECAR_GOSSIP_FANOUT", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub gossip_fanout: u16,
+
+    /// Most connections kept open; 0 means no limit.
+    #[arg(long, env = "PEAT_SIDECAR_MAX_PEERS", default_value_t = 0)]
+    pub max_peers: usize,
+
+    /// Most peers tracked in the peer table (discovered, backing off or connected).
+    /// Peers beyond it are dropped, oldest unconnected first.
+    #[arg(long, env = "PEAT_SIDECAR_MAX_KNOWN_PEERS", default_value_t = 1024)]
+    pub max_known_peers: usize,
+
+    /// Most dials in flight at once.
+    #[arg(long, env = "PEAT_SIDECAR_MAX_CONCURRENT_DIALS", default_value_t = 32)]
+    pub max_concurrent_dials: usize,
+
+    /// Most dials started per second (a token bucket: bursts up to this many). Bounds
+    /// the traffic a flood of fake announcements can make this node send.
+    #[arg(long, env = "PEAT_SIDECAR_MAX_DIALS_PER_SEC", default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub max_dials_per_sec: u32,
+
+    /// Most formation checks of incoming connections running at once; beyond it, new
+    /// connections are refused before the handshake, so that a flood of connection
+    /// attempts cannot exhaust memory.
+    #[arg(long, env = "PEAT_SIDECAR_MAX_PENDING_HANDSHAKES", default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=4096))]
+    pub max_pending_handshakes: u32,
+
+    /// Where the gRPC API listens: tcp://HOST:PORT or unix:///PATH.
+    #[arg(long, env = "PEAT_SIDECAR_LISTEN", default_value = DEFAULT_API, value_parser = parse_listen)]
+    pub listen: ListenAddr,
+
+    /// Serve Prometheus/OpenMetrics metrics on http://ADDR/metrics, for example
+    /// tcp://127.0.0.1:9464. Off unless given.
+    #[arg(long, env = "PEAT_SIDECAR_METRICS_LISTEN", value_parser = parse_metrics_listen)]
+    pub metrics_listen: Option<SocketAddr>,
+
+    /// Permission bits of the API's Unix socket (octal).
+    #[arg(long, env = "PEAT_SIDECAR_SOCKET_MODE", default_value = "0660", value_parser = parse_mode)]
+    pub socket_mode: u32,
+
+    /// Group that owns the API's Unix socket (name or numeric gid), so that apps in
+    /// that group can use the API. Default: the daemon's group.
+    #[arg(long, env = "PEAT_SIDECAR_SOCKET_GROUP")]
+    pub socket_group: Option<String>,
+
+    /// QUIC keep-alive interval in milliseconds.
+    #[arg(long, env = "PEAT_SIDECAR_KEEP_ALIVE_MS", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(100..=30_000))]
+    pub keep_alive_ms: u64,
+
+    /// QUIC idle timeout in milliseconds: a peer silent for this long counts as gone.
+    /// At least 1000 and at least three --keep-alive-ms.
+    #[arg(long, env = "PEAT_SIDECAR_IDLE_TIMEOUT_MS", default_value_t = 5000, value_parser = clap::value_parser!(u64).range(500..=120_000))]
+    pub idle_timeout_ms: u64,
+
+    /// Log format; the level comes from RUST_LOG (default `info`).
+    #[arg(long, env = "PEAT_SIDECAR_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
+    /// Which values came from the environment (filled by `settings::parse_cli`).
+    #[arg(skip)]
+    pub origins: crate::settings::Origins,
+}
+
+/// Settings shared by the client subcommands.
+#[derive(Debug, Args, Clone)]
+pub struct ClientArgs {
+    /// Address of the sidecar's gRPC API: tcp://HOST:PORT or unix:///PATH.
+    #[arg(long, env = "PEAT_SIDECAR_API", default_value = DEFAULT_API, value_parser = parse_listen)]
+    pub api: ListenAddr,
+
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+
+    /// Seconds to wait for the sidecar: for the connection and for each request
+    /// (default 5). `connect` waits this long for the peer (default 10); `watch` only
+    /// for the connection.
+    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub timeout: Option<u64>,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct ConnectArgs {
+    /// The peer: ENDPOINT_ID@HOST:PORT (or just ENDPOINT_ID if the sidecar already knows
+    /// its addresses; then a unique prefix of 8 or more hex characters will do).
+    #[arg(value_parser = parse_connect_target)]
+    pub peer: ConnectTarget,
+
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct DisconnectArgs {
+    /// Endpoint id of the peer: 64 hex characters, or a unique prefix of 8 or more.
+    #[arg(value_name = "ID")]
+    pub endpoint_id: PeerRef,
+
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct IdArgs {
+    /// Directory that holds the identity key.
+    #[arg(
+        long,
+        env = "PEAT_SIDECAR_DATA_DIR",
+        default_value = "/var/lib/peat-sidecar"
+    )]
+    pub data_dir: PathBuf,
+}
+
+/// A discovery mode as named on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, ValueEnum)]
+pub enum DiscoveryMode {
+    None,
+    Mdns,
+    Dns,
+    Gossip,
+}
+
+impl DiscoveryMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DiscoveryMode::None => "none",
+            DiscoveryMode::Mdns => "mdns",
+            DiscoveryMode::Dns => "dns",
+            DiscoveryMode::Gossip => "gossip",
+        }
+    }
+}
+
+impl fmt::Display for DiscoveryMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
