@@ -11,5 +11,28 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .codec_path("crate::api::codec::SidecarCodec")
         .compile_protos(&["proto/sidecar.proto"], &["proto"])?;
     println!("cargo:rerun-if-changed=proto/sidecar.proto");
+    build_info();
     Ok(())
+}
+
+/// The target triple and the git commit, for the metrics' `build_info` (a build from
+/// a source tarball, without git, says "unknown").
+fn build_info() {
+    let target = std::env::var("TARGET").unwrap_or_else(|_| "unknown".into());
+    println!("cargo:rustc-env=PEAT_BUILD_TARGET={target}");
+    let git = |args: &[&str]| {
+        std::process::Command::new("git")
+            .args(args)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+    };
+    let commit = git(&["rev-parse", "--short=12", "HEAD"]).unwrap_or_else(|| "unknown".into());
+    println!("cargo:rustc-env=PEAT_BUILD_COMMIT={commit}");
+    // A new commit moves HEAD or the branch it names.
+    if let Some(dir) = git(&["rev-parse", "--absolute-git-dir"]) {
+        println!("cargo:rerun-if-changed={dir}/HEAD");
+        println!("cargo:rerun-if-changed={dir}/refs/heads");
+    }
 }

@@ -160,6 +160,17 @@ async fn prometheus_scrapes_connected_peers() {
     );
     let (ok, said) = promtool_check(&text, &a.dir);
     assert!(ok, "promtool check metrics failed: {said}\n{text}");
+    // a was dialled by b: one incoming check passed; per-peer bytes; build info.
+    for want in [
+        "peat_sidecar_incoming_handshakes_total{outcome=\"ok\"} 1",
+        "peat_sidecar_dial_failures_total{reason=\"timeout\"} 0",
+        "peat_sidecar_peers_by_source{source=\"inbound\"} 1",
+        "peat_sidecar_peer_sent_bytes_total{peer=",
+        "peat_sidecar_peer_received_bytes_total{peer=",
+        "commit=",
+    ] {
+        assert!(text.contains(want), "{want} missing:\n{text}");
+    }
     // OpenMetrics on request, as Prometheus asks for it.
     let (_, om) = http_get(port_a, "/metrics", Some("application/openmetrics-text")).unwrap();
     assert!(om.ends_with("# EOF\n"), "{om}");

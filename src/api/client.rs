@@ -67,7 +67,7 @@ pub async fn status(args: &ClientArgs) -> Result<(), ClientError> {
         s.version,
         human_duration(s.uptime_secs)
     )?;
-    print_counters(&s.counters.unwrap_or_default())
+    print_counters(&s.counters.clone().unwrap_or_default())
 }
 
 /// The counters of `status --json`, as a table for people.
@@ -108,7 +108,7 @@ fn print_counters(c: &pb::Counters) -> Result<(), ClientError> {
 }
 
 fn status_json(s: &pb::GetStatusResponse) -> Value {
-    let c = s.counters.unwrap_or_default();
+    let c = s.counters.clone().unwrap_or_default();
     json!({
         "endpoint_id": s.endpoint_id,
         "app_id": s.app_id,
@@ -135,6 +135,10 @@ fn status_json(s: &pb::GetStatusResponse) -> Value {
             "mdns_records": c.mdns_records,
             "runtime_tasks": c.runtime_tasks,
             "connections_live": c.connections_live,
+            "dial_failures": c.dial_failures,
+            "incoming_handshakes": c.incoming_handshakes,
+            "gossip_rounds": c.gossip_rounds,
+            "dns_rounds": c.dns_rounds,
         },
     })
 }
@@ -150,6 +154,8 @@ pub fn peer_json(p: &pb::Peer) -> Value {
         "outbound": p.outbound,
         "paused": p.paused,
         "failures": p.failures,
+        "bytes_sent": p.bytes_sent,
+        "bytes_received": p.bytes_received,
     })
 }
 

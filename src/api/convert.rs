@@ -42,6 +42,8 @@ impl From<PeerInfo> for pb::Peer {
             outbound: p.outbound,
             paused: p.paused,
             failures: p.failures,
+            bytes_sent: p.bytes_sent,
+            bytes_received: p.bytes_received,
         }
     }
 }

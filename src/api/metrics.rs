@@ -11,7 +11,11 @@ use hyper::{body::Bytes, header, server::conn::http1, service::service_fn, Metho
 use hyper_util::rt::TokioIo;
 use prometheus_client::{
     encoding::text::encode,
-    metrics::{counter::ConstCounter, family::Family, gauge::Gauge},
+    metrics::{
+        counter::{ConstCounter, Counter},
+        family::Family,
+        gauge::Gauge,
+    },
     registry::Registry,
 };
 use tokio::{net::TcpListener, task::JoinSet};
@@ -35,7 +39,7 @@ const STATES: [pb::PeerState; 5] = [
     pb::PeerState::Rejected,
 ];
 /// The discovery sources a peer can come from.
-const SOURCES: [&str; 5] = ["static", "api", "mdns", "dns", "gossip"];
+const SOURCES: [&str; 6] = ["static", "api", "mdns", "dns", "gossip", "inbound"];
 /// Hex characters of the endpoint id in the `peer` label (as `peat-sidecar peers`).
 const SHORT_ID: usize = 16;
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -209,6 +213,8 @@ fn register_node(r: &mut Registry, s: &pb::GetStatusResponse) {
         ("version", s.version.clone()),
         ("arch", std::env::consts::ARCH.to_string()),
         ("os", std::env::consts::OS.to_string()),
+        ("target", env!("PEAT_BUILD_TARGET").to_string()),
+        ("commit", env!("PEAT_BUILD_COMMIT").to_string()),
     ];
     info(
         r,
@@ -346,6 +352,50 @@ fn register_counters(r: &mut Registry, c: &pb::Counters) {
             Kind::Gauge => gauge(r, name, help, v),
         }
     }
+    let rounds = [
+        (
+            "gossip_rounds",
+            "Gossip exchange rounds run",
+            c.gossip_rounds,
+        ),
+        ("dns_rounds", "DNS resolution rounds run", c.dns_rounds),
+    ];
+    for (name, help, v) in rounds {
+        counter(r, name, help, v);
+    }
+    labelled_counters(
+        r,
+        "dial_failures",
+        "Failed dials by reason",
+        "reason",
+        &c.dial_failures,
+    );
+    labelled_counters(
+        r,
+        "incoming_handshakes",
+        "Formation checks of incoming connections by outcome",
+        "outcome",
+        &c.incoming_handshakes,
+    );
+}
+
+/// One counter family from a map of label value -> count (sorted, so scrapes diff well).
+fn labelled_counters(
+    r: &mut Registry,
+    name: &str,
+    help: &str,
+    label: &'static str,
+    values: &std::collections::HashMap<String, u64>,
+) {
+    let family = Family::<Labels, Counter>::default();
+    let mut sorted: Vec<_> = values.iter().collect();
+    sorted.sort();
+    for (value, n) in sorted {
+        family
+            .get_or_create(&vec![(label, value.clone())])
+            .inc_by(*n);
+    }
+    r.register(name, help, family);
 }
 
 fn register_peers(r: &mut Registry, peers: &[pb::Peer]) {
@@ -363,6 +413,8 @@ fn register_peers(r: &mut Registry, peers: &[pb::Peer]) {
     }
     let rtt = Family::<Labels, Gauge<f64, AtomicU64>>::default();
     let failures = Family::<Labels, Gauge>::default();
+    let sent = Family::<Labels, Counter>::default();
+    let received = Family::<Labels, Counter>::default();
     for p in peers {
         by_state
             .get_or_create(&vec![("state", state_name(p.state).to_string())])
@@ -375,6 +427,10 @@ fn register_peers(r: &mut Registry, peers: &[pb::Peer]) {
             rtt.get_or_create(&peer).set(ms / 1000.0);
         }
         failures.get_or_create(&peer).set(p.failures.into());
+        if let (Some(tx), Some(rx)) = (p.bytes_sent, p.bytes_received) {
+            sent.get_or_create(&peer).inc_by(tx);
+            received.get_or_create(&peer).inc_by(rx);
+        }
     }
     r.register("peers", "Peers in the peer table by state", by_state);
     r.register(
@@ -391,6 +447,16 @@ fn register_peers(r: &mut Registry, peers: &[pb::Peer]) {
         "peer_failures",
         "Consecutive failed connection attempts per peer",
         failures,
+    );
+    r.register(
+        "peer_sent_bytes",
+        "UDP bytes sent on the connection to each connected peer",
+        sent,
+    );
+    r.register(
+        "peer_received_bytes",
+        "UDP bytes received on the connection from each connected peer",
+        received,
     );
 }
 

@@ -24,7 +24,7 @@ use tracing::{info, warn};
 use super::pb::{self, sidecar_server::SidecarServer};
 use crate::{
     config::{parse_endpoint_id, ListenAddr, PeerHost},
-    node::peers::{PeerManagerHandle, RequestError},
+    node::peers::{PeerManagerHandle, RequestError, DIAL_FAILURE_REASONS, HANDSHAKE_OUTCOMES},
 };
 
 /// Longest request string fields accepted before parsing, against abuse.
@@ -149,10 +149,26 @@ impl SidecarService {
                     .metrics()
                     .num_alive_tasks() as u64,
                 connections_live: c.connections_live.load(Ordering::Relaxed),
+                dial_failures: by_label(&DIAL_FAILURE_REASONS, &c.dial_failures),
+                incoming_handshakes: by_label(&HANDSHAKE_OUTCOMES, &c.incoming_handshakes),
+                gossip_rounds: c.gossip_rounds.load(Ordering::Relaxed),
+                dns_rounds: c.dns_rounds.load(Ordering::Relaxed),
             }),
         };
         Snapshot { status, peers }
     }
+}
+
+/// Counters kept per label, as a map for the API (zeros included).
+fn by_label(
+    labels: &[&str],
+    values: &[std::sync::atomic::AtomicU64],
+) -> std::collections::HashMap<String, u64> {
+    labels
+        .iter()
+        .zip(values)
+        .map(|(l, v)| (l.to_string(), v.load(Ordering::Relaxed)))
+        .collect()
 }
 
 fn parse_id_field(s: &str) -> Result<EndpointId, Status> {

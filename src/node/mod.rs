@@ -163,11 +163,12 @@ async fn accept_loop(
         };
         let formation = formation.clone();
         let tx = tx.clone();
+        let counters = peers.counters.clone();
         let guard = TaskGuard::new(&peers.counters);
         let pending_gauge = GaugeGuard::new(&peers.counters, |c| &c.handshakes_pending);
         tokio::spawn(async move {
             let _held = (guard, pending_gauge, permit);
-            check_incoming(incoming, &formation, me, &tx).await;
+            check_incoming(incoming, &formation, me, &tx, &counters).await;
         });
     }
 }
@@ -179,6 +180,7 @@ async fn check_incoming(
     formation: &Formation,
     me: EndpointId,
     tx: &tokio::sync::mpsc::Sender<Command>,
+    counters: &peers::Counters,
 ) {
     let accepting = match incoming.accept() {
         Ok(a) => a,
@@ -197,7 +199,9 @@ async fn check_incoming(
         return;
     }
     let id = conn.remote_id();
-    match handshake::authenticate(&conn, formation, me, handshake::Side::Acceptor).await {
+    let result = handshake::authenticate(&conn, formation, me, handshake::Side::Acceptor).await;
+    peers::Counters::inc(&counters.incoming_handshakes[peers::handshake_outcome(&result)]);
+    match result {
         Ok(()) => {
             let _ = tx.send(Command::Incoming { conn }).await;
         }

@@ -93,14 +93,7 @@ pub async fn start(
     let tracker = Tracker::new(ctx.endpoint_id, ctx.app_id.clone(), own);
     let interval = settings.interval;
     Ok(async move {
-        let rounds = run_rounds(
-            resolver,
-            query,
-            tracker,
-            interval,
-            ctx.events(),
-            ctx.shutdown.clone(),
-        );
+        let rounds = run_rounds(resolver, query, tracker, interval, ctx.clone());
         tokio::join!(responder, rounds);
         debug!("dns discovery stopped");
     })
@@ -116,12 +109,13 @@ async fn run_rounds(
     query: Query,
     mut tracker: Tracker,
     interval: Duration,
-    events: EventSink,
-    shutdown: tokio_util::sync::CancellationToken,
+    ctx: SourceContext,
 ) {
+    let (events, shutdown) = (ctx.events(), ctx.shutdown.clone());
     let mut dns_failing = false;
     loop {
         let started = Instant::now();
+        crate::node::peers::Counters::inc(&ctx.peers.counters.dns_rounds);
         let round = round(&resolver, &query, &mut tracker, &events, &mut dns_failing);
         let keep_going = tokio::select! {
             _ = shutdown.cancelled() => return,

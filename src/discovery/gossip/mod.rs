@@ -377,6 +377,7 @@ async fn run(
             _ = shutdown.cancelled() => break,
             _ = rounds.tick() => {
                 round += 1;
+                crate::node::peers::Counters::inc(&shared.ctx.peers.counters.gossip_rounds);
                 shared.beat();
                 let mut conns = shared.ctx.peers.connections().await;
                 shared.confirm_connected(&conns).await;

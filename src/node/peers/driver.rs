@@ -240,10 +240,21 @@ impl PeerManager {
             .core
             .peers
             .iter()
-            .map(|(id, p)| p.info(id, self.rtt_of(id), now))
+            .map(|(id, p)| self.info_of(id, p, now))
             .collect();
         list.sort_by(|a, b| a.endpoint_id.cmp(&b.endpoint_id));
         list
+    }
+
+    /// A row's snapshot with what only the live connection knows: RTT and bytes.
+    fn info_of(&self, id: &EndpointId, p: &super::row::Peer, now: Instant) -> PeerInfo {
+        let mut info = p.info(id, self.rtt_of(id), now);
+        let conn = p.live().and_then(|l| self.conns.get(&l.conn));
+        if let Some(stats) = conn.map(|c| c.stats()) {
+            info.bytes_sent = Some(stats.udp_tx.bytes);
+            info.bytes_received = Some(stats.udp_rx.bytes);
+        }
+        info
     }
 
     fn rtt_of(&self, id: &EndpointId) -> Option<Duration> {
@@ -289,11 +300,7 @@ impl PeerManager {
         let now = Instant::now();
         match (reply, answer) {
             (Reply::Connect(tx), Answer::Connected(id)) => {
-                let info = self
-                    .core
-                    .peers
-                    .get(&id)
-                    .map(|p| p.info(&id, self.rtt_of(&id), now));
+                let info = self.core.peers.get(&id).map(|p| self.info_of(&id, p, now));
                 let _ = tx.send(info.ok_or(RequestError::NotFound(id)));
             }
             (Reply::Connect(tx), Answer::Failed(e)) => drop(tx.send(Err(e))),

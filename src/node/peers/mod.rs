@@ -39,5 +39,8 @@ mod tests;
 
 pub use driver::PeerManager;
 pub use handle::{Command, PeerManagerHandle};
-pub use types::{Counters, DialError, Limits, PeerInfo, PeerState, RequestError};
+pub use types::{
+    handshake_outcome, Counters, DialError, Limits, PeerInfo, PeerState, RequestError,
+    DIAL_FAILURE_REASONS, HANDSHAKE_OUTCOMES,
+};
 pub(crate) use types::{GaugeGuard, TaskGuard};

@@ -228,6 +228,8 @@ impl Peer {
             next_retry_ms: self
                 .retry_at()
                 .map(|t| t.saturating_duration_since(now).as_millis() as u64),
+            bytes_sent: None,
+            bytes_received: None,
         }
     }
 }

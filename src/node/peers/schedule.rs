@@ -211,6 +211,7 @@ impl Core {
 
     fn on_dial_failed(&mut self, id: EndpointId, mut e: DialError, now: Instant) {
         Counters::inc(&self.counters.dials_failed);
+        Counters::inc(&self.counters.dial_failures[e.reason()]);
         if let DialError::OtherIdentity { addrs, known, .. } = &mut e {
             *known = self.known_at(addrs);
         }

@@ -59,6 +59,9 @@ pub struct PeerInfo {
     pub failures: u32,
     pub connected_for_secs: Option<u64>,
     pub next_retry_ms: Option<u64>,
+    /// UDP bytes sent and received on the live connection.
+    pub bytes_sent: Option<u64>,
+    pub bytes_received: Option<u64>,
 }
 
 /// Why a ConnectPeer or DisconnectPeer request failed.
@@ -118,6 +121,39 @@ impl DialError {
     pub fn is_unreachable(&self) -> bool {
         matches!(self, DialError::Timeout(_) | DialError::Connect(_))
     }
+
+    /// Its index in [`DIAL_FAILURE_REASONS`].
+    pub fn reason(&self) -> usize {
+        match self {
+            DialError::Timeout(_) => 0,
+            DialError::Connect(_) => 1,
+            _ if self.is_rejection() => 2,
+            DialError::OtherIdentity { .. } => 3,
+            _ => 4,
+        }
+    }
+}
+
+/// Why dials failed, as the metrics' `reason` label says it.
+pub const DIAL_FAILURE_REASONS: [&str; 5] = [
+    "timeout",
+    "unreachable",
+    "rejected",
+    "other_identity",
+    "other",
+];
+
+/// How the formation checks of incoming connections ended.
+pub const HANDSHAKE_OUTCOMES: [&str; 4] = ["ok", "rejected", "timeout", "error"];
+
+/// Index in [`HANDSHAKE_OUTCOMES`] of a check's result.
+pub fn handshake_outcome(result: &Result<(), FormationError>) -> usize {
+    match result {
+        Ok(()) => 0,
+        Err(e) if e.is_rejection() => 1,
+        Err(FormationError::Timeout) => 2,
+        Err(_) => 3,
+    }
 }
 
 /// Limits of the manager, from the command line.
@@ -156,6 +192,14 @@ pub struct Counters {
     /// Installed connections whose QUIC connection has not ended yet (a gauge): equal
     /// to the connected peers in the table unless a connection leaks.
     pub connections_live: AtomicU64,
+    /// Failed dials by [`DIAL_FAILURE_REASONS`].
+    pub dial_failures: [AtomicU64; 5],
+    /// Incoming formation checks by [`HANDSHAKE_OUTCOMES`].
+    pub incoming_handshakes: [AtomicU64; 4],
+    /// Gossip rounds run (0 without gossip).
+    pub gossip_rounds: AtomicU64,
+    /// DNS resolution rounds run (0 without dns).
+    pub dns_rounds: AtomicU64,
 }
 
 impl Counters {
