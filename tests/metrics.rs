@@ -263,3 +263,30 @@ fn bad_metrics_address_is_refused_with_an_example() {
     assert!(!out.status.success());
     assert!(stderr.contains("tcp://127.0.0.1:9464"), "{stderr}");
 }
+
+/// mdns-sd's own counters reach `/metrics` (mdns on loopback only: nothing leaves the
+/// host).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mdns_daemon_counters_are_exported() {
+    let port = free_port();
+    let mut opts = with_metrics(port, vec![]);
+    opts.app_id = "metrics-mdns".into();
+    opts.extra.extend(
+        [
+            "--discovery-mode",
+            "mdns",
+            "--mdns-loopback",
+            "--mdns-interfaces",
+            "lo",
+        ]
+        .map(String::from),
+    );
+    let _a = Sidecar::start("mm", opts).await;
+    let found = wait_until(Duration::from_secs(15), || async {
+        http_get(port, "/metrics", None)
+            .is_ok_and(|(_, t)| t.contains("peat_sidecar_mdns_daemon{counter=\"register\"}"))
+    })
+    .await;
+    let (_, text) = http_get(port, "/metrics", None).unwrap();
+    assert!(found.is_some(), "no mdns-sd counters:\n{text}");
+}

@@ -139,6 +139,7 @@ fn status_json(s: &pb::GetStatusResponse) -> Value {
             "incoming_handshakes": c.incoming_handshakes,
             "gossip_rounds": c.gossip_rounds,
             "dns_rounds": c.dns_rounds,
+            "mdns_daemon": c.mdns_daemon,
         },
     })
 }

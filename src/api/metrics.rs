@@ -363,6 +363,7 @@ fn register_counters(r: &mut Registry, c: &pb::Counters) {
     for (name, help, v) in rounds {
         counter(r, name, help, v);
     }
+    register_mdns_daemon(r, &c.mdns_daemon);
     labelled_counters(
         r,
         "dial_failures",
@@ -376,6 +377,23 @@ fn register_counters(r: &mut Registry, c: &pb::Counters) {
         "Formation checks of incoming connections by outcome",
         "outcome",
         &c.incoming_handshakes,
+    );
+}
+
+/// mdns-sd's own counters, by its names for them.
+fn register_mdns_daemon(r: &mut Registry, values: &std::collections::HashMap<String, i64>) {
+    let daemon = Family::<Labels, Gauge>::default();
+    let mut sorted: Vec<_> = values.iter().collect();
+    sorted.sort();
+    for (name, v) in sorted {
+        daemon
+            .get_or_create(&vec![("counter", name.clone())])
+            .set(*v);
+    }
+    r.register(
+        "mdns_daemon",
+        "mdns-sd's own counters and cache sizes by name (respond, register, browse, cache-refresh-*, cached-*)",
+        daemon,
     );
 }
 

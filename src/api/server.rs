@@ -153,6 +153,11 @@ impl SidecarService {
                 incoming_handshakes: by_label(&HANDSHAKE_OUTCOMES, &c.incoming_handshakes),
                 gossip_rounds: c.gossip_rounds.load(Ordering::Relaxed),
                 dns_rounds: c.dns_rounds.load(Ordering::Relaxed),
+                mdns_daemon: c
+                    .mdns_daemon
+                    .lock()
+                    .map(|m| m.iter().map(|(k, v)| (k.clone(), *v)).collect())
+                    .unwrap_or_default(),
             }),
         };
         Snapshot { status, peers }

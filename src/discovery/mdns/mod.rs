@@ -33,6 +33,7 @@
 //! that talks to mdns-sd), [`oneshot`] and [`txt`]. This file starts it all, and is
 //! the one place that reads the settings.
 
+mod daemon_metrics;
 pub mod driver;
 pub mod interfaces;
 pub mod oneshot;
@@ -97,6 +98,11 @@ pub async fn start(
     debug!(?targets, "mdns: one-shot legacy query");
     tokio::spawn(oneshot::ask(targets, hint_tx));
 
+    tokio::spawn(daemon_metrics::poll(
+        daemon.clone(),
+        ctx.peers.counters.clone(),
+        ctx.shutdown.clone(),
+    ));
     let now = Instant::now();
     let tracker = Tracker::new(
         ctx.endpoint_id,

@@ -200,6 +200,8 @@ pub struct Counters {
     pub gossip_rounds: AtomicU64,
     /// DNS resolution rounds run (0 without dns).
     pub dns_rounds: AtomicU64,
+    /// mdns-sd's own counters by name, as it last reported them (empty without mdns).
+    pub mdns_daemon: std::sync::Mutex<std::collections::BTreeMap<String, i64>>,
 }
 
 impl Counters {
