@@ -24,7 +24,8 @@ pub enum Source {
     Mdns,
     Dns,
     Gossip,
-    /// The peer dialled us; held while that connection lives.
+    /// The peer dialled us and no other source knows it; held while that connection
+    /// lives.
     Inbound,
 }
 

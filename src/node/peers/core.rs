@@ -200,7 +200,7 @@ impl Core {
             return;
         }
         let peer = self.peers.entry(id).or_insert_with(|| Peer::new(now));
-        peer.sources.insert(Source::Static);
+        peer.add_source(Source::Static);
         peer.add_host(host);
     }
 
@@ -318,7 +318,7 @@ impl Core {
             self.warn_full(now);
             return;
         };
-        let new_source = peer.sources.insert(source);
+        let new_source = peer.add_source(source);
         let new_addrs = peer.add_addrs(addrs);
         let new_info = new_source || new_addrs;
         let at_once = peer.configured() || unaware;
@@ -380,7 +380,7 @@ impl Core {
         let Some(peer) = self.row_or_make(id, now) else {
             return self.answer(ticket, Answer::Failed(RequestError::TableFull(full)));
         };
-        peer.sources.insert(Source::Api);
+        peer.add_source(Source::Api);
         if !peer.ever_connected {
             peer.expires_at = Some(now + API_PEER_TTL);
         }

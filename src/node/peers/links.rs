@@ -60,10 +60,10 @@ impl Core {
             since: now,
             remote: new.remote,
         });
-        // "inbound" is a source while the peer's own dial is the live connection.
+        // "inbound": what we know of a peer that only its own dial told us of.
         if outbound {
             peer.sources.remove(&Source::Inbound);
-        } else {
+        } else if peer.sources.is_empty() {
             peer.sources.insert(Source::Inbound);
         }
         peer.expires_at = None;

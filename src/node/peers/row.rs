@@ -147,6 +147,14 @@ impl Peer {
         self.addrs.len() > before
     }
 
+    /// Records a source; "inbound" gives way to any real one. True if it was new.
+    pub fn add_source(&mut self, source: Source) -> bool {
+        if source != Source::Inbound {
+            self.sources.remove(&Source::Inbound);
+        }
+        self.sources.insert(source)
+    }
+
     /// Adds a configured host: an IP address is dialled as it is, a name is resolved.
     pub fn add_host(&mut self, host: PeerHost) {
         if let PeerHost::Addr(a) = &host {

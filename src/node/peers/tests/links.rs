@@ -434,3 +434,22 @@ fn a_connect_target_that_never_connects_expires() {
     assert!(r.state(v[1]).is_none());
     assert!(r.state(v[2]).is_some());
 }
+
+#[test]
+fn inbound_is_a_source_only_while_nothing_else_knows_the_peer() {
+    let v = ids(3);
+    let mut r = Rig::new(v[0], limits());
+    r.found(v[1], addr(2), Source::Gossip);
+    r.incoming(v[1]);
+    assert_eq!(
+        r.core.peers[&v[1]].sources,
+        BTreeSet::from([Source::Gossip])
+    );
+    r.incoming(v[2]);
+    assert_eq!(
+        r.core.peers[&v[2]].sources,
+        BTreeSet::from([Source::Inbound])
+    );
+    r.found(v[2], addr(3), Source::Mdns);
+    assert_eq!(r.core.peers[&v[2]].sources, BTreeSet::from([Source::Mdns]));
+}
