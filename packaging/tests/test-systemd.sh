@@ -156,7 +156,8 @@ dx "$A" systemctl start peat-sidecar 2>/dev/null && fail "start with a bad setti
 check "the unit is failed" wait_until 20 dx "$A" systemctl is-failed --quiet peat-sidecar
 # Read whole before grep: under pipefail, grep -q closing the pipe early fails it.
 journal=$(dx "$A" journalctl -u peat-sidecar --no-pager 2>&1)
-if grep -q "invalid value '0' for '--max-dials-per-sec" <<<"$journal"; then
+# Settings errors name the variable the value came from, not the flag.
+if grep -q "invalid value '0' for 'PEAT_SIDECAR_MAX_DIALS_PER_SEC" <<<"$journal"; then
     ok "journalctl -u peat-sidecar names the bad setting"
 else
     fail "journalctl -u peat-sidecar names the bad setting"
