@@ -235,7 +235,10 @@ impl Core {
     pub fn next_deadline(&self, now: Instant) -> Option<Instant> {
         let retry = self.peers.values().filter_map(|p| p.retry_at()).min();
         let retry = retry.map(|t| if t <= now { now + BLOCKED_TICK } else { t });
+        // A row past its expiry that a dial or a caller still holds expires at a later
+        // tick: never a deadline in the past, which would spin the driver.
         let expiry = self.peers.values().filter_map(|p| p.expires_at).min();
+        let expiry = expiry.map(|t| t.max(now + BLOCKED_TICK));
         retry.into_iter().chain(expiry).min()
     }
 

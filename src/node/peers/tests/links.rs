@@ -453,3 +453,21 @@ fn inbound_is_a_source_only_while_nothing_else_knows_the_peer() {
     r.found(v[2], addr(3), Source::Mdns);
     assert_eq!(r.core.peers[&v[2]].sources, BTreeSet::from([Source::Mdns]));
 }
+
+#[test]
+fn a_row_held_past_its_expiry_never_gives_a_deadline_in_the_past() {
+    let v = ids(2);
+    let mut r = Rig::new(v[0], limits());
+    r.feed(Input::Connect {
+        id: v[1],
+        hosts: vec![PeerHost::Addr(addr(2))],
+        ticket: 1,
+    });
+    // The dial is still in flight when the TTL passes: the row stays, and the driver
+    // is asked back soon, not at once and for ever.
+    let later = API_PEER_TTL.as_secs_f64() + 5.0;
+    r.at(later).feed(Input::Tick);
+    assert!(r.state(v[1]).is_some());
+    let next = r.core.next_deadline(r.now).expect("a deadline");
+    assert!(next >= r.now + BLOCKED_TICK, "{:?}", next - r.now);
+}
