@@ -121,11 +121,7 @@ fn max_peers_dials_half_and_keeps_extra_inbound_for_one_exchange() {
         "at capacity: no dials"
     );
     // A configured peer is dialled regardless.
-    let acts = r.feed(Input::Connect {
-        id: inbound[3],
-        hosts: vec![PeerHost::Addr(addr(50))],
-        ticket: 3,
-    });
+    let acts = r.connect(inbound[3], Some(addr(50)), 3);
     assert_eq!(dials(&acts), vec![inbound[3]]);
 }
 

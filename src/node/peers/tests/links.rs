@@ -199,59 +199,34 @@ fn a_peer_at_its_limit_is_retried_only_after_the_longest_backoff() {
 fn connect_requests_are_answered_when_the_dial_ends() {
     let v = ids(3);
     let mut r = Rig::new(v[0], limits());
-    let acts = r.feed(Input::Connect {
-        id: v[0],
-        hosts: vec![],
-        ticket: 1,
-    });
+    let acts = r.connect(v[0], None, 1);
     assert_eq!(
         answers(&acts),
         vec![&Answer::Failed(RequestError::SelfConnect)]
     );
-    let acts = r.feed(Input::Connect {
-        id: v[1],
-        hosts: vec![],
-        ticket: 2,
-    });
+    let acts = r.connect(v[1], None, 2);
     assert_eq!(
         answers(&acts),
         vec![&Answer::Failed(RequestError::NoAddress(v[1]))]
     );
 
-    let host = PeerHost::Addr(addr(2));
-    let acts = r.feed(Input::Connect {
-        id: v[1],
-        hosts: vec![host.clone()],
-        ticket: 3,
-    });
+    let acts = r.connect(v[1], Some(addr(2)), 3);
     assert_eq!(dials(&acts), vec![v[1]]);
     assert!(answers(&acts).is_empty());
     let (_, acts) = r.dial_ok(v[1]);
     assert_eq!(answers(&acts), vec![&Answer::Connected(v[1])]);
     // Already connected: at once.
-    let acts = r.feed(Input::Connect {
-        id: v[1],
-        hosts: vec![],
-        ticket: 4,
-    });
+    let acts = r.connect(v[1], None, 4);
     assert_eq!(answers(&acts), vec![&Answer::Connected(v[1])]);
 
     // A rejected peer is tried at once when an operator asks, and the failure answers.
-    r.feed(Input::Connect {
-        id: v[2],
-        hosts: vec![PeerHost::Addr(addr(3))],
-        ticket: 5,
-    });
+    r.connect(v[2], Some(addr(3)), 5);
     let acts = r.dial_err(v[2], DialError::Formation(FormationError::KeyMismatch));
     assert!(matches!(
         answers(&acts)[..],
         [Answer::Failed(RequestError::DialFailed(_))]
     ));
-    let acts = r.at(1.0).feed(Input::Connect {
-        id: v[2],
-        hosts: vec![],
-        ticket: 6,
-    });
+    let acts = r.at(1.0).connect(v[2], None, 6);
     assert_eq!(dials(&acts), vec![v[2]]);
 }
 
@@ -259,11 +234,7 @@ fn connect_requests_are_answered_when_the_dial_ends() {
 fn an_abandoned_request_no_longer_pins_the_row() {
     let v = ids(2);
     let mut r = Rig::new(v[0], limits());
-    r.feed(Input::Connect {
-        id: v[1],
-        hosts: vec![PeerHost::Addr(addr(2))],
-        ticket: 9,
-    });
+    r.connect(v[1], Some(addr(2)), 9);
     r.feed(Input::Abandoned { ticket: 9 });
     assert!(r.core.peers[&v[1]].tickets.is_empty());
 }
@@ -300,11 +271,7 @@ fn shutdown_closes_every_connection_and_answers_every_caller() {
         r.found_as(*id, addr(2), Source::Mdns, true);
         conns.push(r.dial_ok(*id).0);
     }
-    r.feed(Input::Connect {
-        id: v[3],
-        hosts: vec![PeerHost::Addr(addr(4))],
-        ticket: 5,
-    });
+    r.connect(v[3], Some(addr(4)), 5);
     let acts = r.feed(Input::Shutdown);
     let mut closed = closes(&acts);
     closed.sort_by_key(|(c, _)| *c);
@@ -378,11 +345,7 @@ fn forget_removes_a_peer_until_a_source_finds_it_again_but_keeps_static_peers() 
 fn forgetting_a_peer_mid_dial_releases_its_addresses_and_closes_the_late_connection() {
     let v = ids(2);
     let mut r = Rig::new(v[0], limits());
-    r.feed(Input::Connect {
-        id: v[1],
-        hosts: vec![PeerHost::Addr(addr(2))],
-        ticket: 1,
-    });
+    r.connect(v[1], Some(addr(2)), 1);
     let acts = r.feed(Input::Forget {
         id: v[1],
         ticket: 2,
@@ -404,18 +367,10 @@ fn forgetting_a_peer_mid_dial_releases_its_addresses_and_closes_the_late_connect
 fn a_connect_target_that_never_connects_expires() {
     let v = ids(3);
     let mut r = Rig::new(v[0], limits());
-    r.feed(Input::Connect {
-        id: v[1],
-        hosts: vec![PeerHost::Addr(addr(2))],
-        ticket: 1,
-    });
+    r.connect(v[1], Some(addr(2)), 1);
     r.dial_err(v[1], timeout());
     // One that connected once stays.
-    r.feed(Input::Connect {
-        id: v[2],
-        hosts: vec![PeerHost::Addr(addr(3))],
-        ticket: 2,
-    });
+    r.connect(v[2], Some(addr(3)), 2);
     let (c, _) = r.dial_ok(v[2]);
     r.feed(Input::Closed {
         id: v[2],
@@ -458,11 +413,7 @@ fn inbound_is_a_source_only_while_nothing_else_knows_the_peer() {
 fn a_row_held_past_its_expiry_never_gives_a_deadline_in_the_past() {
     let v = ids(2);
     let mut r = Rig::new(v[0], limits());
-    r.feed(Input::Connect {
-        id: v[1],
-        hosts: vec![PeerHost::Addr(addr(2))],
-        ticket: 1,
-    });
+    r.connect(v[1], Some(addr(2)), 1);
     // The dial is still in flight when the TTL passes: the row stays, and the driver
     // is asked back soon, not at once and for ever.
     let later = API_PEER_TTL.as_secs_f64() + 5.0;

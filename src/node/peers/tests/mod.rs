@@ -104,6 +104,12 @@ impl Rig {
         })
     }
 
+    /// ConnectPeer, with one address or none.
+    pub fn connect(&mut self, id: EndpointId, at: Option<SocketAddr>, ticket: u64) -> Vec<Action> {
+        let hosts = at.map(PeerHost::Addr).into_iter().collect();
+        self.feed(Input::Connect { id, hosts, ticket })
+    }
+
     pub fn conn(&mut self) -> ConnId {
         self.next_conn += 1;
         self.next_conn
