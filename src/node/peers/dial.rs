@@ -23,7 +23,7 @@ pub(super) async fn dial(
     mut addrs: Vec<SocketAddr>,
     hosts: Vec<PeerHost>,
 ) -> Result<Connection, DialError> {
-    addrs.extend(resolve(hosts, addrs.is_empty()).await?);
+    resolve(hosts, &mut addrs).await?;
     addrs.sort();
     addrs.dedup();
     if addrs.is_empty() {
@@ -46,17 +46,17 @@ pub(super) async fn dial(
     }
 }
 
-/// Resolves host names. A failure is an error only when nothing else is left to dial
-/// (`only`); otherwise the other addresses are tried.
-async fn resolve(hosts: Vec<PeerHost>, only: bool) -> Result<Vec<SocketAddr>, DialError> {
-    let mut out = Vec::new();
+/// Resolves host names into `addrs`. A failure is an error only while nothing else is
+/// there to dial (nothing given, nothing resolved so far); otherwise the other
+/// addresses are tried.
+async fn resolve(hosts: Vec<PeerHost>, addrs: &mut Vec<SocketAddr>) -> Result<(), DialError> {
     for host in hosts {
         let PeerHost::Name { host, port } = host else {
             continue;
         };
         match tokio::net::lookup_host((host.clone(), port)).await {
-            Ok(resolved) => out.extend(resolved),
-            Err(e) if only => {
+            Ok(resolved) => addrs.extend(resolved),
+            Err(e) if addrs.is_empty() => {
                 return Err(DialError::Resolve {
                     host,
                     message: e.to_string(),
@@ -65,7 +65,7 @@ async fn resolve(hosts: Vec<PeerHost>, only: bool) -> Result<Vec<SocketAddr>, Di
             Err(e) => debug!(%host, error = %e, "cannot resolve host; trying the other addresses"),
         }
     }
-    Ok(out)
+    Ok(())
 }
 
 /// A failed QUIC connect. rustls says "invalid peer certificate: UnknownIssuer" when the
