@@ -126,9 +126,14 @@ impl PeerEvent {
             endpoint_id,
             kind,
             detail: detail.into(),
-            unix_ms: unix_ms(SystemTime::now()),
+            unix_ms: unix_ms_now(),
         }
     }
+}
+
+/// The wall clock now, in milliseconds since the Unix epoch.
+pub fn unix_ms_now() -> u64 {
+    unix_ms(SystemTime::now())
 }
 
 /// Milliseconds since the Unix epoch; 0 for a clock set before 1970.

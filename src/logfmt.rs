@@ -19,6 +19,12 @@ pub fn opt<T: Display>(v: Option<T>) -> String {
     v.map_or_else(|| "-".to_string(), |v| v.to_string())
 }
 
+/// A duration in seconds with two decimals: "1.25s", not the Debug form
+/// "1.250000417s".
+pub fn secs(d: std::time::Duration) -> String {
+    format!("{:.2}s", d.as_secs_f64())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -29,5 +35,6 @@ mod tests {
         assert_eq!(list(Vec::<u8>::new()), "-");
         assert_eq!(opt(Some(3)), "3");
         assert_eq!(opt(None::<u8>), "-");
+        assert_eq!(secs(std::time::Duration::from_millis(1250)), "1.25s");
     }
 }

@@ -290,7 +290,7 @@ impl pb::sidecar_server::Sidecar for SidecarService {
                 endpoint_id: String::new(),
                 kind: "lagged".into(),
                 detail: format!("{n} events dropped: the watcher read too slowly"),
-                unix_ms: unix_ms_now(),
+                unix_ms: crate::events::unix_ms_now(),
             }),
         });
         // The stream must end by itself at shutdown: tonic's graceful shutdown waits
@@ -300,7 +300,7 @@ impl pb::sidecar_server::Sidecar for SidecarService {
                 endpoint_id: String::new(),
                 kind: SHUTDOWN_EVENT.into(),
                 detail: "the sidecar is shutting down".into(),
-                unix_ms: unix_ms_now(),
+                unix_ms: crate::events::unix_ms_now(),
             })
         });
         let stream =
@@ -421,10 +421,6 @@ fn unsafe_umask(mask: u32) -> u32 {
     // SAFETY: umask(2) cannot fail and touches no memory. It is process-wide; that is
     // acceptable during start-up, before other tasks create files.
     unsafe { libc::umask(mask as libc::mode_t) as u32 }
-}
-
-fn unix_ms_now() -> u64 {
-    crate::events::unix_ms(std::time::SystemTime::now())
 }
 
 /// The running API server.

@@ -25,7 +25,7 @@ use std::{
     collections::HashMap,
     net::{IpAddr, SocketAddr},
     sync::{Arc, Mutex},
-    time::{Duration, Instant, SystemTime},
+    time::{Duration, Instant},
 };
 
 use iroh::{endpoint::Connection, EndpointId};
@@ -35,7 +35,7 @@ use tracing::{debug, info, warn};
 
 use super::SourceContext;
 use crate::{
-    events::Source,
+    events::{unix_ms_now, Source},
     node::streams::{self, tag, InboundStream},
     ratelimit::RateLog,
 };
@@ -86,10 +86,6 @@ enum ExchangeError {
     Timeout,
 }
 
-fn unix_ms() -> u64 {
-    crate::events::unix_ms(SystemTime::now())
-}
-
 /// The address a connection runs on, as this side sees it.
 fn observed_addr(conn: &Connection) -> Option<SocketAddr> {
     crate::node::path::remote_addr(conn)
@@ -109,7 +105,7 @@ impl Shared {
     /// a restart as long as the clock did not go back.
     fn beat(&self) {
         if let Ok(mut v) = self.own_version.lock() {
-            *v = (*v + 1).max(unix_ms());
+            *v = (*v + 1).max(unix_ms_now());
         }
     }
 
@@ -325,7 +321,7 @@ pub fn start(
         )),
         settings,
         own_addrs,
-        own_version: Mutex::new(unix_ms()),
+        own_version: Mutex::new(unix_ms_now()),
         ctx,
         full_log: Mutex::new(RateLog::default()),
         refused_log: Mutex::new(RateLog::default()),

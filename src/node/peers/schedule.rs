@@ -249,7 +249,7 @@ impl Core {
         for t in tickets {
             self.answer(t, Answer::Failed(RequestError::DialFailed(e.clone())));
         }
-        let retry_in = humantime_ms(delay);
+        let retry_in = crate::logfmt::secs(delay);
         if rejection {
             warn!(peer = %id, reason = %e, %retry_in, "peer rejected: not of our formation");
             self.emit(id, PeerEventKind::Rejected, e.to_string());
@@ -259,9 +259,4 @@ impl Core {
         }
         self.remove_if_orphan(id);
     }
-}
-
-/// A delay for text logs: "1.25s", not the Debug form "1.250000417s".
-pub(super) fn humantime_ms(d: std::time::Duration) -> String {
-    format!("{:.2}s", d.as_secs_f64())
 }
