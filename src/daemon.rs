@@ -140,6 +140,7 @@ fn status_info(settings: &Settings, node: &Node) -> StatusInfo {
         bound_addrs: node.bound_addrs().iter().map(|a| a.to_string()).collect(),
         shared_key: node.has_shared_key(),
         started: Instant::now(),
+        iroh: node.endpoint_metrics(),
     }
 }
 

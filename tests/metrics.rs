@@ -20,6 +20,35 @@ const ALERTS: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/packaging/prometheus/peat-sidecar-alerts.yml"
 );
+const DASHBOARD: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/packaging/grafana/peat-sidecar-dashboard.json"
+);
+
+/// The PromQL of every panel of the Grafana dashboard, with Grafana's variables set
+/// as "all instances" and a 1-minute rate window would set them.
+fn dashboard_queries() -> Vec<String> {
+    let text = std::fs::read_to_string(DASHBOARD).expect("the dashboard JSON is readable");
+    let dash: serde_json::Value = serde_json::from_str(&text).expect("the dashboard is JSON");
+    let panels = dash["panels"].as_array().expect("the dashboard has panels");
+    panels
+        .iter()
+        .flat_map(|p| p["targets"].as_array().cloned().unwrap_or_default())
+        .filter_map(|t| t["expr"].as_str().map(str::to_string))
+        .map(|e| e.replace("$__rate_interval", "1m").replace("$instance", ".*"))
+        .collect()
+}
+
+fn url_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
 
 /// A plain HTTP/1.0 GET on loopback: (status code, body).
 fn http_get(port: u16, path: &str, accept: Option<&str>) -> std::io::Result<(u16, String)> {
@@ -171,6 +200,15 @@ async fn prometheus_scrapes_connected_peers() {
     ] {
         assert!(text.contains(want), "{want} missing:\n{text}");
     }
+    // iroh's own counters: the connection to b went over IPv4 loopback.
+    let sent_v4 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("peat_sidecar_iroh_socket_send_ipv4_total "))
+        .and_then(|v| v.parse::<f64>().ok());
+    assert!(
+        sent_v4.is_some_and(|v| v > 0.0),
+        "iroh's socket_send_ipv4 missing or zero:\n{text}"
+    );
     // OpenMetrics on request, as Prometheus asks for it.
     let (_, om) = http_get(port_a, "/metrics", Some("application/openmetrics-text")).unwrap();
     assert!(om.ends_with("# EOF\n"), "{om}");
@@ -191,6 +229,23 @@ async fn prometheus_scrapes_connected_peers() {
     );
     // The dial counter arrives as a counter with its _total series.
     assert!(prom.query("peat_sidecar_dials_started_total").is_some());
+
+    // Every query of the Grafana dashboard runs and finds series in a real scrape.
+    let queries = dashboard_queries();
+    assert!(queries.len() >= 10, "{queries:?}");
+    for q in &queries {
+        let path = format!("query?query={}", url_encode(q));
+        let has_series = || {
+            prom.api(&path)
+                .is_some_and(|d| d["result"].as_array().is_some_and(|r| !r.is_empty()))
+        };
+        let found = wait_until(Duration::from_secs(30), || async { has_series() }).await;
+        assert!(
+            found.is_some(),
+            "dashboard query {q} finds no series: {:?}",
+            prom.api(&path)
+        );
+    }
 
     // The example alert rules load and evaluate without error...
     let rules_ok = || {

@@ -150,6 +150,7 @@ pub fn render(snap: &Snapshot) -> Result<String, std::fmt::Error> {
         register_counters(&mut registry, c);
     }
     register_peers(&mut registry, &snap.peers);
+    super::metrics_iroh::register(&mut registry, &snap.iroh);
     let mut out = String::new();
     encode(&mut out, &registry)?;
     Ok(out)
@@ -517,6 +518,11 @@ mod tests {
                 ),
                 peer("b", pb::PeerState::Backoff, &["mdns"], None),
             ],
+            iroh: vec![super::super::metrics_iroh::IrohSample {
+                name: "socket_recv_datagrams".into(),
+                help: "Number of QUIC datagrams received.",
+                value: super::super::metrics_iroh::IrohValue::Counter(42),
+            }],
         }
     }
 
@@ -526,6 +532,7 @@ mod tests {
         for line in [
             "# TYPE peat_sidecar_dials_started counter",
             "peat_sidecar_dials_started_total 7",
+            "peat_sidecar_iroh_socket_recv_datagrams_total 42",
             "# TYPE peat_sidecar_mdns_records gauge",
             "peat_sidecar_mdns_records 3",
             "peat_sidecar_peers{state=\"connected\"} 1",
@@ -545,6 +552,7 @@ mod tests {
             "# HELP peat_sidecar_dials_started_total Outgoing dials started.",
             "# TYPE peat_sidecar_dials_started_total counter",
             "peat_sidecar_dials_started_total 7",
+            "peat_sidecar_iroh_socket_recv_datagrams_total 42",
             "# TYPE peat_sidecar_mdns_records gauge",
         ] {
             assert!(

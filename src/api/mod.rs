@@ -6,6 +6,7 @@ pub mod codec;
 pub mod convert;
 pub mod idprefix;
 pub mod metrics;
+pub mod metrics_iroh;
 pub mod output;
 pub mod server;
 

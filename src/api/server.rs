@@ -51,6 +51,8 @@ pub struct StatusInfo {
     pub bound_addrs: Vec<String>,
     pub shared_key: bool,
     pub started: Instant,
+    /// iroh's own counters, read for /metrics.
+    pub iroh: iroh::metrics::EndpointMetrics,
 }
 
 #[derive(Clone)]
@@ -104,6 +106,7 @@ impl SidecarService {
 pub struct Snapshot {
     pub status: pb::GetStatusResponse,
     pub peers: Vec<pb::Peer>,
+    pub iroh: Vec<super::metrics_iroh::IrohSample>,
 }
 
 impl SidecarService {
@@ -160,7 +163,11 @@ impl SidecarService {
                     .unwrap_or_default(),
             }),
         };
-        Snapshot { status, peers }
+        Snapshot {
+            status,
+            peers,
+            iroh: super::metrics_iroh::read(&self.status.iroh),
+        }
     }
 }
 

@@ -113,6 +113,11 @@ impl Node {
         &self.peers
     }
 
+    /// iroh's own endpoint counters (shared: they keep counting after the clone).
+    pub fn endpoint_metrics(&self) -> iroh::metrics::EndpointMetrics {
+        self.endpoint.metrics().clone()
+    }
+
     pub fn uptime(&self) -> std::time::Duration {
         self.started.elapsed()
     }
