@@ -35,7 +35,10 @@ fn dashboard_queries() -> Vec<String> {
         .iter()
         .flat_map(|p| p["targets"].as_array().cloned().unwrap_or_default())
         .filter_map(|t| t["expr"].as_str().map(str::to_string))
-        .map(|e| e.replace("$__rate_interval", "1m").replace("$instance", ".*"))
+        .map(|e| {
+            e.replace("$__rate_interval", "1m")
+                .replace("$instance", ".*")
+        })
         .collect()
 }
 
