@@ -11,6 +11,8 @@
 //!   liveness send (every frame a node sends, counted at the hub) as a share of 64 kbit/s.
 //!
 //! `--quick` keeps CI short: one lossy round at N = 5, 15 s idle holds, a thin link of 3.
+//! `RADIO_BASELINE_BIN=PATH` runs the lossy mesh rounds with that binary too (subject
+//! `baseline`), alternating with this build, for figures side by side in one run.
 
 use std::{
     net::SocketAddr,
@@ -34,14 +36,19 @@ const SUBJECT: &str = "peat-sidecar";
 pub async fn run(ctx: &Ctx) -> anyhow::Result<Vec<Measurement>> {
     let quick = ctx.args.quick;
     let hold = Duration::from_secs(if quick { 15 } else { 600 });
-    let mut out = lossy_mesh(ctx.rounds(1, 10)).await?;
+    let baseline = std::env::var_os("RADIO_BASELINE_BIN").map(std::path::PathBuf::from);
+    let mut out = lossy_mesh(ctx.rounds(1, 10), None).await?;
+    if let Some(bin) = baseline {
+        out.extend(lossy_mesh(ctx.rounds(1, 10), Some(bin)).await?);
+    }
     out.extend(lossy_idle(hold).await?);
     out.extend(thin(if quick { 3 } else { 10 }, hold).await?);
     Ok(out)
 }
 
-fn opts(lan: &RadioLan, i: usize) -> Opts {
+fn opts(lan: &RadioLan, i: usize, bin: Option<&std::path::Path>) -> Opts {
     Opts {
+        bin: bin.map(|b| b.to_path_buf()),
         app_id: "bench".into(),
         netns: Some(lan.ns(i).to_string()),
         bind: Some(SocketAddr::from(([0, 0, 0, 0], IROH_PORT))),
@@ -62,42 +69,53 @@ const DEPARTURE: [&str; 3] = [
     "mdns: peer said goodbye or its record expired",
 ];
 
+/// Log lines of all nodes that contain any of `needles`.
 fn count_lines(nodes: &[Sidecar], needles: &[&str]) -> usize {
+    count_matching(nodes, |l| needles.iter().any(|p| l.contains(p)))
+}
+
+fn count_matching(nodes: &[Sidecar], pred: impl Fn(&str) -> bool) -> usize {
     nodes
         .iter()
-        .map(|n| {
-            n.log()
-                .lines()
-                .filter(|l| needles.iter().any(|p| l.contains(p)))
-                .count()
-        })
+        .map(|n| n.log().lines().filter(|l| pred(l)).count())
         .sum()
 }
 
 /// All of a LAN's sidecars, spawned without waiting for each other's API.
-async fn start_all(lan: &RadioLan, tag: &str) -> (Vec<Sidecar>, Instant) {
+async fn start_all(
+    lan: &RadioLan,
+    tag: &str,
+    bin: Option<&std::path::Path>,
+) -> (Vec<Sidecar>, Instant) {
     let names: Vec<String> = (0..lan.len()).map(|i| format!("{tag}{i}")).collect();
     let starts = names
         .iter()
         .enumerate()
-        .map(|(i, name)| Sidecar::start(name, opts(lan, i)));
+        .map(|(i, name)| Sidecar::start(name, opts(lan, i, bin)));
     let nodes: Vec<Sidecar> = futures::future::join_all(starts).await;
     let first = nodes.iter().map(|s| s.spawned).min().expect("n >= 1");
     (nodes, first)
 }
 
-async fn lossy_mesh(rounds: usize) -> anyhow::Result<Vec<Measurement>> {
+async fn lossy_mesh(
+    rounds: usize,
+    bin: Option<std::path::PathBuf>,
+) -> anyhow::Result<Vec<Measurement>> {
     let n = 5;
+    let subject = if bin.is_some() { "baseline" } else { SUBJECT };
     let lan = RadioLan::new("lc", n, Link::new(0.3, 100, 50));
     let (mut mesh, mut false_dep, mut timeouts, mut failures) = (vec![], vec![], vec![], vec![]);
     for r in 0..rounds {
-        let (nodes, first) = start_all(&lan, &format!("r{r}n")).await;
+        let (nodes, first) = start_all(&lan, &format!("r{r}n"), bin.as_deref()).await;
         let refs: Vec<&Sidecar> = nodes.iter().collect();
         util::mesh_or_err(&refs, Duration::from_secs(120)).await?;
         mesh.push(secs(first.elapsed()));
         false_dep.push(count_lines(&nodes, &DEPARTURE) as f64);
         failures.push(count_lines(&nodes, &["dial failed"]) as f64);
-        timeouts.push(count_lines(&nodes, &["dial failed", "timed out"]) as f64);
+        let timed_out = |l: &str| {
+            l.contains("dial failed") && (l.contains("timed out") || l.contains("did not finish"))
+        };
+        timeouts.push(count_matching(&nodes, timed_out) as f64);
         eprintln!(
             "radio: round {r}: full mesh after {:.2} s, hub {:?}",
             mesh[r],
@@ -108,7 +126,7 @@ async fn lossy_mesh(rounds: usize) -> anyhow::Result<Vec<Measurement>> {
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
     let m = |metric: &str, unit: &str, v: Vec<f64>, what: &str| {
-        Measurement::new("radio", SUBJECT, metric, n, unit, v).note(format!(
+        Measurement::new("radio", subject, metric, n, unit, v).note(format!(
             "{rounds} rounds, N started at once, 30 % loss per port, 100 ± 50 ms one way; {what}"
         ))
     };
@@ -160,7 +178,7 @@ async fn hold_mesh(nodes: &[Sidecar], hold: Duration) -> usize {
 async fn lossy_idle(hold: Duration) -> anyhow::Result<Vec<Measurement>> {
     let n = 5;
     let lan = RadioLan::new("ld", n, Link::new(0.1, 100, 50));
-    let (nodes, _) = start_all(&lan, "i").await;
+    let (nodes, _) = start_all(&lan, "i", None).await;
     let refs: Vec<&Sidecar> = nodes.iter().collect();
     util::mesh_or_err(&refs, Duration::from_secs(120)).await?;
     let before = count_lines(&nodes, &["peer disconnected"]);
@@ -205,7 +223,7 @@ async fn thin(n: usize, hold: Duration) -> anyhow::Result<Vec<Measurement>> {
     const RATE_KBIT: u32 = 64;
     let lan = RadioLan::new("le", n, Link::CLEAN);
     lan.limit_rate(RATE_KBIT);
-    let (nodes, first) = start_all(&lan, "t").await;
+    let (nodes, first) = start_all(&lan, "t", None).await;
     let refs: Vec<&Sidecar> = nodes.iter().collect();
     util::mesh_or_err(&refs, Duration::from_secs(300)).await?;
     let mesh = secs(first.elapsed());
