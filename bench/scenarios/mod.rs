@@ -1,6 +1,6 @@
 //! The scenarios. Each one builds its own LAN of namespaces (with a prefix of its
-//! own, `b` + two letters, so that they never collide with the tests' prefixes),
-//! measures, tears the LAN down and returns its measurements.
+//! own, `b` + two letters, so that they never collide with the tests' prefixes; `radio`
+//! uses `lc`, `ld`, `le`, which no test uses), measures, tears the LAN down and returns its measurements.
 //!
 //! To add one: write `async fn run(ctx: &Ctx) -> anyhow::Result<Vec<Measurement>>` in a
 //! module here and list it in [`ALL`].
@@ -15,6 +15,7 @@ pub mod iroh_node;
 pub mod join;
 pub mod leave;
 pub mod pcap;
+pub mod radio;
 pub mod traffic;
 pub mod util;
 
@@ -122,6 +123,11 @@ pub const ALL: &[Scenario] = &[
         name: "traffic",
         about: "steady-state mDNS packets and bytes per node per minute: peat-sidecar, avahi, iroh",
         run: |c| Box::pin(traffic::run(c)),
+    },
+    Scenario {
+        name: "radio",
+        about: "lossy channel (30 %, 100 ± 50 ms) -> full mesh, false departures; idle at 10 %; 64 kbit/s thin link",
+        run: |c| Box::pin(radio::run(c)),
     },
 ];
 

@@ -13,6 +13,13 @@ use super::formation::ALPN;
 /// iroh's per-path limits; larger values are clamped by iroh itself.
 const PATH_IDLE_CAP: Duration = Duration::from_secs(15);
 const PATH_KEEP_ALIVE_CAP: Duration = Duration::from_secs(5);
+/// The round trip QUIC assumes before it measured one. It sets when a lost handshake
+/// packet is resent: with QUIC's 333 ms default the first resend comes after about 1 s
+/// and the next after 3 s, so on a lossy radio link a handshake whose first packet was
+/// lost missed the 2 s first-dial deadline. With 100 ms the resends come after 0.3,
+/// 0.9 and 2.1 s; a link slower than that costs a few spurious resends of the first
+/// flight, and the measured round trip takes over after the first answer.
+const INITIAL_RTT: Duration = Duration::from_millis(100);
 
 #[derive(Debug, thiserror::Error)]
 pub enum EndpointError {
@@ -47,6 +54,7 @@ pub async fn bind(
         .try_into()
         .map_err(|_| EndpointError::IdleTimeout(live.idle_timeout))?;
     let transport = QuicTransportConfig::builder()
+        .initial_rtt(INITIAL_RTT)
         .keep_alive_interval(live.keep_alive)
         .max_idle_timeout(Some(idle))
         .default_path_keep_alive_interval(live.keep_alive.min(PATH_KEEP_ALIVE_CAP))

@@ -9,6 +9,7 @@
 pub mod dnsmasq;
 pub mod interop;
 pub mod netns;
+pub mod radio;
 
 use std::{
     net::{SocketAddr, TcpListener, UdpSocket},

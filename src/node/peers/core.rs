@@ -25,7 +25,7 @@ use super::{
     dead::DeadAddrs,
     evict::eviction_victim,
     row::{ConnId, Link, NewConn, Peer, Ticket},
-    rules::{first_dial_delay, API_PEER_TTL},
+    rules::{first_dial_delay, DialTimeouts, LinkRtt, API_PEER_TTL},
     types::{Counters, DialError, Limits, RequestError},
 };
 use crate::{
@@ -102,12 +102,12 @@ pub(super) enum Input {
 #[derive(Debug, PartialEq)]
 pub(super) enum Action {
     /// Resolve `hosts`, connect to `addrs`, run the formation check, and report
-    /// [`Input::DialDone`], all within `timeout`.
+    /// [`Input::DialDone`], within `timeout`.
     Dial {
         id: EndpointId,
         addrs: Vec<SocketAddr>,
         hosts: Vec<PeerHost>,
-        timeout: Duration,
+        timeout: DialTimeouts,
     },
     /// Close a connection (the driver forgets it).
     Close { conn: ConnId, code: CloseCode },
@@ -172,6 +172,8 @@ pub(super) struct Core {
     /// Addresses that dials in flight are trying, with the number of such dials.
     pub(super) in_flight_addrs: HashMap<SocketAddr, u32>,
     pub(super) logs: LimitLogs,
+    /// Round trips seen on this node's connections: how slow its links are.
+    pub(super) link_rtt: LinkRtt,
     /// Actions decided by the input being handled.
     pub(super) out: Vec<Action>,
 }
@@ -189,6 +191,7 @@ impl Core {
             dead: DeadAddrs::default(),
             in_flight_addrs: HashMap::new(),
             logs: LimitLogs::default(),
+            link_rtt: LinkRtt::default(),
             out: Vec::new(),
         }
     }

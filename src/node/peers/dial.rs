@@ -1,12 +1,15 @@
 //! The I/O of one dial, run in its own task by the driver: resolve the peer's host
-//! names, connect over QUIC, and run the dialer's side of the formation check.
+//! names, connect over QUIC, and run the dialer's side of the formation check, within
+//! the deadlines the core gave ([`DialTimeouts`]): one until the peer first answers in
+//! the QUIC handshake, one for everything.
 
-use std::net::SocketAddr;
+use std::{future::Future, net::SocketAddr};
 
 use iroh::{endpoint::Connection, Endpoint, EndpointAddr, EndpointId};
+use tokio::time::{timeout_at, Instant};
 use tracing::debug;
 
-use super::types::DialError;
+use super::{rules::DialTimeouts, types::DialError};
 use crate::{
     config::PeerHost,
     node::{
@@ -22,8 +25,14 @@ pub(super) async fn dial(
     id: EndpointId,
     mut addrs: Vec<SocketAddr>,
     hosts: Vec<PeerHost>,
+    timeouts: DialTimeouts,
 ) -> Result<Connection, DialError> {
-    resolve(hosts, &mut addrs).await?;
+    let start = Instant::now();
+    let (answer_by, done_by) = (start + timeouts.answer, start + timeouts.total);
+    let unanswered = || DialError::Timeout(start.elapsed());
+    timeout_at(answer_by, resolve(hosts, &mut addrs))
+        .await
+        .map_err(|_| unanswered())??;
     addrs.sort();
     addrs.dedup();
     if addrs.is_empty() {
@@ -32,11 +41,26 @@ pub(super) async fn dial(
     let target = addrs
         .iter()
         .fold(EndpointAddr::new(id), |t, a| t.with_ip_addr(*a));
-    let conn = endpoint
-        .connect(target, ALPN)
+    let mut connecting = timeout_at(
+        answer_by,
+        endpoint.connect_with_opts(target, ALPN, Default::default()),
+    )
+    .await
+    .map_err(|_| unanswered())?
+    .map_err(|e| connect_error(id, &addrs, &e))?;
+    // Something that speaks QUIC with our protocol answered: a real node, perhaps on
+    // a slow link. From here only the whole dial's deadline applies.
+    timeout_at(answer_by, connecting.handshake_data())
         .await
+        .map_err(|_| unanswered())?
         .map_err(|e| connect_error(id, &addrs, &e))?;
-    match handshake::authenticate(&conn, formation, endpoint.id(), Side::Dialer).await {
+    debug!(peer = %id, after_ms = start.elapsed().as_millis() as u64, "the peer answered the dial");
+    let stalled = || DialError::Stalled(start.elapsed());
+    let conn = within(done_by, connecting, stalled)
+        .await?
+        .map_err(|e| connect_error(id, &addrs, &e))?;
+    let check = handshake::authenticate(&conn, formation, endpoint.id(), Side::Dialer);
+    match within(done_by, check, stalled).await? {
         Ok(()) => Ok(conn),
         Err(e) => {
             let code = e.close_code();
@@ -44,6 +68,15 @@ pub(super) async fn dial(
             Err(DialError::Formation(e))
         }
     }
+}
+
+/// `fut` until `deadline`, else the error `late` makes.
+async fn within<T>(
+    deadline: Instant,
+    fut: impl Future<Output = T>,
+    late: impl Fn() -> DialError,
+) -> Result<T, DialError> {
+    timeout_at(deadline, fut).await.map_err(|_| late())
 }
 
 /// Resolves host names into `addrs`. A failure is an error only while nothing else is

@@ -21,7 +21,8 @@ use super::{
     dial::dial,
     handle::{Command, PeerManagerHandle},
     row::{ConnId, NewConn, Ticket},
-    types::{Counters, DialError, GaugeGuard, Limits, PeerInfo, RequestError, TaskGuard},
+    rules::DialTimeouts,
+    types::{Counters, GaugeGuard, Limits, PeerInfo, RequestError, TaskGuard},
 };
 use crate::{
     config::PeerHost,
@@ -168,6 +169,7 @@ impl PeerManager {
         let new = NewConn {
             id: conn.stable_id(),
             remote: path::remote_addr(&conn),
+            rtt: path::rtt(&conn),
         };
         self.conns.insert(new.id, conn);
         new
@@ -315,7 +317,7 @@ impl PeerManager {
         id: EndpointId,
         addrs: Vec<std::net::SocketAddr>,
         hosts: Vec<PeerHost>,
-        timeout: Duration,
+        timeout: DialTimeouts,
     ) {
         let endpoint = self.endpoint.clone();
         let formation = self.formation.clone();
@@ -325,10 +327,7 @@ impl PeerManager {
         self.dial_tasks.spawn(async move {
             let _guard = guard;
             let _in_flight = in_flight;
-            let attempt = dial(&endpoint, &formation, id, addrs, hosts);
-            let result = tokio::time::timeout(timeout, attempt)
-                .await
-                .unwrap_or(Err(DialError::Timeout(timeout)));
+            let result = dial(&endpoint, &formation, id, addrs, hosts, timeout).await;
             if let Some(tx) = tx.upgrade() {
                 let _ = tx.send(Command::DialDone { id, result }).await;
             }

@@ -67,6 +67,7 @@ mod tests {
 
     use super::*;
     use crate::node::peers::rules::{DIAL_TIMEOUT, FIRST_DIAL_TIMEOUT};
+    const FAST: Option<std::time::Duration> = None;
 
     #[test]
     fn a_peer_is_suspect_only_if_every_address_is_dead_and_it_never_connected() {
@@ -79,18 +80,18 @@ mod tests {
         p.sources.insert(Source::Mdns);
         p.addrs.insert(dead_a);
         assert!(p.suspect(&d, now));
-        assert_eq!(p.dial_timeout(), FIRST_DIAL_TIMEOUT);
+        assert_eq!(p.dial_timeouts(FAST).answer, FIRST_DIAL_TIMEOUT);
         p.addrs.insert(live_a);
         assert!(!p.suspect(&d, now), "one untried address is enough");
         p.addrs.remove(&live_a);
         p.ever_connected = true;
         assert!(!p.suspect(&d, now), "a peer that connected once is real");
-        assert_eq!(p.dial_timeout(), DIAL_TIMEOUT);
+        assert_eq!(p.dial_timeouts(FAST).answer, DIAL_TIMEOUT);
         let mut s = Peer::new(now);
         s.sources.insert(Source::Static);
         s.addrs.insert(dead_a);
         assert!(!s.suspect(&d, now), "configured peers are never suspects");
-        assert_eq!(s.dial_timeout(), DIAL_TIMEOUT);
+        assert_eq!(s.dial_timeouts(FAST).answer, DIAL_TIMEOUT);
     }
 
     #[test]

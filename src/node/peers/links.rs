@@ -24,6 +24,9 @@ impl Core {
     /// Records an authenticated connection, settling duplicates.
     pub(super) fn install(&mut self, id: EndpointId, new: NewConn, outbound: bool, now: Instant) {
         let conn = new.id;
+        if let Some(rtt) = new.rtt {
+            self.link_rtt.sample(rtt);
+        }
         let row = self.peers.get(&id);
         let configured = row.is_some_and(|p| p.configured());
         let has_live = row.is_some_and(|p| p.is_connected());

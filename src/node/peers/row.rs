@@ -11,7 +11,7 @@ use iroh::EndpointId;
 
 use super::{
     dead::DeadAddrs,
-    rules::{DIAL_TIMEOUT, FIRST_DIAL_TIMEOUT, MAX_ADDRS_PER_PEER},
+    rules::{dial_timeouts, DialTimeouts, MAX_ADDRS_PER_PEER},
     types::{PeerInfo, PeerState},
 };
 use crate::{config::PeerHost, events::Source, node::backoff::Backoff};
@@ -20,11 +20,13 @@ use crate::{config::PeerHost, events::Source, node::backoff::Backoff};
 /// this id (QUIC's stable id), so the core stays free of I/O objects.
 pub(super) type ConnId = usize;
 
-/// A connection handed to the core: its id and the peer's address on its path.
+/// A connection handed to the core: its id, the peer's address on its path and the
+/// round-trip time measured in its handshake.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct NewConn {
     pub id: ConnId,
     pub remote: Option<SocketAddr>,
+    pub rtt: Option<Duration>,
 }
 
 /// A caller waiting for an answer (ConnectPeer, DisconnectPeer); the driver holds its
@@ -197,13 +199,11 @@ impl Peer {
         !self.ever_connected && !self.configured() && !self.addrs.is_empty()
     }
 
-    /// The dial timeout: short for a first try at a discovered, never-connected peer.
-    pub fn dial_timeout(&self) -> Duration {
-        if self.ever_connected || self.configured() || self.backoff.failures() > 0 {
-            DIAL_TIMEOUT
-        } else {
-            FIRST_DIAL_TIMEOUT
-        }
+    /// The dial's deadlines: a short wait for the answer on a first try at a
+    /// discovered, never-connected peer, longer on a slow link (`link_rtt`).
+    pub fn dial_timeouts(&self, link_rtt: Option<Duration>) -> DialTimeouts {
+        let first = !(self.ever_connected || self.configured() || self.backoff.failures() > 0);
+        dial_timeouts(first, link_rtt)
     }
 
     /// The API's view of this row; `rtt` comes from the live connection, which only

@@ -13,11 +13,64 @@ use crate::node::formation::CloseCode;
 pub const MAX_ADDRS_PER_PEER: usize = 16;
 /// How long a dial may take, QUIC and formation check together.
 pub const DIAL_TIMEOUT: Duration = Duration::from_secs(8);
-/// How long the first dial of a discovered peer that never connected may take. On a
-/// LAN the handshake takes milliseconds; a flood of fake announcements at unreachable
-/// addresses would otherwise hold every dial slot for [`DIAL_TIMEOUT`]. A slow real
-/// peer gets the full timeout from its second dial on.
+/// How long the first dial of a discovered peer that never connected waits for the
+/// peer's first answer in the QUIC handshake, on a fast link. On a LAN that takes
+/// milliseconds; a flood of fake announcements at unreachable addresses would otherwise
+/// hold every dial slot for [`DIAL_TIMEOUT`]. A peer that answered is real (something
+/// speaks QUIC with our protocol there) and gets the rest of [`DIAL_TIMEOUT`]; a slow
+/// link gets a longer wait for the answer, see [`dial_timeouts`].
 pub const FIRST_DIAL_TIMEOUT: Duration = Duration::from_secs(2);
+/// On a slow link, a first dial waits this many link round trips for the answer (when
+/// that is longer than [`FIRST_DIAL_TIMEOUT`]). QUIC resends a lost Initial after
+/// about 1 s, then 2 s, then 4 s (its first probe timeout assumes a 333 ms round trip
+/// and doubles); at 30 % loss and 300 ms round trips, 16 round trips (4.8 s) cover
+/// three attempts, where 2 s covered two, and cut about one handshake in four.
+pub const ANSWER_RTTS: u32 = 16;
+
+/// The deadlines of one dial, from its start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DialTimeouts {
+    /// Until the peer's first answer in the QUIC handshake. Nothing answers at a
+    /// spoofed address, so this is what bounds the cost of fake announcements.
+    pub answer: Duration,
+    /// For everything: name resolution, QUIC handshake and formation check.
+    pub total: Duration,
+}
+
+/// The deadlines of a dial. `first`: a discovered peer that never connected and never
+/// failed (what a fake announcement looks like). `link_rtt`: the round-trip time seen
+/// on this node's connections (see `LinkRtt`), if there are any.
+pub fn dial_timeouts(first: bool, link_rtt: Option<Duration>) -> DialTimeouts {
+    let answer = if first {
+        let by_rtt = link_rtt.map_or(Duration::ZERO, |r| r.saturating_mul(ANSWER_RTTS));
+        by_rtt.clamp(FIRST_DIAL_TIMEOUT, DIAL_TIMEOUT)
+    } else {
+        DIAL_TIMEOUT
+    };
+    DialTimeouts {
+        answer,
+        total: DIAL_TIMEOUT,
+    }
+}
+
+/// The round-trip time of this node's links, smoothed over the connections it made or
+/// accepted (each one's RTT at the end of its handshake). One bad sample moves it by a
+/// quarter; a link that becomes fast again brings it down as fast.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LinkRtt(Option<Duration>);
+
+impl LinkRtt {
+    pub fn sample(&mut self, rtt: Duration) {
+        self.0 = Some(match self.0 {
+            None => rtt,
+            Some(old) => (old * 3 + rtt) / 4,
+        });
+    }
+
+    pub fn get(&self) -> Option<Duration> {
+        self.0
+    }
+}
 /// Addresses remembered as dead (a first dial there timed out or was refused), at most.
 pub const MAX_DEAD_ADDRS: usize = 4096;
 /// How long an address is remembered as dead.
@@ -156,6 +209,37 @@ pub fn describe_close(reason: &ConnectionError) -> (String, CloseKind) {
 mod tests {
     use super::*;
     use iroh::SecretKey;
+
+    #[test]
+    fn a_first_dial_waits_longer_for_an_answer_on_a_slow_link() {
+        let ms = Duration::from_millis;
+        // Unknown link, or a LAN: the short wait that bounds fake announcements.
+        assert_eq!(dial_timeouts(true, None).answer, FIRST_DIAL_TIMEOUT);
+        assert_eq!(dial_timeouts(true, Some(ms(1))).answer, FIRST_DIAL_TIMEOUT);
+        // A radio link with 300 ms round trips: 16 of them.
+        assert_eq!(dial_timeouts(true, Some(ms(300))).answer, ms(4800));
+        // Never beyond the whole dial's timeout.
+        assert_eq!(dial_timeouts(true, Some(ms(5000))).answer, DIAL_TIMEOUT);
+        // Not a first dial: no separate wait for the answer.
+        let later = dial_timeouts(false, Some(ms(1)));
+        assert_eq!((later.answer, later.total), (DIAL_TIMEOUT, DIAL_TIMEOUT));
+        assert_eq!(dial_timeouts(true, None).total, DIAL_TIMEOUT);
+    }
+
+    #[test]
+    fn the_link_rtt_follows_the_samples_smoothly() {
+        let ms = Duration::from_millis;
+        let mut r = LinkRtt::default();
+        assert_eq!(r.get(), None);
+        r.sample(ms(200));
+        assert_eq!(r.get(), Some(ms(200)));
+        r.sample(ms(600));
+        assert_eq!(r.get(), Some(ms(300)));
+        for _ in 0..20 {
+            r.sample(ms(1));
+        }
+        assert!(r.get().unwrap() < ms(2), "{:?}", r.get());
+    }
 
     #[test]
     fn survivor_is_the_same_on_both_sides() {

@@ -149,7 +149,7 @@ impl Core {
         let action = Action::Dial {
             id,
             hosts: peer.hosts.iter().cloned().collect(),
-            timeout: peer.dial_timeout(),
+            timeout: peer.dial_timeouts(self.link_rtt.get()),
             addrs,
         };
         let detail = format!("{} addresses", peer.addrs.len());

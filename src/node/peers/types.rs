@@ -98,8 +98,14 @@ pub enum DialError {
     /// error types are not `Clone`, and a dial result is answered to several callers).
     #[error("QUIC connect failed: {0}")]
     Connect(String),
-    #[error("timed out after {}s", .0.as_secs())]
+    /// Nobody answered within the dial's answer timeout (or the whole dial took too
+    /// long before an answer).
+    #[error("timed out after {:.1}s", .0.as_secs_f64())]
     Timeout(Duration),
+    /// The peer answered, but the handshake and formation check did not finish in
+    /// time: a slow or lossy link, not a spoofed address.
+    #[error("the peer answered, but the handshake did not finish within {:.1}s", .0.as_secs_f64())]
+    Stalled(Duration),
     /// TLS proved that the node at the address is not `expected` (the certificate is
     /// the endpoint id). `known`: the peer this sidecar knows at that address, if any.
     #[error("the node at {} has another endpoint id than {expected}{}; check the id (`peat-sidecar peers` lists the ids this sidecar knows)", crate::logfmt::list(.addrs), .known.map(|k| format!(" (it is {k})")).unwrap_or_default())]
@@ -125,7 +131,7 @@ impl DialError {
     /// Its index in [`DIAL_FAILURE_REASONS`].
     pub fn reason(&self) -> usize {
         match self {
-            DialError::Timeout(_) => 0,
+            DialError::Timeout(_) | DialError::Stalled(_) => 0,
             DialError::Connect(_) => 1,
             _ if self.is_rejection() => 2,
             DialError::OtherIdentity { .. } => 3,

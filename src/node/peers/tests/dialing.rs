@@ -304,3 +304,32 @@ fn the_next_deadline_is_the_earliest_retry() {
     let due = r.core.peers[&v[1]].retry_at().unwrap();
     assert_eq!(r.core.next_deadline(r.now), Some(due));
 }
+
+#[test]
+fn a_first_dial_waits_for_an_answer_as_long_as_the_links_are_slow() {
+    use crate::node::peers::rules::{ANSWER_RTTS, DIAL_TIMEOUT};
+    let v = ids(4);
+    let mut r = Rig::new(v[0], limits());
+    // No connection yet: the short wait that bounds fake announcements.
+    let acts = r.found(v[1], addr(2), Source::Mdns);
+    let t = dial_timeouts(&acts);
+    assert_eq!(t.len(), 1);
+    assert_eq!(
+        (t[0].1.answer, t[0].1.total),
+        (FIRST_DIAL_TIMEOUT, DIAL_TIMEOUT)
+    );
+    // Connections over a radio link measured 300 ms round trips in their handshakes.
+    r.rtt = Some(Duration::from_millis(300));
+    r.at(0.5).dial_ok(v[1]);
+    r.at(0.6).incoming(v[3]);
+    let acts = r.at(0.7).found(v[2], addr(3), Source::Mdns);
+    let t = dial_timeouts(&acts);
+    assert_eq!(t.len(), 1);
+    assert_eq!(t[0].1.answer, Duration::from_millis(300) * ANSWER_RTTS);
+    // A first dial whose answer timed out is tried again with the whole timeout.
+    r.at(5.5).dial_err(v[2], timeout());
+    let acts = r.at(20.0).feed(Input::Tick);
+    let t = dial_timeouts(&acts);
+    assert_eq!(t.len(), 1, "{acts:?}");
+    assert_eq!(t[0].1.answer, DIAL_TIMEOUT);
+}

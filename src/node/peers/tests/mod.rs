@@ -19,7 +19,8 @@ use super::{
     core::{Action, Answer, Core, Input, BLOCKED_TICK},
     row::{ConnId, Link, NewConn},
     rules::{
-        API_PEER_TTL, FIRST_DIAL_TIMEOUT, OVER_CAPACITY_GRACE, PEER_LEFT_DELAY, TIE_BREAK_DELAY,
+        DialTimeouts, API_PEER_TTL, FIRST_DIAL_TIMEOUT, OVER_CAPACITY_GRACE, PEER_LEFT_DELAY,
+        TIE_BREAK_DELAY,
     },
     types::{Counters, DialError, Limits, PeerState, RequestError},
 };
@@ -61,6 +62,8 @@ pub(super) struct Rig {
     pub core: Core,
     pub t0: Instant,
     pub now: Instant,
+    /// The handshake RTT the next connections report.
+    pub rtt: Option<Duration>,
     next_conn: ConnId,
 }
 
@@ -71,6 +74,7 @@ impl Rig {
             core: Core::new(me, limits, Arc::new(Counters::default()), t0),
             t0,
             now: t0,
+            rtt: None,
             next_conn: 100,
         }
     }
@@ -121,6 +125,7 @@ impl Rig {
         let conn = NewConn {
             id: c,
             remote: None,
+            rtt: self.rtt,
         };
         let acts = self.feed(Input::DialDone {
             id,
@@ -136,7 +141,8 @@ impl Rig {
     pub fn incoming(&mut self, id: EndpointId) -> (ConnId, Vec<Action>) {
         let c = self.conn();
         let remote = Some(SocketAddr::from(([10, 77, 9, 9], 40000)));
-        let conn = NewConn { id: c, remote };
+        let rtt = self.rtt;
+        let conn = NewConn { id: c, remote, rtt };
         let acts = self.feed(Input::Incoming { id, conn });
         (c, acts)
     }
@@ -162,6 +168,16 @@ pub(super) fn dials(acts: &[Action]) -> Vec<EndpointId> {
     acts.iter()
         .filter_map(|a| match a {
             Action::Dial { id, .. } => Some(*id),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The deadlines of the dials among `acts`, by peer.
+pub(super) fn dial_timeouts(acts: &[Action]) -> Vec<(EndpointId, DialTimeouts)> {
+    acts.iter()
+        .filter_map(|a| match a {
+            Action::Dial { id, timeout, .. } => Some((*id, *timeout)),
             _ => None,
         })
         .collect()
