@@ -127,8 +127,25 @@ impl Core {
     /// Dials `id` if it is due and no limit holds it back; otherwise the next tick
     /// tries again.
     pub(super) fn try_dial(&mut self, id: EndpointId, now: Instant) {
+        if self.peers.get(&id).is_some_and(|p| p.due_since(now).is_some()) {
+            self.start_dial(id, now);
+        }
+    }
+
+    /// A connected peer moved: its connection's address is gone from its own
+    /// announcement. Dial its new addresses now; the new connection replaces the old
+    /// one (see [`super::rules::survivor`]: the newer wins), which would otherwise sit
+    /// on a dead path until the idle timeout.
+    pub(super) fn follow_move(&mut self, id: EndpointId, now: Instant) {
+        if self.peers.get(&id).is_some_and(|p| p.is_connected() && p.dial.is_none()) {
+            info!(peer = %id, "peer's address moved; dialling its new addresses");
+            self.start_dial(id, now);
+        }
+    }
+
+    fn start_dial(&mut self, id: EndpointId, now: Instant) {
         let Some(p) = self.peers.get(&id) else { return };
-        if p.due_since(now).is_none() || (p.addrs.is_empty() && p.hosts.is_empty()) {
+        if p.addrs.is_empty() && p.hosts.is_empty() {
             return;
         }
         let (rank, configured) = (self.rank(p, now), p.configured());
