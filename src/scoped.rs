@@ -109,7 +109,10 @@ mod tests {
         let e = parse_named_zone("[fe80::1%nosuch0]:9470")
             .unwrap()
             .unwrap_err();
-        assert!(e.contains("no such interface") && e.contains("nosuch0"), "{e}");
+        assert!(
+            e.contains("no such interface") && e.contains("nosuch0"),
+            "{e}"
+        );
         let e = parse_named_zone("[fe80::1%lo]:x").unwrap().unwrap_err();
         assert!(e.contains("not a port"), "{e}");
         assert!(parse_named_zone("[fe80::1%a/b]:1").unwrap().is_err());

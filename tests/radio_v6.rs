@@ -26,7 +26,9 @@ fn link_local_only(lan: &Lan, i: usize) {
 fn fe80_of(lan: &Lan, i: usize) -> String {
     let out = ns_exec(
         lan.ns(i),
-        &["ip", "-6", "-o", "addr", "show", "dev", "eth0", "scope", "link"],
+        &[
+            "ip", "-6", "-o", "addr", "show", "dev", "eth0", "scope", "link",
+        ],
     );
     let text = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(!text.contains("tentative"), "DAD still running: {text}");
@@ -132,10 +134,17 @@ async fn scoped_static_peer_and_connect_reach_a_link_local_node() {
     let want = format!("[{ll}%eth0]:{IROH_PORT}");
     for (who, n) in [("by-name", &a), ("by-index", &b)] {
         let p = n.peer(&target.id).await.expect("listed");
-        assert!(p.addrs.contains(&want), "{who} shows {:?}, not {want}", p.addrs);
+        assert!(
+            p.addrs.contains(&want),
+            "{who} shows {:?}, not {want}",
+            p.addrs
+        );
     }
     let (_, table, _) = a.cli(&["peers"]);
-    assert!(table.contains(&want), "`peers` does not show {want}:\n{table}");
+    assert!(
+        table.contains(&want),
+        "`peers` does not show {want}:\n{table}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -161,8 +170,28 @@ async fn a_renumbered_node_is_followed_to_its_new_address() {
     let moved = &nodes[0].id;
 
     // Renumber node 0: the new address first, then the old one goes (as DHCP does).
+    // Without promote_secondaries, deleting the primary address would take the new
+    // (secondary) one of the same subnet with it.
     let ns = lan.ns(0);
-    sh(&["ip", "-n", ns, "addr", "add", &format!("{new_ip}/24"), "dev", "eth0"]);
+    sh(&[
+        "ip",
+        "netns",
+        "exec",
+        ns,
+        "sysctl",
+        "-qw",
+        "net.ipv4.conf.eth0.promote_secondaries=1",
+    ]);
+    sh(&[
+        "ip",
+        "-n",
+        ns,
+        "addr",
+        "add",
+        &format!("{new_ip}/24"),
+        "dev",
+        "eth0",
+    ]);
     let old_cidr = format!("{}/24", lan.addr(0, 0));
     sh(&["ip", "-n", ns, "addr", "del", &old_cidr, "dev", "eth0"]);
     let followed = wait_until(Duration::from_secs(30), || async {

@@ -68,7 +68,10 @@ pub async fn bind(
                 message: e.to_string(),
             })?;
     }
-    let addr = addrs.first().copied().unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)));
+    let addr = addrs
+        .first()
+        .copied()
+        .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)));
     builder.bind().await.map_err(|e| {
         let mut message = e.to_string();
         let mut kind = None;
@@ -111,7 +114,9 @@ mod tests {
     async fn an_address_not_on_this_host_is_named_as_such() {
         // TEST-NET-3, never on a host: the kernel refuses the bind, nothing is sent.
         let addr: SocketAddr = "203.0.113.77:0".parse().unwrap();
-        let err = bind(SecretKey::generate(), &[addr], live()).await.unwrap_err();
+        let err = bind(SecretKey::generate(), &[addr], live())
+            .await
+            .unwrap_err();
         let msg = err.to_string();
         assert!(msg.contains("not on this host"), "{msg}");
         assert!(!msg.contains("another peat-sidecar"), "{msg}");
@@ -121,7 +126,9 @@ mod tests {
     async fn a_port_in_use_suggests_another_sidecar() {
         let busy = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         let addr = busy.local_addr().unwrap();
-        let err = bind(SecretKey::generate(), &[addr], live()).await.unwrap_err();
+        let err = bind(SecretKey::generate(), &[addr], live())
+            .await
+            .unwrap_err();
         let msg = err.to_string();
         assert!(msg.contains("another peat-sidecar"), "{msg}");
     }

@@ -215,7 +215,11 @@ fn dns(args: &RunArgs) -> Result<DnsSettings, SettingsError> {
         })
         .transpose()?;
     // The handshake answers on the first --bind address's IP (two share one port).
-    let bind = args.bind.first().copied().unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)));
+    let bind = args
+        .bind
+        .first()
+        .copied()
+        .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)));
     if args.discovery_port == bind.port() {
         return Err(SettingsError::PortClash {
             port_name: name("discovery_port"),

@@ -105,11 +105,16 @@ mod tests {
         let v4_only = iface("eth0", &["10.0.0.1"]);
         assert_eq!(gap(&v4_only, &scope("[::]:9470")), Some(Gap::NoV6));
         assert_eq!(gap(&v4_only, &scope("0.0.0.0:9470")), None);
-        let dual = BindScope::from_bound(&["0.0.0.0:1".parse().unwrap(), "[::]:1".parse().unwrap()]);
+        let dual =
+            BindScope::from_bound(&["0.0.0.0:1".parse().unwrap(), "[::]:1".parse().unwrap()]);
         assert_eq!(gap(&ll_only, &dual), None);
         assert_eq!(gap(&v4_only, &dual), None);
         assert_eq!(gap(&iface("br0", &[]), &scope("0.0.0.0:1")), None);
-        assert_eq!(gap(&ll_only, &scope("10.0.0.9:1")), None, "bound to one address");
+        assert_eq!(
+            gap(&ll_only, &scope("10.0.0.9:1")),
+            None,
+            "bound to one address"
+        );
     }
 
     #[test]

@@ -40,7 +40,11 @@ fn disconnect_pauses_redials_until_the_peer_is_found_with_something_new() {
     });
     assert_eq!(closes(&acts), vec![(c, CloseCode::Disconnect)]);
     assert_eq!(answers(&acts), vec![&Answer::Done]);
-    assert!(r.core.peers[&v[1]].info(&v[1], Default::default(), r.now).paused);
+    assert!(
+        r.core.peers[&v[1]]
+            .info(&v[1], Default::default(), r.now)
+            .paused
+    );
     assert_eq!(r.state(v[1]), Some(PeerState::Backoff));
     // Its watcher reports the close: nothing changes, nothing is redialled.
     let reason = ConnectionError::LocallyClosed;
