@@ -71,9 +71,12 @@ pub fn is_v6_link_local(ip: IpAddr) -> bool {
 pub fn display(addr: &SocketAddr) -> String {
     match addr {
         SocketAddr::V6(v6) if v6.scope_id() != 0 => {
+            // nix answers an index no interface has with Ok(""), not an error.
             match nix::net::if_::if_indextoname(v6.scope_id()) {
-                Ok(name) => format!("[{}%{}]:{}", v6.ip(), name.to_string_lossy(), v6.port()),
-                Err(_) => addr.to_string(),
+                Ok(name) if !name.is_empty() => {
+                    format!("[{}%{}]:{}", v6.ip(), name.to_string_lossy(), v6.port())
+                }
+                _ => addr.to_string(),
             }
         }
         _ => addr.to_string(),
