@@ -322,15 +322,12 @@ impl Core {
             return;
         };
         let new_source = peer.add_source(source);
-        let mut moved = false;
-        if source.reports_whole_set() {
-            let gone = peer.replace_source_addrs(source, &addrs);
-            let remote = peer.live().and_then(|l| l.remote);
-            moved = remote.is_some_and(|r| gone.contains(&r)) && !addrs.is_empty();
-            if !gone.is_empty() {
-                let gone = crate::logfmt::list(&gone);
-                info!(peer = %id, %source, %gone, "peer no longer announces these addresses; dropped");
-            }
+        let gone = peer.note_source_addrs(source, &addrs);
+        let remote = peer.live().and_then(|l| l.remote);
+        let moved = remote.is_some_and(|r| gone.contains(&r)) && !addrs.is_empty();
+        if !gone.is_empty() {
+            let gone = crate::logfmt::list(&gone);
+            info!(peer = %id, %source, %gone, "peer no longer announces these addresses; dropped");
         }
         let new_addrs = peer.add_addrs(addrs);
         let new_info = new_source || new_addrs;

@@ -71,9 +71,9 @@ pub(super) struct Peer {
     pub sources: BTreeSet<Source>,
     /// Addresses learned from discovery or given as IP addresses.
     pub addrs: BTreeSet<SocketAddr>,
-    /// The latest address set of each source that reports whole sets
-    /// ([`Source::reports_whole_set`]).
-    pub whole_sets: BTreeMap<Source, BTreeSet<SocketAddr>>,
+    /// The addresses each discovery source gave: the latest set of a source that
+    /// reports whole sets ([`Source::reports_whole_set`]), all of them for the others.
+    pub by_source: BTreeMap<Source, BTreeSet<SocketAddr>>,
     /// Host names (static peers, ConnectPeer) resolved before each dial.
     pub hosts: BTreeSet<PeerHost>,
     pub link: Link,
@@ -96,7 +96,7 @@ impl Peer {
         Peer {
             sources: BTreeSet::new(),
             addrs: BTreeSet::new(),
-            whole_sets: BTreeMap::new(),
+            by_source: BTreeMap::new(),
             hosts: BTreeSet::new(),
             link: Link::Idle { retry_at: now },
             dial: None,
@@ -158,20 +158,32 @@ impl Peer {
         self.addrs.len() > before
     }
 
-    /// A source's whole current set ([`Source::reports_whole_set`]): the addresses it
-    /// gave before and no longer gives are dropped, unless an operator configured them
-    /// (`--peer`, ConnectPeer with an IP). Returns them.
-    pub fn replace_source_addrs(
+    /// Notes what a source said. A source that reports whole sets
+    /// ([`Source::reports_whole_set`]) replaces its set: the addresses it gave before
+    /// and no longer gives are dropped, unless another source gave them too or an
+    /// operator configured them (`--peer`, ConnectPeer with an IP). Returns those.
+    pub fn note_source_addrs(
         &mut self,
         source: Source,
         addrs: &BTreeSet<SocketAddr>,
     ) -> Vec<SocketAddr> {
-        let before = self.whole_sets.insert(source, addrs.clone());
+        if !source.reports_whole_set() {
+            // Bounded like the row's own addresses.
+            let set = self.by_source.entry(source).or_default();
+            for a in addrs {
+                if set.len() >= MAX_ADDRS_PER_PEER {
+                    break;
+                }
+                set.insert(*a);
+            }
+            return Vec::new();
+        }
+        let before = self.by_source.insert(source, addrs.clone());
         let mut gone = Vec::new();
         for a in before.unwrap_or_default().difference(addrs) {
             let configured = self.hosts.contains(&PeerHost::Addr(*a));
             let elsewhere = self
-                .whole_sets
+                .by_source
                 .iter()
                 .any(|(s, set)| *s != source && set.contains(a));
             if !configured && !elsewhere && self.addrs.remove(a) {
