@@ -226,3 +226,41 @@ async fn a_renumbered_node_is_followed_to_its_new_address() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dual_stack_node_meshes_with_an_ipv4_only_and_an_ipv6_only_node() {
+    // Node 0 binds both families; node 1 has IPv4 only (bound to it), node 2 only its
+    // fe80:: address. Node 0 must announce and dial both; 1 and 2 cannot talk.
+    let lan = Lan::new("vd", 3);
+    link_local_only(&lan, 2);
+    let mdns = ["--discovery-mode", "mdns"];
+    let mut dual = v6_opts(&lan, 0, &mdns);
+    dual.extra
+        .extend(["--bind".into(), format!("0.0.0.0:{IROH_PORT}")]);
+    let dual = Sidecar::start("dual", dual).await;
+    let mut v4 = v6_opts(&lan, 1, &mdns);
+    v4.bind = Some(SocketAddr::from(([0, 0, 0, 0], IROH_PORT)));
+    let v4 = Sidecar::start("v4-only", v4).await;
+    let v6 = Sidecar::start("v6-only", v6_opts(&lan, 2, &mdns)).await;
+    let both = wait_until(Duration::from_secs(20), || async {
+        let c = dual.connected().await;
+        c.contains(&v4.id) && c.contains(&v6.id)
+    })
+    .await;
+    assert!(
+        both.is_some(),
+        "the dual-stack node did not reach both: {:?}",
+        futures_peers(&[&dual, &v4, &v6])
+    );
+    let status = dual.status().await;
+    assert_eq!(status.bound_addrs.len(), 2, "{:?}", status.bound_addrs);
+    let p4 = dual.peer(&v4.id).await.expect("listed");
+    assert!(
+        p4.addrs.iter().any(|a| a.starts_with("10.77.0.2:")),
+        "{p4:?}"
+    );
+    let p6 = dual.peer(&v6.id).await.expect("listed");
+    assert!(p6.addrs.iter().any(|a| a.contains("%eth0]")), "{p6:?}");
+    // No common family: these two never connect (the dual-stack node is no relay).
+    assert!(!v4.connected().await.contains(&v6.id));
+}
