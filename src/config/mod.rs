@@ -106,7 +106,8 @@ pub struct RunArgs {
     pub shared_key: Option<SharedKey>,
 
     /// Static peers, ENDPOINT_ID@HOST:PORT, comma-separated or repeated. Host names are
-    /// resolved before each dial.
+    /// resolved before each dial; a link-local IPv6 address names its interface:
+    /// ID@[fe80::1%eth0]:9470 or %2.
     #[arg(long = "peer", env = "PEAT_SIDECAR_PEERS", value_delimiter = ',', value_parser = parse_peer_spec)]
     pub peers: Vec<PeerSpec>,
 
