@@ -69,6 +69,7 @@ fn defaults_pass_and_carry_the_values() {
     let s = check(&[]).unwrap();
     assert_eq!(s.node.bind.len(), 1);
     assert_eq!(s.node.bind[0].port(), crate::config::DEFAULT_IROH_PORT);
+    assert!(s.node.bind[0].ip().is_unspecified() && s.node.bind[0].is_ipv4());
     assert_eq!(s.node.liveness.keep_alive, Duration::from_millis(1000));
     assert_eq!(s.node.liveness.idle_timeout, Duration::from_millis(5000));
     assert!(s.discovery.modes.0.is_empty());
