@@ -57,6 +57,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
 
     let node = start_node(&settings, secret_key.clone()).await?;
     let shutdown = CancellationToken::new();
+    crate::netchange::spawn(node.endpoint().clone(), shutdown.child_token());
     let sources = match start_sources(&settings, &node, secret_key, &shutdown).await {
         Ok(s) => s,
         Err(e) => {
@@ -117,7 +118,7 @@ async fn start_sources(
         iroh_port: bound_addrs
             .first()
             .map(|a| a.port())
-            .unwrap_or(settings.node.bind.port()),
+            .unwrap_or(crate::config::DEFAULT_IROH_PORT),
         bound_addrs,
         peers: node.peers().clone(),
         shutdown: shutdown.child_token(),
@@ -149,7 +150,7 @@ fn status_info(settings: &Settings, node: &Node) -> StatusInfo {
 fn log_settings(s: &Settings, host: &Host) {
     let live = s.node.liveness;
     info!(
-        bind = %s.node.bind,
+        bind = %crate::logfmt::list(&s.node.bind),
         app_id = %s.node.app_id,
         discovery = %s.discovery.modes,
         keep_alive_ms = live.keep_alive.as_millis() as u64,

@@ -53,6 +53,13 @@ impl Source {
     pub fn withdrawn_on_departure(self) -> bool {
         matches!(self, Source::Mdns)
     }
+
+    /// Sources whose every `Found` carries the peer's whole current address set, as
+    /// the peer announces it itself (mDNS): an address missing from the latest one is
+    /// gone (renumbered), and the peer manager drops it.
+    pub fn reports_whole_set(self) -> bool {
+        matches!(self, Source::Mdns)
+    }
 }
 
 impl fmt::Display for Source {

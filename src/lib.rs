@@ -13,7 +13,9 @@
 //! - [`events`]: what the node and the sources tell each other (imported by both; the
 //!   node imports nothing from discovery);
 //! - [`logfmt`]: human forms of values for text logs;
-//! - [`ratelimit`]: the token bucket and the rate-limited log.
+//! - [`netchange`]: tells iroh when this host's addresses change;
+//! - [`ratelimit`]: the token bucket and the rate-limited log;
+//! - [`scoped`]: IPv6 zone ids (`%eth0`, `%2`) in addresses.
 
 pub mod api;
 pub mod config;
@@ -21,7 +23,9 @@ pub mod daemon;
 pub mod discovery;
 pub mod events;
 pub mod logfmt;
+pub mod netchange;
 pub mod node;
 pub mod notify;
 pub mod ratelimit;
+pub mod scoped;
 pub mod settings;

@@ -688,7 +688,7 @@ async fn silent_connections_beyond_max_pending_handshakes_are_refused() {
     for _ in 0..SILENT {
         let ep = endpoint::bind(
             iroh::SecretKey::generate(),
-            "127.0.0.1:0".parse().unwrap(),
+            &["127.0.0.1:0".parse().unwrap()],
             live,
         )
         .await

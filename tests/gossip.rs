@@ -352,7 +352,7 @@ async fn fake_member(peer: &Sidecar) -> (peat_sidecar::node::Node, iroh::endpoin
         .unwrap();
     let node = Node::start(NodeConfig {
         secret_key: iroh::SecretKey::generate(),
-        bind: SocketAddr::from(([127, 0, 0, 1], free_port())),
+        bind: vec![SocketAddr::from(([127, 0, 0, 1], free_port()))],
         app_id: peer.opts.app_id.clone(),
         shared_key: Some(SharedKey(key)),
         static_peers: vec![PeerSpec {

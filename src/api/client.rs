@@ -221,7 +221,7 @@ pub async fn connect_peer(args: &ConnectArgs) -> Result<(), ClientError> {
         .map_or(DEFAULT_CONNECT_WAIT, Duration::from_secs);
     let req = pb::ConnectPeerRequest {
         endpoint_id: resolve(&mut c, &t, &args.peer.id).await?,
-        addresses: args.peer.host.iter().map(|h| h.to_string()).collect(),
+        addresses: args.peer.host.iter().cloned().collect(),
         timeout_ms: u32::try_from(wait.as_millis()).unwrap_or(u32::MAX),
     };
     let peer = t

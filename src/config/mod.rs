@@ -19,6 +19,8 @@ pub use values::*;
 
 /// UDP port of the iroh endpoint unless `--bind` says otherwise.
 pub const DEFAULT_IROH_PORT: u16 = 9470;
+/// `--bind` unless set: every IPv4 address, on [`DEFAULT_IROH_PORT`].
+pub const DEFAULT_BIND: &str = "0.0.0.0:9470";
 /// Port of the dns mode's identity handshake.
 pub const DEFAULT_DISCOVERY_PORT: u16 = 9471;
 /// Where the gRPC API listens, and where the client looks for it.
@@ -73,9 +75,10 @@ pub enum LogFormat {
 /// Settings of `peat-sidecar run`.
 #[derive(Debug, Args, Clone)]
 pub struct RunArgs {
-    /// UDP address of the iroh QUIC endpoint.
-    #[arg(long, env = "PEAT_SIDECAR_BIND", default_value_t = SocketAddr::from(([0, 0, 0, 0], DEFAULT_IROH_PORT)))]
-    pub bind: SocketAddr,
+    /// UDP address of the iroh QUIC endpoint; two, one per family, for a dual-stack
+    /// node: `0.0.0.0:9470,[::]:9470` (same port; repeat the flag or separate with commas).
+    #[arg(long, env = "PEAT_SIDECAR_BIND", value_delimiter = ',', default_value = DEFAULT_BIND)]
+    pub bind: Vec<SocketAddr>,
 
     /// Directory that holds the identity key (`secret.key`, mode 0600).
     #[arg(
@@ -103,7 +106,8 @@ pub struct RunArgs {
     pub shared_key: Option<SharedKey>,
 
     /// Static peers, ENDPOINT_ID@HOST:PORT, comma-separated or repeated. Host names are
-    /// resolved before each dial.
+    /// resolved before each dial; a link-local IPv6 address names its interface:
+    /// ID@[fe80::1%eth0]:9470 or %2.
     #[arg(long = "peer", env = "PEAT_SIDECAR_PEERS", value_delimiter = ',', value_parser = parse_peer_spec)]
     pub peers: Vec<PeerSpec>,
 

@@ -144,7 +144,7 @@ pub enum PeerHost {
 impl fmt::Display for PeerHost {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            PeerHost::Addr(a) => write!(f, "{a}"),
+            PeerHost::Addr(a) => f.write_str(&crate::scoped::display(a)),
             PeerHost::Name { host, port } => write!(f, "{host}:{port}"),
         }
     }
@@ -156,6 +156,12 @@ impl FromStr for PeerHost {
     fn from_str(s: &str) -> Result<Self, String> {
         let s = s.trim();
         if let Ok(addr) = s.parse::<SocketAddr>() {
+            crate::scoped::check_scope(&addr)?;
+            return Ok(PeerHost::Addr(addr));
+        }
+        if let Some(addr) = crate::scoped::parse_named_zone(s) {
+            let addr = addr?;
+            crate::scoped::check_scope(&addr)?;
             return Ok(PeerHost::Addr(addr));
         }
         let (host, port) = s.rsplit_once(':').ok_or_else(|| {
@@ -203,23 +209,32 @@ pub fn parse_peer_spec(s: &str) -> Result<PeerSpec, String> {
     })
 }
 
-/// The argument of `peat-sidecar connect`: an id with or without an address.
+/// The argument of `peat-sidecar connect`: an id with or without an address. The
+/// address is checked here and sent as written: the sidecar parses it again, and an
+/// interface name in it (`[fe80::1%eth0]:9470`) is the sidecar host's, not ours.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConnectTarget {
     pub id: PeerRef,
-    pub host: Option<PeerHost>,
+    pub host: Option<String>,
 }
 
 pub(crate) fn parse_connect_target(s: &str) -> Result<ConnectTarget, String> {
     match s.trim().split_once('@') {
         Some((id, host)) => Ok(ConnectTarget {
             id: id.parse()?,
-            host: Some(host.parse()?),
+            host: Some(check_connect_host(host.trim())?),
         }),
         None => Ok(ConnectTarget {
             id: s.parse()?,
             host: None,
         }),
+    }
+}
+
+fn check_connect_host(host: &str) -> Result<String, String> {
+    match crate::scoped::split_named_zone(host) {
+        Some(parts) => parts.map(|_| host.to_string()),
+        None => host.parse::<PeerHost>().map(|_| host.to_string()),
     }
 }
 
@@ -294,6 +309,24 @@ mod tests {
         );
         let p = parse_peer_spec(&format!("{ID}@[::1]:9470")).unwrap();
         assert_eq!(p.host, PeerHost::Addr("[::1]:9470".parse().unwrap()));
+    }
+
+    #[test]
+    fn peer_spec_with_scoped_link_local() {
+        let p = parse_peer_spec(&format!("{ID}@[fe80::1%2]:9470")).unwrap();
+        assert_eq!(p.host, PeerHost::Addr("[fe80::1%2]:9470".parse().unwrap()));
+        let lo = crate::scoped::zone_index("lo").unwrap();
+        let p = parse_peer_spec(&format!("{ID}@[fe80::1%lo]:9470")).unwrap();
+        let want = std::net::SocketAddrV6::new("fe80::1".parse().unwrap(), 9470, 0, lo);
+        assert_eq!(p.host, PeerHost::Addr(SocketAddr::V6(want)));
+        assert_eq!(p.to_string(), format!("{ID}@[fe80::1%lo]:9470"));
+        let e = parse_peer_spec(&format!("{ID}@[fe80::1%nosuch0]:9470")).unwrap_err();
+        assert!(e.contains("no such interface"), "{e}");
+        let e = parse_peer_spec(&format!("{ID}@[fd00::1%lo]:9470")).unwrap_err();
+        assert!(e.contains("link-local"), "{e}");
+        let t = parse_connect_target(&format!("{ID}@[fe80::1%nosuch0]:9470")).unwrap();
+        assert_eq!(t.host.as_deref(), Some("[fe80::1%nosuch0]:9470"));
+        assert!(parse_connect_target(&format!("{ID}@[fd00::1%2]:9470")).is_err());
     }
 
     #[test]

@@ -42,11 +42,12 @@ pub struct Liveness {
     pub idle_timeout: Duration,
 }
 
-/// Binds the endpoint. `presets::Minimal` gives the crypto provider only: no relay, no
+/// Binds the endpoint, one socket per address (one per family at most: a dual-stack
+/// node gives two). `presets::Minimal` gives the crypto provider only: no relay, no
 /// DNS or pkarr lookups, so nothing leaves the LAN that we did not ask for.
 pub async fn bind(
     secret_key: SecretKey,
-    addr: SocketAddr,
+    addrs: &[SocketAddr],
     live: Liveness,
 ) -> Result<Endpoint, EndpointError> {
     let idle = live
@@ -60,18 +61,25 @@ pub async fn bind(
         .default_path_keep_alive_interval(live.keep_alive.min(PATH_KEEP_ALIVE_CAP))
         .default_path_max_idle_timeout(live.idle_timeout.min(PATH_IDLE_CAP))
         .build();
-    let builder = Endpoint::builder(presets::Minimal)
+    let mut builder = Endpoint::builder(presets::Minimal)
         .secret_key(secret_key)
         .alpns(vec![ALPN.to_vec()])
         .transport_config(transport)
-        // The builder binds 0.0.0.0:0 and [::]:0 by default; we want exactly one socket
-        // on the documented port.
-        .clear_ip_transports()
-        .bind_addr(addr)
-        .map_err(|e| EndpointError::BadBind {
-            addr,
-            message: e.to_string(),
-        })?;
+        // The builder binds 0.0.0.0:0 and [::]:0 by default; we want exactly our
+        // sockets, on the documented port.
+        .clear_ip_transports();
+    for &addr in addrs {
+        builder = builder
+            .bind_addr(addr)
+            .map_err(|e| EndpointError::BadBind {
+                addr,
+                message: e.to_string(),
+            })?;
+    }
+    let addr = addrs
+        .first()
+        .copied()
+        .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)));
     builder.bind().await.map_err(|e| {
         let mut message = e.to_string();
         let mut kind = None;
@@ -114,7 +122,9 @@ mod tests {
     async fn an_address_not_on_this_host_is_named_as_such() {
         // TEST-NET-3, never on a host: the kernel refuses the bind, nothing is sent.
         let addr: SocketAddr = "203.0.113.77:0".parse().unwrap();
-        let err = bind(SecretKey::generate(), addr, live()).await.unwrap_err();
+        let err = bind(SecretKey::generate(), &[addr], live())
+            .await
+            .unwrap_err();
         let msg = err.to_string();
         assert!(msg.contains("not on this host"), "{msg}");
         assert!(!msg.contains("another peat-sidecar"), "{msg}");
@@ -124,7 +134,9 @@ mod tests {
     async fn a_port_in_use_suggests_another_sidecar() {
         let busy = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         let addr = busy.local_addr().unwrap();
-        let err = bind(SecretKey::generate(), addr, live()).await.unwrap_err();
+        let err = bind(SecretKey::generate(), &[addr], live())
+            .await
+            .unwrap_err();
         let msg = err.to_string();
         assert!(msg.contains("another peat-sidecar"), "{msg}");
     }

@@ -28,7 +28,8 @@ use peers::{Command, GaugeGuard, Limits, PeerManager, PeerManagerHandle, TaskGua
 #[derive(Debug, Clone)]
 pub struct NodeConfig {
     pub secret_key: SecretKey,
-    pub bind: SocketAddr,
+    /// One address, or one per family (dual stack).
+    pub bind: Vec<SocketAddr>,
     pub app_id: String,
     pub shared_key: Option<SharedKey>,
     pub static_peers: Vec<PeerSpec>,
@@ -54,7 +55,7 @@ pub struct Node {
 
 impl Node {
     pub async fn start(cfg: NodeConfig) -> Result<Node, NodeError> {
-        let endpoint = endpoint::bind(cfg.secret_key.clone(), cfg.bind, cfg.liveness).await?;
+        let endpoint = endpoint::bind(cfg.secret_key.clone(), &cfg.bind, cfg.liveness).await?;
         let formation = Formation::new(cfg.app_id.clone(), cfg.shared_key.as_ref());
         let (mut manager, peers) =
             PeerManager::new(endpoint.clone(), formation.clone(), cfg.limits.clone());
@@ -103,6 +104,11 @@ impl Node {
 
     pub fn has_shared_key(&self) -> bool {
         self.formation.has_shared_key()
+    }
+
+    /// The endpoint, for what must reach iroh directly (network changes).
+    pub fn endpoint(&self) -> &Endpoint {
+        &self.endpoint
     }
 
     pub fn bound_addrs(&self) -> Vec<SocketAddr> {

@@ -214,7 +214,13 @@ fn dns(args: &RunArgs) -> Result<DnsSettings, SettingsError> {
             })
         })
         .transpose()?;
-    if args.discovery_port == args.bind.port() {
+    // The handshake answers on the first --bind address's IP (two share one port).
+    let bind = args
+        .bind
+        .first()
+        .copied()
+        .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)));
+    if args.discovery_port == bind.port() {
         return Err(SettingsError::PortClash {
             port_name: name("discovery_port"),
             bind_name: name("bind"),
@@ -225,7 +231,7 @@ fn dns(args: &RunArgs) -> Result<DnsSettings, SettingsError> {
         service,
         query,
         server,
-        handshake_bind: SocketAddr::new(args.bind.ip(), args.discovery_port),
+        handshake_bind: SocketAddr::new(bind.ip(), args.discovery_port),
         port_name: name("discovery_port"),
         interval: args.discovery_interval.duration(),
     })

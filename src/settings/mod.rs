@@ -102,7 +102,13 @@ pub enum SettingsError {
         bind: SocketAddr,
         local: String,
     },
-    #[error("{peer_name} {peer}: an IPv6 address cannot be reached from {bind_name} {bind}, an IPv4 socket (the address family does not match). Bind to [::]:{} or give the peer's IPv4 address", bind.port())]
+    #[error("{bind_name} {given}: {problem}. Give one address, or two of different families on the same port for a dual-stack node: 0.0.0.0:9470,[::]:9470")]
+    BindSet {
+        bind_name: String,
+        given: String,
+        problem: &'static str,
+    },
+    #[error("{peer_name} {peer}: an IPv6 address cannot be reached from {bind_name} {bind}, an IPv4 socket (the address family does not match). Bind to [::]:{} too ({bind_name} {bind},[::]:{}) or give the peer's IPv4 address", bind.port(), bind.port())]
     PeerFamily {
         peer_name: String,
         peer: String,
@@ -137,7 +143,8 @@ pub struct Settings {
 /// The node: endpoint, formation, static peers, limits.
 #[derive(Debug, Clone)]
 pub struct NodeSettings {
-    pub bind: SocketAddr,
+    /// One address, or one per family (dual stack), on one port.
+    pub bind: Vec<SocketAddr>,
     pub app_id: String,
     pub shared_key: Option<SharedKey>,
     pub static_peers: Vec<PeerSpec>,
@@ -203,10 +210,13 @@ impl Settings {
 }
 
 fn node(args: &RunArgs, host: &Host) -> Result<NodeSettings, SettingsError> {
-    check_bind(args, host)?;
+    check_bind_set(args)?;
+    for bind in &args.bind {
+        check_bind(args, *bind, host)?;
+    }
     check_peer_families(args)?;
     Ok(NodeSettings {
-        bind: args.bind,
+        bind: args.bind.clone(),
         app_id: args.app_id.clone(),
         shared_key: load_shared_key(args)?,
         static_peers: args.peers.clone(),
@@ -248,10 +258,31 @@ fn liveness(args: &RunArgs) -> Result<Liveness, SettingsError> {
     })
 }
 
+/// `--bind`: one address, or two of different families on one port (mDNS announces
+/// one port; iroh takes one socket per family).
+fn check_bind_set(args: &RunArgs) -> Result<(), SettingsError> {
+    let problem = match args.bind.as_slice() {
+        [] => Some("no address"),
+        [_] => None,
+        [a, b] if a.is_ipv4() == b.is_ipv4() => Some("two addresses of the same family"),
+        [a, b] if a.port() != b.port() => Some("the two addresses have different ports"),
+        [_, _] => None,
+        _ => Some("more than two addresses"),
+    };
+    match problem {
+        None => Ok(()),
+        Some(problem) => Err(SettingsError::BindSet {
+            bind_name: args.origins.name("bind"),
+            given: crate::logfmt::list(&args.bind),
+            problem,
+        }),
+    }
+}
+
 /// A specific `--bind` address must be one of this host's: the kernel refuses others,
 /// and the bind error would otherwise suggest a port clash.
-fn check_bind(args: &RunArgs, host: &Host) -> Result<(), SettingsError> {
-    let ip = args.bind.ip();
+fn check_bind(args: &RunArgs, bind: SocketAddr, host: &Host) -> Result<(), SettingsError> {
+    let ip = bind.ip();
     // Linux answers on the whole of 127.0.0.0/8, not just the address lo carries.
     let loopback_v4 = matches!(ip, IpAddr::V4(v4) if v4.is_loopback());
     if ip.is_unspecified() || loopback_v4 || host.has_ip(ip) {
@@ -262,15 +293,19 @@ fn check_bind(args: &RunArgs, host: &Host) -> Result<(), SettingsError> {
     local.dedup();
     Err(SettingsError::BindNotLocal {
         bind_name: args.origins.name("bind"),
-        bind: args.bind,
+        bind,
         local: local.join(", "),
     })
 }
 
-/// iroh binds one socket of one family: an IPv6 static peer behind an IPv4 bind can
-/// never be dialled (host names are resolved later and cannot be checked here).
+/// iroh binds one socket per family `--bind` names: an IPv6 static peer behind an
+/// IPv4-only bind can never be dialled (host names are resolved later and cannot be
+/// checked here).
 fn check_peer_families(args: &RunArgs) -> Result<(), SettingsError> {
-    if !args.bind.is_ipv4() {
+    let Some(bind) = args.bind.first().copied() else {
+        return Ok(());
+    };
+    if args.bind.iter().any(|b| b.is_ipv6()) {
         return Ok(());
     }
     let v6 = args
@@ -283,7 +318,7 @@ fn check_peer_families(args: &RunArgs) -> Result<(), SettingsError> {
             peer_name: args.origins.name("peers"),
             peer: p.to_string(),
             bind_name: args.origins.name("bind"),
-            bind: args.bind,
+            bind,
         }),
     }
 }

@@ -67,7 +67,9 @@ fn err(extra: &[&str]) -> String {
 #[test]
 fn defaults_pass_and_carry_the_values() {
     let s = check(&[]).unwrap();
-    assert_eq!(s.node.bind.port(), crate::config::DEFAULT_IROH_PORT);
+    assert_eq!(s.node.bind.len(), 1);
+    assert_eq!(s.node.bind[0].port(), crate::config::DEFAULT_IROH_PORT);
+    assert!(s.node.bind[0].ip().is_unspecified() && s.node.bind[0].is_ipv4());
     assert_eq!(s.node.liveness.keep_alive, Duration::from_millis(1000));
     assert_eq!(s.node.liveness.idle_timeout, Duration::from_millis(5000));
     assert!(s.discovery.modes.0.is_empty());
@@ -256,6 +258,27 @@ fn bind_must_be_an_address_of_this_host() {
         e.contains("10.0.0.1") && !e.contains("another peat-sidecar"),
         "{e}"
     );
+}
+
+#[test]
+fn dual_stack_bind_takes_one_address_per_family_on_one_port() {
+    let s = check(&["--bind", "0.0.0.0:9470,[::]:9470"]).unwrap();
+    assert_eq!(s.node.bind.len(), 2);
+    check(&["--bind", "[::]:9470", "--bind", "0.0.0.0:9470"]).unwrap();
+    let e = err(&["--bind", "0.0.0.0:9470,127.0.0.1:9470"]);
+    assert!(e.contains("same family") && e.contains("--bind"), "{e}");
+    let e = err(&["--bind", "0.0.0.0:9470,[::]:9480"]);
+    assert!(e.contains("different ports"), "{e}");
+    let e = err(&["--bind", "0.0.0.0:1,[::]:1,[::1]:1"]);
+    assert!(e.contains("more than two"), "{e}");
+    // A v6 peer is fine once IPv6 is bound too.
+    check(&[
+        "--peer",
+        &format!("{ID}@[fd00::2]:9470"),
+        "--bind",
+        "0.0.0.0:9470,[::]:9470",
+    ])
+    .unwrap();
 }
 
 #[test]

@@ -11,7 +11,7 @@ use std::{
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
-use super::{oneshot, scope::BindScope};
+use super::{gaps::GapLog, oneshot, scope::BindScope};
 use crate::discovery::iface::{
     IfaceChange, IfaceError, InterfaceFilter, InterfaceWatcher, Snapshot, Subscription,
 };
@@ -36,20 +36,37 @@ pub struct Interfaces {
     _watcher: InterfaceWatcher,
     /// False once the watcher is gone.
     alive: bool,
+    /// Warns about interfaces without an address of a bound family.
+    gaps: GapLog,
+    scope: BindScope,
 }
 
 impl Interfaces {
-    pub fn start(filter: InterfaceFilter, shutdown: CancellationToken) -> Result<Self, IfaceError> {
+    pub fn start(
+        filter: InterfaceFilter,
+        scope: BindScope,
+        shutdown: CancellationToken,
+    ) -> Result<Self, IfaceError> {
         let watcher = InterfaceWatcher::spawn(shutdown)?;
         let sub = watcher.subscribe();
         let eligible = Arc::new(RwLock::new(eligible_names(&filter, sub.current())));
-        Ok(Interfaces {
+        let mut me = Interfaces {
             filter,
             eligible,
             sub,
             _watcher: watcher,
             alive: true,
-        })
+            gaps: GapLog::default(),
+            scope,
+        };
+        me.check_gaps();
+        Ok(me)
+    }
+
+    fn check_gaps(&mut self) {
+        let snap = self.sub.current();
+        let eligible = snap.values().filter(|i| self.filter.eligible(i));
+        self.gaps.check(eligible, &self.scope);
     }
 
     /// The eligible interface names now, sorted (for the log).
@@ -133,6 +150,10 @@ impl Interfaces {
             log_change(name, was, is);
         }
         *cur = new;
+        drop(cur);
+        if out.relevant {
+            self.check_gaps();
+        }
         out
     }
 }

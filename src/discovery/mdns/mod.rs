@@ -9,10 +9,10 @@
 //!   eligible (up, running, multicast, not point-to-point, `--mdns-interfaces`,
 //!   `--mdns-loopback`), and only the address family iroh is bound to.
 //! - **Which addresses.** mdns-sd announces on each interface only the service
-//!   addresses in that interface's subnet. IPv6 link-local addresses share fe80::/64
-//!   on every link, so they would leak across interfaces; and without a scope they
-//!   cannot be dialled anyway. We therefore never announce IPv6 link-local addresses.
-//!   If iroh is bound to one address, only that address is announced.
+//!   addresses in that interface's subnet. IPv6 link-local addresses are announced
+//!   too (an fe80-only LAN has nothing else); receivers give each one the scope of the
+//!   interface the record came in on (see [`scope`]). If iroh is bound to one
+//!   address, only that address is announced.
 //! - **Speed.** mdns-sd re-reads the interfaces on a timer. The watcher tells us within
 //!   ~200 ms (settle) of a kernel change, and we make mdns-sd re-apply its interface
 //!   selection at once: a new interface gets an announcement and a browse query there.
@@ -28,13 +28,14 @@
 //! skipped; malformed TXT records are skipped with a rate-limited warning.
 //!
 //! Modules: [`scope`] (which addresses we announce and dial), [`interfaces`] (the
-//! eligible set the daemon reads), [`tracker`] (the records we know and the found/lost
+//! eligible set the daemon reads), [`gaps`] (interfaces without a bound family), [`tracker`] (the records we know and the found/lost
 //! rules, pure), [`schedule`] (the driver's own timers, pure), [`driver`] (the task
 //! that talks to mdns-sd), [`oneshot`] and [`txt`]. This file starts it all, and is
 //! the one place that reads the settings.
 
 mod daemon_metrics;
 pub mod driver;
+pub mod gaps;
 pub mod interfaces;
 pub mod oneshot;
 pub mod schedule;
@@ -80,8 +81,8 @@ pub async fn start(
     let filter = settings.filter.clone();
     let max_known_peers = settings.max_known_peers;
 
-    let ifaces = Interfaces::start(filter, ctx.shutdown.child_token())?;
     let scope = BindScope::from_bound(&ctx.bound_addrs);
+    let ifaces = Interfaces::start(filter, scope.clone(), ctx.shutdown.child_token())?;
     info!(
         interfaces = %crate::logfmt::list(ifaces.names()), ipv4 = scope.v4, ipv6 = scope.v6,
         "mdns: starting on these interfaces"

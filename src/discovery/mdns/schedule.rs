@@ -125,7 +125,13 @@ impl Schedule {
             jobs.extend(self.reapply(now));
         }
         if take_if_due(&mut self.restore_check_at, now) {
+            // The fast check has dropped the vanished address from our record by now.
+            // Peers still hold it (nothing withdraws one address; it would live out its
+            // 120 s TTL): an announcement of what is left, with the cache-flush bit,
+            // makes them drop it within a second. After a renumber that is what moves
+            // their connections (the peer manager follows a connected peer's move).
             jobs.push(Job::RestoreIpCheck);
+            jobs.push(Job::Reannounce);
         }
         if take_if_due(&mut self.requery_at, now) {
             if self.requery.take(now).is_ok() {
@@ -213,7 +219,11 @@ mod tests {
         assert_eq!(s.take_due(refill, 0.0), vec![fast]);
         let restore = refill + RESTORE_CHECK_AFTER;
         assert_eq!(s.next_deadline(), restore);
-        assert_eq!(s.take_due(restore, 0.0), vec![Job::RestoreIpCheck]);
+        assert_eq!(
+            s.take_due(restore, 0.0),
+            vec![Job::RestoreIpCheck, Job::Reannounce],
+            "a removal is withdrawn from peers' caches by announcing what is left"
+        );
         assert_eq!(s.next_deadline(), start + secs(11.0 + 75.0));
     }
 

@@ -1,7 +1,8 @@
 //! Address scope rules: which addresses we announce, which peer addresses we may dial,
-//! from the sockets iroh is bound to. IPv6 link-local addresses are never announced
-//! (they share fe80::/64 on every link) and are dialled only with the index of the
-//! interface they were heard on.
+//! from the sockets iroh is bound to. IPv6 link-local addresses are announced (on a
+//! LAN with nothing else they are all there is) and are dialled only with the index of
+//! the interface they were heard on: the same fe80::/64 is on every link, so the
+//! address alone does not say where it is.
 
 use std::{
     collections::BTreeSet,
@@ -46,11 +47,13 @@ impl BindScope {
         }
     }
 
-    /// May this address be announced in our A/AAAA records?
+    /// May this address be announced in our A/AAAA records? mdns-sd sends a
+    /// link-local address on every interface (its subnet test cannot tell links
+    /// apart), so a host on two links also announces the other link's fe80 address; a
+    /// receiver dials it with its own interface's scope, that path fails, and the
+    /// right one wins. Harmless, and the price of meshing on fe80-only LANs.
     pub fn announce_ok(&self, ip: IpAddr) -> bool {
-        self.transport_ok(ip)
-            && !is_v6_link_local(ip)
-            && (self.only.is_empty() || self.only.contains(&ip))
+        self.transport_ok(ip) && (self.only.is_empty() || self.only.contains(&ip))
     }
 
     /// May we hand this peer address to the dialer? (A v6 address is useless to an
@@ -60,9 +63,7 @@ impl BindScope {
     }
 }
 
-pub fn is_v6_link_local(ip: IpAddr) -> bool {
-    matches!(ip, IpAddr::V6(v6) if (v6.segments()[0] & 0xffc0) == 0xfe80)
-}
+pub use crate::scoped::is_v6_link_local;
 
 /// Socket addresses of a resolved peer that our endpoint can dial, from (address,
 /// index of the interface it was heard on). IPv6 link-local ones are kept only with
@@ -119,9 +120,10 @@ mod tests {
         let any6 = BindScope::from_bound(&[sa("[::]:9470")]);
         assert!(any6.announce_ok("fd00::1".parse().unwrap()));
         assert!(
-            !any6.announce_ok("fe80::1".parse().unwrap()),
-            "link-local never announced"
+            any6.announce_ok("fe80::1".parse().unwrap()),
+            "link-local is announced: on an fe80-only LAN it is all there is"
         );
+        assert!(!any4.announce_ok("fe80::1".parse().unwrap()));
         assert!(any6.transport_ok("fe80::1".parse().unwrap()));
     }
 

@@ -5,8 +5,12 @@
 //! - Records are kept by full name, at most `max(--max-known-peers, 64)`; when full,
 //!   the one resolved longest ago goes (`make_room`), and the browse is restarted once
 //!   the flood has calmed down.
-//! - A record resolves twice (IPv4, then with IPv6): its addresses are merged, and
-//!   `Found` is sent again only when the set grows.
+//! - A resolution carries every address mdns-sd holds for the record (it resolves from
+//!   its cache, which drops an address one second after the peer announces a new set:
+//!   the cache-flush bit). So the record's addresses are replaced, and `Found` is sent
+//!   again whenever the set changes: after a renumber the peer manager hears the new
+//!   address and drops the old one (a record resolves twice at first, IPv4 and then
+//!   with IPv6; the second set holds the first).
 //! - Our own record (by name or endpoint id), records of another app id (counted) and
 //!   malformed TXT records (counted, logged at a bounded rate) are skipped.
 //! - A peer is `Lost` when its last record goes (goodbye or expiry); one announced
@@ -198,10 +202,9 @@ impl Tracker {
             rec.id = id;
             rec.addrs.clear();
         }
-        let before = rec.addrs.len();
-        rec.addrs.extend(addrs);
-        let grew = rec.addrs.len() > before;
-        let found = (grew || back).then(|| (rec.id, rec.addrs.clone()));
+        let changed = rec.addrs != addrs;
+        rec.addrs = addrs;
+        let found = (changed || back).then(|| (rec.id, rec.addrs.clone()));
         if let Some(old) = replaced.filter(|old| !self.names(*old)) {
             events.push(DiscoveryEvent::Lost {
                 id: old,

@@ -325,6 +325,13 @@ impl Core {
             return;
         };
         let new_source = peer.add_source(source);
+        let gone = peer.note_source_addrs(source, &addrs);
+        let remote = peer.live().and_then(|l| l.remote);
+        let moved = remote.is_some_and(|r| gone.contains(&r)) && !addrs.is_empty();
+        if !gone.is_empty() {
+            let gone = crate::logfmt::list(&gone);
+            info!(peer = %id, %source, %gone, "peer no longer announces these addresses; dropped");
+        }
         let new_addrs = peer.add_addrs(addrs);
         let new_info = new_source || new_addrs;
         let at_once = peer.configured() || unaware;
@@ -349,6 +356,9 @@ impl Core {
         }
         if new_source {
             self.emit(id, PeerEventKind::Found, format!("source {source}"));
+        }
+        if moved {
+            self.follow_move(id, now);
         }
         self.try_dial(id, now);
     }

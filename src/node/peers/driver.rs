@@ -20,7 +20,7 @@ use super::{
     core::{Action, Answer, Core, Input},
     dial::dial,
     handle::{Command, PeerManagerHandle},
-    row::{ConnId, NewConn, Ticket},
+    row::{ConnId, NewConn, PathNow, Ticket},
     rules::DialTimeouts,
     types::{Counters, GaugeGuard, Limits, PeerInfo, RequestError, TaskGuard},
 };
@@ -250,18 +250,17 @@ impl PeerManager {
 
     /// A row's snapshot with what only the live connection knows: RTT and bytes.
     fn info_of(&self, id: &EndpointId, p: &super::row::Peer, now: Instant) -> PeerInfo {
-        let mut info = p.info(id, self.rtt_of(id), now);
         let conn = p.live().and_then(|l| self.conns.get(&l.conn));
+        let path = PathNow {
+            rtt: conn.and_then(path::rtt),
+            remote: conn.and_then(path::remote_addr),
+        };
+        let mut info = p.info(id, path, now);
         if let Some(stats) = conn.map(|c| c.stats()) {
             info.bytes_sent = Some(stats.udp_tx.bytes);
             info.bytes_received = Some(stats.udp_rx.bytes);
         }
         info
-    }
-
-    fn rtt_of(&self, id: &EndpointId) -> Option<Duration> {
-        let live = self.core.peers.get(id)?.live()?;
-        path::rtt(self.conns.get(&live.conn)?)
     }
 
     fn connections(&self) -> Vec<(EndpointId, Connection)> {

@@ -2,7 +2,7 @@
 //! and where it stands (its [`Link`], a dial in flight, backoff, errors).
 
 use std::{
-    collections::BTreeSet,
+    collections::{BTreeMap, BTreeSet},
     net::SocketAddr,
     time::{Duration, Instant},
 };
@@ -27,6 +27,13 @@ pub(super) struct NewConn {
     pub id: ConnId,
     pub remote: Option<SocketAddr>,
     pub rtt: Option<Duration>,
+}
+
+/// What the live connection's selected path says now (see [`crate::node::path`]).
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct PathNow {
+    pub rtt: Option<Duration>,
+    pub remote: Option<SocketAddr>,
 }
 
 /// A caller waiting for an answer (ConnectPeer, DisconnectPeer); the driver holds its
@@ -66,6 +73,9 @@ pub(super) struct Peer {
     pub sources: BTreeSet<Source>,
     /// Addresses learned from discovery or given as IP addresses.
     pub addrs: BTreeSet<SocketAddr>,
+    /// The addresses each discovery source gave: the latest set of a source that
+    /// reports whole sets ([`Source::reports_whole_set`]), all of them for the others.
+    pub by_source: BTreeMap<Source, BTreeSet<SocketAddr>>,
     /// Host names (static peers, ConnectPeer) resolved before each dial.
     pub hosts: BTreeSet<PeerHost>,
     pub link: Link,
@@ -88,6 +98,7 @@ impl Peer {
         Peer {
             sources: BTreeSet::new(),
             addrs: BTreeSet::new(),
+            by_source: BTreeMap::new(),
             hosts: BTreeSet::new(),
             link: Link::Idle { retry_at: now },
             dial: None,
@@ -149,6 +160,41 @@ impl Peer {
         self.addrs.len() > before
     }
 
+    /// Notes what a source said. A source that reports whole sets
+    /// ([`Source::reports_whole_set`]) replaces its set: the addresses it gave before
+    /// and no longer gives are dropped, unless another source gave them too or an
+    /// operator configured them (`--peer`, ConnectPeer with an IP). Returns those.
+    pub fn note_source_addrs(
+        &mut self,
+        source: Source,
+        addrs: &BTreeSet<SocketAddr>,
+    ) -> Vec<SocketAddr> {
+        if !source.reports_whole_set() {
+            // Bounded like the row's own addresses.
+            let set = self.by_source.entry(source).or_default();
+            for a in addrs {
+                if set.len() >= MAX_ADDRS_PER_PEER {
+                    break;
+                }
+                set.insert(*a);
+            }
+            return Vec::new();
+        }
+        let before = self.by_source.insert(source, addrs.clone());
+        let mut gone = Vec::new();
+        for a in before.unwrap_or_default().difference(addrs) {
+            let configured = self.hosts.contains(&PeerHost::Addr(*a));
+            let elsewhere = self
+                .by_source
+                .iter()
+                .any(|(s, set)| *s != source && set.contains(a));
+            if !configured && !elsewhere && self.addrs.remove(a) {
+                gone.push(*a);
+            }
+        }
+        gone
+    }
+
     /// Records a source; "inbound" gives way to any real one. True if it was new.
     pub fn add_source(&mut self, source: Source) -> bool {
         if source != Source::Inbound {
@@ -206,15 +252,18 @@ impl Peer {
         dial_timeouts(first, link_rtt)
     }
 
-    /// The API's view of this row; `rtt` comes from the live connection, which only
-    /// the driver holds.
-    pub fn info(&self, id: &EndpointId, rtt: Option<Duration>, now: Instant) -> PeerInfo {
+    /// The API's view of this row; `path` (RTT, the peer's address on the selected
+    /// path now) comes from the live connection, which only the driver holds. Without
+    /// it, the address the connection started on is shown.
+    pub fn info(&self, id: &EndpointId, path: PathNow, now: Instant) -> PeerInfo {
         let live = self.live();
-        let mut addrs: Vec<String> = self.addrs.iter().map(|a| a.to_string()).collect();
-        // A peer that dialled us may be known by nothing else: show where it is.
-        if let Some(remote) = live.and_then(|l| l.remote) {
+        let mut addrs: Vec<String> = self.addrs.iter().map(crate::scoped::display).collect();
+        // A peer that dialled us may be known by nothing else: show where it is. The
+        // path moves with the peer's address (renumbering); show where it is now.
+        let remote = path.remote.or(live.and_then(|l| l.remote));
+        if let Some(remote) = remote.filter(|_| live.is_some()) {
             if !self.addrs.contains(&remote) {
-                addrs.push(remote.to_string());
+                addrs.push(crate::scoped::display(&remote));
             }
         }
         for h in &self.hosts {
@@ -227,7 +276,7 @@ impl Peer {
             state: self.state(now),
             sources: self.sources.iter().copied().collect(),
             addrs,
-            rtt_ms: rtt.map(|d| d.as_secs_f64() * 1000.0),
+            rtt_ms: path.rtt.map(|d| d.as_secs_f64() * 1000.0),
             last_error: self.last_error.clone(),
             outbound: live.map(|l| l.outbound),
             paused: self.link == Link::Paused,

@@ -6,7 +6,10 @@
 //! operator configured go first, then those that failed least often, then the newest:
 //! a burst of unreachable fakes cannot starve a real peer found at the same time.
 
-use std::{collections::hash_map::Entry, time::Instant};
+use std::{
+    collections::hash_map::Entry,
+    time::{Duration, Instant},
+};
 
 use iroh::EndpointId;
 use tracing::{debug, info, warn};
@@ -18,6 +21,10 @@ use super::{
     types::{Counters, DialError, RequestError},
 };
 use crate::{events::PeerEventKind, node::backoff, node::formation::CloseCode};
+
+/// After closing a connection whose peer moved, how long before the redial: iroh
+/// must have dropped the closed connection's path first (see [`Core::follow_move`]).
+const MOVE_REDIAL_DELAY: Duration = Duration::from_millis(100);
 
 impl Core {
     pub(super) fn connected_count(&self) -> usize {
@@ -122,6 +129,32 @@ impl Core {
             return true;
         }
         false
+    }
+
+    /// A connected peer moved: its connection's address is gone from its own
+    /// announcement, so the connection sits on a dead path until the idle timeout.
+    /// Close it and dial the new addresses at once. Not a dial beside the old
+    /// connection: iroh sends a new connection's handshake over the selected path of
+    /// an existing one (the dead address), and only picks among all known addresses
+    /// once the last connection to the peer is gone. The short delay lets iroh see it
+    /// gone. The peer keeps its half until our dial arrives and replaces it (the newer
+    /// connection wins, see [`super::rules::survivor`]) or its idle timeout.
+    pub(super) fn follow_move(&mut self, id: EndpointId, now: Instant) {
+        let Some(peer) = self.peers.get_mut(&id) else {
+            return;
+        };
+        let Some(live) = peer.live().copied() else {
+            return;
+        };
+        peer.link = Link::Idle {
+            retry_at: now + MOVE_REDIAL_DELAY,
+        };
+        let why = "the peer moved to another address";
+        peer.last_error = Some(why.to_string());
+        info!(peer = %id, "peer's address moved; reconnecting to its new addresses");
+        Counters::inc(&self.counters.connections_closed);
+        self.close(live.conn, CloseCode::Duplicate);
+        self.emit(id, PeerEventKind::Disconnected, why);
     }
 
     /// Dials `id` if it is due and no limit holds it back; otherwise the next tick

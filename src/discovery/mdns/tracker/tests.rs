@@ -74,14 +74,17 @@ fn secs(s: u64) -> Duration {
 }
 
 #[test]
-fn two_resolutions_of_one_record_are_merged() {
+fn each_resolution_replaces_the_addresses_of_its_record() {
     let (t0, mut t) = knowing(&[]);
     let v4 = t.on_resolved(peer(1), t0);
     assert_eq!(v4, vec![found(1, &["10.0.0.1"], true)]);
     let both = t.on_resolved(rec(&name(1), 1, "app", &["10.0.0.1", "fd00::1"]), t0);
     assert_eq!(both, vec![found(1, &["10.0.0.1", "fd00::1"], true)]);
-    let again = t.on_resolved(rec(&name(1), 1, "app", &["fd00::1"]), t0);
+    let again = t.on_resolved(rec(&name(1), 1, "app", &["fd00::1", "10.0.0.1"]), t0);
     assert!(again.is_empty(), "a repeat says nothing new: {again:?}");
+    // Renumbered: the old address is gone from the peer's new announcement.
+    let moved = t.on_resolved(rec(&name(1), 1, "app", &["10.0.0.9", "fd00::1"]), t0);
+    assert_eq!(moved, vec![found(1, &["10.0.0.9", "fd00::1"], true)]);
     assert_eq!(t.records(), 1);
 }
 

@@ -40,7 +40,11 @@ fn disconnect_pauses_redials_until_the_peer_is_found_with_something_new() {
     });
     assert_eq!(closes(&acts), vec![(c, CloseCode::Disconnect)]);
     assert_eq!(answers(&acts), vec![&Answer::Done]);
-    assert!(r.core.peers[&v[1]].info(&v[1], None, r.now).paused);
+    assert!(
+        r.core.peers[&v[1]]
+            .info(&v[1], Default::default(), r.now)
+            .paused
+    );
     assert_eq!(r.state(v[1]), Some(PeerState::Backoff));
     // Its watcher reports the close: nothing changes, nothing is redialled.
     let reason = ConnectionError::LocallyClosed;
@@ -293,7 +297,7 @@ fn a_peer_that_dialled_us_shows_its_address_and_the_source_inbound_while_connect
     let v = ids(2);
     let mut r = Rig::new(v[0], limits());
     let (c, _) = r.incoming(v[1]);
-    let info = r.core.peers[&v[1]].info(&v[1], None, r.now);
+    let info = r.core.peers[&v[1]].info(&v[1], Default::default(), r.now);
     assert_eq!(info.sources, vec![Source::Inbound]);
     assert_eq!(info.addrs, vec!["10.77.9.9:40000".to_string()]);
     // Gone with its connection: nothing else knew it.
