@@ -24,6 +24,7 @@ fn connected_at(a: SocketAddr) -> (Rig, Vec<EndpointId>, ConnId) {
         result: Ok(NewConn {
             id: conn,
             remote: Some(a),
+            rtt: None,
         }),
     });
     assert_eq!(r.state(v[1]), Some(PeerState::Connected));
