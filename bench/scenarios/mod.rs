@@ -15,8 +15,10 @@ pub mod iroh_node;
 pub mod join;
 pub mod leave;
 pub mod pcap;
+pub mod pubsub;
 pub mod traffic;
 pub mod util;
+pub mod zenoh;
 
 use std::{future::Future, panic::AssertUnwindSafe, pin::Pin, time::Duration};
 
@@ -122,6 +124,11 @@ pub const ALL: &[Scenario] = &[
         name: "traffic",
         about: "steady-state mDNS packets and bytes per node per minute: peat-sidecar, avahi, iroh",
         run: |c| Box::pin(traffic::run(c)),
+    },
+    Scenario {
+        name: "pubsub",
+        about: "data plane: latency, throughput, bytes per publish, retained sync, bridge hop; vs Zenoh",
+        run: |c| Box::pin(pubsub::run(c)),
     },
 ];
 
