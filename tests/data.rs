@@ -15,8 +15,8 @@ use std::{
 
 use common::{
     data::{
-        get, json_payload, msg, names_publisher, open_subscription, publish, publish_stream,
-        wait_subscribers, data_stats, CliSub, Drained, Got,
+        data_stats, get, json_payload, msg, names_publisher, open_subscription, publish,
+        publish_stream, wait_subscribers, CliSub, Drained, Got,
     },
     interop::PyScript,
     netns::Lan,
@@ -84,7 +84,11 @@ async fn fan_out_and_app_isolation(a: &Sidecar, b: &Sidecar, c: &Sidecar, other:
     for s in [b, c, other] {
         wait_subscribers(s, 1, Duration::from_secs(10)).await;
     }
-    let warm = |s: &CliSub| s.lines().iter().any(|l| l["topic"].as_str().is_some_and(|t| t.starts_with("warm/")));
+    let warm = |s: &CliSub| {
+        s.lines()
+            .iter()
+            .any(|l| l["topic"].as_str().is_some_and(|t| t.starts_with("warm/")))
+    };
     warm_up(a, "a -> b, c", || warm(&sub_b) && warm(&sub_c)).await;
 
     let (ok, out, err) = a.cli(&["publish", "tracks/blue-2", "hello", "--key", "k1"]);
@@ -120,7 +124,11 @@ async fn fan_out_and_app_isolation(a: &Sidecar, b: &Sidecar, c: &Sidecar, other:
         assert_eq!(h["text"], "hello", "{name}: {h}");
         assert_eq!(h["retained"], false, "{name}: {h}");
         let p = h["publisher"].as_str().unwrap_or_default();
-        assert!(names_publisher(p, &a.id), "{name}: publisher {p} is not a {}", a.id);
+        assert!(
+            names_publisher(p, &a.id),
+            "{name}: publisher {p} is not a {}",
+            a.id
+        );
 
         let seq = sub.on_topic("tracks/seq");
         let payloads: Vec<String> = seq
@@ -173,7 +181,11 @@ async fn conflict_converges(nodes: &[&Sidecar]) {
     }
     for n in nodes {
         for e in get(n, "conflict/**").await {
-            let name = if e.publisher == x.id { &x.name } else { &y.name };
+            let name = if e.publisher == x.id {
+                &x.name
+            } else {
+                &y.name
+            };
             assert_eq!(e.payload, format!("from {name}").into_bytes());
             assert!(e.retained, "{e:?}");
             assert_eq!(e.key, "k");
@@ -190,15 +202,22 @@ async fn slow_subscriber_does_not_stall_another(a: &Sidecar, b: &Sidecar) {
     let fast = Drained::subscribe(b, "bulk/**", false).await;
     wait_subscribers(b, before.subscribers + 2, Duration::from_secs(10)).await;
 
+    // 6,000 x 4 KiB (24 MB): several times what the unread subscription's queue
+    // (1,024 messages) plus the HTTP/2 windows and socket buffers on the way can hold.
     let payload = vec![0x5a_u8; 4096];
-    let batch = 200;
+    let (batch, batches) = (200, 30);
     let mut total = 0usize;
     let t0 = Instant::now();
-    // Until b counts drops (the unread subscription overflowed), bounded at 20,000
-    // messages (80 MB): far more than a subscription queue plus HTTP/2 windows hold.
-    while data_stats(b).await.dropped == before.dropped && total < 20_000 {
+    for _ in 0..batches {
         let reqs = (0..batch)
-            .map(|i| msg(&format!("bulk/{}", (total + i) % 7), "", payload.clone(), false))
+            .map(|i| {
+                msg(
+                    &format!("bulk/{}", (total + i) % 7),
+                    "",
+                    payload.clone(),
+                    false,
+                )
+            })
             .collect();
         publish_stream(a, reqs).await;
         total += batch;
@@ -215,11 +234,6 @@ async fn slow_subscriber_does_not_stall_another(a: &Sidecar, b: &Sidecar) {
         );
     }
     eprintln!("{total} messages of 4 KiB in {:?}", t0.elapsed());
-    assert!(
-        data_stats(b).await.dropped > before.dropped,
-        "{total} messages to a subscription that is never read, and b counts no drop: {:?}",
-        data_stats(b).await
-    );
     assert_eq!(fast.missed(), 0, "the read subscriber missed messages");
     assert_eq!(fast.messages().len(), total);
     let seqs: Vec<u64> = fast.messages().iter().map(|m| m.seq).collect();
@@ -239,7 +253,10 @@ async fn slow_subscriber_does_not_stall_another(a: &Sidecar, b: &Sidecar) {
         slow.messages().len(),
         slow.missed()
     );
-    assert!(all.iter().any(|g| matches!(g, Got::Missed(n) if *n > 0)), "no missed notice");
+    assert!(
+        all.iter().any(|g| matches!(g, Got::Missed(n) if *n > 0)),
+        "no missed notice"
+    );
     assert_eq!(slow.messages().len() as u64 + slow.missed(), total as u64);
     let seqs: Vec<u64> = slow.messages().iter().map(|m| m.seq).collect();
     assert!(seqs.windows(2).all(|w| w[0] < w[1]), "slow: not in order");
@@ -247,6 +264,11 @@ async fn slow_subscriber_does_not_stall_another(a: &Sidecar, b: &Sidecar) {
         "slow subscriber: {} delivered, {} missed",
         slow.messages().len(),
         slow.missed()
+    );
+    let st = data_stats(b).await;
+    assert!(
+        st.dropped >= before.dropped + slow.missed(),
+        "b's drop counter does not count what the slow subscriber missed: {st:?}"
     );
 }
 
@@ -308,8 +330,14 @@ async fn bridge_node_carries_messages_across_segments() {
     let on_a = Drained::subscribe(&a, "**", false).await;
     wait_subscribers(&c, 1, Duration::from_secs(10)).await;
     wait_subscribers(&a, 1, Duration::from_secs(10)).await;
-    warm_up(&a, "a -> c", || on_c.messages().iter().any(|m| m.topic.starts_with("warm/"))).await;
-    warm_up(&c, "c -> a", || on_a.messages().iter().any(|m| m.topic.starts_with("warm/"))).await;
+    warm_up(&a, "a -> c", || {
+        on_c.messages().iter().any(|m| m.topic.starts_with("warm/"))
+    })
+    .await;
+    warm_up(&c, "c -> a", || {
+        on_a.messages().iter().any(|m| m.topic.starts_with("warm/"))
+    })
+    .await;
 
     let sent = publish(&a, msg("over/bridge", "x", "via b", false)).await;
     let back = publish(&c, msg("back/bridge", "", "via b too", false)).await;
@@ -323,10 +351,21 @@ async fn bridge_node_carries_messages_across_segments() {
         on_c.messages(),
         on_a.messages()
     );
-    let m = on_c.messages().into_iter().find(|m| m.topic == "over/bridge").unwrap();
-    assert_eq!((m.seq, m.hlc, m.publisher.as_str()), (sent.seq, sent.hlc, a.id.as_str()));
+    let m = on_c
+        .messages()
+        .into_iter()
+        .find(|m| m.topic == "over/bridge")
+        .unwrap();
+    assert_eq!(
+        (m.seq, m.hlc, m.publisher.as_str()),
+        (sent.seq, sent.hlc, a.id.as_str())
+    );
     assert_eq!(m.payload, b"via b");
-    let m = on_a.messages().into_iter().find(|m| m.topic == "back/bridge").unwrap();
+    let m = on_a
+        .messages()
+        .into_iter()
+        .find(|m| m.topic == "back/bridge")
+        .unwrap();
     assert_eq!((m.seq, m.publisher.as_str()), (back.seq, c.id.as_str()));
 
     let r = publish(&a, msg("state/a", "mode", "bridged", true)).await;
@@ -337,7 +376,10 @@ async fn bridge_node_carries_messages_across_segments() {
     assert!(got.is_some(), "get on c: {:?}", get(&c, "**").await);
     let e = get(&c, "state/a").await;
     assert_eq!(e.len(), 1, "{e:?}");
-    assert_eq!((e[0].key.as_str(), e[0].payload.as_slice()), ("mode", b"bridged".as_slice()));
+    assert_eq!(
+        (e[0].key.as_str(), e[0].payload.as_slice()),
+        ("mode", b"bridged".as_slice())
+    );
     assert_eq!(e[0].publisher, a.id);
     assert!(e[0].retained);
     // No duplicates of the live messages (b must not send one back and forth).
@@ -365,7 +407,12 @@ async fn late_joiner_gets_retained_state_and_keeps_it_over_a_restart() {
     let n = 1000usize;
     let topic = |i: usize| format!("fleet/unit-{}", i % 50);
     let want: BTreeMap<(String, String), Vec<u8>> = (0..n)
-        .map(|i| ((topic(i), format!("k{i}")), format!("value {i}").into_bytes()))
+        .map(|i| {
+            (
+                (topic(i), format!("k{i}")),
+                format!("value {i}").into_bytes(),
+            )
+        })
         .collect();
     let reqs = want
         .iter()
@@ -394,7 +441,12 @@ async fn late_joiner_gets_retained_state_and_keeps_it_over_a_restart() {
             as_map(get(s, "fleet/**").await) == want
         })
         .await;
-        assert!(ok.is_some(), "{} has {} entries", s.name, get(s, "fleet/**").await.len());
+        assert!(
+            ok.is_some(),
+            "{} has {} entries",
+            s.name,
+            get(s, "fleet/**").await.len()
+        );
     }
 
     let di = lan.add_host(0);
@@ -404,11 +456,20 @@ async fn late_joiner_gets_retained_state_and_keeps_it_over_a_restart() {
     })
     .await;
     let entries = get(&d, "fleet/**").await;
-    assert!(took.is_some(), "the joiner has {} of {n} entries after 60 s", entries.len());
+    assert!(
+        took.is_some(),
+        "the joiner has {} of {n} entries after 60 s",
+        entries.len()
+    );
     eprintln!("late joiner got {n} retained entries {took:?} after its API answered");
-    assert!(entries.iter().all(|e| e.retained && e.publisher == nodes[0].id));
+    assert!(entries
+        .iter()
+        .all(|e| e.retained && e.publisher == nodes[0].id));
     assert_eq!(as_map(entries), want, "the joiner's retained state differs");
-    assert!(get(&d, "fleet/gone").await.is_empty(), "a deleted key came back");
+    assert!(
+        get(&d, "fleet/gone").await.is_empty(),
+        "a deleted key came back"
+    );
     let st = data_stats(&d).await;
     assert_eq!(st.retained_entries, n as u64, "{st:?}");
 
@@ -446,20 +507,35 @@ async fn python_example_across_two_hosts() {
             "--json".into(),
         ],
     );
-    listener.wait_for("subscribed", Duration::from_secs(60)).await;
+    listener
+        .wait_for("subscribed", Duration::from_secs(60))
+        .await;
     wait_subscribers(&b, 1, Duration::from_secs(10)).await;
     // The publisher runs on a warm-up topic until the listener saw one of those (the
     // data link may follow the connection by a moment); then one run on the real
     // topic must deliver its five messages, once each and in order.
     let got_one = wait_until(Duration::from_secs(60), || async {
         let out = run_publisher(&lan, &a, &example, "demo/warm");
-        assert!(out.status.success(), "publish.py: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "publish.py: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         listener.has("topic").is_some()
     })
     .await;
-    assert!(got_one.is_some(), "listener printed: {:?}\n{}", listener.lines(), listener.stderr());
+    assert!(
+        got_one.is_some(),
+        "listener printed: {:?}\n{}",
+        listener.lines(),
+        listener.stderr()
+    );
     let out = run_publisher(&lan, &a, &example, "demo/greetings");
-    assert!(out.status.success(), "publish.py: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "publish.py: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let greetings = || -> Vec<serde_json::Value> {
         listener
             .lines()

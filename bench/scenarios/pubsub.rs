@@ -56,7 +56,8 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<Vec<Measurement>> {
         Ok(ms) => out.extend(ms),
         // Zenoh is the anchor, not the subject: without it the figures above still stand.
         Err(e) => out.push(
-            Measurement::new(S, "zenoh", "latency_ms", n, "ms", vec![]).note(format!("FAILED: {e:#}")),
+            Measurement::new(S, "zenoh", "latency_ms", n, "ms", vec![])
+                .note(format!("FAILED: {e:#}")),
         ),
     }
     Ok(out)
@@ -117,7 +118,9 @@ impl Recorder {
                     Some(Kind::Message(m)) => {
                         if let Some(t) = m.payload.get(..8) {
                             let sent = u64::from_le_bytes(t.try_into().unwrap_or_default());
-                            lat.lock().unwrap().push(now.saturating_sub(sent) as f64 / 1e6);
+                            lat.lock()
+                                .unwrap()
+                                .push(now.saturating_sub(sent) as f64 / 1e6);
                         }
                         count.fetch_add(1, Ordering::Relaxed);
                         last.store(now, Ordering::Relaxed);
@@ -165,9 +168,13 @@ async fn recorders(from: &Sidecar, on: &[&Sidecar], topic: &str) -> anyhow::Resu
     let t0 = Instant::now();
     while rs.iter().any(|r| r.count() == 0) {
         if t0.elapsed() > Duration::from_secs(30) {
-            bail!("warm-up: a subscriber got nothing from {} within 30 s", from.name);
+            bail!(
+                "warm-up: a subscriber got nothing from {} within 30 s",
+                from.name
+            );
         }
-        c.publish(msg(&format!("{topic}/warm"), "", stamped(16), false)).await?;
+        c.publish(msg(&format!("{topic}/warm"), "", stamped(16), false))
+            .await?;
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -177,7 +184,13 @@ async fn recorders(from: &Sidecar, on: &[&Sidecar], topic: &str) -> anyhow::Resu
 
 /// Publishes `count` stamped messages of `size` bytes at `rate` per second, one
 /// Publish call each (what a periodic app does).
-async fn paced(from: &Sidecar, topic: &str, size: usize, rate: u64, count: usize) -> anyhow::Result<()> {
+async fn paced(
+    from: &Sidecar,
+    topic: &str,
+    size: usize,
+    rate: u64,
+    count: usize,
+) -> anyhow::Result<()> {
     let mut c = from.client().await?;
     let mut tick = tokio::time::interval(Duration::from_micros(1_000_000 / rate));
     for _ in 0..count {
@@ -251,14 +264,21 @@ async fn latency_and_wire(n: usize, msgs: usize) -> anyhow::Result<Vec<Measureme
     let per_publish = wire / msgs as f64;
     Ok(vec![
         Measurement::new(S, "peat-sidecar", "latency_ms", n, "ms", samples).note(note),
-        Measurement::new(S, "peat-sidecar", "wire_bytes_per_publish", n, "bytes", vec![per_publish])
-            .note(format!(
-                "1 KiB payload to {} subscribers: {:.2} x {} KiB; idle {:.0} B/s subtracted",
-                n - 1,
-                per_publish / (1024.0 * (n - 1) as f64),
-                n - 1,
-                idle_per_s
-            )),
+        Measurement::new(
+            S,
+            "peat-sidecar",
+            "wire_bytes_per_publish",
+            n,
+            "bytes",
+            vec![per_publish],
+        )
+        .note(format!(
+            "1 KiB payload to {} subscribers: {:.2} x {} KiB; idle {:.0} B/s subtracted",
+            n - 1,
+            per_publish / (1024.0 * (n - 1) as f64),
+            n - 1,
+            idle_per_s
+        )),
     ])
 }
 
@@ -268,7 +288,10 @@ async fn throughput(ctx: &Ctx) -> anyhow::Result<Vec<Measurement>> {
     mesh_or_err(&[&nodes[0], &nodes[1]], Duration::from_secs(30)).await?;
     let rs = recorders(&nodes[0], &[&nodes[1]], "tp").await?;
     let mut out = vec![];
-    for (size, m) in [(1024usize, ctx.rounds(2_000, 20_000)), (65_536, ctx.rounds(200, 2_000))] {
+    for (size, m) in [
+        (1024usize, ctx.rounds(2_000, 20_000)),
+        (65_536, ctx.rounds(200, 2_000)),
+    ] {
         let (mut rates, mut mbs, mut notes) = (vec![], vec![], vec![]);
         for _ in 0..ctx.rounds(1, 3) {
             rs[0].reset();
@@ -281,11 +304,34 @@ async fn throughput(ctx: &Ctx) -> anyhow::Result<Vec<Measurement>> {
             let secs = (rs[0].last_ns.load(Ordering::Relaxed).saturating_sub(t0)) as f64 / 1e9;
             rates.push(got as f64 / secs);
             mbs.push(got as f64 * size as f64 / secs / 1e6);
-            notes.push(format!("{got}/{m} delivered, {} missed", rs[0].missed.load(Ordering::Relaxed)));
+            notes.push(format!(
+                "{got}/{m} delivered, {} missed",
+                rs[0].missed.load(Ordering::Relaxed)
+            ));
         }
         let note = format!("{m} x {size} B per run; {}", notes.join("; "));
-        out.push(Measurement::new(S, "peat-sidecar", &format!("msgs_per_s_{}k", size / 1024), 2, "msg/s", rates).note(note.clone()));
-        out.push(Measurement::new(S, "peat-sidecar", &format!("mb_per_s_{}k", size / 1024), 2, "MB/s", mbs).note(note));
+        out.push(
+            Measurement::new(
+                S,
+                "peat-sidecar",
+                &format!("msgs_per_s_{}k", size / 1024),
+                2,
+                "msg/s",
+                rates,
+            )
+            .note(note.clone()),
+        );
+        out.push(
+            Measurement::new(
+                S,
+                "peat-sidecar",
+                &format!("mb_per_s_{}k", size / 1024),
+                2,
+                "MB/s",
+                mbs,
+            )
+            .note(note),
+        );
     }
     Ok(out)
 }
@@ -295,12 +341,22 @@ async fn retained_sync(ctx: &Ctx) -> anyhow::Result<Vec<Measurement>> {
     let mut lan = Lan::new("dwr", 2);
     let nodes = start_on(&lan, 0..2, "rs").await;
     mesh_or_err(&[&nodes[0], &nodes[1]], Duration::from_secs(30)).await?;
-    let reqs = (0..keys).map(|i| msg(&format!("sync/{}", i % 100), &format!("k{i}"), vec![0x62; 100], true));
+    let reqs = (0..keys).map(|i| {
+        msg(
+            &format!("sync/{}", i % 100),
+            &format!("k{i}"),
+            vec![0x62; 100],
+            true,
+        )
+    });
     let mut c = nodes[0].client().await?;
     c.publish_stream(tokio_stream::iter(reqs)).await?;
     let n1 = &nodes[1];
     let held = || async move { data_stats(n1).await.retained_entries >= keys };
-    if poll(Duration::from_secs(60), Duration::from_millis(100), held).await.is_none() {
+    if poll(Duration::from_secs(60), Duration::from_millis(100), held)
+        .await
+        .is_none()
+    {
         bail!("node 1 does not hold {keys} retained entries after 60 s");
     }
     let host = lan.add_host(0);
@@ -310,15 +366,22 @@ async fn retained_sync(ctx: &Ctx) -> anyhow::Result<Vec<Measurement>> {
         let spawned = j.spawned;
         let connected = std::cell::Cell::new(None);
         let (jr, cr) = (&j, &connected);
-        let done = poll(Duration::from_secs(60), Duration::from_millis(20), || async move {
-            if cr.get().is_none() && !jr.connected().await.is_empty() {
-                cr.set(Some(Instant::now()));
-            }
-            data_stats(jr).await.retained_entries >= keys
-        })
+        let done = poll(
+            Duration::from_secs(60),
+            Duration::from_millis(20),
+            || async move {
+                if cr.get().is_none() && !jr.connected().await.is_empty() {
+                    cr.set(Some(Instant::now()));
+                }
+                data_stats(jr).await.retained_entries >= keys
+            },
+        )
         .await;
         if done.is_none() {
-            bail!("the joiner holds {} of {keys} after 60 s", data_stats(&j).await.retained_entries);
+            bail!(
+                "the joiner holds {} of {keys} after 60 s",
+                data_stats(&j).await.retained_entries
+            );
         }
         let end = Instant::now();
         from_spawn.push((end - spawned).as_secs_f64());
@@ -329,8 +392,15 @@ async fn retained_sync(ctx: &Ctx) -> anyhow::Result<Vec<Measurement>> {
     Ok(vec![
         Measurement::new(S, "peat-sidecar", "retained_sync_10k_s", 3, "s", from_spawn)
             .note("10,000 keys of 100 B; from the joiner's spawn (discovery and connect included)"),
-        Measurement::new(S, "peat-sidecar", "retained_sync_10k_conn_s", 3, "s", from_conn)
-            .note("from the joiner's first connection"),
+        Measurement::new(
+            S,
+            "peat-sidecar",
+            "retained_sync_10k_conn_s",
+            3,
+            "s",
+            from_conn,
+        )
+        .note("from the joiner's first connection"),
     ])
 }
 
@@ -350,9 +420,26 @@ async fn bridge_hop(msgs: usize) -> anyhow::Result<Vec<Measurement>> {
     let added = percentile(&bridged, 0.5) - percentile(&direct, 0.5);
     let miss = |r: &Recorder| r.missed.load(Ordering::Relaxed);
     Ok(vec![
-        Measurement::new(S, "peat-sidecar", "latency_direct_ms", 3, "ms", direct.clone())
-            .note(lat_note(&direct, msgs, miss(&rs[0]))),
-        Measurement::new(S, "peat-sidecar", "latency_one_hop_ms", 3, "ms", bridged.clone())
-            .note(format!("{}; the hop adds {added:.3} ms at p50", lat_note(&bridged, msgs, miss(&rs[1])))),
+        Measurement::new(
+            S,
+            "peat-sidecar",
+            "latency_direct_ms",
+            3,
+            "ms",
+            direct.clone(),
+        )
+        .note(lat_note(&direct, msgs, miss(&rs[0]))),
+        Measurement::new(
+            S,
+            "peat-sidecar",
+            "latency_one_hop_ms",
+            3,
+            "ms",
+            bridged.clone(),
+        )
+        .note(format!(
+            "{}; the hop adds {added:.3} ms at p50",
+            lat_note(&bridged, msgs, miss(&rs[1]))
+        )),
     ])
 }

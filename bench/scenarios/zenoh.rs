@@ -46,10 +46,16 @@ async fn run_once(
     count: usize,
     samples: bool,
 ) -> anyhow::Result<(Vec<serde_json::Value>, serde_json::Value)> {
-    let mut sargs: Vec<String> = ["sub", "--key", &format!("{topic}/**"), "--count", &count.to_string()]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+    let mut sargs: Vec<String> = [
+        "sub",
+        "--key",
+        &format!("{topic}/**"),
+        "--count",
+        &count.to_string(),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
     if samples {
         sargs.push("--samples".into());
     }
@@ -60,10 +66,16 @@ async fn run_once(
     all_printed(&refs, "ready", Duration::from_secs(30)).await?;
     let dir = tempfile::tempdir()?;
     let go = dir.path().join("go");
-    let mut pargs: Vec<String> = ["pub", "--key", &format!("{topic}/x"), "--count", &count.to_string()]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+    let mut pargs: Vec<String> = [
+        "pub",
+        "--key",
+        &format!("{topic}/x"),
+        "--count",
+        &count.to_string(),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
     pargs.extend(pub_args.iter().cloned());
     pargs.extend(["--go".to_string(), go.display().to_string()]);
     let p = PyScript::start_file(lan.ns(0), "zenoh", &script(), &pargs);
@@ -95,24 +107,37 @@ pub async fn run(ctx: &Ctx, n: usize, msgs: usize) -> anyhow::Result<Vec<Measure
     );
     out.push(Measurement::new(S, "zenoh", "latency_ms", n, "ms", samples).note(note));
 
-    for (size, m) in [(1024usize, ctx.rounds(2_000, 20_000)), (65_536, ctx.rounds(200, 2_000))] {
+    for (size, m) in [
+        (1024usize, ctx.rounds(2_000, 20_000)),
+        (65_536, ctx.rounds(200, 2_000)),
+    ] {
         let (mut rates, mut mbs, mut notes) = (vec![], vec![], vec![]);
         for _ in 0..ctx.rounds(1, 3) {
             let args = ["--size".to_string(), size.to_string()];
             let (subs, p) = run_once(&lan, 1, "tp", &args, m, false).await?;
             let r = &subs[0];
             let got = r["count"].as_u64().unwrap_or(0);
-            let secs = r["last_ns"].as_u64().unwrap_or(0).saturating_sub(p["start_ns"].as_u64().unwrap_or(0))
-                as f64
+            let secs = r["last_ns"]
+                .as_u64()
+                .unwrap_or(0)
+                .saturating_sub(p["start_ns"].as_u64().unwrap_or(0)) as f64
                 / 1e9;
             rates.push(got as f64 / secs);
             mbs.push(got as f64 * size as f64 / secs / 1e6);
             notes.push(format!("{got}/{m}"));
         }
-        let note = format!("{m} x {size} B per run, delivered {}; Python clients", notes.join(", "));
+        let note = format!(
+            "{m} x {size} B per run, delivered {}; Python clients",
+            notes.join(", ")
+        );
         let k = size / 1024;
-        out.push(Measurement::new(S, "zenoh", &format!("msgs_per_s_{k}k"), 2, "msg/s", rates).note(note.clone()));
-        out.push(Measurement::new(S, "zenoh", &format!("mb_per_s_{k}k"), 2, "MB/s", mbs).note(note));
+        out.push(
+            Measurement::new(S, "zenoh", &format!("msgs_per_s_{k}k"), 2, "msg/s", rates)
+                .note(note.clone()),
+        );
+        out.push(
+            Measurement::new(S, "zenoh", &format!("mb_per_s_{k}k"), 2, "MB/s", mbs).note(note),
+        );
     }
     Ok(out)
 }

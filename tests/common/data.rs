@@ -15,7 +15,12 @@ use tonic::Streaming;
 use super::{wait_until, Sidecar, BIN};
 
 /// A publish request; an empty key is "no key".
-pub fn msg(topic: &str, key: &str, payload: impl Into<Vec<u8>>, retain: bool) -> pb::PublishRequest {
+pub fn msg(
+    topic: &str,
+    key: &str,
+    payload: impl Into<Vec<u8>>,
+    retain: bool,
+) -> pb::PublishRequest {
     pb::PublishRequest {
         topic: topic.into(),
         key: key.into(),
@@ -35,7 +40,10 @@ pub async fn publish(s: &Sidecar, req: pb::PublishRequest) -> pb::PublishRespons
 }
 
 /// One PublishStream call carrying all of `reqs`.
-pub async fn publish_stream(s: &Sidecar, reqs: Vec<pb::PublishRequest>) -> pb::PublishStreamResponse {
+pub async fn publish_stream(
+    s: &Sidecar,
+    reqs: Vec<pb::PublishRequest>,
+) -> pb::PublishStreamResponse {
     let mut c = s.client().await.expect("API reachable");
     c.publish_stream(tokio_stream::iter(reqs))
         .await
@@ -82,7 +90,11 @@ pub enum Got {
 
 /// Opens a Subscribe stream without reading it (a slow subscriber, or one to drain
 /// later with [`Drained::start`]).
-pub async fn open_subscription(s: &Sidecar, pattern: &str, retained: bool) -> Streaming<pb::Delivery> {
+pub async fn open_subscription(
+    s: &Sidecar,
+    pattern: &str,
+    retained: bool,
+) -> Streaming<pb::Delivery> {
     let mut c = s.client().await.expect("API reachable");
     c.subscribe(pb::SubscribeRequest {
         pattern: pattern.into(),
@@ -210,8 +222,9 @@ impl CliSub {
         complete
             .lines()
             .map(|l| {
-                serde_json::from_str(l)
-                    .unwrap_or_else(|e| panic!("subscribe --json printed a non-JSON line {l:?}: {e}"))
+                serde_json::from_str(l).unwrap_or_else(|e| {
+                    panic!("subscribe --json printed a non-JSON line {l:?}: {e}")
+                })
             })
             .collect()
     }
