@@ -34,8 +34,11 @@ def main():
     with peat_stubs.channel(args.api) as ch:
         stub = rpc.SidecarStub(ch)
         call = stub.Subscribe(pb.SubscribeRequest(pattern=args.pattern, retained=args.retained))
-        # The sidecar answers with headers once the subscription is registered.
+        # The sidecar answers with headers once the subscription is registered; a call
+        # that failed (no sidecar, bad pattern) returns from this too, but ended.
         call.initial_metadata()
+        if not call.is_active():
+            sys.exit(f"subscribe failed: {call.code()}: {call.details()}")
         out({"subscribed": True}, f"subscribed to {args.pattern}")
         try:
             for d in call:

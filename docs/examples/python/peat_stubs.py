@@ -49,10 +49,14 @@ def channel(api):
     or unix:///PATH (the same forms as --listen and --api)."""
     import grpc
 
+    options = []
     if api.startswith("tcp://"):
         target = api[len("tcp://"):]
     elif api.startswith("unix://"):
         target = "unix:" + api[len("unix://"):]
+        # grpc-core sends the socket path as :authority, which the sidecar's HTTP/2
+        # server refuses (RST_STREAM PROTOCOL_ERROR); any plain host name will do.
+        options.append(("grpc.default_authority", "localhost"))
     else:
         target = api
-    return grpc.insecure_channel(target)
+    return grpc.insecure_channel(target, options=options)
