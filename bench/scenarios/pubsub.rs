@@ -98,19 +98,14 @@ impl Recorder {
             })
             .await?
             .into_inner();
-        let r = Recorder {
-            lat_ms: Arc::default(),
-            count: Arc::default(),
-            missed: Arc::default(),
-            last_ns: Arc::default(),
-            task: tokio::spawn(async {}),
-        };
-        let (lat, count, missed, last) = (
-            r.lat_ms.clone(),
-            r.count.clone(),
-            r.missed.clone(),
-            r.last_ns.clone(),
-        );
+        let (lat, count, missed, last): (
+            Arc<Mutex<Vec<f64>>>,
+            Arc<AtomicU64>,
+            Arc<AtomicU64>,
+            Arc<AtomicU64>,
+        ) = Default::default();
+        let (lat_ms, count_r, missed_r, last_ns) =
+            (lat.clone(), count.clone(), missed.clone(), last.clone());
         let task = tokio::spawn(async move {
             while let Ok(Some(d)) = stream.message().await {
                 let now = now_ns();
@@ -132,7 +127,13 @@ impl Recorder {
                 }
             }
         });
-        Ok(Recorder { task, ..r })
+        Ok(Recorder {
+            lat_ms,
+            count: count_r,
+            missed: missed_r,
+            last_ns,
+            task,
+        })
     }
 
     fn count(&self) -> u64 {
