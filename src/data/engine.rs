@@ -237,8 +237,12 @@ impl Shared {
 
     /// Sends a message from this node to every peer.
     pub fn broadcast(&self, m: &Message) {
+        let links = self.all_links();
+        if links.is_empty() {
+            return;
+        }
         if let Some(f) = encode(&Frame::Msg(m.clone())) {
-            for (_, l) in self.all_links() {
+            for (_, l) in links {
                 self.send_msg(&l, &f);
             }
         }

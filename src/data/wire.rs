@@ -36,6 +36,7 @@ pub struct Message {
     pub topic: String,
     /// Empty = no key.
     pub key: String,
+    #[serde(with = "serde_bytes")]
     pub payload: Vec<u8>,
     pub retain: bool,
     /// 0 = no TTL. The entry expires at the HLC's physical time plus this, the same
