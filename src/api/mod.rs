@@ -2,8 +2,10 @@
 
 pub mod channel;
 pub mod client;
+pub mod client_data;
 pub mod codec;
 pub mod convert;
+pub mod data;
 pub mod idprefix;
 pub mod metrics;
 pub mod output;
