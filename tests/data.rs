@@ -394,7 +394,7 @@ async fn bridge_node_carries_messages_across_segments() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn late_joiner_gets_retained_state_and_keeps_it_over_a_restart() {
     let mut lan = Lan::new("dv", 3);
-    let mut nodes = vec![
+    let mut nodes = [
         start(&lan, 0, "test").await,
         start(&lan, 1, "test").await,
         start(&lan, 2, "test").await,

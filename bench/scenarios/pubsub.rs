@@ -98,12 +98,9 @@ impl Recorder {
             })
             .await?
             .into_inner();
-        let (lat, count, missed, last): (
-            Arc<Mutex<Vec<f64>>>,
-            Arc<AtomicU64>,
-            Arc<AtomicU64>,
-            Arc<AtomicU64>,
-        ) = Default::default();
+        let lat: Arc<Mutex<Vec<f64>>> = Arc::default();
+        let (count, missed, last): (Arc<AtomicU64>, Arc<AtomicU64>, Arc<AtomicU64>) =
+            Default::default();
         let (lat_ms, count_r, missed_r, last_ns) =
             (lat.clone(), count.clone(), missed.clone(), last.clone());
         let task = tokio::spawn(async move {
