@@ -14,7 +14,7 @@ mod store;
 mod subs;
 mod sync;
 mod topic;
-mod wire;
+pub mod wire;
 
 use std::{
     path::PathBuf,
