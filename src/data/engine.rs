@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::{
-    disk::Disk,
+    disk::{Disk, SEQ_LEASE},
     hlc::{wall_ms, Hlc},
     link::{self, Encoded, Link, PeerState},
     route::{forward_targets, Seen},
@@ -44,6 +44,8 @@ pub struct Shared {
     pub publish_bucket: Mutex<TokenBucket>,
     pub hlc: Hlc,
     pub next_seq: AtomicU64,
+    /// Sequence numbers below this are reserved on disk.
+    pub lease_end: AtomicU64,
     pub retained: Mutex<Retained>,
     pub disk: Disk,
     pub subs: Subs,
@@ -291,6 +293,29 @@ impl Shared {
                 false
             }
             Applied::Stale | Applied::Expired => false,
+        }
+    }
+
+    /// Takes the next sequence number, renewing the reservation on disk halfway
+    /// through, so a restart never reuses a number peers have seen.
+    pub async fn take_seq(&self) -> u64 {
+        let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
+        self.reserve_past(seq).await;
+        seq
+    }
+
+    pub async fn reserve_past(&self, seq: u64) {
+        let end = self.lease_end.load(Ordering::Relaxed);
+        if seq + SEQ_LEASE / 2 < end {
+            return;
+        }
+        let new_end = seq + SEQ_LEASE;
+        if self
+            .lease_end
+            .compare_exchange(end, new_end, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+        {
+            self.disk.lease(new_end).await;
         }
     }
 

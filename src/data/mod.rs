@@ -176,6 +176,7 @@ fn open(cfg: &DataConfig, me: Id) -> Result<Arc<Shared>, disk::DiskError> {
         )),
         hlc: clock,
         next_seq: loaded.first_seq.into(),
+        lease_end: (loaded.first_seq + disk::SEQ_LEASE).into(),
         retained: Mutex::new(retained),
         disk: loaded.disk,
         subs: Default::default(),
@@ -261,7 +262,7 @@ impl DataPlane {
         }
         let m = Message {
             publisher: s.me,
-            seq: s.next_seq.fetch_add(1, Ordering::Relaxed),
+            seq: s.take_seq().await,
             hlc: s.hlc.now(),
             hops: 0,
             topic: p.topic,

@@ -91,6 +91,7 @@ impl Shared {
             if m.publisher == self.me && m.seq >= self.next_seq.load(Ordering::Relaxed) {
                 // Our own entry from a lost past (a wiped store): skip our sequence past it.
                 self.next_seq.fetch_max(m.seq + 1, Ordering::Relaxed);
+                self.reserve_past(m.seq + 1).await;
             }
             if self.retain(m.clone()).await {
                 let fresh = self

@@ -99,3 +99,20 @@ async fn retained_state_and_sequence_survive_a_restart() {
     assert!(next.seq > last.seq && next.hlc > last.hlc);
     again.shared.disk.close().await;
 }
+
+#[tokio::test]
+async fn the_sequence_reservation_is_renewed_halfway() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = cfg(dir.path());
+    let d = plane(&c);
+    // Past half of the first reservation [1, 1 + SEQ_LEASE).
+    d.shared.next_seq.store(disk::SEQ_LEASE, Ordering::Relaxed);
+    let p = d.publish(publish("t", "", false)).await.unwrap();
+    assert_eq!(p.seq, disk::SEQ_LEASE);
+    d.shared.disk.close().await;
+    drop(d);
+    let again = plane(&c);
+    let next = again.publish(publish("t", "", false)).await.unwrap();
+    assert!(next.seq > p.seq + disk::SEQ_LEASE / 2, "{}", next.seq);
+    again.shared.disk.close().await;
+}
