@@ -68,7 +68,7 @@ pub async fn status(args: &ClientArgs) -> Result<(), ClientError> {
         human_duration(s.uptime_secs)
     )?;
     print_counters(&s.counters.clone().unwrap_or_default())?;
-    super::client_data::print_stats(&s.data.clone().unwrap_or_default())
+    super::client_data::print_stats(&s.data.unwrap_or_default())
 }
 
 /// The counters of `status --json`, as a table for people.
@@ -142,7 +142,7 @@ fn status_json(s: &pb::GetStatusResponse) -> Value {
             "dns_rounds": c.dns_rounds,
             "mdns_daemon": c.mdns_daemon,
         },
-        "data": super::client_data::stats_json(&s.data.clone().unwrap_or_default()),
+        "data": super::client_data::stats_json(&s.data.unwrap_or_default()),
     })
 }
 

@@ -29,6 +29,7 @@ fn plane(svc: &SidecarService) -> Result<&DataPlane, Status> {
 fn status(e: DataError) -> Status {
     match e {
         DataError::Stopped => Status::unavailable(e.to_string()),
+        DataError::Rate(_) => Status::resource_exhausted(e.to_string()),
         _ => Status::invalid_argument(e.to_string()),
     }
 }

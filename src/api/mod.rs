@@ -8,6 +8,7 @@ pub mod convert;
 pub mod data;
 pub mod idprefix;
 pub mod metrics;
+mod metrics_data;
 pub mod output;
 pub mod server;
 

@@ -239,6 +239,17 @@ pub struct RunArgs {
     #[arg(long, env = "PEAT_SIDECAR_DATA_SYNC_INTERVAL", default_value = "10", value_parser = parse_interval)]
     pub data_sync_interval: Seconds,
 
+    /// Data plane: most messages per second the local apps may publish together
+    /// (a token bucket, bursts up to one second's worth); beyond it Publish answers
+    /// RESOURCE_EXHAUSTED.
+    #[arg(long, env = "PEAT_SIDECAR_MAX_PUBLISH_RATE", default_value_t = 100_000, value_parser = clap::value_parser!(u32).range(1..=10_000_000))]
+    pub max_publish_rate: u32,
+
+    /// Data plane: most messages per second taken from one peer (token bucket); the
+    /// excess is dropped and counted as rejected.
+    #[arg(long, env = "PEAT_SIDECAR_MAX_PEER_RATE", default_value_t = 100_000, value_parser = clap::value_parser!(u32).range(1..=10_000_000))]
+    pub max_peer_rate: u32,
+
     /// Log format; the level comes from RUST_LOG (default `info`).
     #[arg(long, env = "PEAT_SIDECAR_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,

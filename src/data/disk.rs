@@ -19,8 +19,9 @@ use super::{
 const RETAINED: TableDefinition<&[u8], &[u8]> = TableDefinition::new("retained");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const SEQ_KEY: &str = "seq_next";
-/// Sequence numbers reserved per run: a restart continues past them.
-const SEQ_LEASE: u64 = 1 << 40;
+/// Sequence numbers reserved at a time: a restart continues past the reservation, and
+/// a run renews it halfway through (see [`Lease`]).
+pub const SEQ_LEASE: u64 = 1 << 20;
 /// Changes waiting for the writer; beyond it publishers wait.
 const QUEUE: usize = 16_384;
 /// Most changes in one transaction.
@@ -44,6 +45,8 @@ enum Op {
     Put(Message),
     /// Removed if the row holds this version or an older one.
     Del(Gone),
+    /// Sequence numbers below this may have been used.
+    Lease(u64),
 }
 
 pub struct Disk {
@@ -139,6 +142,12 @@ fn write(db: &Database, ops: impl Iterator<Item = Op>) -> Result<(), redb::Error
             let (k, version) = match &op {
                 Op::Put(m) => (row_key(&m.topic, &m.key), (m.hlc, m.publisher)),
                 Op::Del(((t, k), hlc, p)) => (row_key(t, k), (*hlc, *p)),
+                Op::Lease(end) => {
+                    let mut meta = txn.open_table(META)?;
+                    let old = meta.get(SEQ_KEY)?.map(|v| v.value()).unwrap_or(0);
+                    meta.insert(SEQ_KEY, old.max(*end))?;
+                    continue;
+                }
             };
             let stored = table
                 .get(k.as_slice())?
@@ -154,6 +163,7 @@ fn write(db: &Database, ops: impl Iterator<Item = Op>) -> Result<(), redb::Error
                     })?;
                     table.insert(k.as_slice(), v.as_slice())?;
                 }
+                Op::Lease(_) => {}
                 Op::Del(_) => {
                     if stored.is_some_and(|(h, p)| newer((h, &p), (version.0, &version.1))) {
                         continue;
@@ -170,6 +180,11 @@ fn write(db: &Database, ops: impl Iterator<Item = Op>) -> Result<(), redb::Error
 impl Disk {
     pub async fn put(&self, m: Message) {
         self.send(Op::Put(m)).await
+    }
+
+    /// Records that sequence numbers up to `end` may be used.
+    pub async fn lease(&self, end: u64) {
+        self.send(Op::Lease(end)).await
     }
 
     pub async fn delete(&self, gone: Gone) {
@@ -243,6 +258,12 @@ mod tests {
         let b = again.entries.iter().find(|m| m.topic == "b").unwrap();
         assert_eq!(b.payload, b"new");
         assert_eq!(again.first_seq, 1 + SEQ_LEASE);
+        again.disk.lease(5 * SEQ_LEASE).await;
+        again.disk.lease(3 * SEQ_LEASE).await;
+        again.disk.close().await;
+        drop(again);
+        let again = open(dir.path()).unwrap();
+        assert_eq!(again.first_seq, 5 * SEQ_LEASE);
         again.disk.close().await;
     }
 }

@@ -7,7 +7,7 @@ use std::{
         atomic::{AtomicU64, Ordering},
         Arc, Mutex, RwLock,
     },
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use iroh::endpoint::Connection;
@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::{
-    disk::Disk,
+    disk::{Disk, SEQ_LEASE},
     hlc::{wall_ms, Hlc},
     link::{self, Encoded, Link, PeerState},
     route::{forward_targets, Seen},
@@ -23,7 +23,7 @@ use super::{
     subs::Subs,
     wire::{self, Frame, Id, Limits, Message, MAX_HOPS},
 };
-use crate::node::streams::InboundStream;
+use crate::{node::streams::InboundStream, ratelimit::TokenBucket};
 
 #[derive(Debug, Default)]
 pub struct Counters {
@@ -39,8 +39,13 @@ pub struct Shared {
     pub me: Id,
     pub limits: Limits,
     pub sync_interval: Duration,
+    pub max_publish_rate: u32,
+    pub max_peer_rate: u32,
+    pub publish_bucket: Mutex<TokenBucket>,
     pub hlc: Hlc,
     pub next_seq: AtomicU64,
+    /// Sequence numbers below this are reserved on disk.
+    pub lease_end: AtomicU64,
     pub retained: Mutex<Retained>,
     pub disk: Disk,
     pub subs: Subs,
@@ -62,9 +67,18 @@ pub fn encode(frame: &Frame) -> Option<Encoded> {
 }
 
 impl Shared {
+    pub fn take_publish_token(&self) -> bool {
+        self.publish_bucket
+            .lock()
+            .map(|mut b| b.take(Instant::now()).is_ok())
+            .unwrap_or(false)
+    }
+
     pub fn peer_state(&self, peer: &Id) -> Arc<PeerState> {
         let mut p = self.peers.lock().unwrap_or_else(|e| e.into_inner());
-        p.entry(*peer).or_default().clone()
+        p.entry(*peer)
+            .or_insert_with(|| Arc::new(PeerState::new(self.max_peer_rate)))
+            .clone()
     }
 
     pub fn link(&self, peer: &Id) -> Option<Arc<Link>> {
@@ -167,10 +181,16 @@ impl Shared {
             Frame::Msg(m) => {
                 state.msgs_in.fetch_add(1, Ordering::Relaxed);
                 self.counters.messages_in.fetch_add(1, Ordering::Relaxed);
+                if !state.take_token() {
+                    self.counters.rejected.fetch_add(1, Ordering::Relaxed);
+                    return;
+                }
                 self.on_msg(from, state, m).await;
             }
-            Frame::Digest(d) => self.on_digest(from, &d),
-            Frame::Versions { buckets, versions } => self.on_versions(from, &buckets, &versions),
+            Frame::Digest(d) => self.on_digest(from, &d).await,
+            Frame::Versions { buckets, versions } => {
+                self.on_versions(from, &buckets, &versions).await
+            }
             Frame::Entries(ms) => self.on_entries(ms).await,
         }
     }
@@ -273,6 +293,29 @@ impl Shared {
                 false
             }
             Applied::Stale | Applied::Expired => false,
+        }
+    }
+
+    /// Takes the next sequence number, renewing the reservation on disk halfway
+    /// through, so a restart never reuses a number peers have seen.
+    pub async fn take_seq(&self) -> u64 {
+        let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
+        self.reserve_past(seq).await;
+        seq
+    }
+
+    pub async fn reserve_past(&self, seq: u64) {
+        let end = self.lease_end.load(Ordering::Relaxed);
+        if seq + SEQ_LEASE / 2 < end {
+            return;
+        }
+        let new_end = seq + SEQ_LEASE;
+        if self
+            .lease_end
+            .compare_exchange(end, new_end, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+        {
+            self.disk.lease(new_end).await;
         }
     }
 

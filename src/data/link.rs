@@ -12,6 +12,7 @@ use std::{
         atomic::{AtomicU64, Ordering},
         Arc, Mutex,
     },
+    time::Instant,
 };
 
 use iroh::endpoint::{Connection, RecvStream};
@@ -20,7 +21,10 @@ use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
 use super::wire::{self, Frame, Id, Limits, WireError};
-use crate::node::streams::{self, tag};
+use crate::{
+    node::streams::{self, tag},
+    ratelimit::TokenBucket,
+};
 
 /// Frames queued per peer before new ones are dropped.
 pub const QUEUE: usize = 2048;
@@ -28,13 +32,35 @@ pub const QUEUE: usize = 2048;
 pub type Encoded = Arc<Vec<u8>>;
 
 /// What we know of a peer across its connections.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct PeerState {
     /// The peer's announced data neighbours.
     pub neighbours: Mutex<HashSet<Id>>,
     pub msgs_in: AtomicU64,
     pub msgs_out: AtomicU64,
     pub dropped: AtomicU64,
+    /// `--max-peer-rate`: messages taken from this peer.
+    rate: Mutex<TokenBucket>,
+}
+
+impl PeerState {
+    pub fn new(max_rate: u32) -> Self {
+        PeerState {
+            neighbours: Mutex::default(),
+            msgs_in: AtomicU64::new(0),
+            msgs_out: AtomicU64::new(0),
+            dropped: AtomicU64::new(0),
+            rate: Mutex::new(TokenBucket::per_second(max_rate, Instant::now())),
+        }
+    }
+
+    /// Whether one more message from this peer is within its rate.
+    pub fn take_token(&self) -> bool {
+        self.rate
+            .lock()
+            .map(|mut b| b.take(Instant::now()).is_ok())
+            .unwrap_or(false)
+    }
 }
 
 /// The sending side of a link.

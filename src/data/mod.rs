@@ -14,12 +14,12 @@ mod store;
 mod subs;
 mod sync;
 mod topic;
-mod wire;
+pub mod wire;
 
 use std::{
     path::PathBuf,
     sync::{atomic::Ordering, Arc, Mutex, RwLock},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use tokio::task::JoinHandle;
@@ -29,7 +29,7 @@ use tracing::info;
 use self::{
     engine::{Counters, Shared},
     store::Retained,
-    wire::{Limits, MAX_TTL_MS},
+    wire::{Id, Limits, MAX_TTL_MS},
 };
 pub use self::{
     hlc::physical_ms,
@@ -38,7 +38,10 @@ pub use self::{
     topic::{Pattern, TopicError},
     wire::Message,
 };
-use crate::node::{peers::PeerManagerHandle, streams::tag};
+use crate::{
+    node::{peers::PeerManagerHandle, streams::tag},
+    ratelimit::TokenBucket,
+};
 
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 262_144;
 pub const DEFAULT_MAX_RETAINED_BYTES: u64 = 64 * 1024 * 1024;
@@ -50,6 +53,10 @@ pub struct DataConfig {
     pub max_message_bytes: usize,
     pub max_retained_bytes: u64,
     pub sync_interval: Duration,
+    /// Messages per second the local apps may publish together.
+    pub max_publish_rate: u32,
+    /// Messages per second taken from one peer.
+    pub max_peer_rate: u32,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -64,6 +71,8 @@ pub enum DataError {
     TooLarge(usize, usize),
     #[error("ttl of {0} s is longer than ten years")]
     Ttl(u64),
+    #[error("publishing faster than --max-publish-rate ({0} messages/s)")]
+    Rate(u32),
     #[error("the data plane is shutting down")]
     Stopped,
 }
@@ -123,6 +132,23 @@ pub async fn start(
     me: iroh::EndpointId,
     peers: &PeerManagerHandle,
 ) -> Result<(DataPlane, DataTasks), disk::DiskError> {
+    let shared = open(&cfg, *me.as_bytes())?;
+    let inbound = peers.streams.register(tag::DATA);
+    let conns = peers.streams.connections();
+    for (_, c) in peers.connections().await {
+        shared.add_link(c);
+    }
+    let task = tokio::spawn(run(shared.clone(), conns, inbound));
+    Ok((
+        DataPlane {
+            shared: shared.clone(),
+        },
+        DataTasks { task, shared },
+    ))
+}
+
+/// The shared state, with the retained store read back from disk.
+fn open(cfg: &DataConfig, me: Id) -> Result<Arc<Shared>, disk::DiskError> {
     let loaded = disk::open(&cfg.data_dir)?;
     let mut retained = Retained::new(cfg.max_retained_bytes);
     let now = hlc::wall_ms();
@@ -136,14 +162,21 @@ pub async fn start(
         bytes = retained.bytes(),
         "retained store loaded"
     );
-    let shared = Arc::new(Shared {
-        me: *me.as_bytes(),
+    Ok(Arc::new(Shared {
+        me,
         limits: Limits {
             max_message_bytes: cfg.max_message_bytes,
         },
         sync_interval: cfg.sync_interval,
+        max_publish_rate: cfg.max_publish_rate,
+        max_peer_rate: cfg.max_peer_rate,
+        publish_bucket: Mutex::new(TokenBucket::per_second(
+            cfg.max_publish_rate,
+            Instant::now(),
+        )),
         hlc: clock,
         next_seq: loaded.first_seq.into(),
+        lease_end: (loaded.first_seq + disk::SEQ_LEASE).into(),
         retained: Mutex::new(retained),
         disk: loaded.disk,
         subs: Default::default(),
@@ -152,20 +185,7 @@ pub async fn start(
         seen: Mutex::new(Default::default()),
         counters: Counters::default(),
         stop: CancellationToken::new(),
-    });
-    let inbound = peers.streams.register(tag::DATA);
-    let conns = peers.streams.connections();
-    let existing = peers.connections().await;
-    for (_, c) in existing {
-        shared.add_link(c);
-    }
-    let task = tokio::spawn(run(shared.clone(), conns, inbound));
-    Ok((
-        DataPlane {
-            shared: shared.clone(),
-        },
-        DataTasks { task, shared },
-    ))
+    }))
 }
 
 async fn run(
@@ -236,9 +256,13 @@ impl DataPlane {
         if ttl_ms > MAX_TTL_MS {
             return Err(DataError::Ttl(p.ttl_secs));
         }
+        if !s.take_publish_token() {
+            s.counters.rejected.fetch_add(1, Ordering::Relaxed);
+            return Err(DataError::Rate(s.max_publish_rate));
+        }
         let m = Message {
             publisher: s.me,
-            seq: s.next_seq.fetch_add(1, Ordering::Relaxed),
+            seq: s.take_seq().await,
             hlc: s.hlc.now(),
             hops: 0,
             topic: p.topic,
@@ -323,3 +347,6 @@ impl DataPlane {
         .unwrap_or_default()
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -205,7 +205,7 @@ impl Retained {
         self.map
             .values()
             .filter(|m| !m.tombstone && p.matches(&m.topic))
-            .filter(|m| !expires_ms(m).is_some_and(|e| e <= now))
+            .filter(|m| expires_ms(m).is_none_or(|e| e > now))
             .cloned()
             .collect()
     }

@@ -4,14 +4,21 @@
 //! entries that are newer on its side or missing on the other. Both sides do this, so
 //! each gets what it lacks; in sync, a round costs one 2 KiB digest per link.
 
-use std::sync::{atomic::Ordering, Arc};
+use std::{
+    sync::{atomic::Ordering, Arc},
+    time::Duration,
+};
 
 use super::{
     engine::{encode, Shared},
+    link::Link,
     store::{bucket_of, differing},
     wire::{Frame, Id, Message, Version, MAX_ITEMS},
 };
 
+/// How long a reply waits for our link to the peer (steps of 50 ms, 2 s in all).
+const LINK_WAIT_STEPS: u32 = 40;
+const LINK_WAIT_STEP: Duration = Duration::from_millis(50);
 /// Soft size of one Versions or Entries frame.
 const CHUNK_BYTES: usize = 256 * 1024;
 
@@ -26,8 +33,22 @@ impl Shared {
         }
     }
 
-    pub fn on_digest(&self, from: &Id, theirs: &[u64]) {
-        let Some(link) = self.link(from) else { return };
+    /// The link to a peer whose frames we are reading: our side of a new connection
+    /// may still be starting (the two are announced separately).
+    async fn link_soon(&self, peer: &Id) -> Option<Arc<Link>> {
+        for _ in 0..LINK_WAIT_STEPS {
+            if let Some(l) = self.link(peer) {
+                return Some(l);
+            }
+            tokio::time::sleep(LINK_WAIT_STEP).await;
+        }
+        None
+    }
+
+    pub async fn on_digest(&self, from: &Id, theirs: &[u64]) {
+        let Some(link) = self.link_soon(from).await else {
+            return;
+        };
         let (diff, versions) = match self.retained.lock() {
             Ok(r) => {
                 let diff = differing(&r.digest(), theirs);
@@ -46,8 +67,10 @@ impl Shared {
         }
     }
 
-    pub fn on_versions(&self, from: &Id, buckets: &[u8], theirs: &[Version]) {
-        let Some(link) = self.link(from) else { return };
+    pub async fn on_versions(&self, from: &Id, buckets: &[u8], theirs: &[Version]) {
+        let Some(link) = self.link_soon(from).await else {
+            return;
+        };
         let push = match self.retained.lock() {
             Ok(r) => r.to_push(buckets, theirs),
             Err(_) => return,
@@ -68,6 +91,7 @@ impl Shared {
             if m.publisher == self.me && m.seq >= self.next_seq.load(Ordering::Relaxed) {
                 // Our own entry from a lost past (a wiped store): skip our sequence past it.
                 self.next_seq.fetch_max(m.seq + 1, Ordering::Relaxed);
+                self.reserve_past(m.seq + 1).await;
             }
             if self.retain(m.clone()).await {
                 let fresh = self

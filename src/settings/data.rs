@@ -21,5 +21,7 @@ pub fn from_args(args: &RunArgs) -> Result<DataConfig, SettingsError> {
         max_message_bytes: args.max_message_bytes as usize,
         max_retained_bytes: args.max_retained_bytes,
         sync_interval: args.data_sync_interval.duration(),
+        max_publish_rate: args.max_publish_rate,
+        max_peer_rate: args.max_peer_rate,
     })
 }
