@@ -56,17 +56,27 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     };
 
     let node = start_node(&settings, secret_key.clone()).await?;
+    let (data, data_tasks) =
+        match crate::data::start(settings.data.clone(), node.id(), node.peers()).await {
+            Ok(d) => d,
+            Err(e) => {
+                node.shutdown().await;
+                return Err(e).context("the data plane could not start");
+            }
+        };
     let shutdown = CancellationToken::new();
     crate::netchange::spawn(node.endpoint().clone(), shutdown.child_token());
     let sources = match start_sources(&settings, &node, secret_key, &shutdown).await {
         Ok(s) => s,
         Err(e) => {
+            data_tasks.shutdown().await;
             node.shutdown().await;
             return Err(e).context("discovery could not start");
         }
     };
 
-    let service = SidecarService::new(node.peers().clone(), status_info(&settings, &node));
+    let service =
+        SidecarService::new(node.peers().clone(), status_info(&settings, &node)).with_data(data);
     let stop = service.stop_token();
     let api_server = ApiServer::spawn(api_listener, service.clone());
     let metrics_task =
@@ -81,6 +91,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     // Goodbyes first, while the endpoint still works; then the connections.
     shutdown.cancel();
     discovery::join_sources(sources).await;
+    data_tasks.shutdown().await;
     node.shutdown().await;
     api_server.shutdown().await;
     for task in [metrics_task, notify_task].into_iter().flatten() {

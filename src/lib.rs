@@ -8,6 +8,8 @@
 //! - [`node`]: identity, endpoint, formation check and the peer manager, the one place
 //!   that decides whom to dial;
 //! - [`discovery`]: sources that report found and lost peers to the peer manager;
+//! - [`data`]: the data plane: publish, subscribe and retained state over the
+//!   formation's connections;
 //! - [`api`]: the gRPC service and the CLI client;
 //! - [`daemon`]: `peat-sidecar run`, which wires them together;
 //! - [`events`]: what the node and the sources tell each other (imported by both; the
@@ -20,6 +22,7 @@
 pub mod api;
 pub mod config;
 pub mod daemon;
+pub mod data;
 pub mod discovery;
 pub mod events;
 pub mod logfmt;

@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use peat_sidecar::{
-    api::{client, output::OutputError},
+    api::{client, client_data, output::OutputError},
     config::Command,
     daemon, node,
     settings::{self, SettingsError},
@@ -33,6 +33,9 @@ fn main() -> ExitCode {
             Command::Disconnect(a) => Ok(client::disconnect_peer(&a).await?),
             Command::Forget(a) => Ok(client::forget_peer(&a).await?),
             Command::Watch(a) => Ok(client::watch(&a).await?),
+            Command::Publish(a) => Ok(client_data::publish(&a).await?),
+            Command::Subscribe(a) => Ok(client_data::subscribe(&a).await?),
+            Command::Get(a) => Ok(client_data::get(&a).await?),
             Command::Id(a) => {
                 let key = node::identity::load_or_create(&a.data_dir)?;
                 Ok(peat_sidecar::outln!("{}", key.public())?)

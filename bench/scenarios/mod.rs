@@ -15,9 +15,11 @@ pub mod iroh_node;
 pub mod join;
 pub mod leave;
 pub mod pcap;
+pub mod pubsub;
 pub mod radio;
 pub mod traffic;
 pub mod util;
+pub mod zenoh;
 
 use std::{future::Future, panic::AssertUnwindSafe, pin::Pin, time::Duration};
 
@@ -128,6 +130,11 @@ pub const ALL: &[Scenario] = &[
         name: "radio",
         about: "lossy channel (30 %, 100 ± 50 ms) -> full mesh, false departures; idle at 10 %; 64 kbit/s thin link",
         run: |c| Box::pin(radio::run(c)),
+    },
+    Scenario {
+        name: "pubsub",
+        about: "data plane: latency, throughput, bytes per publish, retained sync, bridge hop; vs Zenoh",
+        run: |c| Box::pin(pubsub::run(c)),
     },
 ];
 

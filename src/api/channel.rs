@@ -26,6 +26,8 @@ pub enum ClientError {
     Id(#[from] IdError),
     #[error(transparent)]
     Output(#[from] OutputError),
+    #[error("cannot read the value from standard input: {0}")]
+    Stdin(std::io::Error),
 }
 
 /// Where the client talks to, and how long it waits.

@@ -67,7 +67,8 @@ pub async fn status(args: &ClientArgs) -> Result<(), ClientError> {
         s.version,
         human_duration(s.uptime_secs)
     )?;
-    print_counters(&s.counters.clone().unwrap_or_default())
+    print_counters(&s.counters.clone().unwrap_or_default())?;
+    super::client_data::print_stats(&s.data.unwrap_or_default())
 }
 
 /// The counters of `status --json`, as a table for people.
@@ -141,6 +142,7 @@ fn status_json(s: &pb::GetStatusResponse) -> Value {
             "dns_rounds": c.dns_rounds,
             "mdns_daemon": c.mdns_daemon,
         },
+        "data": super::client_data::stats_json(&s.data.unwrap_or_default()),
     })
 }
 
@@ -157,6 +159,8 @@ pub fn peer_json(p: &pb::Peer) -> Value {
         "failures": p.failures,
         "bytes_sent": p.bytes_sent,
         "bytes_received": p.bytes_received,
+        "messages_in": p.messages_in,
+        "messages_out": p.messages_out,
     })
 }
 

@@ -44,6 +44,9 @@ impl From<PeerInfo> for pb::Peer {
             failures: p.failures,
             bytes_sent: p.bytes_sent,
             bytes_received: p.bytes_received,
+            // Filled in by the server from the data plane's per-peer counters.
+            messages_in: 0,
+            messages_out: 0,
         }
     }
 }

@@ -149,6 +149,9 @@ pub fn render(snap: &Snapshot) -> Result<String, std::fmt::Error> {
     if let Some(c) = &snap.status.counters {
         register_counters(&mut registry, c);
     }
+    if let Some(d) = &snap.status.data {
+        super::metrics_data::register(&mut registry, d);
+    }
     register_peers(&mut registry, &snap.peers);
     super::metrics_iroh::register(&mut registry, &snap.iroh);
     let mut out = String::new();
@@ -191,13 +194,13 @@ pub fn to_classic(openmetrics: &str) -> String {
     out
 }
 
-fn gauge(registry: &mut Registry, name: &str, help: &str, value: u64) {
+pub(super) fn gauge(registry: &mut Registry, name: &str, help: &str, value: u64) {
     let g = Gauge::<i64>::default();
     g.set(i64::try_from(value).unwrap_or(i64::MAX));
     registry.register(name, help, g);
 }
 
-fn counter(registry: &mut Registry, name: &str, help: &str, value: u64) {
+pub(super) fn counter(registry: &mut Registry, name: &str, help: &str, value: u64) {
     registry.register(name, help, ConstCounter::new(value));
 }
 

@@ -2,10 +2,13 @@
 
 pub mod channel;
 pub mod client;
+pub mod client_data;
 pub mod codec;
 pub mod convert;
+pub mod data;
 pub mod idprefix;
 pub mod metrics;
+mod metrics_data;
 pub mod metrics_iroh;
 pub mod output;
 pub mod server;

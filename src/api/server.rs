@@ -24,6 +24,7 @@ use tracing::{info, warn};
 use super::pb::{self, sidecar_server::SidecarServer};
 use crate::{
     config::{parse_endpoint_id, ListenAddr, PeerHost},
+    data::DataPlane,
     node::peers::{PeerManagerHandle, RequestError, DIAL_FAILURE_REASONS, HANDSHAKE_OUTCOMES},
 };
 
@@ -61,6 +62,8 @@ pub struct SidecarService {
     status: Arc<StatusInfo>,
     /// Fired at shutdown: ends every WatchPeers stream, then the server.
     stop: CancellationToken,
+    /// The data plane; without it the data methods answer UNAVAILABLE.
+    pub(super) data: Option<DataPlane>,
 }
 
 impl SidecarService {
@@ -69,7 +72,13 @@ impl SidecarService {
             peers,
             status: Arc::new(status),
             stop: CancellationToken::new(),
+            data: None,
         }
+    }
+
+    pub fn with_data(mut self, data: DataPlane) -> Self {
+        self.data = Some(data);
+        self
     }
 
     /// iroh binds sockets of the families `--bind` names: an IPv6 address behind an
@@ -111,13 +120,16 @@ pub struct Snapshot {
 
 impl SidecarService {
     pub async fn snapshot(&self) -> Snapshot {
-        let peers: Vec<pb::Peer> = self
+        let mut peers: Vec<pb::Peer> = self
             .peers
             .list()
             .await
             .into_iter()
             .map(Into::into)
             .collect();
+        if let Some(d) = &self.data {
+            super::data::fill_peer_counters(d, &mut peers);
+        }
         let connected = peers
             .iter()
             .filter(|p| p.state == pb::PeerState::Connected as i32)
@@ -162,6 +174,7 @@ impl SidecarService {
                     .map(|m| m.iter().map(|(k, v)| (k.clone(), *v)).collect())
                     .unwrap_or_default(),
             }),
+            data: self.data.as_ref().map(super::data::stats),
         };
         Snapshot {
             status,
@@ -313,6 +326,40 @@ impl pb::sidecar_server::Sidecar for SidecarService {
         let stream =
             futures::StreamExt::take_until(events, self.stop.clone().cancelled_owned()).chain(last);
         Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn publish(
+        &self,
+        req: Request<pb::PublishRequest>,
+    ) -> Result<Response<pb::PublishResponse>, Status> {
+        super::data::publish(self, req).await
+    }
+
+    async fn publish_stream(
+        &self,
+        req: Request<tonic::Streaming<pb::PublishRequest>>,
+    ) -> Result<Response<pb::PublishStreamResponse>, Status> {
+        super::data::publish_stream(self, req).await
+    }
+
+    type SubscribeStream = super::data::DeliveryStream;
+
+    async fn subscribe(
+        &self,
+        req: Request<pb::SubscribeRequest>,
+    ) -> Result<Response<Self::SubscribeStream>, Status> {
+        super::data::subscribe(self, req).await
+    }
+
+    async fn get(&self, req: Request<pb::GetRequest>) -> Result<Response<pb::GetResponse>, Status> {
+        super::data::get(self, req).await
+    }
+
+    async fn delete(
+        &self,
+        req: Request<pb::DeleteRequest>,
+    ) -> Result<Response<pb::DeleteResponse>, Status> {
+        super::data::delete(self, req).await
     }
 }
 
@@ -466,6 +513,8 @@ impl ApiServer {
 /// Serves until the service's stop token fires.
 async fn serve(bound: Bound, service: SidecarService) -> Result<(), ServeError> {
     let shutdown = service.stop.clone();
+    // Publish requests carry payloads up to --max-message-bytes.
+    let decode_limit = super::data::request_limit(service.data.as_ref());
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter
         .set_serving::<SidecarServer<SidecarService>>()
@@ -486,7 +535,7 @@ async fn serve(bound: Bound, service: SidecarService) -> Result<(), ServeError> 
         .add_service(health_service)
         .add_service(reflection)
         .add_service(reflection_v1alpha)
-        .add_service(SidecarServer::new(service).max_decoding_message_size(64 * 1024));
+        .add_service(SidecarServer::new(service).max_decoding_message_size(decode_limit));
     let signal = async move { shutdown.cancelled().await };
     match bound {
         Bound::Tcp(l) => {

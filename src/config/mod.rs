@@ -63,6 +63,13 @@ pub enum Command {
     Watch(ClientArgs),
     /// Print this host's endpoint id, creating the identity key if it is absent.
     Id(IdArgs),
+    /// Publish one message on a topic (VALUE `-` reads standard input).
+    Publish(PublishArgs),
+    /// Print the messages on topics matching PATTERN until interrupted (`*` matches
+    /// one segment, `**` any rest).
+    Subscribe(SubscribeArgs),
+    /// Print the retained entries whose topic matches PATTERN.
+    Get(GetArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
@@ -220,6 +227,33 @@ pub struct RunArgs {
     #[arg(long, env = "PEAT_SIDECAR_IDLE_TIMEOUT_MS", default_value_t = 5000, value_parser = clap::value_parser!(u64).range(500..=120_000))]
     pub idle_timeout_ms: u64,
 
+    /// Data plane: largest message payload accepted from apps and peers, in bytes
+    /// (1-16777216).
+    #[arg(long, env = "PEAT_SIDECAR_MAX_MESSAGE_BYTES", default_value_t = 262_144, value_parser = clap::value_parser!(u64).range(1..=16_777_216))]
+    pub max_message_bytes: u64,
+
+    /// Data plane: most bytes of retained entries kept (memory and disk). Beyond it
+    /// expired entries go first, then the oldest written. At least --max-message-bytes
+    /// plus 1024.
+    #[arg(long, env = "PEAT_SIDECAR_MAX_RETAINED_BYTES", default_value_t = 64 * 1024 * 1024, value_parser = clap::value_parser!(u64).range(1024..))]
+    pub max_retained_bytes: u64,
+
+    /// Data plane: seconds between anti-entropy rounds (retained-state digests sent to
+    /// every peer; a round in sync costs one 2 KiB digest per peer).
+    #[arg(long, env = "PEAT_SIDECAR_DATA_SYNC_INTERVAL", default_value = "10", value_parser = parse_interval)]
+    pub data_sync_interval: Seconds,
+
+    /// Data plane: most messages per second the local apps may publish together
+    /// (a token bucket, bursts up to one second's worth); beyond it Publish answers
+    /// RESOURCE_EXHAUSTED.
+    #[arg(long, env = "PEAT_SIDECAR_MAX_PUBLISH_RATE", default_value_t = 100_000, value_parser = clap::value_parser!(u32).range(1..=10_000_000))]
+    pub max_publish_rate: u32,
+
+    /// Data plane: most messages per second taken from one peer (token bucket); the
+    /// excess is dropped and counted as rejected.
+    #[arg(long, env = "PEAT_SIDECAR_MAX_PEER_RATE", default_value_t = 100_000, value_parser = clap::value_parser!(u32).range(1..=10_000_000))]
+    pub max_peer_rate: u32,
+
     /// Log format; the level comes from RUST_LOG (default `info`).
     #[arg(long, env = "PEAT_SIDECAR_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -277,6 +311,52 @@ pub struct IdArgs {
         default_value = "/var/lib/peat-sidecar"
     )]
     pub data_dir: PathBuf,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct PublishArgs {
+    /// Topic: `/`-separated segments, for example tracks/blue-2.
+    pub topic: String,
+
+    /// The payload; `-` reads it from standard input; none publishes an empty payload.
+    pub value: Option<String>,
+
+    /// Key within the topic (retained state keeps the latest value per topic and key).
+    #[arg(long)]
+    pub key: Option<String>,
+
+    /// Keep the value formation-wide as the topic and key's retained state.
+    #[arg(long)]
+    pub retain: bool,
+
+    /// Seconds after which the retained value is dropped everywhere.
+    #[arg(long, value_name = "SECS")]
+    pub ttl: Option<u64>,
+
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct SubscribeArgs {
+    /// Topic pattern: `*` matches one segment, a last `**` any rest.
+    pub pattern: String,
+
+    /// First print the retained entries that match, then live messages.
+    #[arg(long)]
+    pub retained: bool,
+
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct GetArgs {
+    /// Topic pattern: `*` matches one segment, a last `**` any rest.
+    pub pattern: String,
+
+    #[command(flatten)]
+    pub client: ClientArgs,
 }
 
 /// A discovery mode as named on the command line.

@@ -25,6 +25,8 @@ use tracing::debug;
 pub mod tag {
     /// Gossip peer-table exchange.
     pub const GOSSIP: u8 = 1;
+    /// Data plane frames (`crate::data`): one long-lived stream per direction.
+    pub const DATA: u8 = 2;
 }
 
 /// How long the opener has to send the tag byte.

@@ -7,6 +7,7 @@
 //! Errors name what the user set: the flag, or the `PEAT_SIDECAR_*` variable when the
 //! value came from the environment ([`Origins`]).
 
+pub mod data;
 pub mod discovery;
 pub mod origin;
 
@@ -115,6 +116,13 @@ pub enum SettingsError {
         bind_name: String,
         bind: SocketAddr,
     },
+    #[error("{retained_name} {retained} is smaller than one largest message: {message_name} {message} plus 1024 bytes. Raise {retained_name} or lower {message_name}")]
+    RetainedBelowMessage {
+        retained_name: String,
+        retained: u64,
+        message_name: String,
+        message: u64,
+    },
     #[error("cannot check the settings against this host's interfaces")]
     Host(#[source] IfaceError),
 }
@@ -138,6 +146,7 @@ pub struct Settings {
     pub node: NodeSettings,
     pub api: ApiSettings,
     pub discovery: DiscoverySettings,
+    pub data: crate::data::DataConfig,
 }
 
 /// The node: endpoint, formation, static peers, limits.
@@ -205,6 +214,7 @@ impl Settings {
                 metrics_listen: args.metrics_listen,
             },
             discovery: DiscoverySettings::from_args(args)?,
+            data: data::from_args(args)?,
         })
     }
 }

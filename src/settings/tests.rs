@@ -326,3 +326,25 @@ fn a_host_that_cannot_be_read_is_not_a_usage_error() {
     let e = SettingsError::Host(IfaceError::List(nix::Error::EACCES));
     assert_eq!(e.exit_code(), 1);
 }
+
+#[test]
+fn data_plane_limits() {
+    let s = check(&[]).unwrap();
+    assert_eq!(s.data.max_message_bytes, 262_144);
+    assert_eq!(s.data.max_retained_bytes, 64 * 1024 * 1024);
+    assert_eq!(s.data.sync_interval, Duration::from_secs(10));
+    let e = err(&[
+        "--max-retained-bytes",
+        "2048",
+        "--max-message-bytes",
+        "4096",
+    ]);
+    assert!(e.contains("--max-retained-bytes 2048"), "{e}");
+    assert!(e.contains("--max-message-bytes 4096"), "{e}");
+    let mut a = args(&["--max-retained-bytes", "2048"]);
+    a.origins
+        .set_env("max_retained_bytes", "PEAT_SIDECAR_MAX_RETAINED_BYTES");
+    let e = Settings::check(&a, &host()).unwrap_err().to_string();
+    assert!(e.starts_with("PEAT_SIDECAR_MAX_RETAINED_BYTES 2048"), "{e}");
+    assert!(parse_cli(["peat-sidecar", "run", "--max-message-bytes", "0"]).is_err());
+}

@@ -20,6 +20,12 @@ impl PyScript {
     /// Runs `tests/interop/<script>` with `args` in namespace `ns`, after checking that
     /// python3 can import `modules` (comma-separated, as in an import statement).
     pub fn start(ns: &str, modules: &str, script: &str, args: &[String]) -> PyScript {
+        let path = format!("{}/tests/interop/{script}", env!("CARGO_MANIFEST_DIR"));
+        PyScript::start_file(ns, modules, &path, args)
+    }
+
+    /// Runs the Python script at `path` (for the examples under docs/).
+    pub fn start_file(ns: &str, modules: &str, path: &str, args: &[String]) -> PyScript {
         let ok = Command::new("python3")
             .args(["-c", &format!("import {modules}")])
             .status()
@@ -32,9 +38,8 @@ impl PyScript {
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("script.out");
         let err = dir.path().join("script.err");
-        let path = format!("{}/tests/interop/{script}", env!("CARGO_MANIFEST_DIR"));
         let child = Command::new("ip")
-            .args(["netns", "exec", ns, "python3", &path])
+            .args(["netns", "exec", ns, "python3", path])
             .args(args)
             .stdout(std::fs::File::create(&out).unwrap())
             .stderr(std::fs::File::create(&err).unwrap())

@@ -6,6 +6,7 @@
 //! leaves nothing running.
 #![allow(dead_code)]
 
+pub mod data;
 pub mod dnsmasq;
 pub mod interop;
 pub mod netns;

@@ -1,0 +1,62 @@
+"""Python stubs for the peat-sidecar API, generated from proto/sidecar.proto on first use.
+
+grpcio-tools compiles the proto into a cache directory (next to this file, or
+$PEAT_SIDECAR_STUBS); nothing generated is checked in, so the stubs always match the
+proto they are run against. Point $PEAT_SIDECAR_PROTO at another sidecar.proto if
+this example is copied out of the repository.
+"""
+
+import importlib
+import os
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+DEFAULT_PROTO = os.path.join(HERE, "..", "..", "..", "proto", "sidecar.proto")
+
+
+def load():
+    """Returns the modules (sidecar_pb2, sidecar_pb2_grpc)."""
+    proto = os.path.abspath(os.environ.get("PEAT_SIDECAR_PROTO", DEFAULT_PROTO))
+    out = os.environ.get("PEAT_SIDECAR_STUBS", os.path.join(HERE, "_stubs"))
+    os.makedirs(out, exist_ok=True)
+    generated = os.path.join(out, "sidecar_pb2.py")
+    if not os.path.exists(generated) or os.path.getmtime(generated) < os.path.getmtime(proto):
+        from grpc_tools import protoc
+
+        # A temporary name, then rename: two examples starting at once must not import
+        # a half-written module.
+        tmp = os.path.join(out, f".gen-{os.getpid()}")
+        os.makedirs(tmp, exist_ok=True)
+        status = protoc.main([
+            "grpc_tools.protoc",
+            f"-I{os.path.dirname(proto)}",
+            f"--python_out={tmp}",
+            f"--grpc_python_out={tmp}",
+            proto,
+        ])
+        if status != 0:
+            sys.exit(f"protoc failed ({status}) on {proto}")
+        for name in ("sidecar_pb2_grpc.py", "sidecar_pb2.py"):
+            os.replace(os.path.join(tmp, name), os.path.join(out, name))
+        os.rmdir(tmp)
+    if out not in sys.path:
+        sys.path.insert(0, out)
+    return importlib.import_module("sidecar_pb2"), importlib.import_module("sidecar_pb2_grpc")
+
+
+def channel(api):
+    """A gRPC channel to the sidecar's API as the sidecar names it: tcp://HOST:PORT
+    or unix:///PATH (the same forms as --listen and --api)."""
+    import grpc
+
+    options = []
+    if api.startswith("tcp://"):
+        target = api[len("tcp://"):]
+    elif api.startswith("unix://"):
+        target = "unix:" + api[len("unix://"):]
+        # grpc-core sends the socket path as :authority, which the sidecar's HTTP/2
+        # server refuses (RST_STREAM PROTOCOL_ERROR); any plain host name will do.
+        options.append(("grpc.default_authority", "localhost"))
+    else:
+        target = api
+    return grpc.insecure_channel(target, options=options)

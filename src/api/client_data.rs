@@ -1,0 +1,238 @@
+//! The data plane's commands: `publish`, `subscribe`, `get`; and the data rows of
+//! `status`.
+
+use std::io::Read;
+
+use base64::Engine as _;
+use serde_json::{json, Value};
+use tonic::transport::Channel;
+
+use super::{
+    channel::{ClientError, Target},
+    output::human_duration,
+    pb::{self, sidecar_client::SidecarClient},
+};
+use crate::{
+    config::{ClientArgs, GetArgs, PublishArgs, SubscribeArgs},
+    outln,
+};
+
+/// Largest answer the client takes (a Get of a big retained store).
+const MAX_ANSWER: usize = 256 * 1024 * 1024;
+
+async fn open(args: &ClientArgs) -> Result<(SidecarClient<Channel>, Target), ClientError> {
+    let target = Target::new(&args.api, args.timeout);
+    let c = target
+        .connect()
+        .await?
+        .max_decoding_message_size(MAX_ANSWER);
+    Ok((c, target))
+}
+
+fn payload(value: &Option<String>) -> Result<Vec<u8>, ClientError> {
+    match value.as_deref() {
+        None => Ok(Vec::new()),
+        Some("-") => {
+            let mut buf = Vec::new();
+            std::io::stdin()
+                .read_to_end(&mut buf)
+                .map_err(ClientError::Stdin)?;
+            Ok(buf)
+        }
+        Some(v) => Ok(v.as_bytes().to_vec()),
+    }
+}
+
+pub async fn publish(args: &PublishArgs) -> Result<(), ClientError> {
+    let req = pb::PublishRequest {
+        topic: args.topic.clone(),
+        key: args.key.clone().unwrap_or_default(),
+        payload: payload(&args.value)?,
+        retain: args.retain,
+        ttl_secs: args.ttl.unwrap_or(0),
+    };
+    let (mut c, t) = open(&args.client).await?;
+    let r = t.call(c.publish(req)).await?;
+    if args.client.json {
+        outln!("{}", json!({"seq": r.seq, "hlc": r.hlc}))?;
+    } else {
+        outln!("published seq={}", r.seq)?;
+    }
+    Ok(())
+}
+
+pub async fn get(args: &GetArgs) -> Result<(), ClientError> {
+    let (mut c, t) = open(&args.client).await?;
+    let req = pb::GetRequest {
+        pattern: args.pattern.clone(),
+    };
+    let entries = t.call(c.get(req)).await?.entries;
+    let now = crate::events::unix_ms_now();
+    for m in &entries {
+        print_message(m, args.client.json, now)?;
+    }
+    Ok(())
+}
+
+/// Streams until the sidecar ends the stream; only opening it has a deadline.
+pub async fn subscribe(args: &SubscribeArgs) -> Result<(), ClientError> {
+    let (mut c, t) = open(&args.client).await?;
+    let req = pb::SubscribeRequest {
+        pattern: args.pattern.clone(),
+        retained: args.retained,
+    };
+    let mut stream = t.call(c.subscribe(req)).await?;
+    let json = args.client.json;
+    loop {
+        let d = match stream.message().await {
+            Ok(Some(d)) => d,
+            Ok(None) => {
+                note(&format!("{}: the sidecar ended the stream", t.api));
+                return Ok(());
+            }
+            Err(e) => return Err(t.error(e)),
+        };
+        match d.kind {
+            Some(pb::delivery::Kind::Message(m)) => {
+                print_message(&m, json, crate::events::unix_ms_now())?
+            }
+            Some(pb::delivery::Kind::Missed(n)) if json => outln!("{}", json!({"missed": n}))?,
+            Some(pb::delivery::Kind::Missed(n)) => {
+                outln!("missed {n} (this subscriber read too slowly)")?
+            }
+            Some(pb::delivery::Kind::RetainedDone(_)) | None => {}
+        }
+    }
+}
+
+pub fn message_json(m: &pb::DataMessage) -> Value {
+    let mut v = json!({
+        "topic": m.topic,
+        "key": m.key,
+        "publisher": m.publisher,
+        "seq": m.seq,
+        "hlc": m.hlc,
+        "published_unix_ms": m.published_unix_ms,
+        "expires_unix_ms": m.expires_unix_ms,
+        "retained": m.retained,
+        "payload_b64": base64::engine::general_purpose::STANDARD.encode(&m.payload),
+    });
+    if let Ok(text) = std::str::from_utf8(&m.payload) {
+        v["text"] = Value::String(text.to_string());
+    }
+    v
+}
+
+/// "12ms", "3.4s", "2m 5s".
+fn age(now_ms: u64, then_ms: u64) -> String {
+    let ms = now_ms.saturating_sub(then_ms);
+    match ms {
+        0..1000 => format!("{ms}ms"),
+        1000..60_000 => format!("{:.1}s", ms as f64 / 1000.0),
+        _ => human_duration(ms / 1000),
+    }
+}
+
+/// The text form of a message: topic, key (or -), publisher's short id, age, value.
+pub fn message_line(m: &pb::DataMessage, now_ms: u64) -> String {
+    let key = if m.key.is_empty() { "-" } else { &m.key };
+    let short: String = m.publisher.chars().take(10).collect();
+    let value = match std::str::from_utf8(&m.payload) {
+        Ok(t) => t.to_string(),
+        Err(_) => format!("<{} bytes>", m.payload.len()),
+    };
+    format!(
+        "{} {key} {short} {} {value}",
+        m.topic,
+        age(now_ms, m.published_unix_ms)
+    )
+}
+
+fn print_message(m: &pb::DataMessage, json: bool, now_ms: u64) -> Result<(), ClientError> {
+    if json {
+        outln!("{}", message_json(m))?;
+    } else {
+        outln!("{}", message_line(m, now_ms))?;
+    }
+    Ok(())
+}
+
+pub fn stats_json(d: &pb::DataStats) -> Value {
+    json!({
+        "topics": d.topics,
+        "retained_entries": d.retained_entries,
+        "retained_bytes": d.retained_bytes,
+        "messages_in": d.messages_in,
+        "messages_out": d.messages_out,
+        "published": d.published,
+        "delivered": d.delivered,
+        "dropped": d.dropped,
+        "subscribers": d.subscribers,
+        "rejected": d.rejected,
+    })
+}
+
+/// The data rows of `status`.
+pub fn print_stats(d: &pb::DataStats) -> Result<(), ClientError> {
+    outln!(
+        "data            {} topics, {} retained entries ({} bytes), {} subscribers",
+        d.topics,
+        d.retained_entries,
+        d.retained_bytes,
+        d.subscribers
+    )?;
+    outln!(
+        "messages        {} published, {} in, {} out, {} delivered, {} dropped, {} rejected",
+        d.published,
+        d.messages_in,
+        d.messages_out,
+        d.delivered,
+        d.dropped,
+        d.rejected
+    )?;
+    Ok(())
+}
+
+/// A line on stderr; a closed stderr is no reason to fail.
+fn note(msg: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "{msg}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn m(payload: &[u8]) -> pb::DataMessage {
+        pb::DataMessage {
+            topic: "tracks/blue".into(),
+            publisher: "ab".repeat(32),
+            payload: payload.to_vec(),
+            published_unix_ms: 10_000,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn lines_show_text_or_size() {
+        assert_eq!(
+            message_line(&m(b"hello"), 10_012),
+            "tracks/blue - ababababab 12ms hello"
+        );
+        let mut bin = m(&[0xff, 0xfe, 0]);
+        bin.key = "k1".into();
+        assert_eq!(
+            message_line(&bin, 13_400),
+            "tracks/blue k1 ababababab 3.4s <3 bytes>"
+        );
+        assert_eq!(age(200_000, 10_000), "3m 10s");
+    }
+
+    #[test]
+    fn json_has_text_only_for_utf8() {
+        let v = message_json(&m(b"hi"));
+        assert_eq!(v["text"], "hi");
+        assert_eq!(v["payload_b64"], "aGk=");
+        assert!(message_json(&m(&[0xff])).get("text").is_none());
+    }
+}

@@ -1,0 +1,188 @@
+//! The data plane's gRPC methods: Publish, PublishStream, Subscribe, Get, Delete.
+
+use std::pin::Pin;
+
+use futures::{Stream, StreamExt};
+use tonic::{Request, Response, Status};
+
+use super::{pb, server::SidecarService};
+use crate::data::{self, DataError, DataPlane, Event, Message, Publish};
+
+pub type DeliveryStream = Pin<Box<dyn Stream<Item = Result<pb::Delivery, Status>> + Send>>;
+
+/// Room in a request for everything besides the payload.
+const REQUEST_OVERHEAD: usize = 64 * 1024;
+
+/// Largest request the server decodes: room for twice the largest payload, so that a
+/// payload somewhat over the limit gets an answer naming --max-message-bytes rather
+/// than tonic's bare OUT_OF_RANGE.
+pub fn request_limit(data: Option<&DataPlane>) -> usize {
+    data.map_or(0, |d| d.max_message_bytes().saturating_mul(2)) + REQUEST_OVERHEAD
+}
+
+fn plane(svc: &SidecarService) -> Result<&DataPlane, Status> {
+    svc.data
+        .as_ref()
+        .ok_or_else(|| Status::unavailable("this sidecar runs without a data plane"))
+}
+
+fn status(e: DataError) -> Status {
+    match e {
+        DataError::Stopped => Status::unavailable(e.to_string()),
+        DataError::Rate(_) => Status::resource_exhausted(e.to_string()),
+        _ => Status::invalid_argument(e.to_string()),
+    }
+}
+
+pub fn message(m: &Message, retained: bool) -> pb::DataMessage {
+    pb::DataMessage {
+        topic: m.topic.clone(),
+        key: m.key.clone(),
+        payload: m.payload.clone(),
+        publisher: hex::encode(m.publisher),
+        seq: m.seq,
+        hlc: m.hlc,
+        published_unix_ms: data::physical_ms(m.hlc),
+        retained,
+        expires_unix_ms: data::expires_ms(m).unwrap_or(0),
+    }
+}
+
+pub fn stats(d: &DataPlane) -> pb::DataStats {
+    let s = d.stats();
+    pb::DataStats {
+        topics: s.topics,
+        retained_entries: s.retained_entries,
+        retained_bytes: s.retained_bytes,
+        messages_in: s.messages_in,
+        messages_out: s.messages_out,
+        published: s.published,
+        delivered: s.delivered,
+        dropped: s.dropped,
+        subscribers: s.subscribers,
+        rejected: s.rejected,
+    }
+}
+
+pub fn fill_peer_counters(d: &DataPlane, peers: &mut [pb::Peer]) {
+    for p in peers {
+        if let Ok(id) = p.endpoint_id.parse::<iroh::EndpointId>() {
+            let s = d.peer_stats(&id);
+            p.messages_in = s.messages_in;
+            p.messages_out = s.messages_out;
+        }
+    }
+}
+
+fn to_publish(r: pb::PublishRequest) -> Publish {
+    Publish {
+        topic: r.topic,
+        key: r.key,
+        payload: r.payload,
+        retain: r.retain,
+        ttl_secs: r.ttl_secs,
+    }
+}
+
+pub async fn publish(
+    svc: &SidecarService,
+    req: Request<pb::PublishRequest>,
+) -> Result<Response<pb::PublishResponse>, Status> {
+    let d = plane(svc)?;
+    let p = d
+        .publish(to_publish(req.into_inner()))
+        .await
+        .map_err(status)?;
+    Ok(Response::new(pb::PublishResponse {
+        seq: p.seq,
+        hlc: p.hlc,
+    }))
+}
+
+pub async fn publish_stream(
+    svc: &SidecarService,
+    req: Request<tonic::Streaming<pb::PublishRequest>>,
+) -> Result<Response<pb::PublishStreamResponse>, Status> {
+    let d = plane(svc)?;
+    let mut stream = req.into_inner();
+    let (mut published, mut last_seq) = (0u64, 0u64);
+    while let Some(r) = stream.next().await {
+        let r = r?;
+        let p = d.publish(to_publish(r)).await.map_err(|e| {
+            let s = status(e);
+            Status::new(
+                s.code(),
+                format!("message {} of the stream: {}", published + 1, s.message()),
+            )
+        })?;
+        published += 1;
+        last_seq = p.seq;
+    }
+    Ok(Response::new(pb::PublishStreamResponse {
+        published,
+        last_seq,
+    }))
+}
+
+fn delivery(kind: pb::delivery::Kind) -> Result<pb::Delivery, Status> {
+    Ok(pb::Delivery { kind: Some(kind) })
+}
+
+pub async fn subscribe(
+    svc: &SidecarService,
+    req: Request<pb::SubscribeRequest>,
+) -> Result<Response<DeliveryStream>, Status> {
+    let d = plane(svc)?.clone();
+    let req = req.into_inner();
+    // Subscribed before the retained entries are read, so nothing falls in between.
+    let sub = d.subscribe(&req.pattern).map_err(status)?;
+    let mut first = Vec::new();
+    if req.retained {
+        for m in d.get_parsed(&sub.pattern) {
+            first.push(delivery(pb::delivery::Kind::Message(message(&m, true))));
+        }
+        first.push(delivery(pb::delivery::Kind::RetainedDone(true)));
+    }
+    let live = futures::stream::unfold((sub, d), |(mut sub, d)| async move {
+        let item = match sub.next().await? {
+            Event::Message(m) => pb::delivery::Kind::Message(message(&m, false)),
+            Event::Missed(n) => {
+                d.count_missed(n);
+                pb::delivery::Kind::Missed(n)
+            }
+        };
+        Some((delivery(item), (sub, d)))
+    });
+    // Ends by itself at shutdown: tonic's graceful shutdown waits for open streams.
+    let stream = futures::stream::iter(first)
+        .chain(live)
+        .take_until(svc.stop_token().cancelled_owned());
+    Ok(Response::new(Box::pin(stream)))
+}
+
+pub async fn get(
+    svc: &SidecarService,
+    req: Request<pb::GetRequest>,
+) -> Result<Response<pb::GetResponse>, Status> {
+    let d = plane(svc)?;
+    let entries = d
+        .get(&req.into_inner().pattern)
+        .map_err(status)?
+        .iter()
+        .map(|m| message(m, true))
+        .collect();
+    Ok(Response::new(pb::GetResponse { entries }))
+}
+
+pub async fn delete(
+    svc: &SidecarService,
+    req: Request<pb::DeleteRequest>,
+) -> Result<Response<pb::DeleteResponse>, Status> {
+    let d = plane(svc)?;
+    let r = req.into_inner();
+    let p = d.delete(&r.topic, &r.key).await.map_err(status)?;
+    Ok(Response::new(pb::DeleteResponse {
+        seq: p.seq,
+        hlc: p.hlc,
+    }))
+}

@@ -1,0 +1,394 @@
+//! The retained state in memory: the latest message per (topic, key), last writer wins
+//! by (HLC, publisher id), with the digest that anti-entropy compares.
+//!
+//! The disk copy ([`super::disk`]) follows every change; this map answers reads.
+//! Eviction rule, when the entries exceed `--max-retained-bytes`: expired entries go
+//! first, then the entries with the oldest HLC (least recently written anywhere),
+//! until the total fits. An evicted version is not taken back from peers
+//! (the eviction watermark), so anti-entropy does not fetch it again and again.
+
+use std::collections::BTreeMap;
+
+use sha2::{Digest as _, Sha256};
+
+use super::{
+    hlc::physical_ms,
+    topic::Pattern,
+    wire::{Id, Message, Version, BUCKETS},
+};
+
+/// How long a delete's tombstone lives: long enough to reach nodes that were away.
+pub const TOMBSTONE_TTL_MS: u64 = 24 * 3600 * 1000;
+/// Bytes counted per entry besides topic, key and payload.
+const ENTRY_OVERHEAD: u64 = 96;
+
+pub type EntryKey = (String, String);
+/// An entry that left the store, with the version that left (HLC, publisher).
+pub type Gone = (EntryKey, u64, Id);
+
+/// When an entry expires (Unix ms), or `None` for never.
+pub fn expires_ms(m: &Message) -> Option<u64> {
+    let base = physical_ms(m.hlc);
+    if m.tombstone {
+        Some(base + TOMBSTONE_TTL_MS)
+    } else if m.ttl_ms > 0 {
+        Some(base + m.ttl_ms)
+    } else {
+        None
+    }
+}
+
+pub fn entry_size(m: &Message) -> u64 {
+    (m.topic.len() + m.key.len() + m.payload.len()) as u64 + ENTRY_OVERHEAD
+}
+
+/// Whether version a wins over version b.
+pub fn newer(a: (u64, &Id), b: (u64, &Id)) -> bool {
+    a > b
+}
+
+pub fn bucket_of(topic: &str, key: &str) -> u8 {
+    let mut h = Sha256::new();
+    h.update(topic.as_bytes());
+    h.update([0]);
+    h.update(key.as_bytes());
+    h.finalize()[0]
+}
+
+fn version_hash(m: &Message) -> u64 {
+    let mut h = Sha256::new();
+    h.update(m.topic.as_bytes());
+    h.update([0]);
+    h.update(m.key.as_bytes());
+    h.update([0]);
+    h.update(m.hlc.to_be_bytes());
+    h.update(m.publisher);
+    let d = h.finalize();
+    u64::from_be_bytes([d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7]])
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum Applied {
+    /// Stored; these entries were evicted to make room.
+    Stored {
+        evicted: Vec<Gone>,
+    },
+    /// We have it or something newer (or it was evicted before).
+    Stale,
+    Expired,
+    /// Larger than the whole store may hold.
+    TooLarge,
+}
+
+#[derive(Debug)]
+pub struct Retained {
+    map: BTreeMap<EntryKey, Message>,
+    bytes: u64,
+    max_bytes: u64,
+    /// XOR of the version hashes of the entries in each bucket.
+    buckets: Vec<u64>,
+    /// Versions at or below this (HLC) that we lack were evicted: not taken back.
+    evicted_below: u64,
+}
+
+impl Retained {
+    pub fn new(max_bytes: u64) -> Self {
+        Retained {
+            map: BTreeMap::new(),
+            bytes: 0,
+            max_bytes,
+            buckets: vec![0; BUCKETS],
+            evicted_below: 0,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    pub fn topics(&self) -> usize {
+        let mut n = 0;
+        let mut last: Option<&str> = None;
+        for (t, _) in self.map.keys() {
+            if last != Some(t.as_str()) {
+                n += 1;
+                last = Some(t);
+            }
+        }
+        n
+    }
+
+    #[cfg(test)]
+    pub fn get(&self, k: &EntryKey) -> Option<&Message> {
+        self.map.get(k)
+    }
+
+    /// Merges one entry (hops are not kept). `now` is Unix ms.
+    pub fn apply(&mut self, mut m: Message, now: u64) -> Applied {
+        m.hops = 0;
+        if expires_ms(&m).is_some_and(|e| e <= now) {
+            return Applied::Expired;
+        }
+        if entry_size(&m) > self.max_bytes {
+            return Applied::TooLarge;
+        }
+        let k = (m.topic.clone(), m.key.clone());
+        match self.map.get(&k) {
+            Some(old) if !newer((m.hlc, &m.publisher), (old.hlc, &old.publisher)) => {
+                return Applied::Stale
+            }
+            None if m.hlc <= self.evicted_below => return Applied::Stale,
+            _ => {}
+        }
+        self.remove(&k);
+        self.bytes += entry_size(&m);
+        self.buckets[bucket_of(&m.topic, &m.key) as usize] ^= version_hash(&m);
+        self.map.insert(k.clone(), m);
+        let evicted = self.evict(now, &k);
+        Applied::Stored { evicted }
+    }
+
+    fn remove(&mut self, k: &EntryKey) -> Option<Message> {
+        let old = self.map.remove(k)?;
+        self.bytes -= entry_size(&old);
+        self.buckets[bucket_of(&old.topic, &old.key) as usize] ^= version_hash(&old);
+        Some(old)
+    }
+
+    /// Makes room after an insert, sparing the entry just written.
+    fn evict(&mut self, now: u64, keep: &EntryKey) -> Vec<Gone> {
+        if self.bytes <= self.max_bytes {
+            return Vec::new();
+        }
+        let mut gone = self.expire(now);
+        if self.bytes <= self.max_bytes {
+            return gone;
+        }
+        let mut by_age: Vec<(u64, EntryKey)> = self
+            .map
+            .iter()
+            .filter(|(k, _)| *k != keep)
+            .map(|(k, m)| (m.hlc, k.clone()))
+            .collect();
+        by_age.sort_unstable();
+        for (hlc, k) in by_age {
+            if self.bytes <= self.max_bytes {
+                break;
+            }
+            if let Some(old) = self.remove(&k) {
+                self.evicted_below = self.evicted_below.max(hlc);
+                gone.push((k, old.hlc, old.publisher));
+            }
+        }
+        gone
+    }
+
+    /// Drops expired entries (TTL passed, tombstones aged out); returns their keys.
+    pub fn expire(&mut self, now: u64) -> Vec<Gone> {
+        let dead: Vec<EntryKey> = self
+            .map
+            .iter()
+            .filter(|(_, m)| expires_ms(m).is_some_and(|e| e <= now))
+            .map(|(k, _)| k.clone())
+            .collect();
+        dead.into_iter()
+            .filter_map(|k| self.remove(&k).map(|m| (k, m.hlc, m.publisher)))
+            .collect()
+    }
+
+    /// Live entries (no tombstones, not expired) whose topic matches.
+    pub fn matching(&self, p: &Pattern, now: u64) -> Vec<Message> {
+        self.map
+            .values()
+            .filter(|m| !m.tombstone && p.matches(&m.topic))
+            .filter(|m| expires_ms(m).is_none_or(|e| e > now))
+            .cloned()
+            .collect()
+    }
+
+    pub fn digest(&self) -> Vec<u64> {
+        self.buckets.clone()
+    }
+
+    /// Our versions in the given buckets.
+    pub fn versions(&self, buckets: &[u8]) -> Vec<Version> {
+        let mut want = [false; BUCKETS];
+        for b in buckets {
+            want[*b as usize] = true;
+        }
+        self.map
+            .values()
+            .filter(|m| want[bucket_of(&m.topic, &m.key) as usize])
+            .map(|m| Version {
+                topic: m.topic.clone(),
+                key: m.key.clone(),
+                hlc: m.hlc,
+                publisher: m.publisher,
+            })
+            .collect()
+    }
+
+    /// Our entries in the given buckets that are newer than a peer's versions there,
+    /// or that the peer lacks.
+    pub fn to_push(&self, buckets: &[u8], theirs: &[Version]) -> Vec<Message> {
+        let known: std::collections::HashMap<(&str, &str), (u64, &Id)> = theirs
+            .iter()
+            .map(|v| ((v.topic.as_str(), v.key.as_str()), (v.hlc, &v.publisher)))
+            .collect();
+        let mut want = [false; BUCKETS];
+        for b in buckets {
+            want[*b as usize] = true;
+        }
+        self.map
+            .values()
+            .filter(|m| want[bucket_of(&m.topic, &m.key) as usize])
+            .filter(|m| {
+                known
+                    .get(&(m.topic.as_str(), m.key.as_str()))
+                    .is_none_or(|v| newer((m.hlc, &m.publisher), *v))
+            })
+            .cloned()
+            .collect()
+    }
+}
+
+/// Buckets whose hashes differ.
+pub fn differing(ours: &[u64], theirs: &[u64]) -> Vec<u8> {
+    ours.iter()
+        .zip(theirs)
+        .enumerate()
+        .filter(|(_, (a, b))| a != b)
+        .map(|(i, _)| i as u8)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: u64 = 1_000_000;
+
+    fn m(topic: &str, hlc_ms: u64, publisher: u8, payload: &str) -> Message {
+        Message {
+            publisher: [publisher; 32],
+            seq: 1,
+            hlc: hlc_ms << 16,
+            hops: 3,
+            topic: topic.into(),
+            key: String::new(),
+            payload: payload.as_bytes().to_vec(),
+            retain: true,
+            ttl_ms: 0,
+            tombstone: false,
+        }
+    }
+
+    fn value(r: &Retained, topic: &str) -> Option<String> {
+        r.get(&(topic.into(), String::new()))
+            .map(|m| String::from_utf8(m.payload.clone()).unwrap())
+    }
+
+    #[test]
+    fn last_writer_wins_by_clock_then_publisher() {
+        let mut r = Retained::new(1 << 20);
+        assert!(matches!(
+            r.apply(m("a", 10, 1, "x"), NOW),
+            Applied::Stored { .. }
+        ));
+        assert_eq!(r.apply(m("a", 9, 9, "old"), NOW), Applied::Stale);
+        assert!(matches!(
+            r.apply(m("a", 10, 2, "y"), NOW),
+            Applied::Stored { .. }
+        ));
+        assert_eq!(r.apply(m("a", 10, 1, "x"), NOW), Applied::Stale);
+        assert_eq!(value(&r, "a").as_deref(), Some("y"));
+        assert_eq!(r.get(&("a".into(), String::new())).unwrap().hops, 0);
+        // Any order of the same writes gives the same state and digest.
+        let mut other = Retained::new(1 << 20);
+        other.apply(m("a", 10, 2, "y"), NOW);
+        other.apply(m("a", 10, 1, "x"), NOW);
+        assert_eq!(r.digest(), other.digest());
+        assert_eq!(r.bytes(), other.bytes());
+    }
+
+    #[test]
+    fn ttl_and_tombstones_expire() {
+        let mut r = Retained::new(1 << 20);
+        let mut t = m("a", NOW, 1, "x");
+        t.ttl_ms = 500;
+        r.apply(t.clone(), NOW);
+        assert_eq!(r.matching(&Pattern::parse("**").unwrap(), NOW).len(), 1);
+        assert!(r
+            .matching(&Pattern::parse("**").unwrap(), NOW + 500)
+            .is_empty());
+        assert_eq!(r.expire(NOW + 500).len(), 1);
+        assert_eq!(r.len(), 0);
+        assert_eq!(r.bytes(), 0);
+        assert_eq!(r.apply(t, NOW + 600), Applied::Expired);
+        let mut del = m("b", NOW, 1, "");
+        del.tombstone = true;
+        r.apply(m("b", NOW - 1, 1, "v"), NOW);
+        r.apply(del, NOW);
+        assert!(r.matching(&Pattern::parse("b").unwrap(), NOW).is_empty());
+        assert_eq!(r.len(), 1);
+        assert_eq!(r.expire(NOW + TOMBSTONE_TTL_MS).len(), 1);
+        assert_eq!(r.digest(), vec![0; BUCKETS]);
+    }
+
+    #[test]
+    fn eviction_drops_oldest_and_does_not_take_them_back() {
+        let one = entry_size(&m("t0", 1, 1, "xxxxxxxxxx"));
+        let mut r = Retained::new(one * 3);
+        for i in 0..5u64 {
+            r.apply(m(&format!("t{i}"), 100 + i, 1, "xxxxxxxxxx"), NOW);
+        }
+        assert_eq!(r.len(), 3);
+        assert!(r.bytes() <= one * 3);
+        assert!(value(&r, "t0").is_none() && value(&r, "t1").is_none());
+        assert!(value(&r, "t4").is_some());
+        // A peer pushing the evicted version back is refused; a newer one is taken.
+        assert_eq!(r.apply(m("t0", 100, 1, "xxxxxxxxxx"), NOW), Applied::Stale);
+        assert!(matches!(
+            r.apply(m("t0", 200, 1, "xxxxxxxxxx"), NOW),
+            Applied::Stored { .. }
+        ));
+        assert_eq!(
+            r.apply(m("big", NOW, 1, &"x".repeat(1000)), NOW),
+            Applied::TooLarge
+        );
+    }
+
+    #[test]
+    fn anti_entropy_converges() {
+        let mut a = Retained::new(1 << 20);
+        let mut b = Retained::new(1 << 20);
+        for i in 0..100u64 {
+            a.apply(m(&format!("k{i}"), 10 + i, 1, "a"), NOW);
+        }
+        for i in 50..150u64 {
+            b.apply(m(&format!("k{i}"), 20 + i, 2, "b"), NOW);
+        }
+        let diff = differing(&a.digest(), &b.digest());
+        assert!(!diff.is_empty());
+        // Each side answers the other's digest with its versions of the differing
+        // buckets; the digest's sender pushes what is newer on its side.
+        let to_b = a.to_push(&diff, &b.versions(&diff));
+        let to_a = b.to_push(&diff, &a.versions(&diff));
+        assert_eq!((to_b.len(), to_a.len()), (50, 100));
+        for e in to_b {
+            b.apply(e, NOW);
+        }
+        for e in to_a {
+            a.apply(e, NOW);
+        }
+        assert_eq!(a.digest(), b.digest());
+        assert!(differing(&a.digest(), &b.digest()).is_empty());
+        assert_eq!(a.len(), 150);
+        assert_eq!(value(&a, "k60").as_deref(), Some("b"));
+        assert_eq!(value(&b, "k10").as_deref(), Some("a"));
+    }
+}
