@@ -95,6 +95,14 @@ impl Shared {
     /// A new authenticated connection: its link replaces an older one to that peer.
     pub fn add_link(self: &Arc<Self>, conn: Connection) {
         let peer = *conn.remote_id().as_bytes();
+        // The same connection can be announced twice at start (listed, then
+        // announced); a second link on it would end the first one's entry.
+        if self
+            .link(&peer)
+            .is_some_and(|l| l.conn_id == conn.stable_id())
+        {
+            return;
+        }
         let (link, writer) = link::open(conn, self.peer_state(&peer), self.stop.child_token());
         let conn_id = link.conn_id;
         if let Ok(mut l) = self.links.write() {
