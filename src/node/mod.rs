@@ -10,6 +10,7 @@ pub mod formation;
 pub mod handshake;
 pub mod identity;
 pub mod keyfile;
+pub mod liveness;
 pub mod path;
 pub mod peers;
 pub mod streams;
@@ -34,6 +35,7 @@ pub struct NodeConfig {
     pub static_peers: Vec<PeerSpec>,
     pub limits: Limits,
     pub liveness: endpoint::Liveness,
+    pub beacons: liveness::Config,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -50,6 +52,8 @@ pub struct Node {
     started: Instant,
     manager: JoinHandle<()>,
     acceptor: JoinHandle<()>,
+    liveness: Vec<JoinHandle<()>>,
+    stop_liveness: tokio_util::sync::CancellationToken,
 }
 
 impl Node {
@@ -72,6 +76,8 @@ impl Node {
         if !formation.has_shared_key() {
             warn!("no shared key: any host that knows the app id can join this formation (set --shared-key-file)");
         }
+        let stop_liveness = tokio_util::sync::CancellationToken::new();
+        let liveness = liveness::spawn(cfg.beacons, endpoint.id(), &peers, stop_liveness.clone());
         let manager = tokio::spawn(manager.run());
         let acceptor = tokio::spawn(accept_loop(
             endpoint.clone(),
@@ -86,6 +92,8 @@ impl Node {
             started: Instant::now(),
             manager,
             acceptor,
+            liveness,
+            stop_liveness,
         })
     }
 
@@ -119,6 +127,12 @@ impl Node {
 
     /// Closes every connection with [`formation::CloseCode::Shutdown`], then the endpoint.
     pub async fn shutdown(self) {
+        // Probes stop first: a peer that is slow to answer now must not be closed as
+        // unresponsive instead of being told that we shut down.
+        self.stop_liveness.cancel();
+        for t in &self.liveness {
+            t.abort();
+        }
         self.peers.shutdown().await;
         self.acceptor.abort();
         let _ = self.manager.await;

@@ -25,6 +25,8 @@ use tracing::debug;
 pub mod tag {
     /// Gossip peer-table exchange.
     pub const GOSSIP: u8 = 1;
+    /// Liveness probe: an echo (src/node/liveness/probe.rs).
+    pub const PING: u8 = 2;
 }
 
 /// How long the opener has to send the tag byte.

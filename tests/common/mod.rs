@@ -7,6 +7,7 @@
 #![allow(dead_code)]
 
 pub mod dnsmasq;
+pub mod egress;
 pub mod interop;
 pub mod netns;
 
