@@ -63,7 +63,11 @@ const GOOD_ENOUGH_LATENCY: Duration = Duration::from_millis(10);
 /// How often we try to upgrade to a better path.
 ///
 /// Even if we have some non-relay route that works.
-const UPGRADE_INTERVAL: Duration = Duration::from_secs(60);
+// PATCHED for peat-sidecar (vendor/README.md): was 60 s. Every check finds a radio
+// link's round trip above GOOD_ENOUGH_LATENCY (10 ms) and holepunches again, with
+// 1200-byte probes on every connection: more than the whole idle budget. Holepunching
+// still runs when addresses change.
+const UPGRADE_INTERVAL: Duration = Duration::from_secs(3600);
 
 /// The time after which an idle [`RemoteStateActor`] stops.
 ///
