@@ -155,9 +155,9 @@ async fn detections(
         let t0 = Instant::now();
         match how {
             Ending::Kill => victim.kill9(),
-            Ending::Term => {
-                victim.stop();
-            }
+            // Only the signal: stop() would wait for the exit, and the peers see the
+            // close frames before that.
+            Ending::Term => crate::common::signal(victim.pid().expect("running"), "TERM"),
         }
         let took = poll(
             Duration::from_secs(60),
@@ -175,6 +175,9 @@ async fn detections(
         match took {
             Some(_) => samples.push(secs(t0.elapsed())),
             None => missed += 1,
+        }
+        if let Ending::Term = how {
+            victim.stop();
         }
         victim.respawn_after_kill().await;
         let all: Vec<&Sidecar> = nodes.iter().collect();
