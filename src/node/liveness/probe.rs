@@ -56,9 +56,15 @@ pub async fn probe(conn: &Connection, timeout: Duration) -> Result<Answer, Probe
             Err(e) => Err(ProbeError::Lost(e.to_string())),
         }
     };
-    tokio::time::timeout(timeout, exchange)
-        .await
-        .map_err(|_| ProbeError::Timeout(timeout))?
+    let received = conn.stats().udp_rx.datagrams;
+    match tokio::time::timeout(timeout, exchange).await {
+        Ok(r) => r,
+        // The echo is late, but the peer's QUIC stack sent something (at least the ACK
+        // of the probe): the process runs, only slowly (a loaded host). Closing it
+        // would be a false departure.
+        Err(_) if conn.stats().udp_rx.datagrams > received => Ok(Answer::Refused),
+        Err(_) => Err(ProbeError::Timeout(timeout)),
+    }
 }
 
 /// Answers probes until the registry drops the channel. Each answer runs in its own
