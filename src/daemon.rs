@@ -111,6 +111,7 @@ async fn start_node(settings: &Settings, secret_key: SecretKey) -> anyhow::Resul
         static_peers: n.static_peers,
         limits: n.limits,
         liveness: n.liveness,
+        beacons: n.beacons,
     })
     .await?)
 }
@@ -166,8 +167,17 @@ fn log_settings(s: &Settings, host: &Host) {
         discovery = %s.discovery.modes,
         keep_alive_ms = live.keep_alive.as_millis() as u64,
         idle_timeout_ms = live.idle_timeout.as_millis() as u64,
+        beacon_interval_ms = s.node.beacons.beacon_interval.map_or(0, |d| d.as_millis() as u64),
         "settings checked"
     );
+    if s.node.beacons.beacon_interval.is_none()
+        && live.idle_timeout > std::time::Duration::from_secs(30)
+    {
+        warn!(
+            idle_timeout_ms = live.idle_timeout.as_millis() as u64,
+            "beacons are off (--beacon-interval-ms 0): a crashed peer is noticed only after the idle timeout; lower --keep-alive-ms and --idle-timeout-ms (for example 1000 and 5000)"
+        );
+    }
     if let Some(mdns) = &s.discovery.mdns {
         for u in mdns.unmatched(&host.interfaces) {
             warn!(pattern = %u.pattern, eligible = %u.eligible.join(","), "{u}");

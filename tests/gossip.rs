@@ -370,6 +370,10 @@ async fn fake_member(peer: &Sidecar) -> (peat_sidecar::node::Node, iroh::endpoin
             keep_alive: Duration::from_secs(1),
             idle_timeout: Duration::from_secs(5),
         },
+        beacons: peat_sidecar::node::liveness::Config {
+            beacon_interval: None,
+            port: peat_sidecar::node::liveness::BEACON_PORT,
+        },
     })
     .await
     .unwrap();

@@ -9,6 +9,7 @@ pub mod avahi;
 pub mod dns;
 pub mod footprint;
 pub mod gossip;
+pub mod idle;
 pub mod iface;
 pub mod iroh_join;
 pub mod iroh_node;
@@ -120,6 +121,11 @@ pub const ALL: &[Scenario] = &[
         name: "iroh-join",
         about: "join latency and SIGKILL noticed, through iroh + iroh-mdns-address-lookup",
         run: |c| Box::pin(iroh_join::run(c)),
+    },
+    Scenario {
+        name: "idle",
+        about: "idle bytes per node per minute on the wire (QUIC/mDNS/beacon/other); kill -9 and SIGTERM noticed; old keep-alive side by side",
+        run: |c| Box::pin(idle::run(c)),
     },
     Scenario {
         name: "traffic",

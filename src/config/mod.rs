@@ -218,13 +218,14 @@ pub struct RunArgs {
     #[arg(long, env = "PEAT_SIDECAR_SOCKET_GROUP")]
     pub socket_group: Option<String>,
 
-    /// QUIC keep-alive interval in milliseconds.
-    #[arg(long, env = "PEAT_SIDECAR_KEEP_ALIVE_MS", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(100..=30_000))]
+    /// QUIC keep-alive interval in milliseconds. A backstop: crashes are found by
+    /// beacons and probes (--beacon-interval-ms), so connections stay quiet by default.
+    #[arg(long, env = "PEAT_SIDECAR_KEEP_ALIVE_MS", default_value_t = 120_000, value_parser = clap::value_parser!(u64).range(100..=600_000))]
     pub keep_alive_ms: u64,
 
     /// QUIC idle timeout in milliseconds: a peer silent for this long counts as gone.
     /// At least 1000 and at least three --keep-alive-ms.
-    #[arg(long, env = "PEAT_SIDECAR_IDLE_TIMEOUT_MS", default_value_t = 5000, value_parser = clap::value_parser!(u64).range(500..=120_000))]
+    #[arg(long, env = "PEAT_SIDECAR_IDLE_TIMEOUT_MS", default_value_t = 360_000, value_parser = clap::value_parser!(u64).range(500..=1_800_000))]
     pub idle_timeout_ms: u64,
 
     /// Data plane: largest message payload accepted from apps and peers, in bytes
@@ -253,6 +254,13 @@ pub struct RunArgs {
     /// excess is dropped and counted as rejected.
     #[arg(long, env = "PEAT_SIDECAR_MAX_PEER_RATE", default_value_t = 100_000, value_parser = clap::value_parser!(u32).range(1..=10_000_000))]
     pub max_peer_rate: u32,
+
+    /// Interval of the liveness beacon (one small UDP multicast per node on UDP 9472)
+    /// in milliseconds. A connected peer silent for two intervals is probed on its
+    /// connection and closed if it does not answer. 0 turns beacons and probes off:
+    /// then only --keep-alive-ms / --idle-timeout-ms notice a crash.
+    #[arg(long, env = "PEAT_SIDECAR_BEACON_INTERVAL_MS", default_value_t = 2000, value_parser = clap::value_parser!(u64).range(0..=60_000))]
+    pub beacon_interval_ms: u64,
 
     /// Log format; the level comes from RUST_LOG (default `info`).
     #[arg(long, env = "PEAT_SIDECAR_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]

@@ -1,5 +1,6 @@
-//! The iroh endpoint: offline by default, one UDP socket on a fixed port, tuned so that
-//! a peer that vanishes without a word is noticed within seconds.
+//! The iroh endpoint: offline by default, one UDP socket on a fixed port. Its QUIC
+//! keep-alives are a backstop: crashes are found by the beacons and probes of
+//! [`super::liveness`], so by default connections stay quiet for minutes.
 
 use std::{net::SocketAddr, time::Duration};
 
@@ -10,9 +11,6 @@ use iroh::{
 
 use super::formation::ALPN;
 
-/// iroh's per-path limits; larger values are clamped by iroh itself.
-const PATH_IDLE_CAP: Duration = Duration::from_secs(15);
-const PATH_KEEP_ALIVE_CAP: Duration = Duration::from_secs(5);
 /// The round trip QUIC assumes before it measured one. It sets when a lost handshake
 /// packet is resent: with QUIC's 333 ms default the first resend comes after about 1 s
 /// and the next after 3 s, so on a lossy radio link a handshake whose first packet was
@@ -55,11 +53,12 @@ pub async fn bind(
         .try_into()
         .map_err(|_| EndpointError::IdleTimeout(live.idle_timeout))?;
     let transport = QuicTransportConfig::builder()
-        .initial_rtt(INITIAL_RTT)
         .keep_alive_interval(live.keep_alive)
         .max_idle_timeout(Some(idle))
-        .default_path_keep_alive_interval(live.keep_alive.min(PATH_KEEP_ALIVE_CAP))
-        .default_path_max_idle_timeout(live.idle_timeout.min(PATH_IDLE_CAP))
+        .initial_rtt(INITIAL_RTT)
+        // iroh's own setters cap these at 5 s / 15 s (for relay and holepunched
+        // paths); a direct path would then ping every 5 s. vendor/README.md.
+        .path_timers_unclamped(Some(live.keep_alive), Some(live.idle_timeout))
         .build();
     let mut builder = Endpoint::builder(presets::Minimal)
         .secret_key(secret_key)

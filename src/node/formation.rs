@@ -62,6 +62,8 @@ pub enum CloseCode {
     Disconnect = 2,
     /// The connection limit (--max-peers) is reached.
     OverCapacity = 3,
+    /// The peer sent no beacon and did not answer a liveness probe (src/node/liveness).
+    Unresponsive = 5,
     /// The peer belongs to another formation: different app id.
     AppIdMismatch = 0x10,
     /// The peer does not know the formation's shared key.
@@ -79,6 +81,7 @@ impl CloseCode {
             2 => CloseCode::Disconnect,
             3 => CloseCode::OverCapacity,
             4 => CloseCode::Shutdown,
+            5 => CloseCode::Unresponsive,
             0x10 => CloseCode::AppIdMismatch,
             0x11 => CloseCode::KeyMismatch,
             0x12 => CloseCode::Protocol,
@@ -98,6 +101,7 @@ impl CloseCode {
             CloseCode::Duplicate => b"duplicate connection",
             CloseCode::Disconnect => b"disconnected by request",
             CloseCode::OverCapacity => b"connection limit reached",
+            CloseCode::Unresponsive => b"no answer to a liveness probe",
             CloseCode::AppIdMismatch => b"app id mismatch",
             CloseCode::KeyMismatch => b"shared key mismatch",
             CloseCode::Protocol => b"formation protocol error",

@@ -10,6 +10,7 @@ pub mod formation;
 pub mod handshake;
 pub mod identity;
 pub mod keyfile;
+pub mod liveness;
 pub mod path;
 pub mod peers;
 pub mod streams;
@@ -35,6 +36,7 @@ pub struct NodeConfig {
     pub static_peers: Vec<PeerSpec>,
     pub limits: Limits,
     pub liveness: endpoint::Liveness,
+    pub beacons: liveness::Config,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -51,6 +53,8 @@ pub struct Node {
     started: Instant,
     manager: JoinHandle<()>,
     acceptor: JoinHandle<()>,
+    liveness: Vec<JoinHandle<()>>,
+    stop_liveness: tokio_util::sync::CancellationToken,
 }
 
 impl Node {
@@ -73,6 +77,8 @@ impl Node {
         if !formation.has_shared_key() {
             warn!("no shared key: any host that knows the app id can join this formation (set --shared-key-file)");
         }
+        let stop_liveness = tokio_util::sync::CancellationToken::new();
+        let liveness = liveness::spawn(cfg.beacons, endpoint.id(), &peers, stop_liveness.clone());
         let manager = tokio::spawn(manager.run());
         let acceptor = tokio::spawn(accept_loop(
             endpoint.clone(),
@@ -87,6 +93,8 @@ impl Node {
             started: Instant::now(),
             manager,
             acceptor,
+            liveness,
+            stop_liveness,
         })
     }
 
@@ -130,6 +138,12 @@ impl Node {
 
     /// Closes every connection with [`formation::CloseCode::Shutdown`], then the endpoint.
     pub async fn shutdown(self) {
+        // Probes stop first: a peer that is slow to answer now must not be closed as
+        // unresponsive instead of being told that we shut down.
+        self.stop_liveness.cancel();
+        for t in &self.liveness {
+            t.abort();
+        }
         self.peers.shutdown().await;
         self.acceptor.abort();
         let _ = self.manager.await;

@@ -27,6 +27,8 @@ pub mod tag {
     pub const GOSSIP: u8 = 1;
     /// Data plane frames (`crate::data`): one long-lived stream per direction.
     pub const DATA: u8 = 2;
+    /// Liveness probe: an echo (src/node/liveness/probe.rs).
+    pub const PING: u8 = 3;
 }
 
 /// How long the opener has to send the tag byte.

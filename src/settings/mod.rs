@@ -23,7 +23,7 @@ pub use origin::{parse_cli, Origins};
 use crate::{
     config::{DiscoveryMode, ListenAddr, LogFormat, PeerHost, PeerSpec, RunArgs, SharedKey},
     discovery::iface::{self, IfaceError, PatternError, Snapshot},
-    node::{endpoint::Liveness, peers::Limits},
+    node::{endpoint::Liveness, liveness, peers::Limits},
 };
 
 /// A QUIC idle timeout must span this many keep-alives: one or two lost in a row must
@@ -31,6 +31,8 @@ use crate::{
 pub const KEEP_ALIVES_PER_IDLE_TIMEOUT: u32 = 3;
 /// Below this idle timeout a busy LAN's round trips and retransmissions end live links.
 pub const MIN_IDLE_TIMEOUT: Duration = Duration::from_millis(1000);
+/// Shorter beacon intervals would probe peers whose beacon is merely queued.
+pub const MIN_BEACON_INTERVAL: Duration = Duration::from_millis(250);
 
 /// A setting that cannot work, named as the user set it.
 #[derive(Debug, thiserror::Error)]
@@ -73,6 +75,8 @@ pub enum SettingsError {
         idle_ms: u64,
         keep_name: String,
     },
+    #[error("{name} {ms} ms is below {} ms: peers would be probed whenever one beacon is late. Use 0 (off) or at least {}", MIN_BEACON_INTERVAL.as_millis(), MIN_BEACON_INTERVAL.as_millis())]
+    BeaconTooShort { name: String, ms: u64 },
     #[error("{ttl_name} {ttl_s}s is shorter than three rounds of {interval_name} {interval_s}s: entries would age out between heartbeats. Use at least {min_s}s, or a shorter {interval_name}")]
     GossipTtl {
         ttl_name: String,
@@ -159,6 +163,7 @@ pub struct NodeSettings {
     pub static_peers: Vec<PeerSpec>,
     pub limits: Limits,
     pub liveness: Liveness,
+    pub beacons: liveness::Config,
 }
 
 /// The gRPC API's listener.
@@ -237,11 +242,24 @@ fn node(args: &RunArgs, host: &Host) -> Result<NodeSettings, SettingsError> {
             max_dials_per_sec: args.max_dials_per_sec,
             max_pending_handshakes: args.max_pending_handshakes as usize,
         },
-        liveness: liveness(args)?,
+        liveness: quic_liveness(args)?,
+        beacons: beacons(args)?,
     })
 }
 
-fn liveness(args: &RunArgs) -> Result<Liveness, SettingsError> {
+fn beacons(args: &RunArgs) -> Result<liveness::Config, SettingsError> {
+    let ms = args.beacon_interval_ms;
+    if ms > 0 && u128::from(ms) < MIN_BEACON_INTERVAL.as_millis() {
+        let name = args.origins.name("beacon_interval_ms");
+        return Err(SettingsError::BeaconTooShort { name, ms });
+    }
+    Ok(liveness::Config {
+        beacon_interval: (ms > 0).then(|| Duration::from_millis(ms)),
+        port: liveness::BEACON_PORT,
+    })
+}
+
+fn quic_liveness(args: &RunArgs) -> Result<Liveness, SettingsError> {
     let (idle_ms, keep_ms) = (args.idle_timeout_ms, args.keep_alive_ms);
     let idle_name = args.origins.name("idle_timeout_ms");
     let keep_name = args.origins.name("keep_alive_ms");

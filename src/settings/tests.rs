@@ -70,8 +70,12 @@ fn defaults_pass_and_carry_the_values() {
     assert_eq!(s.node.bind.len(), 1);
     assert_eq!(s.node.bind[0].port(), crate::config::DEFAULT_IROH_PORT);
     assert!(s.node.bind[0].ip().is_unspecified() && s.node.bind[0].is_ipv4());
-    assert_eq!(s.node.liveness.keep_alive, Duration::from_millis(1000));
-    assert_eq!(s.node.liveness.idle_timeout, Duration::from_millis(5000));
+    assert_eq!(s.node.liveness.keep_alive, Duration::from_secs(120));
+    assert_eq!(s.node.liveness.idle_timeout, Duration::from_secs(360));
+    assert_eq!(
+        s.node.beacons.beacon_interval,
+        Some(Duration::from_millis(2000))
+    );
     assert!(s.discovery.modes.0.is_empty());
     assert_eq!(s.discovery.modes.to_string(), "none");
     assert!(s.discovery.mdns.is_none() && s.discovery.dns.is_none());
@@ -85,7 +89,7 @@ fn defaults_pass_and_carry_the_values() {
 
 #[test]
 fn idle_timeout_below_the_floor_is_refused_naming_both_flags() {
-    let e = err(&["--idle-timeout-ms", "800"]);
+    let e = err(&["--idle-timeout-ms", "800", "--keep-alive-ms", "200"]);
     assert!(e.contains("--idle-timeout-ms 800 ms"), "{e}");
     assert!(
         e.contains("--keep-alive-ms") && e.contains("1000 ms"),
@@ -96,13 +100,38 @@ fn idle_timeout_below_the_floor_is_refused_naming_both_flags() {
 
 #[test]
 fn idle_timeout_below_three_keep_alives_is_refused_naming_both_flags() {
-    let e = err(&["--idle-timeout-ms", "2999"]);
+    let e = err(&["--idle-timeout-ms", "2999", "--keep-alive-ms", "1000"]);
     assert!(e.contains("--idle-timeout-ms 2999 ms"), "{e}");
     assert!(e.contains("--keep-alive-ms 1000 ms"), "{e}");
     assert!(e.contains("at least 3000 ms"), "{e}");
-    let e = err(&["--keep-alive-ms", "5000"]);
-    assert!(e.contains("at least 15000 ms"), "{e}");
-    check(&["--idle-timeout-ms", "3000"]).unwrap();
+    // The default idle timeout (360 s) against a longer keep-alive.
+    let e = err(&["--keep-alive-ms", "200000"]);
+    assert!(e.contains("at least 600000 ms"), "{e}");
+    check(&["--idle-timeout-ms", "3000", "--keep-alive-ms", "1000"]).unwrap();
+    // The pre-beacon settings still pass.
+    check(&[
+        "--idle-timeout-ms",
+        "5000",
+        "--keep-alive-ms",
+        "1000",
+        "--beacon-interval-ms",
+        "0",
+    ])
+    .unwrap();
+}
+
+#[test]
+fn a_beacon_interval_below_the_floor_is_refused_and_zero_turns_beacons_off() {
+    let e = err(&["--beacon-interval-ms", "100"]);
+    assert!(e.contains("--beacon-interval-ms 100 ms"), "{e}");
+    assert!(e.contains("250 ms"), "{e}");
+    let s = check(&["--beacon-interval-ms", "0"]).unwrap();
+    assert_eq!(s.node.beacons.beacon_interval, None);
+    let s = check(&["--beacon-interval-ms", "250"]).unwrap();
+    assert_eq!(
+        s.node.beacons.beacon_interval,
+        Some(Duration::from_millis(250))
+    );
 }
 
 #[test]

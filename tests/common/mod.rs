@@ -8,6 +8,7 @@
 
 pub mod data;
 pub mod dnsmasq;
+pub mod egress;
 pub mod interop;
 pub mod netns;
 pub mod radio;

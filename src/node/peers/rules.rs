@@ -196,7 +196,7 @@ pub fn describe_close(reason: &ConnectionError) -> (String, CloseKind) {
             }
         }
         ConnectionError::TimedOut => (
-            "timed out: no packets within the idle timeout".into(),
+            "timed out: no answer to a liveness probe or within the QUIC idle timeout".into(),
             CloseKind::Lost,
         ),
         ConnectionError::Reset => ("reset by the peer (it restarted)".into(), CloseKind::Lost),
