@@ -29,6 +29,22 @@ pub mod tag {
     pub const DATA: u8 = 2;
     /// Liveness probe: an echo (src/node/liveness/probe.rs).
     pub const PING: u8 = 3;
+
+    /// Every tag, for the check that no two protocols share one.
+    pub const ALL: [u8; 3] = [GOSSIP, DATA, PING];
+
+    #[cfg(test)]
+    mod tests {
+        #[test]
+        fn no_two_protocols_share_a_tag() {
+            let mut seen = std::collections::HashSet::new();
+            assert!(
+                super::ALL.iter().all(|t| seen.insert(*t)),
+                "{:?}",
+                super::ALL
+            );
+        }
+    }
 }
 
 /// How long the opener has to send the tag byte.
