@@ -9,9 +9,9 @@ cd "$(dirname "$0")/../.."
 
 sweep() {
     # Namespaces of the bench prefixes (b + two letters, see bench/scenarios/mod.rs;
-    # lc, ld, le for the radio scenario): kill what still runs inside, then delete them.
+    # lc, ld, le for radio, ib for idle, dw? for pubsub): kill what still runs inside, then delete them.
     local ns
-    for ns in $(ip netns list | awk '{print $1}' | grep -E '^(b[a-z]{1,2}|l[c-e])-([0-9]+|sw)$' || true); do
+    for ns in $(ip netns list | awk '{print $1}' | grep -E '^(b[a-z]{1,2}|l[c-e]|ib|dw[a-z])-([0-9]+|sw)$' || true); do
         for pid in $(ip netns pids "$ns" 2>/dev/null); do kill -9 "$pid" 2>/dev/null || true; done
         ip netns del "$ns" 2>/dev/null || true
     done

@@ -14,7 +14,7 @@
 # safe Rust: a panic is what we look for, and ASan only adds build time). cargo fuzz
 # needs nightly flags; on a stable toolchain RUSTC_BOOTSTRAP=1 enables them.
 #
-#   FUZZ_SECONDS   seconds per target (default 60)
+#   FUZZ_SECONDS   seconds per target (default 45)
 #   FUZZ_TARGETS   space-separated targets (default: all six)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -22,7 +22,7 @@ export RUSTC_BOOTSTRAP=1
 if ! cargo fuzz --version >/dev/null 2>&1; then
     cargo install --locked cargo-fuzz
 fi
-secs="${FUZZ_SECONDS:-60}"
+secs="${FUZZ_SECONDS:-45}"
 all=(formation_decode gossip_decode dns_handshake_decode mdns_txt_parse peer_spec_parse data_decode)
 if [ -z "${FUZZ_TARGETS:-}" ] || [ "$FUZZ_TARGETS" = all ]; then
     targets="${all[*]}"
