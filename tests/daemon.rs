@@ -208,10 +208,11 @@ async fn api_errors_have_the_right_codes() {
         .await
         .unwrap_err();
     assert_eq!(e.code(), tonic::Code::InvalidArgument);
-    // Past the 64 KiB message limit tonic refuses before our code runs.
+    // Past the API's message limit (2 x --max-message-bytes + 64 KiB, room for a
+    // PublishStream batch) tonic refuses before our code runs.
     let e = c
         .connect_peer(pb::ConnectPeerRequest {
-            endpoint_id: "x".repeat(100_000),
+            endpoint_id: "x".repeat(700_000),
             addresses: vec![],
             timeout_ms: 0,
         })

@@ -16,15 +16,7 @@ use common::{interop::PyScript, netns::Lan, wait_full_mesh, wait_until, Opts, Si
 
 const IROH_PORT: u16 = 9470;
 
-fn mdns_opts(lan: &Lan, i: usize, app_id: &str) -> Opts {
-    Opts {
-        app_id: app_id.into(),
-        netns: Some(lan.ns(i).to_string()),
-        bind: Some(SocketAddr::from(([0, 0, 0, 0], IROH_PORT))),
-        extra: vec!["--discovery-mode".into(), "mdns".into()],
-        ..Opts::default()
-    }
-}
+use common::lan_mdns_opts as mdns_opts;
 
 async fn start(lan: &Lan, i: usize, app_id: &str) -> Sidecar {
     Sidecar::start(&format!("node{i}"), mdns_opts(lan, i, app_id)).await

@@ -49,12 +49,6 @@ const CLASSIC: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 type Labels = Vec<(&'static str, String)>;
 
-/// Whether a value of `Counters` only grows (counter) or goes up and down (gauge).
-enum Kind {
-    Counter,
-    Gauge,
-}
-
 #[derive(Debug, thiserror::Error)]
 pub enum MetricsError {
     #[error("cannot listen for metrics on {addr}: {cause}. Is another process using it? Choose another with --metrics-listen (PEAT_SIDECAR_METRICS_LISTEN)")]
@@ -262,99 +256,82 @@ fn register_node(r: &mut Registry, s: &pb::GetStatusResponse) {
     );
 }
 
-fn register_counters(r: &mut Registry, c: &pb::Counters) {
-    use Kind::{Counter, Gauge};
-    let all = [
+/// The peer manager's counters: name, help, value.
+fn manager_counters(c: &pb::Counters) -> Vec<(&'static str, &'static str, u64)> {
+    vec![
+        ("dials_started", "Outgoing dials started", c.dials_started),
+        ("dials_failed", "Outgoing dials that failed", c.dials_failed),
         (
-            Counter,
-            "dials_started",
-            "Outgoing dials started",
-            c.dials_started,
-        ),
-        (
-            Counter,
-            "dials_failed",
-            "Outgoing dials that failed",
-            c.dials_failed,
-        ),
-        (
-            Counter,
             "connections_opened",
             "Connections that passed the formation check",
             c.connections_opened,
         ),
         (
-            Counter,
             "connections_closed",
             "Connections closed",
             c.connections_closed,
         ),
         (
-            Counter,
             "handshakes_rejected",
             "Connections refused by the formation check",
             c.handshakes_rejected,
         ),
         (
-            Counter,
             "incoming_refused",
             "Incoming connections refused before the handshake (limits)",
             c.incoming_refused,
         ),
         (
-            Counter,
             "duplicates_closed",
             "Duplicate connections to one peer closed",
             c.duplicates_closed,
         ),
         (
-            Counter,
             "peers_evicted",
             "Peers dropped from the full peer table",
             c.peers_evicted,
         ),
+    ]
+}
+
+/// The peer manager's gauges (leak indicators among them): name, help, value.
+fn manager_gauges(c: &pb::Counters) -> Vec<(&'static str, &'static str, u64)> {
+    vec![
+        ("live_tasks", "Tasks the peer manager runs", c.live_tasks),
         (
-            Gauge,
-            "live_tasks",
-            "Tasks the peer manager runs",
-            c.live_tasks,
-        ),
-        (
-            Gauge,
             "dials_in_flight",
             "Outgoing dials not finished yet",
             c.dials_in_flight,
         ),
         (
-            Gauge,
             "handshakes_pending",
             "Incoming connections still in their handshake",
             c.handshakes_pending,
         ),
         (
-            Gauge,
             "mdns_records",
             "mDNS records tracked by the mdns source",
             c.mdns_records,
         ),
         (
-            Gauge,
             "runtime_tasks",
             "Tasks alive in the async runtime",
             c.runtime_tasks,
         ),
         (
-            Gauge,
             "connections_live",
             "Connections the peer table holds",
             c.connections_live,
         ),
-    ];
-    for (kind, name, help, v) in all {
-        match kind {
-            Kind::Counter => counter(r, name, help, v),
-            Kind::Gauge => gauge(r, name, help, v),
-        }
+    ]
+}
+
+fn register_counters(r: &mut Registry, c: &pb::Counters) {
+    for (name, help, v) in manager_counters(c) {
+        counter(r, name, help, v);
+    }
+    for (name, help, v) in manager_gauges(c) {
+        gauge(r, name, help, v);
     }
     let rounds = [
         (

@@ -239,8 +239,9 @@ pub struct RunArgs {
     #[arg(long, env = "PEAT_SIDECAR_MAX_RETAINED_BYTES", default_value_t = 64 * 1024 * 1024, value_parser = clap::value_parser!(u64).range(1024..))]
     pub max_retained_bytes: u64,
 
-    /// Data plane: seconds between anti-entropy rounds (retained-state digests sent to
-    /// every peer; a round in sync costs one 2 KiB digest per peer).
+    /// Data plane: seconds between anti-entropy rounds. A round sends the retained-state
+    /// digest only to peers that have not seen the current one, so an idle formation
+    /// stays quiet.
     #[arg(long, env = "PEAT_SIDECAR_DATA_SYNC_INTERVAL", default_value = "10", value_parser = parse_interval)]
     pub data_sync_interval: Seconds,
 

@@ -54,6 +54,8 @@ pub struct Shared {
     pub seen: Mutex<Seen>,
     pub counters: Counters,
     pub stop: CancellationToken,
+    /// What each peer last got from our anti-entropy (see sync.rs).
+    pub synced: Mutex<HashMap<Id, super::sync::Sent>>,
 }
 
 pub fn encode(frame: &Frame) -> Option<Encoded> {
@@ -129,6 +131,9 @@ impl Shared {
             if let Ok(mut n) = self.peer_state(peer).neighbours.lock() {
                 n.clear();
             }
+            if let Ok(mut s) = self.synced.lock() {
+                s.remove(peer);
+            }
             debug!(peer = %hex::encode(&peer[..5]), "data link down");
             self.announce_neighbours();
         }
@@ -200,6 +205,7 @@ impl Shared {
                 self.on_versions(from, &buckets, &versions).await
             }
             Frame::Entries(ms) => self.on_entries(ms).await,
+            Frame::Root(r) => self.on_root(from, r),
         }
     }
 
@@ -346,7 +352,7 @@ impl Shared {
             self.disk.delete(g).await;
         }
         for (id, _) in self.all_links() {
-            self.send_digest(&id);
+            self.sync_with(&id, Instant::now());
         }
     }
 }

@@ -184,6 +184,7 @@ fn open(cfg: &DataConfig, me: Id) -> Result<Arc<Shared>, disk::DiskError> {
         peers: Mutex::new(Default::default()),
         seen: Mutex::new(Default::default()),
         counters: Counters::default(),
+        synced: Mutex::new(Default::default()),
         stop: CancellationToken::new(),
     }))
 }

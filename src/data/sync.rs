@@ -1,12 +1,19 @@
 //! Anti-entropy for the retained state. Each side sends its digest (a hash per
-//! bucket) when a link comes up and every `--data-sync-interval`; the receiver answers
-//! with its versions in the buckets that differ; the digest's sender then pushes the
-//! entries that are newer on its side or missing on the other. Both sides do this, so
-//! each gets what it lacks; in sync, a round costs one 2 KiB digest per link.
+//! bucket) when a link comes up; the receiver answers with its versions in the buckets
+//! that differ; the digest's sender then pushes the entries that are newer on its side
+//! or missing on the other. Both sides do this, so each gets what it lacks.
+//!
+//! Every `--data-sync-interval` a node sends its digest again, but only to the peers
+//! that have not seen its current one: a node whose state did not change sends nothing,
+//! because on a radio channel an idle formation must stay quiet (a 2 KiB digest per
+//! peer every 10 s was more than the whole idle budget of issue 16). A change on either
+//! side reaches the other through the changed side's next round. As a safety net for
+//! a lost frame, a peer that got nothing for [`ROOT_EVERY`] gets the 8-byte hash of
+//! the whole digest, and answers with its full digest if its own differs.
 
 use std::{
     sync::{atomic::Ordering, Arc},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use super::{
@@ -21,15 +28,83 @@ const LINK_WAIT_STEPS: u32 = 40;
 const LINK_WAIT_STEP: Duration = Duration::from_millis(50);
 /// Soft size of one Versions or Entries frame.
 const CHUNK_BYTES: usize = 256 * 1024;
+/// The longest a link goes without any anti-entropy frame.
+pub const ROOT_EVERY: Duration = Duration::from_secs(600);
+
+/// The digest a peer last got from us, and when it last got anything.
+#[derive(Debug, Clone, Copy)]
+pub struct Sent {
+    root: u64,
+    at: Instant,
+}
+
+/// What a sync round sends a peer.
+#[derive(Debug, PartialEq, Eq)]
+enum Due {
+    Digest,
+    Root,
+    Nothing,
+}
+
+fn due(sent: Option<&Sent>, root: u64, now: Instant) -> Due {
+    match sent {
+        None => Due::Digest,
+        Some(s) if s.root != root => Due::Digest,
+        Some(s) if now.saturating_duration_since(s.at) >= ROOT_EVERY => Due::Root,
+        Some(_) => Due::Nothing,
+    }
+}
+
+/// One hash of the whole digest (FNV-1a over the bucket hashes).
+fn root_of(digest: &[u64]) -> u64 {
+    digest.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ b).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
 
 impl Shared {
+    fn digest(&self) -> Option<Vec<u64>> {
+        self.retained.lock().ok().map(|r| r.digest())
+    }
+
+    fn note_sent(&self, peer: &Id, root: u64, now: Instant) {
+        if let Ok(mut s) = self.synced.lock() {
+            s.insert(*peer, Sent { root, at: now });
+        }
+    }
+
     pub fn send_digest(&self, peer: &Id) {
-        let d = match self.retained.lock() {
-            Ok(r) => r.digest(),
-            Err(_) => return,
-        };
+        let Some(d) = self.digest() else { return };
+        self.note_sent(peer, root_of(&d), Instant::now());
         if let (Some(l), Some(f)) = (self.link(peer), encode(&Frame::Digest(d))) {
             l.send(&f);
+        }
+    }
+
+    /// A sync round's share for one peer: the digest if the peer has not seen our
+    /// current one, the root hash if it got nothing for a long time, else nothing.
+    pub fn sync_with(&self, peer: &Id, now: Instant) {
+        let Some(d) = self.digest() else { return };
+        let root = root_of(&d);
+        let sent = self.synced.lock().ok().and_then(|s| s.get(peer).copied());
+        match due(sent.as_ref(), root, now) {
+            Due::Digest => self.send_digest(peer),
+            Due::Root => {
+                self.note_sent(peer, root, now);
+                if let (Some(l), Some(f)) = (self.link(peer), encode(&Frame::Root(root))) {
+                    l.send(&f);
+                }
+            }
+            Due::Nothing => {}
+        }
+    }
+
+    /// A peer's root hash: if ours differs, it gets our full digest, which starts a
+    /// normal exchange.
+    pub fn on_root(&self, from: &Id, theirs: u64) {
+        let ours = self.digest().map(|d| root_of(&d));
+        if ours.is_some_and(|r| r != theirs) {
+            self.send_digest(from);
         }
     }
 
@@ -174,6 +249,28 @@ mod tests {
             hlc: 1,
             publisher: [0; 32],
         }
+    }
+
+    #[test]
+    fn a_round_sends_only_what_the_peer_has_not_seen() {
+        let t0 = Instant::now();
+        let sent = Sent { root: 7, at: t0 };
+        assert_eq!(due(None, 7, t0), Due::Digest);
+        assert_eq!(due(Some(&sent), 8, t0), Due::Digest);
+        assert_eq!(
+            due(Some(&sent), 7, t0 + Duration::from_secs(10)),
+            Due::Nothing
+        );
+        assert_eq!(due(Some(&sent), 7, t0 + ROOT_EVERY), Due::Root);
+    }
+
+    #[test]
+    fn the_root_hash_changes_with_any_bucket() {
+        let a = vec![0u64; 256];
+        let mut b = a.clone();
+        b[200] = 1;
+        assert_ne!(root_of(&a), root_of(&b));
+        assert_eq!(root_of(&a), root_of(&a.clone()));
     }
 
     #[test]

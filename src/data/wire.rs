@@ -71,6 +71,10 @@ pub enum Frame {
     /// Retained entries the sender has newer than, or missing from, the receiver's
     /// versions.
     Entries(Vec<Message>),
+    /// A hash of the sender's whole digest: the cheap periodic check between peers
+    /// whose digests have not changed; a receiver whose own differs answers with its
+    /// Digest.
+    Root(u64),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -141,7 +145,7 @@ impl Frame {
             Frame::Neighbours(_) => Ok(()),
             Frame::Msg(m) => m.check(limits),
             Frame::Digest(d) if d.len() != BUCKETS => Err(WireError::Field("digest size")),
-            Frame::Digest(_) => Ok(()),
+            Frame::Digest(_) | Frame::Root(_) => Ok(()),
             Frame::Versions { buckets, versions } => {
                 too_many(buckets.len())?;
                 too_many(versions.len())?;

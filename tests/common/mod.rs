@@ -13,6 +13,18 @@ pub mod interop;
 pub mod netns;
 pub mod radio;
 
+/// Options of a sidecar in namespace `i` of `lan` on the default iroh port, finding its
+/// peers by mDNS.
+pub fn lan_mdns_opts(lan: &netns::Lan, i: usize, app_id: &str) -> Opts {
+    Opts {
+        app_id: app_id.into(),
+        netns: Some(lan.ns(i).to_string()),
+        bind: Some(SocketAddr::from(([0, 0, 0, 0], 9470))),
+        extra: vec!["--discovery-mode".into(), "mdns".into()],
+        ..Opts::default()
+    }
+}
+
 use std::{
     net::{SocketAddr, TcpListener, UdpSocket},
     path::{Path, PathBuf},
