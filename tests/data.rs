@@ -9,7 +9,6 @@ mod common;
 
 use std::{
     collections::BTreeMap,
-    net::SocketAddr,
     time::{Duration, Instant},
 };
 
@@ -20,11 +19,9 @@ use common::{
     },
     interop::PyScript,
     netns::Lan,
-    wait_full_mesh, wait_until, Opts, Sidecar,
+    wait_full_mesh, wait_until, Sidecar,
 };
 use peat_sidecar::api::pb;
-
-const IROH_PORT: u16 = 9470;
 
 use common::lan_mdns_opts as opts;
 
