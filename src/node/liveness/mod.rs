@@ -174,11 +174,11 @@ impl Task {
                 let silent = started.elapsed() + self.interval * MISSED_BEACONS;
                 info!(peer = %id, silent_secs = silent.as_secs_f32(), "peer unresponsive: no beacon and no answer to a probe; closing its connection");
                 if let Some(c) = self.conns.remove(&id).filter(|c| c.stable_id() == conn) {
-                    let code = CloseCode::Unresponsive;
-                    c.close(code.varint(), code.reason());
                     // Locally closed would read "closed locally" in the peer's row;
-                    // for the manager this is a timeout like the QUIC one. Its own
-                    // report of the close comes later and is ignored as stale.
+                    // for the manager this is a timeout like the QUIC one. It is told
+                    // before the close, on the channel the connection's own watcher
+                    // reports to, so that report comes second and is ignored as
+                    // stale (the other order was a race: tests/daemon.rs saw both).
                     let closed = Command::Closed {
                         id,
                         conn_id: conn,
@@ -187,6 +187,8 @@ impl Task {
                     if self.manager.try_send(closed).is_err() {
                         debug!(peer = %id, "peer manager busy; it learns of the close from the connection");
                     }
+                    let code = CloseCode::Unresponsive;
+                    c.close(code.varint(), code.reason());
                 }
             }
         }
