@@ -14,10 +14,7 @@
 //! `RADIO_BASELINE_BIN=PATH` runs the lossy mesh rounds with that binary too (subject
 //! `baseline`), alternating with this build, for figures side by side in one run.
 
-use std::{
-    net::SocketAddr,
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
 use crate::{
     common::{
@@ -26,7 +23,7 @@ use crate::{
     },
     report::Measurement,
     scenarios::{
-        util::{self, secs, IROH_PORT},
+        util::{self, secs},
         Ctx,
     },
 };
@@ -49,15 +46,7 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<Vec<Measurement>> {
 fn opts(lan: &RadioLan, i: usize, bin: Option<&std::path::Path>) -> Opts {
     Opts {
         bin: bin.map(|b| b.to_path_buf()),
-        app_id: "bench".into(),
-        netns: Some(lan.ns(i).to_string()),
-        bind: Some(SocketAddr::from(([0, 0, 0, 0], IROH_PORT))),
-        extra: vec!["--discovery-mode".into(), "mdns".into()],
-        env: vec![(
-            "RUST_LOG".into(),
-            std::env::var("BENCH_RUST_LOG").unwrap_or_else(|_| "info,peat_sidecar=debug".into()),
-        )],
-        ..Opts::default()
+        ..util::mdns_opts_in(lan.ns(i))
     }
 }
 

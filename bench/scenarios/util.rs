@@ -13,9 +13,14 @@ pub const IROH_PORT: u16 = 9470;
 
 /// Options for a sidecar in mdns mode on host `i` of `lan`.
 pub fn mdns_opts(lan: &Lan, i: usize) -> Opts {
+    mdns_opts_in(lan.ns(i))
+}
+
+/// Options for a sidecar in mdns mode in namespace `ns` (any kind of test LAN).
+pub fn mdns_opts_in(ns: &str) -> Opts {
     Opts {
         app_id: "bench".into(),
-        netns: Some(lan.ns(i).to_string()),
+        netns: Some(ns.to_string()),
         bind: Some(SocketAddr::from(([0, 0, 0, 0], IROH_PORT))),
         extra: vec!["--discovery-mode".into(), "mdns".into()],
         // Debug lines carry the per-peer steps (dialling, connected) that the join

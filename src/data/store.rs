@@ -122,6 +122,15 @@ impl Retained {
         n
     }
 
+    /// The listed buckets as a lookup table.
+    fn bucket_set(buckets: &[u8]) -> [bool; BUCKETS] {
+        let mut want = [false; BUCKETS];
+        for b in buckets {
+            want[*b as usize] = true;
+        }
+        want
+    }
+
     #[cfg(test)]
     pub fn get(&self, k: &EntryKey) -> Option<&Message> {
         self.map.get(k)
@@ -216,10 +225,7 @@ impl Retained {
 
     /// Our versions in the given buckets.
     pub fn versions(&self, buckets: &[u8]) -> Vec<Version> {
-        let mut want = [false; BUCKETS];
-        for b in buckets {
-            want[*b as usize] = true;
-        }
+        let want = Self::bucket_set(buckets);
         self.map
             .values()
             .filter(|m| want[bucket_of(&m.topic, &m.key) as usize])
@@ -239,10 +245,7 @@ impl Retained {
             .iter()
             .map(|v| ((v.topic.as_str(), v.key.as_str()), (v.hlc, &v.publisher)))
             .collect();
-        let mut want = [false; BUCKETS];
-        for b in buckets {
-            want[*b as usize] = true;
-        }
+        let want = Self::bucket_set(buckets);
         self.map
             .values()
             .filter(|m| want[bucket_of(&m.topic, &m.key) as usize])

@@ -26,6 +26,19 @@ use std::{
     time::Duration,
 };
 
+/// Checks a namespace prefix (1-5 letters or digits, as names are machine-wide) and
+/// clears what an interrupted run left under it; needs root.
+pub fn claim_prefix(prefix: &str) {
+    require_root();
+    assert!(
+        !prefix.is_empty()
+            && prefix.len() <= 5
+            && prefix.chars().all(|c| c.is_ascii_alphanumeric()),
+        "netns prefix `{prefix}` must be 1-5 letters or digits"
+    );
+    sweep(prefix);
+}
+
 /// Fails the test unless it runs as root, saying why.
 pub fn require_root() {
     // SAFETY: geteuid has no preconditions and cannot fail.
@@ -79,14 +92,7 @@ pub struct Lan {
 impl Lan {
     /// N hosts on segment 0.
     pub fn new(prefix: &str, n: usize) -> Lan {
-        require_root();
-        assert!(
-            !prefix.is_empty()
-                && prefix.len() <= 5
-                && prefix.chars().all(|c| c.is_ascii_alphanumeric()),
-            "netns prefix `{prefix}` must be 1-5 letters or digits"
-        );
-        sweep(prefix);
+        claim_prefix(prefix);
         let switch = format!("{prefix}-sw");
         sh(&["ip", "netns", "add", &switch]);
         let mut lan = Lan {

@@ -32,7 +32,7 @@ use std::{
 
 use rand::Rng;
 
-use super::netns::{ns_exec, require_root, sh, sweep};
+use super::netns::{claim_prefix, ns_exec, sh};
 
 /// What the channel does to every frame, per receiving port.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -122,15 +122,8 @@ pub struct RadioLan {
 impl RadioLan {
     /// N hosts on one radio channel that treats every frame as `link` says.
     pub fn new(prefix: &str, n: usize, link: Link) -> RadioLan {
-        require_root();
-        assert!(
-            !prefix.is_empty()
-                && prefix.len() <= 5
-                && prefix.chars().all(|c| c.is_ascii_alphanumeric()),
-            "netns prefix `{prefix}` must be 1-5 letters or digits"
-        );
         assert!(n <= 250, "at most 250 hosts on one channel");
-        sweep(prefix);
+        claim_prefix(prefix);
         let mut hosts = vec![];
         let mut taps = vec![];
         for i in 0..n {
