@@ -242,9 +242,15 @@ async fn a_dual_stack_node_meshes_with_an_ipv4_only_and_an_ipv6_only_node() {
     v4.bind = Some(SocketAddr::from(([0, 0, 0, 0], IROH_PORT)));
     let v4 = Sidecar::start("v4-only", v4).await;
     let v6 = Sidecar::start("v6-only", v6_opts(&lan, 2, &mdns)).await;
+    // The v6-only node may dial first; its inbound connection carries no scope (iroh
+    // drops it), so wait until the dual-stack node's own mDNS browse has found it too.
     let both = wait_until(Duration::from_secs(20), || async {
         let c = dual.connected().await;
-        c.contains(&v4.id) && c.contains(&v6.id)
+        let scoped = dual
+            .peer(&v6.id)
+            .await
+            .is_some_and(|p| p.addrs.iter().any(|a| a.contains("%eth0]")));
+        c.contains(&v4.id) && c.contains(&v6.id) && scoped
     })
     .await;
     assert!(
