@@ -115,8 +115,12 @@ pub fn message_json(m: &pb::DataMessage) -> Value {
         "published_unix_ms": m.published_unix_ms,
         "expires_unix_ms": m.expires_unix_ms,
         "retained": m.retained,
+        "deleted": m.deleted,
         "payload_b64": base64::engine::general_purpose::STANDARD.encode(&m.payload),
     });
+    if m.deleted {
+        return v;
+    }
     if let Ok(text) = std::str::from_utf8(&m.payload) {
         v["text"] = Value::String(text.to_string());
     }
@@ -133,11 +137,13 @@ fn age(now_ms: u64, then_ms: u64) -> String {
     }
 }
 
-/// The text form of a message: topic, key (or -), publisher's short id, age, value.
+/// The text form of a message: topic, key (or -), publisher's short id, age, value
+/// (`<deleted>` for a Delete, `<N bytes>` for a payload that is not UTF-8).
 pub fn message_line(m: &pb::DataMessage, now_ms: u64) -> String {
     let key = if m.key.is_empty() { "-" } else { &m.key };
     let short: String = m.publisher.chars().take(10).collect();
     let value = match std::str::from_utf8(&m.payload) {
+        _ if m.deleted => "<deleted>".to_string(),
         Ok(t) => t.to_string(),
         Err(_) => format!("<{} bytes>", m.payload.len()),
     };
@@ -161,6 +167,7 @@ pub fn stats_json(d: &pb::DataStats) -> Value {
     json!({
         "topics": d.topics,
         "retained_entries": d.retained_entries,
+        "retained_tombstones": d.retained_tombstones,
         "retained_bytes": d.retained_bytes,
         "messages_in": d.messages_in,
         "messages_out": d.messages_out,
@@ -175,9 +182,10 @@ pub fn stats_json(d: &pb::DataStats) -> Value {
 /// The data rows of `status`.
 pub fn print_stats(d: &pb::DataStats) -> Result<(), ClientError> {
     outln!(
-        "data            {} topics, {} retained entries ({} bytes), {} subscribers",
+        "data            {} topics, {} retained entries, {} deletions kept ({} bytes), {} subscribers",
         d.topics,
         d.retained_entries,
+        d.retained_tombstones,
         d.retained_bytes,
         d.subscribers
     )?;
@@ -233,6 +241,21 @@ mod tests {
         let v = message_json(&m(b"hi"));
         assert_eq!(v["text"], "hi");
         assert_eq!(v["payload_b64"], "aGk=");
+        assert_eq!(v["deleted"], false);
         assert!(message_json(&m(&[0xff])).get("text").is_none());
+    }
+
+    #[test]
+    fn a_deletion_says_so() {
+        let mut d = m(b"");
+        d.key = "k1".into();
+        d.deleted = true;
+        assert_eq!(
+            message_line(&d, 10_005),
+            "tracks/blue k1 ababababab 5ms <deleted>"
+        );
+        let v = message_json(&d);
+        assert_eq!(v["deleted"], true);
+        assert!(v.get("text").is_none(), "{v}");
     }
 }

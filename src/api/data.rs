@@ -44,7 +44,13 @@ pub fn message(m: &Message, retained: bool) -> pb::DataMessage {
         hlc: m.hlc,
         published_unix_ms: data::physical_ms(m.hlc),
         retained,
-        expires_unix_ms: data::expires_ms(m).unwrap_or(0),
+        // A tombstone's own expiry is the store's business, not the app's.
+        expires_unix_ms: if m.tombstone {
+            0
+        } else {
+            data::expires_ms(m).unwrap_or(0)
+        },
+        deleted: m.tombstone,
     }
 }
 
@@ -53,6 +59,7 @@ pub fn stats(d: &DataPlane) -> pb::DataStats {
     pb::DataStats {
         topics: s.topics,
         retained_entries: s.retained_entries,
+        retained_tombstones: s.retained_tombstones,
         retained_bytes: s.retained_bytes,
         messages_in: s.messages_in,
         messages_out: s.messages_out,

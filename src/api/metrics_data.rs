@@ -9,11 +9,16 @@ use super::{
 
 pub(super) fn register(r: &mut Registry, d: &pb::DataStats) {
     let gauges = [
-        ("data_topics", "Topics with retained entries", d.topics),
+        ("data_topics", "Topics with live retained entries", d.topics),
         (
             "data_retained_entries",
-            "Retained entries (tombstones included)",
+            "Live retained entries (deletions not included)",
             d.retained_entries,
+        ),
+        (
+            "data_retained_tombstones",
+            "Deletions kept so that they reach every node (24 h)",
+            d.retained_tombstones,
         ),
         (
             "data_retained_bytes",

@@ -209,7 +209,7 @@ impl Shared {
         }
     }
 
-    async fn on_msg(&self, from: &Id, state: &PeerState, m: Message) {
+    pub(super) async fn on_msg(&self, from: &Id, state: &PeerState, m: Message) {
         if m.publisher == self.me {
             return;
         }
@@ -333,11 +333,9 @@ impl Shared {
         }
     }
 
-    /// Hands a message to the local subscribers (tombstones are not messages).
+    /// Hands a message to the local subscribers. A tombstone goes too: an app that
+    /// follows a topic must learn that a key was deleted (it arrives marked deleted).
     pub fn deliver(&self, m: &Arc<Message>) {
-        if m.tombstone {
-            return;
-        }
         let n = self.subs.deliver(m);
         self.counters.delivered.fetch_add(n, Ordering::Relaxed);
     }

@@ -95,8 +95,13 @@ pub struct Published {
 
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Stats {
+    /// Topics with a live retained entry.
     pub topics: u64,
+    /// Live retained entries (deletions not counted).
     pub retained_entries: u64,
+    /// Deletions kept so that they spread (they expire after 24 h).
+    pub retained_tombstones: u64,
+    /// Both, as `--max-retained-bytes` counts them.
     pub retained_bytes: u64,
     pub messages_in: u64,
     pub messages_out: u64,
@@ -158,7 +163,8 @@ fn open(cfg: &DataConfig, me: Id) -> Result<Arc<Shared>, disk::DiskError> {
         retained.apply(m, now);
     }
     info!(
-        entries = retained.len(),
+        entries = retained.live(),
+        tombstones = retained.tombstones(),
         bytes = retained.bytes(),
         "retained store loaded"
     );
@@ -310,14 +316,22 @@ impl DataPlane {
     pub fn stats(&self) -> Stats {
         let s = &self.shared;
         let c = &s.counters;
-        let (topics, entries, bytes) = s
+        let (topics, entries, tombstones, bytes) = s
             .retained
             .lock()
-            .map(|r| (r.topics() as u64, r.len() as u64, r.bytes()))
+            .map(|r| {
+                (
+                    r.topics() as u64,
+                    r.live() as u64,
+                    r.tombstones() as u64,
+                    r.bytes(),
+                )
+            })
             .unwrap_or_default();
         Stats {
             topics,
             retained_entries: entries,
+            retained_tombstones: tombstones,
             retained_bytes: bytes,
             messages_in: c.messages_in.load(Ordering::Relaxed),
             messages_out: c.messages_out.load(Ordering::Relaxed),

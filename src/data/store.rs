@@ -84,6 +84,8 @@ pub enum Applied {
 pub struct Retained {
     map: BTreeMap<EntryKey, Message>,
     bytes: u64,
+    /// Entries that are tombstones (deletions kept so that they spread).
+    tombstones: usize,
     max_bytes: u64,
     /// XOR of the version hashes of the entries in each bucket.
     buckets: Vec<u64>,
@@ -96,25 +98,39 @@ impl Retained {
         Retained {
             map: BTreeMap::new(),
             bytes: 0,
+            tombstones: 0,
             max_bytes,
             buckets: vec![0; BUCKETS],
             evicted_below: 0,
         }
     }
 
+    /// Every entry, tombstones included.
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.map.len()
+    }
+
+    /// Entries that hold a value (what an app can read).
+    pub fn live(&self) -> usize {
+        self.map.len() - self.tombstones
+    }
+
+    pub fn tombstones(&self) -> usize {
+        self.tombstones
     }
 
     pub fn bytes(&self) -> u64 {
         self.bytes
     }
 
+    /// Topics with at least one live entry (a topic whose keys were all deleted is gone
+    /// for the apps, even while its tombstones are kept).
     pub fn topics(&self) -> usize {
         let mut n = 0;
         let mut last: Option<&str> = None;
-        for (t, _) in self.map.keys() {
-            if last != Some(t.as_str()) {
+        for ((t, _), m) in &self.map {
+            if !m.tombstone && last != Some(t.as_str()) {
                 n += 1;
                 last = Some(t);
             }
@@ -155,6 +171,7 @@ impl Retained {
         }
         self.remove(&k);
         self.bytes += entry_size(&m);
+        self.tombstones += usize::from(m.tombstone);
         self.buckets[bucket_of(&m.topic, &m.key) as usize] ^= version_hash(&m);
         self.map.insert(k.clone(), m);
         let evicted = self.evict(now, &k);
@@ -164,6 +181,7 @@ impl Retained {
     fn remove(&mut self, k: &EntryKey) -> Option<Message> {
         let old = self.map.remove(k)?;
         self.bytes -= entry_size(&old);
+        self.tombstones -= usize::from(old.tombstone);
         self.buckets[bucket_of(&old.topic, &old.key) as usize] ^= version_hash(&old);
         Some(old)
     }
@@ -340,6 +358,32 @@ mod tests {
         assert_eq!(r.len(), 1);
         assert_eq!(r.expire(NOW + TOMBSTONE_TTL_MS).len(), 1);
         assert_eq!(r.digest(), vec![0; BUCKETS]);
+    }
+
+    #[test]
+    fn tombstones_are_counted_apart_from_live_entries() {
+        let mut r = Retained::new(1 << 20);
+        r.apply(m("a", 10, 1, "x"), NOW);
+        r.apply(m("b", 10, 1, "y"), NOW);
+        let mut del = m("a", 11, 1, "");
+        del.tombstone = true;
+        r.apply(del.clone(), NOW);
+        assert_eq!(
+            (r.len(), r.live(), r.tombstones(), r.topics()),
+            (2, 1, 1, 1)
+        );
+        // A value written after the delete brings the topic back.
+        r.apply(m("a", 12, 2, "z"), NOW);
+        assert_eq!((r.live(), r.tombstones(), r.topics()), (2, 0, 2));
+        // A tombstone that ages out leaves no count behind.
+        del.hlc = 20 << 16;
+        r.apply(del, NOW);
+        assert_eq!((r.live(), r.tombstones()), (1, 1));
+        assert_eq!(r.expire(NOW + TOMBSTONE_TTL_MS).len(), 1);
+        assert_eq!(
+            (r.len(), r.live(), r.tombstones(), r.topics()),
+            (1, 1, 0, 1)
+        );
     }
 
     #[test]

@@ -49,10 +49,90 @@ async fn publish_subscribe_get_delete() {
     assert_eq!(got[0].topic, "t/a");
     d.delete("t/a", "").await.unwrap();
     assert!(d.get("t/**").unwrap().is_empty());
+    // The subscriber learns of the delete: no payload, marked deleted.
+    let m = next_message(&mut sub).await;
+    assert_eq!((m.topic.as_str(), m.tombstone), ("t/a", true));
+    assert!(m.payload.is_empty());
     let s = d.stats();
-    assert_eq!((s.published, s.delivered, s.subscribers), (4, 2, 1));
-    // The tombstone and "other" are still entries.
-    assert_eq!(s.retained_entries, 2);
+    assert_eq!((s.published, s.delivered, s.subscribers), (4, 3, 1));
+    // "other" is the one live entry; the tombstone is counted apart.
+    assert_eq!(
+        (s.retained_entries, s.retained_tombstones, s.topics),
+        (1, 1, 1)
+    );
+    d.shared.disk.close().await;
+}
+
+/// The next event of a subscription, which must be a message. The timeout only keeps
+/// a broken delivery from hanging the test.
+async fn next_message(sub: &mut Subscription) -> Arc<Message> {
+    match tokio::time::timeout(Duration::from_secs(10), sub.next()).await {
+        Ok(Some(Event::Message(m))) => m,
+        other => panic!("expected a message, got {other:?}"),
+    }
+}
+
+fn remote(seq: u64, key: &str, payload: &str, tombstone: bool) -> Message {
+    Message {
+        publisher: [5; 32],
+        seq,
+        // Now, plus the sequence number so that each write is newer.
+        hlc: (hlc::wall_ms() << 16) + seq,
+        hops: 0,
+        topic: "t/a".into(),
+        key: key.into(),
+        payload: payload.as_bytes().to_vec(),
+        retain: true,
+        ttl_ms: 0,
+        tombstone,
+    }
+}
+
+/// A Delete from another node reaches the local subscribers marked deleted, whether it
+/// comes live or by anti-entropy, and leaves nothing for Get.
+#[tokio::test]
+async fn a_remote_delete_reaches_live_subscribers() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = plane(&cfg(dir.path()));
+    let peer = [5u8; 32];
+    let state = d.shared.peer_state(&peer);
+    let mut sub = d.subscribe("t/**").unwrap();
+    d.shared
+        .on_msg(&peer, &state, remote(1, "k1", "v", false))
+        .await;
+    d.shared
+        .on_msg(&peer, &state, remote(2, "k1", "", true))
+        .await;
+    d.shared
+        .on_entries(vec![remote(3, "k2", "w", false), remote(4, "k2", "", true)])
+        .await;
+    let got: Vec<(String, String, bool)> = [
+        next_message(&mut sub).await,
+        next_message(&mut sub).await,
+        next_message(&mut sub).await,
+        next_message(&mut sub).await,
+    ]
+    .iter()
+    .map(|m| {
+        let p = String::from_utf8(m.payload.clone()).unwrap();
+        (m.key.clone(), p, m.tombstone)
+    })
+    .collect();
+    let want = [
+        ("k1", "v", false),
+        ("k1", "", true),
+        ("k2", "w", false),
+        ("k2", "", true),
+    ]
+    .map(|(k, p, t)| (k.to_string(), p.to_string(), t));
+    assert_eq!(got, want);
+    assert!(d.get("t/**").unwrap().is_empty());
+    let s = d.stats();
+    assert_eq!(
+        (s.retained_entries, s.retained_tombstones, s.topics),
+        (0, 2, 0)
+    );
+    d.shared.disk.close().await;
 }
 
 #[tokio::test]

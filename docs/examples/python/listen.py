@@ -5,7 +5,8 @@
     python3 listen.py --pattern 'config/*' --retained     # current state first
 
 With --json: one object per line: {"subscribed": true} once the subscription
-stands, then {"topic", "key", "publisher", "seq", "retained", "text"} per message,
+stands, then {"topic", "key", "publisher", "seq", "retained", "deleted", "text"} per
+message ("text" is "<deleted>" for a Delete),
 {"missed": N} when this reader was too slow and N messages were dropped for it, and
 {"retained_done": true} after the retained entries.
 """
@@ -50,12 +51,12 @@ def main():
                 elif kind == "message":
                     m = d.message
                     try:
-                        text = m.payload.decode("utf-8")
+                        text = "<deleted>" if m.deleted else m.payload.decode("utf-8")
                     except UnicodeDecodeError:
                         text = f"<{len(m.payload)} bytes>"
                     age_ms = int(time.time() * 1000) - m.published_unix_ms
                     out({"topic": m.topic, "key": m.key, "publisher": m.publisher, "seq": m.seq,
-                         "retained": m.retained, "text": text},
+                         "retained": m.retained, "deleted": m.deleted, "text": text},
                         f"{m.topic} {m.key or '-'} {m.publisher[:10]} {age_ms}ms {text}")
         except KeyboardInterrupt:
             call.cancel()
