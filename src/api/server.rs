@@ -540,8 +540,18 @@ async fn serve(bound: Bound, service: SidecarService) -> Result<(), ServeError> 
     match bound {
         Bound::Tcp(l) => {
             info!(addr = %crate::logfmt::opt(l.local_addr().ok()), "gRPC API listening");
+            // Without TCP_NODELAY a delivery written while the previous one waits for
+            // its (delayed) ACK sits in the kernel for up to 40 ms: every Subscribe
+            // stream would pay that at moderate rates. tonic sets it only on listeners
+            // it binds itself.
+            let incoming = TcpListenerStream::new(l).map(|s| {
+                if let Ok(s) = &s {
+                    let _ = s.set_nodelay(true);
+                }
+                s
+            });
             router
-                .serve_with_incoming_shutdown(TcpListenerStream::new(l), signal)
+                .serve_with_incoming_shutdown(incoming, signal)
                 .await?;
         }
         Bound::Unix(l, file) => {

@@ -2,7 +2,7 @@
 //! receiving, forwarding and local delivery.
 
 use std::{
-    collections::{HashMap, HashSet},
+    collections::HashMap,
     sync::{
         atomic::{AtomicU64, Ordering},
         Arc, Mutex, RwLock,
@@ -60,7 +60,7 @@ pub struct Shared {
 
 pub fn encode(frame: &Frame) -> Option<Encoded> {
     match wire::encode(frame) {
-        Ok(b) => Some(Arc::new(b)),
+        Ok(b) => Some(b.into()),
         Err(e) => {
             warn!(error = %e, "cannot encode a data frame");
             None
@@ -155,16 +155,17 @@ impl Shared {
         let InboundStream {
             peer,
             mut send,
-            mut recv,
+            recv,
             ..
         } = s;
         // The other direction uses its own stream.
         let _ = send.finish();
         let id = *peer.as_bytes();
         let state = self.peer_state(&id);
+        let mut reader = link::FrameReader::new(recv);
         loop {
             let frame = tokio::select! {
-                f = link::read_frame(&mut recv, &self.limits) => f,
+                f = reader.next(&self.limits) => f,
                 _ = self.stop.cancelled() => return,
             };
             match frame {
@@ -177,7 +178,7 @@ impl Shared {
                 Err(link::ReadError::Wire(e)) => {
                     self.counters.rejected.fetch_add(1, Ordering::Relaxed);
                     warn!(%peer, error = %e, "bad data frame; closing the data stream");
-                    let _ = recv.stop(iroh::endpoint::VarInt::from_u32(2));
+                    reader.stop(2);
                     return;
                 }
             }
@@ -227,12 +228,7 @@ impl Shared {
             return;
         }
         if m.hops < MAX_HOPS {
-            let neighbours = state
-                .neighbours
-                .lock()
-                .map(|n| n.clone())
-                .unwrap_or_default();
-            self.forward(from, &neighbours, &m);
+            self.forward(from, state, &m);
         }
         let m = Arc::new(m);
         if m.retain {
@@ -241,21 +237,25 @@ impl Shared {
         self.deliver(&m);
     }
 
-    fn forward(&self, from: &Id, from_neighbours: &HashSet<Id>, m: &Message) {
-        let links = self.all_links();
-        let targets = forward_targets(
-            links.iter().map(|(id, _)| id),
-            from,
-            from_neighbours,
-            &m.publisher,
-        );
+    fn forward(&self, from: &Id, from_state: &PeerState, m: &Message) {
+        // Decided under the locks rather than on copies: this runs for every message,
+        // and on a full mesh it finds no target at all.
+        let targets: Vec<Arc<Link>> = {
+            let (Ok(links), Ok(n)) = (self.links.read(), from_state.neighbours.lock()) else {
+                return;
+            };
+            forward_targets(links.keys(), from, &n, &m.publisher)
+                .iter()
+                .filter_map(|id| links.get(id).cloned())
+                .collect()
+        };
         if targets.is_empty() {
             return;
         }
         let mut fwd = m.clone();
         fwd.hops += 1;
         if let Some(f) = encode(&Frame::Msg(fwd)) {
-            for (_, l) in links.iter().filter(|(id, _)| targets.contains(id)) {
+            for l in &targets {
                 self.send_msg(l, &f);
             }
         }
