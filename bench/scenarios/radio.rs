@@ -135,9 +135,10 @@ async fn lossy_mesh(
         };
         timeouts.push(count_matching(&nodes, timed_out) as f64);
         eprintln!(
-            "radio: round {r}: full mesh after {:.2} s, hub {:?}",
+            "radio: round {r}: full mesh after {:.2} s, hub {:?}; log lines: {}",
             mesh[r],
-            lan.total()
+            lan.total(),
+            breakdown(&nodes)
         );
         // Stopped before the next round: their departures must not count.
         drop(nodes);
@@ -174,6 +175,23 @@ async fn lossy_mesh(
             "of which timed out",
         ),
     ])
+}
+
+/// Where a lossy round's time went, as counts of telling log lines over all nodes.
+fn breakdown(nodes: &[Sidecar]) -> String {
+    const WHAT: [(&str, &str); 7] = [
+        ("answer timeouts", "timed out after"),
+        ("stalled dials", "handshake did not finish"),
+        ("check timeouts", "formation check did not finish"),
+        ("lost in check", "during the formation check"),
+        ("duplicates", "duplicate connection"),
+        ("standby promoted", "the peer kept our other connection"),
+        ("disconnects", "peer disconnected"),
+    ];
+    WHAT.iter()
+        .map(|(name, needle)| format!("{name} {}", count_lines(nodes, &[needle])))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Every node stays connected to every other one for `hold`: returns the number of
