@@ -13,6 +13,7 @@
 //! `--quick` keeps CI short: one lossy round at N = 5, 15 s idle holds, a thin link of 3.
 //! `RADIO_BASELINE_BIN=PATH` runs the lossy mesh rounds with that binary too (subject
 //! `baseline`), alternating with this build, for figures side by side in one run.
+//! `RADIO_PARTS=mesh` (or `idle`, `thin`, comma separated) runs only those parts.
 
 use std::time::{Duration, Instant};
 
@@ -34,13 +35,41 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<Vec<Measurement>> {
     let quick = ctx.args.quick;
     let hold = Duration::from_secs(if quick { 15 } else { 600 });
     let baseline = std::env::var_os("RADIO_BASELINE_BIN").map(std::path::PathBuf::from);
-    let mut out = lossy_mesh(ctx.rounds(1, 10), None).await?;
-    if let Some(bin) = baseline {
-        out.extend(lossy_mesh(ctx.rounds(1, 10), Some(bin)).await?);
+    let parts = Parts::from_env();
+    let mut out = vec![];
+    if parts.mesh {
+        out.extend(lossy_mesh(ctx.rounds(1, 10), None).await?);
+        if let Some(bin) = baseline {
+            out.extend(lossy_mesh(ctx.rounds(1, 10), Some(bin)).await?);
+        }
     }
-    out.extend(lossy_idle(hold).await?);
-    out.extend(thin(if quick { 3 } else { 10 }, hold).await?);
+    if parts.idle {
+        out.extend(lossy_idle(hold).await?);
+    }
+    if parts.thin {
+        out.extend(thin(if quick { 3 } else { 10 }, hold).await?);
+    }
     Ok(out)
+}
+
+/// Which parts run: `RADIO_PARTS=mesh,idle,thin` (any of them; default all). The
+/// lossy mesh alone takes a minute or two; with the two 10-minute holds, about 25.
+struct Parts {
+    mesh: bool,
+    idle: bool,
+    thin: bool,
+}
+
+impl Parts {
+    fn from_env() -> Parts {
+        let var = std::env::var("RADIO_PARTS").unwrap_or_default();
+        let has = |p: &str| var.is_empty() || var.split(',').any(|x| x.trim() == p);
+        Parts {
+            mesh: has("mesh"),
+            idle: has("idle"),
+            thin: has("thin"),
+        }
+    }
 }
 
 fn opts(lan: &RadioLan, i: usize, bin: Option<&std::path::Path>) -> Opts {
@@ -106,9 +135,10 @@ async fn lossy_mesh(
         };
         timeouts.push(count_matching(&nodes, timed_out) as f64);
         eprintln!(
-            "radio: round {r}: full mesh after {:.2} s, hub {:?}",
+            "radio: round {r}: full mesh after {:.2} s, hub {:?}; log lines: {}",
             mesh[r],
-            lan.total()
+            lan.total(),
+            breakdown(&nodes)
         );
         // Stopped before the next round: their departures must not count.
         drop(nodes);
@@ -145,6 +175,23 @@ async fn lossy_mesh(
             "of which timed out",
         ),
     ])
+}
+
+/// Where a lossy round's time went, as counts of telling log lines over all nodes.
+fn breakdown(nodes: &[Sidecar]) -> String {
+    const WHAT: [(&str, &str); 7] = [
+        ("answer timeouts", "timed out after"),
+        ("stalled dials", "handshake did not finish"),
+        ("check timeouts", "formation check did not finish"),
+        ("lost in check", "during the formation check"),
+        ("duplicates", "duplicate connection"),
+        ("standby promoted", "the peer kept our other connection"),
+        ("disconnects", "peer disconnected"),
+    ];
+    WHAT.iter()
+        .map(|(name, needle)| format!("{name} {}", count_lines(nodes, &[needle])))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Every node stays connected to every other one for `hold`: returns the number of

@@ -38,8 +38,26 @@ use crate::config::SharedKey;
 pub const ALPN: &[u8] = b"/peat-sidecar/formation/1";
 /// Protocol version carried in Hello.
 pub const VERSION: u16 = 1;
-/// The whole check must finish within this time, or the connection is closed.
+/// The whole check must finish within this time, or the connection is closed; longer
+/// on a slow link, see [`check_timeout`].
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+/// On a slow link the check may take this many of the connection's round trips. Its
+/// four messages take two round trips, but on a lossy radio link every lost packet
+/// costs QUIC's probe timeout (about three round trips, doubling when the resend is
+/// lost too): at 30 % loss and 300 ms round trips a flat 5 s cut checks that were
+/// progressing, and each cost a backoff and a new handshake.
+pub const CHECK_RTTS: u32 = 24;
+/// Never longer than a whole dial may take (`peers::rules::DIAL_TIMEOUT`): the dialler
+/// gives up then anyway.
+pub const MAX_CHECK_TIMEOUT: Duration = Duration::from_secs(8);
+
+/// How long the check may take on a connection whose handshake measured `rtt`: at
+/// least [`HANDSHAKE_TIMEOUT`], [`CHECK_RTTS`] round trips on a slow link, at most
+/// [`MAX_CHECK_TIMEOUT`]. Both sides compute it from their own view of the same link.
+pub fn check_timeout(rtt: Option<Duration>) -> Duration {
+    rtt.map_or(Duration::ZERO, |r| r.saturating_mul(CHECK_RTTS))
+        .clamp(HANDSHAKE_TIMEOUT, MAX_CHECK_TIMEOUT)
+}
 /// Largest handshake frame accepted; real ones are about 120 bytes.
 pub const MAX_FRAME: usize = 1024;
 
@@ -129,7 +147,7 @@ pub enum FormationError {
     RejectedByPeer(Rejection),
     #[error("formation protocol error: {0}")]
     Protocol(&'static str),
-    #[error("the formation check did not finish within {}s", HANDSHAKE_TIMEOUT.as_secs())]
+    #[error("the formation check did not finish in time")]
     Timeout,
     #[error("the connection failed during the formation check: {0}")]
     Io(String),
@@ -434,6 +452,16 @@ async fn read_msg<R: AsyncRead + Unpin>(r: &mut R) -> Result<Msg, FormationError
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_check_waits_longer_on_a_slow_link_within_bounds() {
+        let ms = Duration::from_millis;
+        assert_eq!(check_timeout(None), HANDSHAKE_TIMEOUT);
+        assert_eq!(check_timeout(Some(ms(1))), HANDSHAKE_TIMEOUT);
+        assert_eq!(check_timeout(Some(ms(300))), ms(7200));
+        assert_eq!(check_timeout(Some(ms(5000))), MAX_CHECK_TIMEOUT);
+        assert!(MAX_CHECK_TIMEOUT <= crate::node::peers::rules::DIAL_TIMEOUT);
+    }
     use iroh::SecretKey;
 
     fn ids() -> (EndpointId, EndpointId) {

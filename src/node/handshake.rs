@@ -1,5 +1,6 @@
 //! Runs the formation check ([`super::formation`]) on a QUIC connection: the first
-//! bidirectional stream, bounded by [`HANDSHAKE_TIMEOUT`], with an I/O failure refined
+//! bidirectional stream, bounded by [`check_timeout`] of the connection's round trip,
+//! with an I/O failure refined
 //! by how the peer closed the connection. One function for both sides.
 
 use iroh::{
@@ -7,7 +8,7 @@ use iroh::{
     EndpointId,
 };
 
-use super::formation::{CloseCode, Formation, FormationError, HANDSHAKE_TIMEOUT};
+use super::formation::{check_timeout, CloseCode, Formation, FormationError};
 
 /// Which side of the check this node plays.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,7 +41,8 @@ pub async fn authenticate(
         let _ = send.finish();
         Ok(())
     };
-    let result = tokio::time::timeout(HANDSHAKE_TIMEOUT, check)
+    let limit = check_timeout(super::path::rtt(conn));
+    let result = tokio::time::timeout(limit, check)
         .await
         .unwrap_or(Err(FormationError::Timeout));
     result.map_err(|e| refine_with_close(conn, e))

@@ -87,7 +87,8 @@ impl StreamRegistry {
         rx
     }
 
-    fn announce(&self, conn: &Connection) {
+    /// Hands `conn` to every [`Self::connections`] subscriber.
+    pub(crate) fn announce(&self, conn: &Connection) {
         let Ok(mut subs) = self.connected.write() else {
             return;
         };
@@ -103,10 +104,13 @@ impl StreamRegistry {
         self.handlers.read().ok()?.get(&tag).cloned()
     }
 
-    /// Accepts streams on `conn` until it closes, routing each by its tag.
-    pub(crate) async fn route(&self, conn: Connection) {
+    /// Accepts streams on `conn` until it closes, routing each by its tag. `announce`:
+    /// first hand it to the [`Self::connections`] subscribers.
+    pub(crate) async fn route(&self, conn: Connection, announce: bool) {
         let peer = conn.remote_id();
-        self.announce(&conn);
+        if announce {
+            self.announce(&conn);
+        }
         while let Ok((send, mut recv)) = conn.accept_bi().await {
             let mut t = [0u8; 1];
             match tokio::time::timeout(TAG_TIMEOUT, recv.read_exact(&mut t)).await {

@@ -39,6 +39,18 @@ pub fn claim_prefix(prefix: &str) {
     sweep(prefix);
 }
 
+/// The prefix a test asked for, or the one `PEAT_TEST_NETNS_MAP` (`lb=xb,la=xa`) puts
+/// in its place. Namespace names are machine-wide and `claim_prefix` sweeps what it
+/// finds: two runs of one test at once on one machine (helpers sharing it) need
+/// different names, or the second kills the first's sidecars.
+pub fn mapped_prefix(prefix: &str) -> String {
+    let map = std::env::var("PEAT_TEST_NETNS_MAP").unwrap_or_default();
+    map.split(',')
+        .filter_map(|pair| pair.split_once('='))
+        .find(|(from, _)| from.trim() == prefix)
+        .map_or_else(|| prefix.to_string(), |(_, to)| to.trim().to_string())
+}
+
 /// Fails the test unless it runs as root, saying why.
 pub fn require_root() {
     // SAFETY: geteuid has no preconditions and cannot fail.
@@ -92,6 +104,7 @@ pub struct Lan {
 impl Lan {
     /// N hosts on segment 0.
     pub fn new(prefix: &str, n: usize) -> Lan {
+        let prefix = &mapped_prefix(prefix);
         claim_prefix(prefix);
         let switch = format!("{prefix}-sw");
         sh(&["ip", "netns", "add", &switch]);

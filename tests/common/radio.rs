@@ -32,7 +32,7 @@ use std::{
 
 use rand::Rng;
 
-use super::netns::{claim_prefix, ns_exec, sh};
+use super::netns::{claim_prefix, mapped_prefix, ns_exec, sh};
 
 /// What the channel does to every frame, per receiving port.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -123,6 +123,7 @@ impl RadioLan {
     /// N hosts on one radio channel that treats every frame as `link` says.
     pub fn new(prefix: &str, n: usize, link: Link) -> RadioLan {
         assert!(n <= 250, "at most 250 hosts on one channel");
+        let prefix = &mapped_prefix(prefix);
         claim_prefix(prefix);
         let mut hosts = vec![];
         let mut taps = vec![];

@@ -9,7 +9,8 @@
 //! of a timer per peer.
 //!
 //! The rest of the core lives beside this file by concept: `schedule.rs` (whom to dial
-//! and when), `links.rs` (connections coming and going).
+//! and when), `links.rs` (connections coming and going), `dups.rs` (two connections
+//! to one peer).
 
 use std::{
     collections::{BTreeSet, HashMap},
@@ -118,8 +119,15 @@ pub(super) enum Action {
         after: Duration,
     },
     /// Route the peer's streams on an installed connection and report
-    /// [`Input::Closed`] when it ends.
-    Watch { id: EndpointId, conn: ConnId },
+    /// [`Input::Closed`] when it ends. `announce`: tell the protocols (gossip, data,
+    /// liveness) of it; not for a standby (see `dups.rs`).
+    Watch {
+        id: EndpointId,
+        conn: ConnId,
+        announce: bool,
+    },
+    /// A watched standby became the live connection: tell the protocols of it.
+    Announce { id: EndpointId, conn: ConnId },
     /// Broadcast a peer event.
     Emit {
         id: EndpointId,
@@ -226,6 +234,7 @@ impl Core {
             Input::Closed { id, conn, reason } => self.on_closed(id, conn, &reason, now),
             Input::Tick => {
                 self.expire(now);
+                self.expire_standbys(now);
                 self.dial_due(now);
             }
             Input::Shutdown => self.shutdown(),
@@ -242,7 +251,8 @@ impl Core {
         // tick: never a deadline in the past, which would spin the driver.
         let expiry = self.peers.values().filter_map(|p| p.expires_at).min();
         let expiry = expiry.map(|t| t.max(now + BLOCKED_TICK));
-        retry.into_iter().chain(expiry).min()
+        let standby = self.standby_deadline().map(|t| t.max(now));
+        retry.into_iter().chain(expiry).chain(standby).min()
     }
 
     pub(super) fn emit(&mut self, id: EndpointId, kind: PeerEventKind, detail: impl Into<String>) {
@@ -423,6 +433,7 @@ impl Core {
             self.close(live.conn, CloseCode::Disconnect);
             Counters::inc(&self.counters.connections_closed);
         }
+        self.close_standby(id, CloseCode::Disconnect);
         info!(peer = %id, "disconnected by request; no redial until the peer is found or connected again");
         self.emit(id, PeerEventKind::Disconnected, "disconnected by request");
         self.answer(ticket, Answer::Done);
@@ -461,6 +472,7 @@ impl Core {
     /// Removes a row whatever its state: closes its connection, releases its dial's
     /// addresses (the dial's own end is counted when it reports) and fails its callers.
     fn remove(&mut self, id: EndpointId, why: &str) {
+        self.close_standby(id, CloseCode::Disconnect);
         let Some(peer) = self.peers.remove(&id) else {
             return;
         };
@@ -490,6 +502,7 @@ impl Core {
                 closes.push(live.conn);
                 n += 1;
             }
+            closes.extend(peer.standby.take().map(|s| s.conn.conn));
             tickets.append(&mut peer.tickets);
         }
         for conn in closes {

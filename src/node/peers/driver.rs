@@ -14,7 +14,7 @@ use tokio::{
     sync::{broadcast, mpsc, oneshot},
     task::JoinSet,
 };
-use tracing::info;
+use tracing::{debug, info};
 
 use super::{
     core::{Action, Answer, Core, Input},
@@ -285,7 +285,13 @@ impl PeerManager {
                 }
             }
             Action::CloseAfter { conn, code, after } => self.close_after(conn, code, after),
-            Action::Watch { id, conn } => self.watch(id, conn),
+            Action::Watch { id, conn, announce } => self.watch(id, conn, announce),
+            Action::Announce { id, conn } => {
+                if let Some(c) = self.conns.get(&conn) {
+                    info!(peer = %id, addr = %addr_of(c), "peer connected on the standby connection");
+                    self.streams.announce(c);
+                }
+            }
             Action::Emit { id, kind, detail } => {
                 // No subscriber is fine: the send error only says nobody is watching.
                 let _ = self.events.send(PeerEvent::now(id, kind, detail));
@@ -349,15 +355,20 @@ impl PeerManager {
 
     /// Watches an installed connection: routes the streams the peer opens to the
     /// protocols that want them, and tells the core when the connection ends.
-    fn watch(&self, id: EndpointId, conn_id: ConnId) {
+    /// `announce`: also hand it to the protocols that act on new connections (not for
+    /// a standby, which only the peer may use until it takes over).
+    fn watch(&self, id: EndpointId, conn_id: ConnId, announce: bool) {
         let Some(conn) = self.conns.get(&conn_id).cloned() else {
             return;
         };
-        let live = self.core.peers.get(&id).and_then(|p| p.live()).copied();
-        let outbound = live.is_some_and(|l| l.outbound);
-        let addr = path::remote_addr(&conn);
-        let addr = addr.map_or_else(|| "?".to_string(), |a| a.to_string());
-        info!(peer = %id, outbound, %addr, "peer connected");
+        let addr = addr_of(&conn);
+        if announce {
+            let live = self.core.peers.get(&id).and_then(|p| p.live()).copied();
+            let outbound = live.is_some_and(|l| l.outbound);
+            info!(peer = %id, outbound, %addr, "peer connected");
+        } else {
+            debug!(peer = %id, %addr, "standby connection watched");
+        }
         let tx = self.tx.clone();
         let guard = TaskGuard::new(&self.counters);
         let live = GaugeGuard::new(&self.counters, |c| &c.connections_live);
@@ -365,7 +376,7 @@ impl PeerManager {
         tokio::spawn(async move {
             let _guard = guard;
             let _live = live;
-            let router = streams.route(conn.clone());
+            let router = streams.route(conn.clone(), announce);
             let reason = tokio::select! {
                 reason = conn.closed() => reason,
                 _ = router => conn.closed().await,
@@ -380,4 +391,9 @@ impl PeerManager {
             }
         });
     }
+}
+
+/// The peer's address on the connection's selected path, for logs.
+fn addr_of(conn: &Connection) -> String {
+    path::remote_addr(conn).map_or_else(|| "?".to_string(), |a| a.to_string())
 }

@@ -9,7 +9,7 @@ use tracing::{debug, info, warn};
 use super::{
     core::{Action, Answer, Core},
     row::{ConnId, Link, Live, NewConn},
-    rules::{describe_close, survivor, CloseKind, OVER_CAPACITY_GRACE, PEER_LEFT_DELAY},
+    rules::{describe_close, CloseKind, OVER_CAPACITY_GRACE, PEER_LEFT_DELAY},
     types::Counters,
 };
 use crate::{
@@ -42,27 +42,21 @@ impl Core {
         // Counted before the duplicate check: a duplicate that is closed at once was
         // still opened, so that opened - closed always equals the live connections.
         Counters::inc(&self.counters.connections_opened);
+        let live = Live {
+            conn,
+            outbound,
+            since: now,
+            remote: new.remote,
+        };
         if let Some(old) = old {
-            let age = now.saturating_duration_since(old.since);
-            let replace = survivor(&self.me, &id, old.outbound, outbound, age);
-            Counters::inc(&self.counters.duplicates_closed);
-            Counters::inc(&self.counters.connections_closed);
-            let loser = if replace { old.conn } else { conn };
-            debug!(peer = %id, outbound, keep_new = replace, "duplicate connection");
-            self.close(loser, CloseCode::Duplicate);
-            if !replace {
+            if !self.settle_duplicate(id, old, live, now) {
                 return;
             }
         }
         let Some(peer) = self.peers.get_mut(&id) else {
             return;
         };
-        peer.link = Link::Connected(Live {
-            conn,
-            outbound,
-            since: now,
-            remote: new.remote,
-        });
+        peer.link = Link::Connected(live);
         // "inbound": what we know of a peer that only its own dial told us of.
         if outbound {
             peer.sources.remove(&Source::Inbound);
@@ -84,7 +78,11 @@ impl Core {
         }
         let direction = if outbound { "outbound" } else { "inbound" };
         self.emit(id, PeerEventKind::Connected, direction);
-        self.out.push(Action::Watch { id, conn });
+        self.out.push(Action::Watch {
+            id,
+            conn,
+            announce: true,
+        });
     }
 
     /// Beyond `--max-peers`: not refused outright, since the peer may have named us as
@@ -145,6 +143,9 @@ impl Core {
         reason: &ConnectionError,
         now: Instant,
     ) {
+        if self.standby_settles(id, conn, reason) {
+            return;
+        }
         let Some(peer) = self.peers.get_mut(&id) else {
             return;
         };
@@ -173,6 +174,9 @@ impl Core {
         };
         peer.last_error = Some(why.clone());
         info!(peer = %id, reason = %why, "peer disconnected");
+        // Whatever ended the live connection (a timeout, the peer leaving) is no
+        // duplicate's settlement: the spare one goes too.
+        self.close_standby(id, CloseCode::Duplicate);
         self.emit(id, PeerEventKind::Disconnected, why);
         if kind == CloseKind::PeerLeft {
             self.on_left(id);

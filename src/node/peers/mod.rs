@@ -4,7 +4,8 @@
 //! finished dials, authenticated incoming connections and closed connections. It
 //!
 //! - keeps one connection per peer and one dial in flight per peer;
-//! - settles simultaneous dials deterministically (see [`rules::survivor`]);
+//! - settles simultaneous dials deterministically: the smaller id decides, the other
+//!   side keeps both until it has (see `dups.rs`, [`rules::survivor`]);
 //! - dials in parallel, up to `--max-concurrent-dials`, and never dials itself;
 //! - redials every known peer after a loss, with exponential backoff and jitter;
 //! - keeps a bounded table of peers with state, sources, addresses, last error, RTT.
@@ -19,13 +20,14 @@
 //!
 //! Modules: `types` (what the API sees, limits, counters), `rules` (survivor, dial
 //! delays, close meanings), `row` (a table row), `dead` (dead-address memory), `evict`
-//! (who goes when the table is full), `core`/`schedule`/`links` (decisions),
+//! (who goes when the table is full), `core`/`schedule`/`links`/`dups` (decisions),
 //! `driver` and `dial` (I/O), `handle` (the channel's client side).
 
 mod core;
 mod dead;
 mod dial;
 mod driver;
+mod dups;
 mod evict;
 mod handle;
 mod links;

@@ -50,6 +50,17 @@ pub(super) struct Live {
     pub remote: Option<SocketAddr>,
 }
 
+/// A second connection to a peer, kept beside the live one until the peer settles
+/// which of the two survives (see [`super::rules::settles_duplicates`]). Its streams
+/// are routed, since the peer may use it; the protocols only learn of it if it takes
+/// over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Standby {
+    pub conn: Live,
+    /// Closed then if the peer has not settled by itself.
+    pub until: Instant,
+}
+
 /// Where a peer stands. A dial in flight is kept beside it ([`Peer::dial`]): it can
 /// still be running when the peer's own dial reaches us first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,6 +90,8 @@ pub(super) struct Peer {
     /// Host names (static peers, ConnectPeer) resolved before each dial.
     pub hosts: BTreeSet<PeerHost>,
     pub link: Link,
+    /// A second connection, only beside a [`Link::Connected`].
+    pub standby: Option<Standby>,
     /// The addresses of the dial in flight, if one is.
     pub dial: Option<Vec<SocketAddr>>,
     pub backoff: Backoff,
@@ -101,6 +114,7 @@ impl Peer {
             by_source: BTreeMap::new(),
             hosts: BTreeSet::new(),
             link: Link::Idle { retry_at: now },
+            standby: None,
             dial: None,
             backoff: Backoff::default(),
             last_error: None,

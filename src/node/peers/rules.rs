@@ -79,13 +79,41 @@ pub const DEAD_ADDR_TTL: Duration = Duration::from_secs(600);
 /// redialled: a typo or a peer that is gone for good must not be dialled for ever.
 pub const API_PEER_TTL: Duration = Duration::from_secs(600);
 /// Two connections to one peer made within this window count as a simultaneous dial.
-pub const RACE_WINDOW: Duration = Duration::from_secs(3);
-/// Which of two connections to one peer survives. Both sides evaluate this with the
-/// same inputs and so keep the same connection:
-/// - made within [`RACE_WINDOW`] of each other (a simultaneous dial): the one dialled
-///   by the smaller endpoint id;
-/// - otherwise the newer one: a peer only dials when it has no live connection, so the
-///   older one is stale (the peer restarted, or its half died unnoticed).
+/// Longer than a dial can take ([`DIAL_TIMEOUT`]): a peer only dials while it has no
+/// live connection to us, so a connection of its that arrives later than a dial can
+/// last after ours cannot be part of the same race; it means the peer lost ours
+/// (it restarted).
+pub const RACE_WINDOW: Duration = Duration::from_secs(10);
+/// How long the side that does not settle duplicates ([`settles_duplicates`]) keeps a
+/// second connection to a peer as a standby, waiting for the peer to close one of the
+/// two. The peer settles when it has both, at the latest a dial's time
+/// ([`DIAL_TIMEOUT`]) after we do; a standby still there after this is one the peer
+/// never completed (its dial gave up), or its close was lost.
+pub const STANDBY_GRACE: Duration = Duration::from_secs(15);
+
+/// Whether this side settles duplicate connections to `peer` that run in opposite
+/// directions (a simultaneous dial): the smaller endpoint id does, alone, and closes
+/// the loser; the other side keeps both until then. Two sides that each decide by
+/// their own clock can disagree (their connections complete seconds apart on a lossy
+/// link, so one sees a race and the other a stale connection) and close each other's
+/// survivor; one decider cannot disagree with itself.
+pub fn settles_duplicates(me: &EndpointId, peer: &EndpointId) -> bool {
+    me.as_bytes() < peer.as_bytes()
+}
+
+/// Which of two connections to one peer survives:
+/// - in the same direction: the newer (the dialler only dials when it has no live
+///   connection, so it gave up the older one);
+/// - in opposite directions, made within [`RACE_WINDOW`] of each other (a
+///   simultaneous dial): the one dialled by the smaller endpoint id. The smaller id
+///   settles such duplicates ([`settles_duplicates`]), and its own dial completes only
+///   after the peer accepted it, so the peer surely holds the survivor when the
+///   loser's close arrives;
+/// - otherwise the newer one: the older one is stale (the peer restarted, or its half
+///   died unnoticed).
+///
+/// The side that does not settle uses the same rule only to guess which one to use
+/// until the peer has settled.
 ///
 /// Returns true if the new connection should replace the old one.
 pub fn survivor(
@@ -100,6 +128,20 @@ pub fn survivor(
     }
     let dialer = |outbound: bool| if outbound { me } else { peer };
     dialer(new_outbound).as_bytes() < dialer(old_outbound).as_bytes()
+}
+
+/// Whether a standby connection takes over when the live one ends like this: the peer
+/// closed the live one as a duplicate (it kept the standby), or its QUIC stack dropped
+/// it (a dial it gave up). Both say the peer is there. A timeout or a reset says the
+/// peer is gone or restarted, and the standby with it.
+pub fn promotes_standby(reason: &ConnectionError) -> bool {
+    match reason {
+        ConnectionError::ApplicationClosed(close) => {
+            let code = close.error_code.into_inner();
+            code == 0 || CloseCode::from_code(code) == Some(CloseCode::Duplicate)
+        }
+        _ => false,
+    }
 }
 
 /// How many connections a node opens itself to discovered peers under `--max-peers N`:

@@ -154,6 +154,7 @@ impl Core {
         info!(peer = %id, "peer's address moved; reconnecting to its new addresses");
         Counters::inc(&self.counters.connections_closed);
         self.close(live.conn, CloseCode::Duplicate);
+        self.close_standby(id, CloseCode::Duplicate);
         self.emit(id, PeerEventKind::Disconnected, why);
     }
 

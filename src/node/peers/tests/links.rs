@@ -17,7 +17,11 @@ fn a_successful_dial_installs_watches_and_resets_the_backoff() {
     let acts = r.at(5.0).feed(Input::Tick);
     assert_eq!(dials(&acts), vec![v[1]]);
     let (c, acts) = r.dial_ok(v[1]);
-    assert!(acts.contains(&Action::Watch { id: v[1], conn: c }));
+    assert!(acts.contains(&Action::Watch {
+        id: v[1],
+        conn: c,
+        announce: true
+    }));
     assert_eq!(emitted(&acts), vec![PeerEventKind::Connected]);
     assert_eq!(r.state(v[1]), Some(PeerState::Connected));
     assert_eq!(r.core.peers[&v[1]].backoff.failures(), 0);
@@ -97,9 +101,17 @@ fn simultaneous_dials_keep_the_one_dialled_by_the_smaller_id_on_both_sides() {
         let (inc, acts) = r.at(0.5).incoming(theirs);
         let kept = if mine == v[0] { out } else { inc };
         let dropped = if kept == out { inc } else { out };
-        assert_eq!(closes(&acts), vec![(dropped, CloseCode::Duplicate)]);
         assert_eq!(r.core.peers[&theirs].live().map(|l| l.conn), Some(kept));
-        assert_eq!(r.counter(|c| &c.duplicates_closed), 1);
+        // Only the smaller id closes the other; the larger keeps it until then.
+        let standby = r.core.peers[&theirs].standby.map(|s| s.conn.conn);
+        if mine == v[0] {
+            assert_eq!(closes(&acts), vec![(dropped, CloseCode::Duplicate)]);
+            assert_eq!(r.counter(|c| &c.duplicates_closed), 1);
+            assert_eq!(standby, None);
+        } else {
+            assert!(closes(&acts).is_empty(), "{acts:?}");
+            assert_eq!(standby, Some(dropped));
+        }
     }
 }
 

@@ -1,9 +1,11 @@
 //! In-process tests of the core's transitions: no sockets, no tasks, no root. Each
 //! test feeds inputs at chosen times and checks the actions and the table. This file
 //! holds the rig; `dialing.rs` tests whom the core dials and when, `links.rs` what
-//! connections, requests and departures do, `moves.rs` addresses that change.
+//! connections, requests and departures do, `dups.rs` two connections to one peer,
+//! `moves.rs` addresses that change.
 
 mod dialing;
+mod dups;
 mod links;
 mod moves;
 
