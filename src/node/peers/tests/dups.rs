@@ -42,6 +42,16 @@ fn install(r: &mut Rig, peer: EndpointId, c: ConnId, outbound: bool) -> Vec<Acti
     }
 }
 
+/// The larger id `v[1]` with conn 1 (the smaller id's dial) live since t0; the returned
+/// actions are those of installing its own dial, conn 2, a second later.
+fn larger_with_a_second_conn(v: &[EndpointId]) -> (Rig, Vec<Action>) {
+    let mut r = Rig::new(v[1], limits());
+    r.found_as(v[0], addr(1), Source::Mdns, true);
+    install(&mut r, v[0], 1, false);
+    let acts = install(r.at(1.0), v[0], 2, true);
+    (r, acts)
+}
+
 /// Both ends of a simultaneous dial, with their actions carried between them: a close
 /// on one side reaches the other at once (or when it installs that connection, if it
 /// has not yet), and each side's own watcher reports its local closes.
@@ -124,6 +134,7 @@ impl Pair {
 /// connection. Both sides must end on the same connection, with no Disconnected in
 /// between and no standby left. (Each side deciding by its own clock, with a 3 s
 /// window, closed each other's survivor here: the CI flake of tests/radio.rs.)
+
 #[test]
 fn both_sides_keep_the_same_connection_whatever_the_timings() {
     let grid = [0.0, 0.5, 2.0, 4.0, 7.5, 9.0, 12.0];
@@ -221,10 +232,7 @@ fn the_larger_id_switches_to_the_connection_the_smaller_id_kept() {
 #[test]
 fn a_standby_is_watched_unannounced_and_its_close_is_no_news() {
     let v = ids(2);
-    let mut r = Rig::new(v[1], limits());
-    r.found_as(v[0], addr(1), Source::Mdns, true);
-    install(&mut r, v[0], 1, false);
-    let acts = install(r.at(1.0), v[0], 2, true);
+    let (mut r, acts) = larger_with_a_second_conn(&v);
     assert_eq!(
         acts,
         vec![Action::Watch {
@@ -253,10 +261,7 @@ fn a_standby_is_watched_unannounced_and_its_close_is_no_news() {
 #[test]
 fn a_standby_nobody_settles_is_closed_after_the_grace() {
     let v = ids(2);
-    let mut r = Rig::new(v[1], limits());
-    r.found_as(v[0], addr(1), Source::Mdns, true);
-    install(&mut r, v[0], 1, false);
-    install(r.at(1.0), v[0], 2, true);
+    let (mut r, _) = larger_with_a_second_conn(&v);
     let grace = 1.0 + STANDBY_GRACE.as_secs_f64();
     assert_eq!(
         r.core.next_deadline(r.now),
@@ -275,10 +280,7 @@ fn a_standby_nobody_settles_is_closed_after_the_grace() {
 #[test]
 fn a_lost_live_connection_takes_the_standby_with_it() {
     let v = ids(2);
-    let mut r = Rig::new(v[1], limits());
-    r.found_as(v[0], addr(1), Source::Mdns, true);
-    install(&mut r, v[0], 1, false);
-    install(r.at(1.0), v[0], 2, true);
+    let (mut r, _) = larger_with_a_second_conn(&v);
     let acts = r.feed(Input::Closed {
         id: v[0],
         conn: 1,
@@ -289,10 +291,7 @@ fn a_lost_live_connection_takes_the_standby_with_it() {
     assert!(!r.core.peers[&v[0]].is_connected());
     assert_eq!(standby_conn(&r, v[0]), None);
     // DisconnectPeer closes both as well.
-    let mut r = Rig::new(v[1], limits());
-    r.found_as(v[0], addr(1), Source::Mdns, true);
-    install(&mut r, v[0], 1, false);
-    install(r.at(1.0), v[0], 2, true);
+    let (mut r, _) = larger_with_a_second_conn(&v);
     let acts = r.feed(Input::Disconnect {
         id: v[0],
         ticket: 1,
