@@ -147,8 +147,9 @@ pub enum FormationError {
     RejectedByPeer(Rejection),
     #[error("formation protocol error: {0}")]
     Protocol(&'static str),
-    #[error("the formation check did not finish in time")]
-    Timeout,
+    /// With the limit that applied (see [`check_timeout`]).
+    #[error("the formation check did not finish within {:.1}s", .0.as_secs_f64())]
+    Timeout(Duration),
     #[error("the connection failed during the formation check: {0}")]
     Io(String),
 }
@@ -175,7 +176,7 @@ impl FormationError {
             FormationError::AppIdMismatch { .. } => CloseCode::AppIdMismatch,
             FormationError::KeyMismatch => CloseCode::KeyMismatch,
             FormationError::Protocol(_) => CloseCode::Protocol,
-            FormationError::Timeout => CloseCode::Timeout,
+            FormationError::Timeout(_) => CloseCode::Timeout,
             // Already closed by the peer or lost: the code is not seen by anyone.
             FormationError::RejectedByPeer(_) | FormationError::Io(_) => CloseCode::Protocol,
         }
@@ -192,7 +193,7 @@ impl FormationError {
                 r,
                 Rejection::AppIdMismatch | Rejection::KeyMismatch | Rejection::Protocol
             ),
-            FormationError::Timeout | FormationError::Io(_) => false,
+            FormationError::Timeout(_) | FormationError::Io(_) => false,
         }
     }
 

@@ -44,7 +44,7 @@ pub async fn authenticate(
     let limit = check_timeout(super::path::rtt(conn));
     let result = tokio::time::timeout(limit, check)
         .await
-        .unwrap_or(Err(FormationError::Timeout));
+        .unwrap_or(Err(FormationError::Timeout(limit)));
     result.map_err(|e| refine_with_close(conn, e))
 }
 

@@ -157,7 +157,7 @@ pub fn handshake_outcome(result: &Result<(), FormationError>) -> usize {
     match result {
         Ok(()) => 0,
         Err(e) if e.is_rejection() => 1,
-        Err(FormationError::Timeout) => 2,
+        Err(FormationError::Timeout(_)) => 2,
         Err(_) => 3,
     }
 }
