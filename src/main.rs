@@ -36,6 +36,7 @@ fn main() -> ExitCode {
             Command::Publish(a) => Ok(client_data::publish(&a).await?),
             Command::Subscribe(a) => Ok(client_data::subscribe(&a).await?),
             Command::Get(a) => Ok(client_data::get(&a).await?),
+            Command::Delete(a) => Ok(client_data::delete(&a).await?),
             Command::Id(a) => {
                 let key = node::identity::load_or_create(&a.data_dir)?;
                 Ok(peat_sidecar::outln!("{}", key.public())?)

@@ -53,7 +53,12 @@ async fn one_lan() {
     let a = start(&lan, 0, "test").await;
     let b = start(&lan, 1, "test").await;
     let c = start(&lan, 2, "test").await;
-    let other = start(&lan, 3, "other").await;
+    // `other` also checks the per-app publish rate (it has no peers to disturb).
+    let mut other_opts = opts(&lan, 3, "other");
+    other_opts
+        .extra
+        .extend(["--max-app-publish-rate".into(), APP_RATE.to_string()]);
+    let other = Sidecar::start("node3", other_opts).await;
     wait_full_mesh(&[&a, &b, &c], Duration::from_secs(20))
         .await
         .expect("the three nodes of app `test` form a full mesh");
@@ -62,6 +67,31 @@ async fn one_lan() {
     conflict_converges(&[&a, &b, &c]).await;
     slow_subscriber_does_not_stall_another(&a, &b).await;
     bad_input_is_refused(&a).await;
+    a_noisy_app_leaves_room_for_others(&other).await;
+}
+
+const APP_RATE: u32 = 50;
+
+/// With `--max-app-publish-rate`, this test process (one app on the Unix socket) is
+/// refused past its rate, naming its pid and the flag, while another process (the CLI)
+/// still publishes at once.
+async fn a_noisy_app_leaves_room_for_others(s: &Sidecar) {
+    let mut c = s.client().await.expect("API reachable");
+    let burst: Vec<_> = (0..APP_RATE * 4)
+        .map(|i| msg("noisy", "", format!("{i}"), false))
+        .collect();
+    let e = c
+        .publish_stream(tokio_stream::iter(burst))
+        .await
+        .expect_err("a burst of 4 x --max-app-publish-rate from one app");
+    assert_eq!(e.code(), tonic::Code::ResourceExhausted, "{e}");
+    let pid = format!("pid {}", std::process::id());
+    assert!(
+        e.message().contains("--max-app-publish-rate") && e.message().contains(&pid),
+        "the refusal does not name the flag and {pid}: {e}"
+    );
+    let (ok, out, err) = s.cli(&["publish", "quiet", "still here"]);
+    assert!(ok, "another app was refused too: {out}{err}");
 }
 
 /// A publish on a reaches the CLI subscribers on b and c, once each and in order; the
@@ -129,10 +159,51 @@ async fn fan_out_and_app_isolation(a: &Sidecar, b: &Sidecar, c: &Sidecar, other:
         let nums: Vec<u64> = seq.iter().map(|l| l["seq"].as_u64().unwrap()).collect();
         assert!(nums.windows(2).all(|w| w[0] < w[1]), "{name}: seq {nums:?}");
     }
+    delete_reaches_subscribers(a, c, &[("b", &sub_b), ("c", &sub_c)]).await;
     let leaked = sub_other.lines();
     assert!(leaked.is_empty(), "app `other` received {leaked:?}");
     let st = data_stats(other).await;
     assert_eq!(st.messages_in, 0, "app `other` counted messages in: {st:?}");
+}
+
+/// `peat-sidecar delete` on a removes a retained value from `get` on c, and the live
+/// subscribers see the delete as one message marked `deleted`, with no payload.
+async fn delete_reaches_subscribers(a: &Sidecar, c: &Sidecar, subs: &[(&str, &CliSub)]) {
+    let (ok, out, err) = a.cli(&["publish", "state/door", "open", "--key", "k2", "--retain"]);
+    assert!(ok, "publish failed: {out}{err}");
+    let held = wait_until(Duration::from_secs(20), || async {
+        get(c, "state/door").await.len() == 1
+    })
+    .await;
+    assert!(held.is_some(), "c never held the retained state/door");
+
+    let (ok, out, err) = a.cli(&["delete", "state/door", "--key", "k2"]);
+    assert!(ok, "delete failed: {out}{err}");
+    assert!(out.starts_with("deleted seq="), "delete printed {out:?}");
+    let gone = wait_until(Duration::from_secs(20), || async {
+        get(c, "state/door").await.is_empty()
+    })
+    .await;
+    assert!(
+        gone.is_some(),
+        "c still returns state/door after the delete"
+    );
+    for (name, sub) in subs {
+        let seen = wait_until(Duration::from_secs(20), || async {
+            sub.on_topic("state/door").len() == 2
+        })
+        .await;
+        let lines = sub.on_topic("state/door");
+        assert!(seen.is_some(), "{name}: state/door lines {lines:?}");
+        assert_eq!(lines[0]["deleted"], false, "{name}: {}", lines[0]);
+        let d = &lines[1];
+        assert_eq!(d["deleted"], true, "{name}: {d}");
+        assert_eq!(d["key"], "k2", "{name}: {d}");
+        assert!(
+            json_payload(d).is_empty(),
+            "{name}: a delete carries no payload: {d}"
+        );
+    }
 }
 
 /// The same key retained on two nodes at once ends with the same value everywhere:

@@ -1,4 +1,4 @@
-//! The data plane's commands: `publish`, `subscribe`, `get`; and the data rows of
+//! The data plane's commands: `publish`, `subscribe`, `get`, `delete`; and the data rows of
 //! `status`.
 
 use std::io::Read;
@@ -13,7 +13,7 @@ use super::{
     pb::{self, sidecar_client::SidecarClient},
 };
 use crate::{
-    config::{ClientArgs, GetArgs, PublishArgs, SubscribeArgs},
+    config::{ClientArgs, DeleteArgs, GetArgs, PublishArgs, SubscribeArgs},
     outln,
 };
 
@@ -57,6 +57,21 @@ pub async fn publish(args: &PublishArgs) -> Result<(), ClientError> {
         outln!("{}", json!({"seq": r.seq, "hlc": r.hlc}))?;
     } else {
         outln!("published seq={}", r.seq)?;
+    }
+    Ok(())
+}
+
+pub async fn delete(args: &DeleteArgs) -> Result<(), ClientError> {
+    let req = pb::DeleteRequest {
+        topic: args.topic.clone(),
+        key: args.key.clone().unwrap_or_default(),
+    };
+    let (mut c, t) = open(&args.client).await?;
+    let r = t.call(c.delete(req)).await?;
+    if args.client.json {
+        outln!("{}", json!({"seq": r.seq, "hlc": r.hlc}))?;
+    } else {
+        outln!("deleted seq={}", r.seq)?;
     }
     Ok(())
 }

@@ -3,10 +3,10 @@
 use std::pin::Pin;
 
 use futures::{Stream, StreamExt};
-use tonic::{Request, Response, Status};
+use tonic::{transport::server::UdsConnectInfo, Request, Response, Status};
 
 use super::{pb, server::SidecarService};
-use crate::data::{self, DataError, DataPlane, Event, Message, Publish};
+use crate::data::{self, App, DataError, DataPlane, Event, Message, Publish};
 
 pub type DeliveryStream = Pin<Box<dyn Stream<Item = Result<pb::Delivery, Status>> + Send>>;
 
@@ -29,7 +29,7 @@ fn plane(svc: &SidecarService) -> Result<&DataPlane, Status> {
 fn status(e: DataError) -> Status {
     match e {
         DataError::Stopped => Status::unavailable(e.to_string()),
-        DataError::Rate(_) => Status::resource_exhausted(e.to_string()),
+        DataError::Rate(_) | DataError::AppRate(..) => Status::resource_exhausted(e.to_string()),
         _ => Status::invalid_argument(e.to_string()),
     }
 }
@@ -81,8 +81,23 @@ pub fn fill_peer_counters(d: &DataPlane, peers: &mut [pb::Peer]) {
     }
 }
 
-fn to_publish(r: pb::PublishRequest) -> Publish {
+/// The caller as the connection shows it: the kernel's peer credentials on a Unix
+/// socket, the remote address on TCP (tonic puts both into the request's extensions).
+fn app_of<T>(req: &Request<T>) -> App {
+    if let Some(u) = req.extensions().get::<UdsConnectInfo>() {
+        if let Some(c) = u.peer_cred {
+            return App::Process {
+                pid: c.pid().unwrap_or(0),
+                uid: c.uid(),
+            };
+        }
+    }
+    req.remote_addr().map(App::Tcp).unwrap_or_default()
+}
+
+fn to_publish(r: pb::PublishRequest, app: App) -> Publish {
     Publish {
+        app,
         topic: r.topic,
         key: r.key,
         payload: r.payload,
@@ -96,8 +111,9 @@ pub async fn publish(
     req: Request<pb::PublishRequest>,
 ) -> Result<Response<pb::PublishResponse>, Status> {
     let d = plane(svc)?;
+    let app = app_of(&req);
     let p = d
-        .publish(to_publish(req.into_inner()))
+        .publish(to_publish(req.into_inner(), app))
         .await
         .map_err(status)?;
     Ok(Response::new(pb::PublishResponse {
@@ -111,11 +127,12 @@ pub async fn publish_stream(
     req: Request<tonic::Streaming<pb::PublishRequest>>,
 ) -> Result<Response<pb::PublishStreamResponse>, Status> {
     let d = plane(svc)?;
+    let app = app_of(&req);
     let mut stream = req.into_inner();
     let (mut published, mut last_seq) = (0u64, 0u64);
     while let Some(r) = stream.next().await {
         let r = r?;
-        let p = d.publish(to_publish(r)).await.map_err(|e| {
+        let p = d.publish(to_publish(r, app)).await.map_err(|e| {
             let s = status(e);
             Status::new(
                 s.code(),
@@ -186,8 +203,9 @@ pub async fn delete(
     req: Request<pb::DeleteRequest>,
 ) -> Result<Response<pb::DeleteResponse>, Status> {
     let d = plane(svc)?;
+    let app = app_of(&req);
     let r = req.into_inner();
-    let p = d.delete(&r.topic, &r.key).await.map_err(status)?;
+    let p = d.delete(app, &r.topic, &r.key).await.map_err(status)?;
     Ok(Response::new(pb::DeleteResponse {
         seq: p.seq,
         hlc: p.hlc,

@@ -70,6 +70,9 @@ pub enum Command {
     Subscribe(SubscribeArgs),
     /// Print the retained entries whose topic matches PATTERN.
     Get(GetArgs),
+    /// Delete the retained value of a topic and key formation-wide (subscribers see
+    /// `<deleted>`).
+    Delete(DeleteArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
@@ -251,6 +254,13 @@ pub struct RunArgs {
     #[arg(long, env = "PEAT_SIDECAR_MAX_PUBLISH_RATE", default_value_t = 100_000, value_parser = clap::value_parser!(u32).range(1..=10_000_000))]
     pub max_publish_rate: u32,
 
+    /// Data plane: most messages per second one local app may publish (a process on
+    /// the Unix socket, or one TCP connection); set it below --max-publish-rate so that
+    /// one noisy app leaves room for the others. Beyond it Publish answers
+    /// RESOURCE_EXHAUSTED.
+    #[arg(long, env = "PEAT_SIDECAR_MAX_APP_PUBLISH_RATE", default_value_t = 100_000, value_parser = clap::value_parser!(u32).range(1..=10_000_000))]
+    pub max_app_publish_rate: u32,
+
     /// Data plane: most messages per second taken from one peer (token bucket); the
     /// excess is dropped and counted as rejected.
     #[arg(long, env = "PEAT_SIDECAR_MAX_PEER_RATE", default_value_t = 100_000, value_parser = clap::value_parser!(u32).range(1..=10_000_000))]
@@ -354,6 +364,19 @@ pub struct SubscribeArgs {
     /// First print the retained entries that match, then live messages.
     #[arg(long)]
     pub retained: bool,
+
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct DeleteArgs {
+    /// Topic of the retained value, for example tracks/blue-2.
+    pub topic: String,
+
+    /// Key within the topic (none: the topic's value without a key).
+    #[arg(long)]
+    pub key: Option<String>,
 
     #[command(flatten)]
     pub client: ClientArgs,

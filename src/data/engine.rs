@@ -40,6 +40,7 @@ pub struct Shared {
     pub limits: Limits,
     pub sync_interval: Duration,
     pub max_publish_rate: u32,
+    pub app_buckets: super::apps::AppBuckets,
     pub max_peer_rate: u32,
     pub publish_bucket: Mutex<TokenBucket>,
     pub hlc: Hlc,

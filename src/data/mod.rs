@@ -5,6 +5,7 @@
 //! direction per connection (see [`wire`]). [`DataPlane`] is the cheap handle the API
 //! uses; [`start`] wires it to the node's stream registry.
 
+mod apps;
 mod disk;
 mod engine;
 mod hlc;
@@ -26,17 +27,18 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
-use self::{
-    engine::{Counters, Shared},
-    store::Retained,
-    wire::{Id, Limits, MAX_TTL_MS},
-};
 pub use self::{
+    apps::App,
     hlc::physical_ms,
     store::expires_ms,
     subs::{Event, Subscription},
     topic::{Pattern, TopicError},
     wire::Message,
+};
+use self::{
+    engine::{Counters, Shared},
+    store::Retained,
+    wire::{Id, Limits, MAX_TTL_MS},
 };
 use crate::{
     node::{peers::PeerManagerHandle, streams::tag},
@@ -55,6 +57,8 @@ pub struct DataConfig {
     pub sync_interval: Duration,
     /// Messages per second the local apps may publish together.
     pub max_publish_rate: u32,
+    /// Messages per second one local app may publish (see [`App`]).
+    pub max_app_publish_rate: u32,
     /// Messages per second taken from one peer.
     pub max_peer_rate: u32,
 }
@@ -73,6 +77,8 @@ pub enum DataError {
     Ttl(u64),
     #[error("publishing faster than --max-publish-rate ({0} messages/s)")]
     Rate(u32),
+    #[error("{0} publishes faster than --max-app-publish-rate ({1} messages/s)")]
+    AppRate(App, u32),
     #[error("the data plane is shutting down")]
     Stopped,
 }
@@ -85,6 +91,8 @@ pub struct Publish {
     pub payload: Vec<u8>,
     pub retain: bool,
     pub ttl_secs: u64,
+    /// Who asks: each app has its own share of the publish rate.
+    pub app: App,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -180,6 +188,7 @@ fn open(cfg: &DataConfig, me: Id) -> Result<Arc<Shared>, disk::DiskError> {
             cfg.max_publish_rate,
             Instant::now(),
         )),
+        app_buckets: apps::AppBuckets::new(cfg.max_app_publish_rate, Instant::now()),
         hlc: clock,
         next_seq: loaded.first_seq.into(),
         lease_end: (loaded.first_seq + disk::SEQ_LEASE).into(),
@@ -236,12 +245,13 @@ impl DataPlane {
     }
 
     /// Deletes a retained entry formation-wide: a tombstone that expires.
-    pub async fn delete(&self, topic: &str, key: &str) -> Result<Published, DataError> {
+    pub async fn delete(&self, app: App, topic: &str, key: &str) -> Result<Published, DataError> {
         topic::check_topic(topic).map_err(DataError::Topic)?;
         let p = Publish {
             topic: topic.to_string(),
             key: key.to_string(),
             retain: true,
+            app,
             ..Default::default()
         };
         self.send(p, true).await
@@ -262,6 +272,10 @@ impl DataPlane {
         let ttl_ms = p.ttl_secs.saturating_mul(1000);
         if ttl_ms > MAX_TTL_MS {
             return Err(DataError::Ttl(p.ttl_secs));
+        }
+        if !s.app_buckets.take(p.app, Instant::now()) {
+            s.counters.rejected.fetch_add(1, Ordering::Relaxed);
+            return Err(DataError::AppRate(p.app, s.app_buckets.rate()));
         }
         if !s.take_publish_token() {
             s.counters.rejected.fetch_add(1, Ordering::Relaxed);

@@ -10,6 +10,7 @@ fn cfg(dir: &std::path::Path) -> DataConfig {
         max_retained_bytes: 1 << 20,
         sync_interval: Duration::from_secs(10),
         max_publish_rate: 1000,
+        max_app_publish_rate: 10_000,
         max_peer_rate: 1000,
     }
 }
@@ -47,7 +48,7 @@ async fn publish_subscribe_get_delete() {
     let got = d.get("t/**").unwrap();
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].topic, "t/a");
-    d.delete("t/a", "").await.unwrap();
+    d.delete(App::default(), "t/a", "").await.unwrap();
     assert!(d.get("t/**").unwrap().is_empty());
     // The subscriber learns of the delete: no payload, marked deleted.
     let m = next_message(&mut sub).await;
@@ -158,6 +159,37 @@ async fn bounds_are_errors_that_say_what() {
         }
     }
     assert!(limited >= 50, "{limited} of 1100 refused");
+}
+
+#[tokio::test]
+async fn a_noisy_app_leaves_room_for_the_others() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = cfg(dir.path());
+    c.max_app_publish_rate = 10;
+    let d = plane(&c);
+    let as_app = |pid, topic: &str| Publish {
+        app: App::Process { pid, uid: 1000 },
+        ..publish(topic, "", false)
+    };
+    for _ in 0..10 {
+        d.publish(as_app(7, "noisy")).await.unwrap();
+    }
+    let e = d.publish(as_app(7, "noisy")).await.unwrap_err();
+    assert!(matches!(e, DataError::AppRate(_, 10)), "{e:?}");
+    let text = e.to_string();
+    assert!(
+        text.contains("pid 7") && text.contains("--max-app-publish-rate"),
+        "{text}"
+    );
+    d.publish(as_app(8, "quiet")).await.unwrap();
+    let e = d
+        .delete(App::Process { pid: 7, uid: 1000 }, "noisy", "")
+        .await;
+    assert!(
+        matches!(e, Err(DataError::AppRate(..))),
+        "a delete counts too: {e:?}"
+    );
+    assert_eq!(d.stats().rejected, 2);
 }
 
 #[tokio::test]

@@ -15,7 +15,11 @@ pub mod path;
 pub mod peers;
 pub mod streams;
 
-use std::{net::SocketAddr, sync::Arc, time::Instant};
+use std::{
+    net::SocketAddr,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use iroh::{Endpoint, EndpointId, SecretKey};
 use tokio::{sync::Semaphore, task::JoinHandle};
@@ -144,17 +148,43 @@ impl Node {
         for t in &self.liveness {
             t.abort();
         }
+        let rtts: Vec<_> = (self.peers.connections().await.iter())
+            .filter_map(|(_, c)| path::rtt(c))
+            .collect();
         self.peers.shutdown().await;
         self.acceptor.abort();
         let _ = self.manager.await;
-        // close() waits until the close frames are sent (bounded by iroh).
-        if tokio::time::timeout(std::time::Duration::from_secs(3), self.endpoint.close())
+        let wait = close_wait(&rtts);
+        // iroh cuts its own wait for draining connections at `wait` and then stops its
+        // tasks; the outer bound only guards against a close that hangs elsewhere.
+        let close = self.endpoint.close_within(wait);
+        if tokio::time::timeout(wait + Duration::from_secs(2), close)
             .await
             .is_err()
         {
-            warn!("endpoint did not close within 3 s");
+            warn!(
+                "endpoint did not close within {:?}",
+                wait + Duration::from_secs(2)
+            );
         }
     }
+}
+
+/// Bounds on how long the endpoint may take to close at shutdown.
+const MIN_CLOSE_WAIT: Duration = Duration::from_millis(200);
+const MAX_CLOSE_WAIT: Duration = Duration::from_secs(3);
+
+/// How long to let the endpoint close: the closing period of the slowest established
+/// connection (three probe timeouts, RFC 9000 10.2), in which a lost close frame is
+/// sent again when the peer's next packet arrives. iroh's close also waits for the
+/// handshakes that were aborted, to peers that are gone: their probe timers have
+/// backed off, and waiting for them held the exit 1-3 s for nobody's benefit.
+fn close_wait(rtts: &[Duration]) -> Duration {
+    let worst = rtts.iter().copied().max().unwrap_or_default();
+    // A probe timeout is about rtt + 4 x rttvar + the peer's ack delay (25 ms); a
+    // variance of half the rtt gives 3 x rtt.
+    let pto = worst * 3 + Duration::from_millis(25);
+    (pto * 3).clamp(MIN_CLOSE_WAIT, MAX_CLOSE_WAIT)
 }
 
 /// Accepts connections and runs the formation check on each in its own task. At most
@@ -235,5 +265,20 @@ async fn check_incoming(
             conn.close(code.varint(), code.reason());
             let _ = tx.send(Command::IncomingFailed { id, error }).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn close_wait_follows_the_slowest_established_connection() {
+        let ms = Duration::from_millis;
+        assert_eq!(close_wait(&[]), MIN_CLOSE_WAIT, "no connection: the floor");
+        assert_eq!(close_wait(&[ms(1), ms(5)]), MIN_CLOSE_WAIT, "a LAN");
+        // A radio link of 300 ms: 3 x (3 x 300 + 25) ms.
+        assert_eq!(close_wait(&[ms(2), ms(300)]), ms(2775));
+        assert_eq!(close_wait(&[ms(2000)]), MAX_CLOSE_WAIT, "capped");
     }
 }

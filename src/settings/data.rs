@@ -22,6 +22,7 @@ pub fn from_args(args: &RunArgs) -> Result<DataConfig, SettingsError> {
         max_retained_bytes: args.max_retained_bytes,
         sync_interval: args.data_sync_interval.duration(),
         max_publish_rate: args.max_publish_rate,
+        max_app_publish_rate: args.max_app_publish_rate,
         max_peer_rate: args.max_peer_rate,
     })
 }

@@ -1734,6 +1734,13 @@ impl Endpoint {
         self.inner.close().await;
     }
 
+    /// [`Endpoint::close`], waiting at most `drain_limit` for connections to drain
+    /// (peat-sidecar patch): aborted handshakes to unreachable peers drain for their
+    /// backed-off probe timeouts, seconds, with nobody to tell.
+    pub async fn close_within(&self, drain_limit: std::time::Duration) {
+        self.inner.close_with(Some(drain_limit)).await;
+    }
+
     /// Check if this endpoint is still alive, or already closed.
     pub fn is_closed(&self) -> bool {
         self.inner.is_closed()

@@ -1128,8 +1128,14 @@ impl EndpointInner {
     /// after this call.
     ///
     /// [`Poll::Pending`]: std::task::Poll::Pending
-    #[instrument(skip_all, parent = self.sock.span.clone())]
     pub(crate) async fn close(&self) {
+        self.close_with(None).await
+    }
+
+    /// `close`, with the wait for draining connections cut after `drain_limit`
+    /// (peat-sidecar patch, see vendor/README.md).
+    #[instrument(skip_all, parent = self.sock.span.clone())]
+    pub(crate) async fn close_with(&self, drain_limit: Option<Duration>) {
         if self.sock.is_closed() || self.sock.is_closing() {
             return;
         }
@@ -1160,7 +1166,17 @@ impl EndpointInner {
         // If this call is skipped, then connections that protocols close just shortly before the
         // call to `Endpoint::close` will in most cases cause connection time-outs on remote ends.
         trace!("wait_all_draining start");
-        self.noq_endpoint().wait_all_draining().await;
+        match drain_limit {
+            None => self.noq_endpoint().wait_all_draining().await,
+            Some(limit) => {
+                if time::timeout(limit, self.noq_endpoint().wait_all_draining())
+                    .await
+                    .is_err()
+                {
+                    debug!(?limit, "stopped waiting for draining connections");
+                }
+            }
+        }
         trace!("wait_all_draining done");
 
         // Start cancellation of all actors.
