@@ -53,10 +53,15 @@ pub async fn publish(args: &PublishArgs) -> Result<(), ClientError> {
     };
     let (mut c, t) = open(&args.client).await?;
     let r = t.call(c.publish(req)).await?;
-    if args.client.json {
-        outln!("{}", json!({"seq": r.seq, "hlc": r.hlc}))?;
+    print_sent(args.client.json, "published", r.seq, r.hlc)
+}
+
+/// What publish and delete print: `VERB seq=N`, or the sequence and clock as JSON.
+fn print_sent(json: bool, verb: &str, seq: u64, hlc: u64) -> Result<(), ClientError> {
+    if json {
+        outln!("{}", json!({"seq": seq, "hlc": hlc}))?;
     } else {
-        outln!("published seq={}", r.seq)?;
+        outln!("{verb} seq={seq}")?;
     }
     Ok(())
 }
@@ -68,12 +73,7 @@ pub async fn delete(args: &DeleteArgs) -> Result<(), ClientError> {
     };
     let (mut c, t) = open(&args.client).await?;
     let r = t.call(c.delete(req)).await?;
-    if args.client.json {
-        outln!("{}", json!({"seq": r.seq, "hlc": r.hlc}))?;
-    } else {
-        outln!("deleted seq={}", r.seq)?;
-    }
-    Ok(())
+    print_sent(args.client.json, "deleted", r.seq, r.hlc)
 }
 
 pub async fn get(args: &GetArgs) -> Result<(), ClientError> {
