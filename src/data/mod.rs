@@ -273,7 +273,8 @@ impl DataPlane {
         if ttl_ms > MAX_TTL_MS {
             return Err(DataError::Ttl(p.ttl_secs));
         }
-        if !s.app_buckets.take(p.app, Instant::now()) {
+        // An app rate at or above the host's can never bind first: skip its lock.
+        if s.app_buckets.rate() < s.max_publish_rate && !s.app_buckets.take(p.app, Instant::now()) {
             s.counters.rejected.fetch_add(1, Ordering::Relaxed);
             return Err(DataError::AppRate(p.app, s.app_buckets.rate()));
         }
