@@ -1,14 +1,19 @@
 //! Runs the formation check ([`super::formation`]) on a QUIC connection: the first
-//! bidirectional stream, bounded by [`check_timeout`] of the connection's round trip,
-//! with an I/O failure refined
-//! by how the peer closed the connection. One function for both sides.
+//! bidirectional stream, in the version the ALPN chose, bounded by [`check_timeout`]
+//! of the connection's round trip, with an I/O failure refined by how the peer closed
+//! the connection. One function for both sides.
 
+use std::time::Duration;
+
+use bytes::Bytes;
 use iroh::{
     endpoint::{Connection, ConnectionError},
     EndpointId,
 };
 
-use super::formation::{check_timeout, CloseCode, Formation, FormationError};
+use super::formation::{
+    check_timeout, Binding, CloseCode, Formation, FormationError, ALPN_V2, EXPORTER_LABEL,
+};
 
 /// Which side of the check this node plays.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,18 +39,74 @@ pub async fn authenticate(
             Side::Acceptor => conn.accept_bi().await,
         }
         .map_err(|e| FormationError::Io(e.to_string()))?;
-        match side {
-            Side::Dialer => formation.dial(&mut recv, &mut send, me, peer).await?,
-            Side::Acceptor => formation.accept(&mut recv, &mut send, me, peer).await?,
+        match (side, binding(conn)?) {
+            (Side::Dialer, None) => formation.dial(&mut recv, &mut send, me, peer).await?,
+            (Side::Acceptor, None) => formation.accept(&mut recv, &mut send, me, peer).await?,
+            (Side::Dialer, Some(b)) => {
+                formation
+                    .dial_v2(&mut recv, &mut send, (me, peer), &b)
+                    .await?
+            }
+            (Side::Acceptor, Some(b)) => {
+                formation
+                    .accept_v2(&mut recv, &mut send, (me, peer), &b)
+                    .await?
+            }
         }
         let _ = send.finish();
         Ok(())
     };
     let limit = check_timeout(super::path::rtt(conn));
-    let result = tokio::time::timeout(limit, check)
-        .await
-        .unwrap_or(Err(FormationError::Timeout(limit)));
+    let result = tokio::select! {
+        r = tokio::time::timeout(limit, check) => r.unwrap_or(Err(FormationError::Timeout(limit))),
+        never = nudge(conn) => match never {},
+    };
+    if result.is_ok() && side == Side::Acceptor {
+        // Our last message may be lost too: keep it detectable a little longer.
+        let conn = conn.clone();
+        tokio::spawn(async move {
+            let _ = tokio::time::timeout(NUDGE_AFTER, nudge(&conn)).await;
+        });
+    }
     result.map_err(|e| refine_with_close(conn, e))
+}
+
+/// While the check runs, a one-byte QUIC datagram this often (both sides; nobody reads
+/// them). Why: the check is a few small messages, and QUIC finds a lost packet either
+/// from the acknowledgement of a later one (after 9/8 of a round trip) or, when nothing
+/// later was sent, only at its probe timeout (about three round trips, doubling with
+/// every further loss). On a lossy radio link those timeouts made a check take seconds;
+/// with a later packet always in flight, a loss costs about one round trip. On a LAN
+/// the check is over before the first one is due.
+const NUDGE_EVERY: Duration = Duration::from_millis(100);
+/// How long the acceptor goes on after its last message: the dialer still has to
+/// receive it.
+const NUDGE_AFTER: Duration = Duration::from_secs(1);
+
+/// Sends a datagram every [`NUDGE_EVERY`]; never returns. Stops sending if the
+/// connection cannot take one (closed, or a peer without datagram support).
+async fn nudge(conn: &Connection) -> std::convert::Infallible {
+    let mut tick = tokio::time::interval(NUDGE_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await; // the first tick is immediate: the message itself goes now
+    loop {
+        tick.tick().await;
+        if conn.send_datagram(Bytes::from_static(&[0])).is_err() {
+            return std::future::pending().await;
+        }
+    }
+}
+
+/// The connection's TLS binding if it runs the check of version 2 (negotiated by ALPN,
+/// see [`super::formation::ALPN_V2`]); `None` for version 1.
+fn binding(conn: &Connection) -> Result<Option<Binding>, FormationError> {
+    if conn.alpn() != ALPN_V2 {
+        return Ok(None);
+    }
+    let mut b: Binding = [0; 32];
+    conn.export_keying_material(&mut b, EXPORTER_LABEL, b"")
+        .map_err(|_| FormationError::Protocol("cannot export TLS keying material"))?;
+    Ok(Some(b))
 }
 
 /// An I/O failure during the check often means the peer closed the connection with a
