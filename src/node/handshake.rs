@@ -124,3 +124,88 @@ fn refine_with_close(conn: &Connection, e: FormationError) -> FormationError {
         _ => e,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+
+    use iroh::{endpoint::ConnectOptions, EndpointAddr, SecretKey};
+
+    use super::*;
+    use crate::{
+        config::SharedKey,
+        node::{
+            endpoint::{self, Liveness},
+            formation::{Rejection, ALPN, ALPNS},
+        },
+    };
+
+    type Outcome = (Vec<u8>, Result<(), FormationError>, Result<(), FormationError>);
+
+    /// A dial as `peers::dial` makes it (version 2 offered, version 1 too) to an acceptor
+    /// that accepts `acceptor_alpns`; both sides run their check over loopback.
+    async fn check(acceptor_alpns: &[&[u8]], fd: Formation, fa: Formation) -> Outcome {
+        let live = Liveness {
+            keep_alive: Duration::from_secs(1),
+            idle_timeout: Duration::from_secs(10),
+        };
+        let local: SocketAddr = "127.0.0.1:0".parse().expect("address");
+        let (kd, ka) = (SecretKey::generate(), SecretKey::generate());
+        let (idd, ida) = (kd.public(), ka.public());
+        let acc = endpoint::bind_alpns(ka, &[local], live, acceptor_alpns)
+            .await
+            .expect("bind acceptor");
+        let dia = endpoint::bind(kd, &[local], live).await.expect("bind dialer");
+        let target = EndpointAddr::new(ida).with_ip_addr(acc.bound_sockets()[0]);
+        let accepting = tokio::spawn(async move {
+            let conn = acc
+                .accept()
+                .await
+                .expect("incoming")
+                .await
+                .expect("handshake");
+            let r = authenticate(&conn, &fa, ida, Side::Acceptor).await;
+            if let Err(e) = &r {
+                let code = e.close_code();
+                conn.close(code.varint(), code.reason());
+            }
+            // Keep the connection until the dialer has read what it needs.
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            (r, acc)
+        });
+        let opts = ConnectOptions::new().with_additional_alpns(vec![ALPN.to_vec()]);
+        let conn = dia
+            .connect_with_opts(target, ALPN_V2, opts)
+            .await
+            .expect("connect")
+            .await
+            .expect("handshake");
+        let alpn = conn.alpn().to_vec();
+        let d = authenticate(&conn, &fd, idd, Side::Dialer).await;
+        let (a, _acc) = accepting.await.expect("acceptor task");
+        (alpn, d, a)
+    }
+
+    fn keyed(b: u8) -> Formation {
+        Formation::new("peat", Some(&SharedKey([b; 32])))
+    }
+
+    #[tokio::test]
+    async fn new_nodes_run_version_2_and_fall_back_to_version_1_for_old_ones() {
+        let (alpn, d, a) = check(&ALPNS, keyed(1), keyed(1)).await;
+        assert_eq!(alpn, ALPN_V2);
+        assert_eq!((d, a), (Ok(()), Ok(())));
+        // An acceptor that knows only version 1 (a node older than version 2).
+        let (alpn, d, a) = check(&[ALPN], keyed(1), keyed(1)).await;
+        assert_eq!(alpn, ALPN);
+        assert_eq!((d, a), (Ok(()), Ok(())));
+    }
+
+    #[tokio::test]
+    async fn a_wrong_key_in_version_2_is_refused_and_the_dialer_told_why() {
+        let (alpn, d, a) = check(&ALPNS, keyed(1), keyed(2)).await;
+        assert_eq!(alpn, ALPN_V2);
+        assert_eq!(a, Err(FormationError::KeyMismatch));
+        assert_eq!(d, Err(FormationError::RejectedByPeer(Rejection::KeyMismatch)));
+    }
+}
