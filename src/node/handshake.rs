@@ -140,7 +140,11 @@ mod tests {
         },
     };
 
-    type Outcome = (Vec<u8>, Result<(), FormationError>, Result<(), FormationError>);
+    type Outcome = (
+        Vec<u8>,
+        Result<(), FormationError>,
+        Result<(), FormationError>,
+    );
 
     /// A dial as `peers::dial` makes it (version 2 offered, version 1 too) to an acceptor
     /// that accepts `acceptor_alpns`; both sides run their check over loopback.
@@ -155,7 +159,9 @@ mod tests {
         let acc = endpoint::bind_alpns(ka, &[local], live, acceptor_alpns)
             .await
             .expect("bind acceptor");
-        let dia = endpoint::bind(kd, &[local], live).await.expect("bind dialer");
+        let dia = endpoint::bind(kd, &[local], live)
+            .await
+            .expect("bind dialer");
         let target = EndpointAddr::new(ida).with_ip_addr(acc.bound_sockets()[0]);
         let accepting = tokio::spawn(async move {
             let conn = acc
@@ -206,6 +212,9 @@ mod tests {
         let (alpn, d, a) = check(&ALPNS, keyed(1), keyed(2)).await;
         assert_eq!(alpn, ALPN_V2);
         assert_eq!(a, Err(FormationError::KeyMismatch));
-        assert_eq!(d, Err(FormationError::RejectedByPeer(Rejection::KeyMismatch)));
+        assert_eq!(
+            d,
+            Err(FormationError::RejectedByPeer(Rejection::KeyMismatch))
+        );
     }
 }
