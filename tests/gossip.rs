@@ -520,7 +520,7 @@ async fn bogus_entries_are_bounded_and_do_not_stall_the_others() {
     // Unreachable entries were handed to the peer manager, which dialled them (rate
     // limited, with backoff) without holding anyone else up. Which ones is not fixed:
     // the table is bounded, so a given junk entry may be evicted before its turn.
-    // A discovered peer may wait for the dial tie-break (up to 2 s) and junk is dialled
+    // A discovered peer may wait for the dial tie-break (0.5 s) and junk is dialled
     // after peers with untried addresses, while the newcomer can join within a second:
     // wait for the dial rather than look once.
     let unreachable = unreachable.to_string();

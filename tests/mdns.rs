@@ -92,7 +92,7 @@ async fn three_nodes_form_a_full_mesh_and_a_late_joiner_joins() {
     );
     // The settled peers answered the joiner's first query before its own announcement
     // went out: those finds are marked as "the peer cannot know us yet", which lets the
-    // joiner dial at once whatever the ids (no 2 s tie-break wait).
+    // joiner dial at once whatever the ids (no tie-break wait).
     assert!(
         d.log().contains("unaware=true"),
         "the joiner found no peer before its own announcement; log:\n{}",

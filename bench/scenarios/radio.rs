@@ -14,6 +14,7 @@
 //! `RADIO_BASELINE_BIN=PATH` runs the lossy mesh rounds with that binary too (subject
 //! `baseline`), alternating with this build, for figures side by side in one run.
 //! `RADIO_PARTS=mesh` (or `idle`, `thin`, comma separated) runs only those parts.
+//! `RADIO_KEEP_LOGS=DIR` keeps the nodes' logs of the lossy mesh rounds there.
 
 use std::time::{Duration, Instant};
 
@@ -140,6 +141,7 @@ async fn lossy_mesh(
             lan.total(),
             breakdown(&nodes)
         );
+        keep_logs(&nodes, subject, r);
         // Stopped before the next round: their departures must not count.
         drop(nodes);
         tokio::time::sleep(Duration::from_secs(1)).await;
@@ -175,6 +177,21 @@ async fn lossy_mesh(
             "of which timed out",
         ),
     ])
+}
+
+/// `RADIO_KEEP_LOGS=DIR` keeps every node's log of every lossy round as
+/// `DIR/SUBJECT-rROUND-NAME.log`, for reading where a round's time went.
+fn keep_logs(nodes: &[Sidecar], subject: &str, round: usize) {
+    let Some(dir) = std::env::var_os("RADIO_KEEP_LOGS").map(std::path::PathBuf::from) else {
+        return;
+    };
+    for n in nodes {
+        let path = dir.join(format!("{subject}-r{round}-{}.log", n.name));
+        if let Err(e) = std::fs::create_dir_all(&dir).and_then(|()| std::fs::write(&path, n.log()))
+        {
+            eprintln!("radio: cannot keep {}: {e}", path.display());
+        }
+    }
 }
 
 /// Where a lossy round's time went, as counts of telling log lines over all nodes.

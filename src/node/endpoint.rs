@@ -9,7 +9,7 @@ use iroh::{
     Endpoint, SecretKey,
 };
 
-use super::formation::ALPN;
+use super::formation::ALPNS;
 
 /// The round trip QUIC assumes before it measured one. It sets when a lost handshake
 /// packet is resent: with QUIC's 333 ms default the first resend comes after about 1 s
@@ -48,6 +48,16 @@ pub async fn bind(
     addrs: &[SocketAddr],
     live: Liveness,
 ) -> Result<Endpoint, EndpointError> {
+    bind_alpns(secret_key, addrs, live, &ALPNS).await
+}
+
+/// [`bind`] accepting only `alpns` (tests play older nodes with it).
+pub(crate) async fn bind_alpns(
+    secret_key: SecretKey,
+    addrs: &[SocketAddr],
+    live: Liveness,
+    alpns: &[&[u8]],
+) -> Result<Endpoint, EndpointError> {
     let idle = live
         .idle_timeout
         .try_into()
@@ -62,7 +72,7 @@ pub async fn bind(
         .build();
     let mut builder = Endpoint::builder(presets::Minimal)
         .secret_key(secret_key)
-        .alpns(vec![ALPN.to_vec()])
+        .alpns(alpns.iter().map(|a| a.to_vec()).collect())
         .transport_config(transport)
         // The builder binds 0.0.0.0:0 and [::]:0 by default; we want exactly our
         // sockets, on the documented port.

@@ -21,6 +21,9 @@
 //! node; the role byte stops reflecting a proof back at its sender. MACs are compared
 //! in constant time.
 //!
+//! Peers that both speak it run the same check in one round trip instead ([`v2`]),
+//! chosen by ALPN.
+//!
 //! A side that sees a mismatch closes the connection with a [`CloseCode`], so the other
 //! side learns why from the close frame, as a number and never by parsing text.
 
@@ -34,8 +37,15 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::config::SharedKey;
 
-/// ALPN of sidecar-to-sidecar connections.
+mod v2;
+pub use v2::{Binding, ALPN_V2, EXPORTER_LABEL};
+
+/// ALPN of sidecar-to-sidecar connections that run the check of version 1 (two round
+/// trips), for peers older than [`ALPN_V2`].
 pub const ALPN: &[u8] = b"/peat-sidecar/formation/1";
+/// The ALPNs this node accepts, preferred first: TLS picks the first one that the
+/// dialer offered too.
+pub const ALPNS: [&[u8]; 2] = [ALPN_V2, ALPN];
 /// Protocol version carried in Hello.
 pub const VERSION: u16 = 1;
 /// The whole check must finish within this time, or the connection is closed; longer
@@ -405,6 +415,16 @@ pub enum Msg {
         mac: [u8; 32],
     },
     Welcome,
+    /// Version 2 (ALPN [`ALPN_V2`], see [`v2`]): the dialer's proof, bound to the
+    /// connection's TLS session.
+    Hello2 {
+        app_id: String,
+        mac: [u8; 32],
+    },
+    /// Version 2: the acceptor's proof, sent once the dialer's verified.
+    Welcome2 {
+        mac: [u8; 32],
+    },
 }
 
 /// Decodes one frame's payload. Public for the fuzz targets.
@@ -413,7 +433,9 @@ pub fn decode(payload: &[u8]) -> Result<Msg, FormationError> {
         return Err(FormationError::Protocol("handshake frame too large"));
     }
     match postcard::from_bytes::<Msg>(payload) {
-        Ok(Msg::Hello { app_id, .. }) if app_id.len() > crate::config::MAX_APP_ID_LEN => {
+        Ok(Msg::Hello { app_id, .. } | Msg::Hello2 { app_id, .. })
+            if app_id.len() > crate::config::MAX_APP_ID_LEN =>
+        {
             Err(FormationError::Protocol("app id too long"))
         }
         Ok(m) => Ok(m),

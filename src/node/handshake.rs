@@ -1,14 +1,19 @@
 //! Runs the formation check ([`super::formation`]) on a QUIC connection: the first
-//! bidirectional stream, bounded by [`check_timeout`] of the connection's round trip,
-//! with an I/O failure refined
-//! by how the peer closed the connection. One function for both sides.
+//! bidirectional stream, in the version the ALPN chose, bounded by [`check_timeout`]
+//! of the connection's round trip, with an I/O failure refined by how the peer closed
+//! the connection. One function for both sides.
 
+use std::time::Duration;
+
+use bytes::Bytes;
 use iroh::{
     endpoint::{Connection, ConnectionError},
     EndpointId,
 };
 
-use super::formation::{check_timeout, CloseCode, Formation, FormationError};
+use super::formation::{
+    check_timeout, Binding, CloseCode, Formation, FormationError, ALPN_V2, EXPORTER_LABEL,
+};
 
 /// Which side of the check this node plays.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,18 +39,74 @@ pub async fn authenticate(
             Side::Acceptor => conn.accept_bi().await,
         }
         .map_err(|e| FormationError::Io(e.to_string()))?;
-        match side {
-            Side::Dialer => formation.dial(&mut recv, &mut send, me, peer).await?,
-            Side::Acceptor => formation.accept(&mut recv, &mut send, me, peer).await?,
+        match (side, binding(conn)?) {
+            (Side::Dialer, None) => formation.dial(&mut recv, &mut send, me, peer).await?,
+            (Side::Acceptor, None) => formation.accept(&mut recv, &mut send, me, peer).await?,
+            (Side::Dialer, Some(b)) => {
+                formation
+                    .dial_v2(&mut recv, &mut send, (me, peer), &b)
+                    .await?
+            }
+            (Side::Acceptor, Some(b)) => {
+                formation
+                    .accept_v2(&mut recv, &mut send, (me, peer), &b)
+                    .await?
+            }
         }
         let _ = send.finish();
         Ok(())
     };
     let limit = check_timeout(super::path::rtt(conn));
-    let result = tokio::time::timeout(limit, check)
-        .await
-        .unwrap_or(Err(FormationError::Timeout(limit)));
+    let result = tokio::select! {
+        r = tokio::time::timeout(limit, check) => r.unwrap_or(Err(FormationError::Timeout(limit))),
+        never = nudge(conn) => match never {},
+    };
+    if result.is_ok() && side == Side::Acceptor {
+        // Our last message may be lost too: keep it detectable a little longer.
+        let conn = conn.clone();
+        tokio::spawn(async move {
+            let _ = tokio::time::timeout(NUDGE_AFTER, nudge(&conn)).await;
+        });
+    }
     result.map_err(|e| refine_with_close(conn, e))
+}
+
+/// While the check runs, a one-byte QUIC datagram this often (both sides; nobody reads
+/// them). Why: the check is a few small messages, and QUIC finds a lost packet either
+/// from the acknowledgement of a later one (after 9/8 of a round trip) or, when nothing
+/// later was sent, only at its probe timeout (about three round trips, doubling with
+/// every further loss). On a lossy radio link those timeouts made a check take seconds;
+/// with a later packet always in flight, a loss costs about one round trip. On a LAN
+/// the check is over before the first one is due.
+const NUDGE_EVERY: Duration = Duration::from_millis(100);
+/// How long the acceptor goes on after its last message: the dialer still has to
+/// receive it.
+const NUDGE_AFTER: Duration = Duration::from_secs(1);
+
+/// Sends a datagram every [`NUDGE_EVERY`]; never returns. Stops sending if the
+/// connection cannot take one (closed, or a peer without datagram support).
+async fn nudge(conn: &Connection) -> std::convert::Infallible {
+    let mut tick = tokio::time::interval(NUDGE_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await; // the first tick is immediate: the message itself goes now
+    loop {
+        tick.tick().await;
+        if conn.send_datagram(Bytes::from_static(&[0])).is_err() {
+            return std::future::pending().await;
+        }
+    }
+}
+
+/// The connection's TLS binding if it runs the check of version 2 (negotiated by ALPN,
+/// see [`super::formation::ALPN_V2`]); `None` for version 1.
+fn binding(conn: &Connection) -> Result<Option<Binding>, FormationError> {
+    if conn.alpn() != ALPN_V2 {
+        return Ok(None);
+    }
+    let mut b: Binding = [0; 32];
+    conn.export_keying_material(&mut b, EXPORTER_LABEL, b"")
+        .map_err(|_| FormationError::Protocol("cannot export TLS keying material"))?;
+    Ok(Some(b))
 }
 
 /// An I/O failure during the check often means the peer closed the connection with a
@@ -61,5 +122,99 @@ fn refine_with_close(conn: &Connection, e: FormationError) -> FormationError {
                 .unwrap_or(e)
         }
         _ => e,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+
+    use iroh::{endpoint::ConnectOptions, EndpointAddr, SecretKey};
+
+    use super::*;
+    use crate::{
+        config::SharedKey,
+        node::{
+            endpoint::{self, Liveness},
+            formation::{Rejection, ALPN, ALPNS},
+        },
+    };
+
+    type Outcome = (
+        Vec<u8>,
+        Result<(), FormationError>,
+        Result<(), FormationError>,
+    );
+
+    /// A dial as `peers::dial` makes it (version 2 offered, version 1 too) to an acceptor
+    /// that accepts `acceptor_alpns`; both sides run their check over loopback.
+    async fn check(acceptor_alpns: &[&[u8]], fd: Formation, fa: Formation) -> Outcome {
+        let live = Liveness {
+            keep_alive: Duration::from_secs(1),
+            idle_timeout: Duration::from_secs(10),
+        };
+        let local: SocketAddr = "127.0.0.1:0".parse().expect("address");
+        let (kd, ka) = (SecretKey::generate(), SecretKey::generate());
+        let (idd, ida) = (kd.public(), ka.public());
+        let acc = endpoint::bind_alpns(ka, &[local], live, acceptor_alpns)
+            .await
+            .expect("bind acceptor");
+        let dia = endpoint::bind(kd, &[local], live)
+            .await
+            .expect("bind dialer");
+        let target = EndpointAddr::new(ida).with_ip_addr(acc.bound_sockets()[0]);
+        let accepting = tokio::spawn(async move {
+            let conn = acc
+                .accept()
+                .await
+                .expect("incoming")
+                .await
+                .expect("handshake");
+            let r = authenticate(&conn, &fa, ida, Side::Acceptor).await;
+            if let Err(e) = &r {
+                let code = e.close_code();
+                conn.close(code.varint(), code.reason());
+            }
+            // Keep the connection until the dialer has read what it needs.
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            (r, acc)
+        });
+        let opts = ConnectOptions::new().with_additional_alpns(vec![ALPN.to_vec()]);
+        let conn = dia
+            .connect_with_opts(target, ALPN_V2, opts)
+            .await
+            .expect("connect")
+            .await
+            .expect("handshake");
+        let alpn = conn.alpn().to_vec();
+        let d = authenticate(&conn, &fd, idd, Side::Dialer).await;
+        let (a, _acc) = accepting.await.expect("acceptor task");
+        (alpn, d, a)
+    }
+
+    fn keyed(b: u8) -> Formation {
+        Formation::new("peat", Some(&SharedKey([b; 32])))
+    }
+
+    #[tokio::test]
+    async fn new_nodes_run_version_2_and_fall_back_to_version_1_for_old_ones() {
+        let (alpn, d, a) = check(&ALPNS, keyed(1), keyed(1)).await;
+        assert_eq!(alpn, ALPN_V2);
+        assert_eq!((d, a), (Ok(()), Ok(())));
+        // An acceptor that knows only version 1 (a node older than version 2).
+        let (alpn, d, a) = check(&[ALPN], keyed(1), keyed(1)).await;
+        assert_eq!(alpn, ALPN);
+        assert_eq!((d, a), (Ok(()), Ok(())));
+    }
+
+    #[tokio::test]
+    async fn a_wrong_key_in_version_2_is_refused_and_the_dialer_told_why() {
+        let (alpn, d, a) = check(&ALPNS, keyed(1), keyed(2)).await;
+        assert_eq!(alpn, ALPN_V2);
+        assert_eq!(a, Err(FormationError::KeyMismatch));
+        assert_eq!(
+            d,
+            Err(FormationError::RejectedByPeer(Rejection::KeyMismatch))
+        );
     }
 }

@@ -249,7 +249,7 @@ async fn check_incoming(
         Ok(Err(e)) => return debug!(error = %e, "incoming TLS handshake failed"),
         Err(_) => return debug!("incoming TLS handshake timed out"),
     };
-    if conn.alpn() != formation::ALPN {
+    if !formation::ALPNS.contains(&conn.alpn()) {
         conn.close(formation::CloseCode::Protocol.varint(), b"unknown ALPN");
         return;
     }

@@ -205,11 +205,12 @@ impl Sidecar {
             cmd.arg("--peer").arg(p);
         }
         cmd.args(&self.opts.extra);
-        for (k, v) in &self.opts.env {
-            cmd.env(k, v);
-        }
         if std::env::var_os("RUST_LOG").is_none() {
             cmd.env("RUST_LOG", "info,peat_sidecar=debug");
+        }
+        // After the default: a scenario's own filter (BENCH_RUST_LOG) must win.
+        for (k, v) in &self.opts.env {
+            cmd.env(k, v);
         }
         cmd.stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())

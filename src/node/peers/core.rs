@@ -330,6 +330,7 @@ impl Core {
             return;
         }
         let me = self.me;
+        let known = self.peers.contains_key(&id);
         let Some(peer) = self.row_or_make(id, now) else {
             self.warn_full(now);
             return;
@@ -356,10 +357,13 @@ impl Core {
                     retry_at: now + first_dial_delay(&me, &id, at_once),
                 }
             }
-            // New information: try now instead of waiting out the backoff.
-            Link::Idle { .. } if new_info && peer.dial.is_none() => {
+            // New information: try now instead of waiting out the backoff; for a known
+            // row never later than planned (a second mDNS resolution, with the IPv6
+            // address, must not restart the larger id's tie-break).
+            Link::Idle { retry_at } if new_info && peer.dial.is_none() => {
+                let soon = now + first_dial_delay(&me, &id, at_once);
                 peer.link = Link::Idle {
-                    retry_at: now + first_dial_delay(&me, &id, at_once),
+                    retry_at: if known { retry_at.min(soon) } else { soon },
                 }
             }
             _ => {}

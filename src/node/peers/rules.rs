@@ -161,10 +161,17 @@ pub const OVER_CAPACITY_GRACE: Duration = Duration::from_secs(10);
 /// How long the larger endpoint id waits before dialling a peer that discovery just
 /// reported. Discovery is mostly symmetric (gossip, mDNS and DNS tell both sides about
 /// each other at about the same moment), and two simultaneous dials cost two handshakes
-/// of which one is thrown away; on a loaded host the loser can time out and push the
-/// pair into backoff. Letting the smaller id go first avoids most such races; if it
-/// never dials (it did not discover us), the larger one dials after this delay.
-pub const TIE_BREAK_DELAY: Duration = Duration::from_secs(2);
+/// of which one is thrown away. Letting the smaller id go first avoids most such races
+/// on a LAN, where its dial takes milliseconds; if it never dials (it did not discover
+/// us), the larger one dials after this delay.
+///
+/// Short, not the 2 s it was: a simultaneous dial no longer costs more than the spare
+/// handshake (only the smaller id settles it, see [`settles_duplicates`], so neither
+/// side loses the pair), while on a lossy radio link the wait was paid in full by every
+/// pair whose smaller id heard the other's announcement late (mDNS under 30 % loss:
+/// seconds) or whose dial needed QUIC's resends; there the larger id's dial is a second
+/// chance that runs beside the first.
+pub const TIE_BREAK_DELAY: Duration = Duration::from_millis(500);
 
 /// Delay before the first dial of a newly discovered peer; see [`TIE_BREAK_DELAY`].
 /// `at_once` (a configured peer, or one that cannot have found us yet, such as the

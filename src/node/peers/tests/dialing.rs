@@ -21,8 +21,43 @@ fn the_smaller_id_dials_at_once_and_the_larger_after_the_tie_break() {
     let mut r = Rig::new(large, limits());
     assert!(dials(&r.found(small, addr(1), Source::Mdns)).is_empty());
     assert_eq!(r.core.next_deadline(r.now), Some(r.now + TIE_BREAK_DELAY));
-    assert!(dials(&r.at(1.9).feed(Input::Tick)).is_empty());
-    assert_eq!(dials(&r.at(2.0).feed(Input::Tick)), vec![small]);
+    let (before, due) = (
+        TIE_BREAK_DELAY.as_secs_f64() - 0.1,
+        TIE_BREAK_DELAY.as_secs_f64(),
+    );
+    assert!(dials(&r.at(before).feed(Input::Tick)).is_empty());
+    assert_eq!(dials(&r.at(due).feed(Input::Tick)), vec![small]);
+}
+
+#[test]
+fn news_during_the_tie_break_do_not_postpone_the_dial() {
+    // mDNS resolves a peer twice (IPv4 first, then with IPv6): the second, with a new
+    // address, must not restart the larger id's wait.
+    let v = ids(2);
+    let (small, large) = (v[0], v[1]);
+    let mut r = Rig::new(large, limits());
+    let due = r.now + TIE_BREAK_DELAY;
+    assert!(dials(&r.found(small, addr(1), Source::Mdns)).is_empty());
+    let half = TIE_BREAK_DELAY.as_secs_f64() / 2.0;
+    assert!(dials(&r.at(half).found(small, addr(3), Source::Mdns)).is_empty());
+    assert_eq!(r.core.next_deadline(r.now), Some(due));
+    // After a failure, news still cuts the backoff short, down to the tie-break.
+    let t = TIE_BREAK_DELAY.as_secs_f64();
+    assert_eq!(dials(&r.at(t).feed(Input::Tick)), vec![small]);
+    for _ in 0..5 {
+        r.dial_err(small, timeout()); // each failure doubles the backoff
+    }
+    let retry = r.core.peers[&small]
+        .retry_at()
+        .expect("a retry is scheduled");
+    assert!(
+        retry > r.now + TIE_BREAK_DELAY,
+        "backoff {:?}",
+        retry - r.now
+    );
+    r.found(small, addr(4), Source::Mdns);
+    let after_news = r.core.peers[&small].retry_at();
+    assert_eq!(after_news, Some(r.now + TIE_BREAK_DELAY));
 }
 
 #[test]
