@@ -14,7 +14,16 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => e.exit(),
     };
-    let runtime = match tokio::runtime::Runtime::new() {
+    // The client commands make a few calls in sequence: one thread is plenty.
+    let workers = match &cli.command {
+        Command::Run(args) => args.worker_threads.into(),
+        _ => 1,
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");

@@ -273,6 +273,14 @@ pub struct RunArgs {
     #[arg(long, env = "PEAT_SIDECAR_BEACON_INTERVAL_MS", default_value_t = 2000, value_parser = clap::value_parser!(u64).range(0..=60_000))]
     pub beacon_interval_ms: u64,
 
+    /// Threads that run the sidecar's tasks (QUIC, gRPC API, data plane), 1-64. One
+    /// thread hands each message from task to task without waking another thread,
+    /// which measured faster than one per core on a 2-core host
+    /// (docs/PERFORMANCE.md); more can help a host that moves many large messages
+    /// to many subscribers at once.
+    #[arg(long, env = "PEAT_SIDECAR_WORKER_THREADS", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub worker_threads: u16,
+
     /// Log format; the level comes from RUST_LOG (default `info`).
     #[arg(long, env = "PEAT_SIDECAR_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,

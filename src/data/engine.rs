@@ -69,6 +69,17 @@ pub fn encode(frame: &Frame) -> Option<Encoded> {
     }
 }
 
+/// A message from this node, encoded without copying it.
+fn encode_msg(m: &Message) -> Option<Encoded> {
+    match wire::encode_msg(m) {
+        Ok(b) => Some(b.into()),
+        Err(e) => {
+            warn!(error = %e, "cannot encode a data message");
+            None
+        }
+    }
+}
+
 impl Shared {
     pub fn take_publish_token(&self) -> bool {
         self.publish_bucket
@@ -276,7 +287,7 @@ impl Shared {
         if links.is_empty() {
             return;
         }
-        if let Some(f) = encode(&Frame::Msg(m.clone())) {
+        if let Some(f) = encode_msg(m) {
             for (_, l) in links {
                 self.send_msg(&l, &f);
             }

@@ -47,8 +47,10 @@ pub const QUEUE_BYTES: usize = 8 * 1024 * 1024;
 pub const QUEUE: usize = 16_384;
 /// Most frames handed to the stream in one write.
 pub const WRITE_BATCH: usize = 256;
-/// Most bytes taken from the stream in one read.
-const READ_CHUNK: usize = 256 * 1024;
+/// Most chunks taken from the stream in one read. A chunk is what one QUIC packet
+/// carried (about 1.2-1.4 KB), so one 64 KiB message is some 50 chunks: taking them one
+/// call at a time locked the connection once per packet.
+const READ_CHUNKS: usize = 64;
 
 /// An encoded frame (length prefix included), shared by every link it goes to.
 pub type Encoded = Bytes;
@@ -207,6 +209,7 @@ pub enum ReadError {
 pub struct FrameReader {
     recv: RecvStream,
     buf: BytesMut,
+    chunks: Vec<Bytes>,
 }
 
 impl FrameReader {
@@ -214,6 +217,7 @@ impl FrameReader {
         FrameReader {
             recv,
             buf: BytesMut::new(),
+            chunks: vec![Bytes::new(); READ_CHUNKS],
         }
     }
 
@@ -228,8 +232,14 @@ impl FrameReader {
             if let Some(body) = cut_frame(&mut self.buf, limits.max_frame())? {
                 return Ok(wire::decode(&body, limits)?);
             }
-            match self.recv.read_chunk(READ_CHUNK).await {
-                Ok(Some(chunk)) => self.buf.extend_from_slice(&chunk),
+            match self.recv.read_many_chunks(&mut self.chunks).await {
+                Ok(Some(n)) => {
+                    for c in &mut self.chunks[..n] {
+                        self.buf.extend_from_slice(c);
+                        // Drops our hold on the packet's buffer now, not at the next read.
+                        *c = Bytes::new();
+                    }
+                }
                 Ok(None) if self.buf.is_empty() => return Err(ReadError::Ended),
                 Ok(None) => return Err(ReadError::Read("the stream ended inside a frame".into())),
                 Err(e) => return Err(ReadError::Read(e.to_string())),

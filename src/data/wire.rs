@@ -171,7 +171,39 @@ impl Frame {
 
 /// The frame with its length prefix.
 pub fn encode(frame: &Frame) -> Result<Vec<u8>, WireError> {
-    let mut out = postcard::to_extend(frame, vec![0u8; 4])?;
+    let hint = match frame {
+        Frame::Msg(m) => msg_size_hint(m),
+        _ => 64,
+    };
+    prefixed(frame, hint)
+}
+
+/// `Frame::Msg(m)` with its length prefix, from a borrowed message: the same bytes as
+/// [`encode`] gives, without the copy of the payload that building the frame takes
+/// (a publish is encoded once for all peers, but a 64 KiB copy is still 64 KiB).
+pub fn encode_msg(m: &Message) -> Result<Vec<u8>, WireError> {
+    prefixed(&MsgFrame(m), msg_size_hint(m))
+}
+
+/// Serializes as `Frame::Msg` does: serde numbers an enum's variants by position, and
+/// `Msg` is the second (the test `a_borrowed_msg_encodes_like_the_frame` holds that).
+struct MsgFrame<'a>(&'a Message);
+
+impl Serialize for MsgFrame<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_newtype_variant("Frame", 1, "Msg", self.0)
+    }
+}
+
+/// Room for a message's frame, so that encoding it allocates once.
+fn msg_size_hint(m: &Message) -> usize {
+    4 + m.payload.len() + m.topic.len() + m.key.len() + 96
+}
+
+fn prefixed<T: Serialize + ?Sized>(v: &T, capacity: usize) -> Result<Vec<u8>, WireError> {
+    let mut out = Vec::with_capacity(capacity);
+    out.extend_from_slice(&[0u8; 4]);
+    let mut out = postcard::to_extend(v, out)?;
     let len = (out.len() - 4) as u32;
     out[..4].copy_from_slice(&len.to_be_bytes());
     Ok(out)
@@ -235,6 +267,21 @@ mod tests {
             Frame::Entries(vec![msg()]),
         ] {
             assert_eq!(roundtrip(&f).unwrap(), f);
+        }
+    }
+
+    #[test]
+    fn a_borrowed_msg_encodes_like_the_frame() {
+        let mut big = msg();
+        big.payload = (0..70_000u32).map(|i| i as u8).collect();
+        big.retain = false;
+        for m in [msg(), big] {
+            let bytes = encode_msg(&m).unwrap();
+            assert_eq!(bytes, encode(&Frame::Msg(m.clone())).unwrap());
+            let limits = Limits {
+                max_message_bytes: 100_000,
+            };
+            assert_eq!(decode(&bytes[4..], &limits).unwrap(), Frame::Msg(m));
         }
     }
 

@@ -377,3 +377,12 @@ fn data_plane_limits() {
     assert!(e.starts_with("PEAT_SIDECAR_MAX_RETAINED_BYTES 2048"), "{e}");
     assert!(parse_cli(["peat-sidecar", "run", "--max-message-bytes", "0"]).is_err());
 }
+
+#[test]
+fn worker_threads_default_to_one_and_are_bounded() {
+    assert_eq!(args(&[]).worker_threads, 1);
+    assert_eq!(args(&["--worker-threads", "4"]).worker_threads, 4);
+    for bad in ["0", "65"] {
+        assert!(parse_cli(["peat-sidecar", "run", "--worker-threads", bad]).is_err());
+    }
+}
