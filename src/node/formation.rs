@@ -263,15 +263,23 @@ impl Formation {
         self.keyed
     }
 
-    /// The HMAC state over everything a proof binds: label, role, app id, both nonces and
-    /// both endpoint ids.
-    fn keyed(&self, role: u8, t: &Transcript) -> Hmac<Sha256> {
+    /// The HMAC state over what every version's proof begins with: the version's label,
+    /// the role and the app id (length-prefixed, so that no app id is a prefix of
+    /// another's proof).
+    fn mac_start(&self, label: &[u8], role: u8) -> Hmac<Sha256> {
         let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.key)
             .expect("HMAC accepts keys of any length");
-        mac.update(LABEL);
+        mac.update(label);
         mac.update(&[role]);
         mac.update(&(self.app_id.len() as u16).to_be_bytes());
         mac.update(self.app_id.as_bytes());
+        mac
+    }
+
+    /// The HMAC state over everything a proof binds: label, role, app id, both nonces and
+    /// both endpoint ids.
+    fn keyed(&self, role: u8, t: &Transcript) -> Hmac<Sha256> {
+        let mut mac = self.mac_start(LABEL, role);
         mac.update(&t.nonce_dialer);
         mac.update(&t.nonce_acceptor);
         mac.update(t.dialer.as_bytes());

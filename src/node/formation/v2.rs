@@ -47,12 +47,7 @@ impl Formation {
         d: &EndpointId,
         a: &EndpointId,
     ) -> Hmac<Sha256> {
-        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.key)
-            .expect("HMAC accepts keys of any length");
-        mac.update(LABEL_V2);
-        mac.update(&[role]);
-        mac.update(&(self.app_id.len() as u16).to_be_bytes());
-        mac.update(self.app_id.as_bytes());
+        let mut mac = self.mac_start(LABEL_V2, role);
         mac.update(binding);
         mac.update(d.as_bytes());
         mac.update(a.as_bytes());
