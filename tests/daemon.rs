@@ -655,10 +655,20 @@ async fn connect_flood_to_unreachable_peers_is_bounded() {
     let c = st.counters.unwrap();
     // Dials are rate-limited (default 20/s) and capped at 32 in flight.
     assert!(c.live_tasks <= 32 + 8, "{c:?}");
-    // The sidecar still works: a real peer connects.
+    // The sidecar still works: a real peer connects. Entries that a ConnectPeer call
+    // still awaits are never evicted, and a caller that gave up is noticed within a
+    // second (the driver's abandon check), so right after the flood the table can still
+    // be all protected: the real peer is refused (connection limit) and, like any
+    // refused peer, tries again.
     let b = Sidecar::start("b", Opts::default()).await;
-    let (ok, out, err) = b.cli(&["connect", &a.peer_spec()]);
-    assert!(ok, "{out} {err}");
+    let mut last = String::new();
+    let connected = wait_until(Duration::from_secs(10), || {
+        let (ok, out, err) = b.cli(&["connect", &a.peer_spec()]);
+        last = format!("{out} {err}");
+        async move { ok }
+    })
+    .await;
+    assert!(connected.is_some(), "a real peer never got in: {last}");
 }
 
 /// Connections that pass QUIC but never send the formation frame each hold a pending
