@@ -7,12 +7,12 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use iroh::{
-    endpoint::{Connection, ConnectionError},
+    endpoint::{ConnectOptions, Connection, ConnectionError},
     EndpointId,
 };
 
 use super::formation::{
-    check_timeout, Binding, CloseCode, Formation, FormationError, ALPN_V2, EXPORTER_LABEL,
+    check_timeout, Binding, CloseCode, Formation, FormationError, ALPN, ALPN_V2, EXPORTER_LABEL,
 };
 
 /// Which side of the check this node plays.
@@ -109,6 +109,12 @@ fn binding(conn: &Connection) -> Result<Option<Binding>, FormationError> {
     Ok(Some(b))
 }
 
+/// What a dial offers: version 2 of the check, and version 1 for peers that do not
+/// have it (the acceptor picks the first of its own list that is offered).
+pub fn connect_options() -> ConnectOptions {
+    ConnectOptions::new().with_additional_alpns(vec![ALPN.to_vec()])
+}
+
 /// An I/O failure during the check often means the peer closed the connection with a
 /// rejection code: report that instead of "stream reset".
 fn refine_with_close(conn: &Connection, e: FormationError) -> FormationError {
@@ -129,14 +135,14 @@ fn refine_with_close(conn: &Connection, e: FormationError) -> FormationError {
 mod tests {
     use std::net::SocketAddr;
 
-    use iroh::{endpoint::ConnectOptions, EndpointAddr, SecretKey};
+    use iroh::{EndpointAddr, SecretKey};
 
     use super::*;
     use crate::{
         config::SharedKey,
         node::{
             endpoint::{self, Liveness},
-            formation::{Rejection, ALPN, ALPNS},
+            formation::{Rejection, ALPNS},
         },
     };
 
@@ -179,9 +185,8 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(300)).await;
             (r, acc)
         });
-        let opts = ConnectOptions::new().with_additional_alpns(vec![ALPN.to_vec()]);
         let conn = dia
-            .connect_with_opts(target, ALPN_V2, opts)
+            .connect_with_opts(target, ALPN_V2, connect_options())
             .await
             .expect("connect")
             .await

@@ -5,10 +5,7 @@
 
 use std::{future::Future, net::SocketAddr};
 
-use iroh::{
-    endpoint::{ConnectOptions, Connection},
-    Endpoint, EndpointAddr, EndpointId,
-};
+use iroh::{endpoint::Connection, Endpoint, EndpointAddr, EndpointId};
 use tokio::time::{timeout_at, Instant};
 use tracing::debug;
 
@@ -16,7 +13,7 @@ use super::{rules::DialTimeouts, types::DialError};
 use crate::{
     config::PeerHost,
     node::{
-        formation::{Formation, ALPN, ALPN_V2},
+        formation::{Formation, ALPN_V2},
         handshake::{self, Side},
     },
 };
@@ -46,12 +43,7 @@ pub(super) async fn dial(
         .fold(EndpointAddr::new(id), |t, a| t.with_ip_addr(*a));
     let mut connecting = timeout_at(
         answer_by,
-        // Version 2 of the check if the peer has it, else version 1 (older peers).
-        endpoint.connect_with_opts(
-            target,
-            ALPN_V2,
-            ConnectOptions::new().with_additional_alpns(vec![ALPN.to_vec()]),
-        ),
+        endpoint.connect_with_opts(target, ALPN_V2, handshake::connect_options()),
     )
     .await
     .map_err(|_| unanswered())?
