@@ -60,24 +60,20 @@ pub struct Shared {
 }
 
 pub fn encode(frame: &Frame) -> Option<Encoded> {
-    match wire::encode(frame) {
-        Ok(b) => Some(b.into()),
-        Err(e) => {
-            warn!(error = %e, "cannot encode a data frame");
-            None
-        }
-    }
+    logged(wire::encode(frame))
 }
 
 /// A message from this node, encoded without copying it.
 fn encode_msg(m: &Message) -> Option<Encoded> {
-    match wire::encode_msg(m) {
-        Ok(b) => Some(b.into()),
-        Err(e) => {
-            warn!(error = %e, "cannot encode a data message");
-            None
-        }
-    }
+    logged(wire::encode_msg(m))
+}
+
+/// An encoding, or nothing with the reason logged (a frame we built ourselves that
+/// does not encode is a bug, not the peer's fault).
+fn logged(r: Result<Vec<u8>, wire::WireError>) -> Option<Encoded> {
+    r.map(Into::into)
+        .map_err(|e| warn!(error = %e, "cannot encode a data frame"))
+        .ok()
 }
 
 impl Shared {
