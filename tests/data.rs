@@ -420,7 +420,7 @@ async fn bridge_node_carries_messages_across_segments() {
         (m.seq, m.hlc, m.publisher.as_str()),
         (sent.seq, sent.hlc, a.id.as_str())
     );
-    assert_eq!(m.payload, b"via b");
+    assert_eq!(m.payload, &b"via b"[..]);
     let m = on_a
         .messages()
         .into_iter()
@@ -437,7 +437,7 @@ async fn bridge_node_carries_messages_across_segments() {
     let e = get(&c, "state/a").await;
     assert_eq!(e.len(), 1, "{e:?}");
     assert_eq!(
-        (e[0].key.as_str(), e[0].payload.as_slice()),
+        (e[0].key.as_str(), &e[0].payload[..]),
         ("mode", b"bridged".as_slice())
     );
     assert_eq!(e[0].publisher, a.id);
@@ -466,11 +466,11 @@ async fn late_joiner_gets_retained_state_and_keeps_it_over_a_restart() {
 
     let n = 1000usize;
     let topic = |i: usize| format!("fleet/unit-{}", i % 50);
-    let want: BTreeMap<(String, String), Vec<u8>> = (0..n)
+    let want: BTreeMap<(String, String), bytes::Bytes> = (0..n)
         .map(|i| {
             (
                 (topic(i), format!("k{i}")),
-                format!("value {i}").into_bytes(),
+                bytes::Bytes::from(format!("value {i}")),
             )
         })
         .collect();
@@ -490,7 +490,7 @@ async fn late_joiner_gets_retained_state_and_keeps_it_over_a_restart() {
     .await
     .expect("Delete");
 
-    let as_map = |entries: Vec<pb::DataMessage>| -> BTreeMap<(String, String), Vec<u8>> {
+    let as_map = |entries: Vec<pb::DataMessage>| -> BTreeMap<(String, String), bytes::Bytes> {
         entries
             .into_iter()
             .map(|e| ((e.topic, e.key), e.payload))

@@ -107,10 +107,7 @@ pub async fn run(ctx: &Ctx, n: usize, msgs: usize) -> anyhow::Result<Vec<Measure
     );
     out.push(Measurement::new(S, "zenoh", "latency_ms", n, "ms", samples).note(note));
 
-    for (size, m) in [
-        (1024usize, ctx.rounds(2_000, 20_000)),
-        (65_536, ctx.rounds(200, 2_000)),
-    ] {
+    for (size, m) in super::pubsub::throughput_plan(ctx) {
         let (mut rates, mut mbs, mut notes) = (vec![], vec![], vec![]);
         for _ in 0..ctx.rounds(1, 3) {
             let args = ["--size".to_string(), size.to_string()];

@@ -47,7 +47,7 @@ pub async fn publish(args: &PublishArgs) -> Result<(), ClientError> {
     let req = pb::PublishRequest {
         topic: args.topic.clone(),
         key: args.key.clone().unwrap_or_default(),
-        payload: payload(&args.value)?,
+        payload: payload(&args.value)?.into(),
         retain: args.retain,
         ttl_secs: args.ttl.unwrap_or(0),
     };
@@ -230,7 +230,7 @@ mod tests {
         pb::DataMessage {
             topic: "tracks/blue".into(),
             publisher: "ab".repeat(32),
-            payload: payload.to_vec(),
+            payload: bytes::Bytes::copy_from_slice(payload),
             published_unix_ms: 10_000,
             ..Default::default()
         }

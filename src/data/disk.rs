@@ -224,7 +224,7 @@ mod tests {
             hops: 0,
             topic: topic.into(),
             key: key.into(),
-            payload: b"v".to_vec(),
+            payload: bytes::Bytes::from_static(b"v"),
             retain: true,
             ttl_ms: 0,
             tombstone: false,
@@ -240,7 +240,7 @@ mod tests {
         l.disk.put(msg("a", "")).await;
         let mut newer_b = msg("b", "k");
         newer_b.hlc = 200;
-        newer_b.payload = b"new".to_vec();
+        newer_b.payload = bytes::Bytes::from_static(b"new");
         l.disk.put(newer_b).await;
         // An older version arriving later changes nothing; neither does deleting it.
         l.disk.put(msg("b", "k")).await;
@@ -256,7 +256,7 @@ mod tests {
         topics.sort();
         assert_eq!(topics, ["a", "b"]);
         let b = again.entries.iter().find(|m| m.topic == "b").unwrap();
-        assert_eq!(b.payload, b"new");
+        assert_eq!(b.payload, &b"new"[..]);
         assert_eq!(again.first_seq, 1 + SEQ_LEASE);
         again.disk.lease(5 * SEQ_LEASE).await;
         again.disk.lease(3 * SEQ_LEASE).await;

@@ -88,7 +88,7 @@ pub enum DataError {
 pub struct Publish {
     pub topic: String,
     pub key: String,
-    pub payload: Vec<u8>,
+    pub payload: bytes::Bytes,
     pub retain: bool,
     pub ttl_secs: u64,
     /// Who asks: each app has its own share of the publish rate.

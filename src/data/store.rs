@@ -301,7 +301,7 @@ mod tests {
             hops: 3,
             topic: topic.into(),
             key: String::new(),
-            payload: payload.as_bytes().to_vec(),
+            payload: payload.as_bytes().to_vec().into(),
             retain: true,
             ttl_ms: 0,
             tombstone: false,
@@ -310,7 +310,7 @@ mod tests {
 
     fn value(r: &Retained, topic: &str) -> Option<String> {
         r.get(&(topic.into(), String::new()))
-            .map(|m| String::from_utf8(m.payload.clone()).unwrap())
+            .map(|m| String::from_utf8(m.payload.to_vec()).unwrap())
     }
 
     #[test]

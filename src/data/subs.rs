@@ -106,7 +106,7 @@ mod tests {
             hops: 0,
             topic: topic.into(),
             key: String::new(),
-            payload: vec![],
+            payload: bytes::Bytes::new(),
             retain: false,
             ttl_ms: 0,
             tombstone: false,

@@ -304,7 +304,7 @@ mod tests {
             hops: 0,
             topic: "a".into(),
             key: String::new(),
-            payload: vec![0; 100 * 1024],
+            payload: vec![0; 100 * 1024].into(),
             retain: true,
             ttl_ms: 0,
             tombstone: false,

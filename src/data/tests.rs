@@ -24,7 +24,7 @@ fn plane(c: &DataConfig) -> DataPlane {
 fn publish(topic: &str, payload: &str, retain: bool) -> Publish {
     Publish {
         topic: topic.into(),
-        payload: payload.as_bytes().to_vec(),
+        payload: payload.as_bytes().to_vec().into(),
         retain,
         ..Default::default()
     }
@@ -82,7 +82,7 @@ fn remote(seq: u64, key: &str, payload: &str, tombstone: bool) -> Message {
         hops: 0,
         topic: "t/a".into(),
         key: key.into(),
-        payload: payload.as_bytes().to_vec(),
+        payload: payload.as_bytes().to_vec().into(),
         retain: true,
         ttl_ms: 0,
         tombstone,
@@ -115,7 +115,7 @@ async fn a_remote_delete_reaches_live_subscribers() {
     ]
     .iter()
     .map(|m| {
-        let p = String::from_utf8(m.payload.clone()).unwrap();
+        let p = String::from_utf8(m.payload.to_vec()).unwrap();
         (m.key.clone(), p, m.tombstone)
     })
     .collect();
@@ -142,7 +142,7 @@ async fn bounds_are_errors_that_say_what() {
     let d = plane(&cfg(dir.path()));
     let too_big = Publish {
         topic: "t".into(),
-        payload: vec![0; 1025],
+        payload: vec![0; 1025].into(),
         ..Default::default()
     };
     let e = d.publish(too_big).await.unwrap_err().to_string();
@@ -206,7 +206,7 @@ async fn retained_state_and_sequence_survive_a_restart() {
     let again = plane(&c);
     let got = again.get("t/*").unwrap();
     assert_eq!(got.len(), 2);
-    assert!(got.iter().any(|m| m.payload == b"kept"));
+    assert!(got.iter().any(|m| m.payload == b"kept"[..]));
     let next = again.publish(publish("t/b", "", false)).await.unwrap();
     assert!(next.seq > last.seq && next.hlc > last.hlc);
     again.shared.disk.close().await;

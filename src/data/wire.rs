@@ -36,8 +36,7 @@ pub struct Message {
     pub topic: String,
     /// Empty = no key.
     pub key: String,
-    #[serde(with = "serde_bytes")]
-    pub payload: Vec<u8>,
+    pub payload: bytes::Bytes,
     pub retain: bool,
     /// 0 = no TTL. The entry expires at the HLC's physical time plus this, the same
     /// instant on every node.
@@ -203,7 +202,10 @@ fn msg_size_hint(m: &Message) -> usize {
 fn prefixed<T: Serialize + ?Sized>(v: &T, capacity: usize) -> Result<Vec<u8>, WireError> {
     let mut out = Vec::with_capacity(capacity);
     out.extend_from_slice(&[0u8; 4]);
-    let mut out = postcard::to_extend(v, out)?;
+    // to_io, not to_extend: to_extend feeds a byte string to the Vec one byte at a time
+    // (a profile of 1 KiB publishes at 190k msg/s found 12 % of the sender there);
+    // to_io hands it over in one write_all, a memcpy.
+    let mut out = postcard::to_io(v, out)?;
     let len = (out.len() - 4) as u32;
     out[..4].copy_from_slice(&len.to_be_bytes());
     Ok(out)
@@ -235,7 +237,7 @@ mod tests {
             hops: 0,
             topic: "a/b".into(),
             key: "k".into(),
-            payload: b"hello".to_vec(),
+            payload: bytes::Bytes::from_static(b"hello"),
             retain: true,
             ttl_ms: 0,
             tombstone: false,
@@ -285,6 +287,21 @@ mod tests {
         }
     }
 
+    /// The payload's encoding is the one that peers and the disk store already hold
+    /// (it was `Vec<u8>` with serde_bytes before it became `Bytes`): one byte string,
+    /// its varint length and then its bytes, ending the message's fields before the
+    /// three after it.
+    #[test]
+    fn a_payload_is_its_length_then_its_bytes() {
+        let mut m = msg();
+        m.payload = bytes::Bytes::from(vec![7u8; 200]);
+        let enc = postcard::to_stdvec(&m).unwrap();
+        // retain (1 byte), ttl_ms 0 (1 byte), tombstone (1 byte) follow the payload.
+        let payload_at = enc.len() - 3 - 200 - 2;
+        assert_eq!(&enc[payload_at..payload_at + 2], &[0xc8, 0x01]); // varint 200
+        assert!(enc[payload_at + 2..enc.len() - 3].iter().all(|b| *b == 7));
+    }
+
     #[test]
     fn bad_fields_are_refused() {
         let bad = |f: fn(&mut Message)| {
@@ -295,7 +312,7 @@ mod tests {
         assert!(bad(|m| m.topic = "a/*".into()));
         assert!(bad(|m| m.topic = String::new()));
         assert!(bad(|m| m.key = "\n".into()));
-        assert!(bad(|m| m.payload = vec![0; 1025]));
+        assert!(bad(|m| m.payload = vec![0; 1025].into()));
         assert!(bad(|m| m.hops = MAX_HOPS + 1));
         assert!(bad(|m| m.seq = 0));
         assert!(bad(|m| m.ttl_ms = MAX_TTL_MS + 1));

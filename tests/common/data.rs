@@ -18,7 +18,7 @@ use super::{wait_until, Sidecar, BIN};
 pub fn msg(
     topic: &str,
     key: &str,
-    payload: impl Into<Vec<u8>>,
+    payload: impl Into<bytes::Bytes>,
     retain: bool,
 ) -> pb::PublishRequest {
     pb::PublishRequest {
