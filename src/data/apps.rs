@@ -61,17 +61,16 @@ impl AppBuckets {
 
     /// Takes one of `app`'s tokens; false when the app is over its rate.
     pub fn take(&self, app: App, now: Instant) -> bool {
+        let rate = self.rate;
         let mut map = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
         if !map.contains_key(&app) && map.len() >= MAX_APPS {
-            let rate = self.rate;
             map.retain(|_, b| b.available(now) < rate);
+            if map.len() >= MAX_APPS {
+                drop(map);
+                let mut o = self.overflow.lock().unwrap_or_else(|e| e.into_inner());
+                return o.take(now).is_ok();
+            }
         }
-        if map.len() >= MAX_APPS && !map.contains_key(&app) {
-            drop(map);
-            let mut o = self.overflow.lock().unwrap_or_else(|e| e.into_inner());
-            return o.take(now).is_ok();
-        }
-        let rate = self.rate;
         map.entry(app)
             .or_insert_with(|| TokenBucket::per_second(rate, now))
             .take(now)

@@ -158,14 +158,9 @@ impl Node {
         // iroh cuts its own wait for draining connections at `wait` and then stops its
         // tasks; the outer bound only guards against a close that hangs elsewhere.
         let close = self.endpoint.close_within(wait);
-        if tokio::time::timeout(wait + Duration::from_secs(2), close)
-            .await
-            .is_err()
-        {
-            warn!(
-                "endpoint did not close within {:?}",
-                wait + Duration::from_secs(2)
-            );
+        let bound = wait + Duration::from_secs(2);
+        if tokio::time::timeout(bound, close).await.is_err() {
+            warn!("endpoint did not close within {bound:?}");
         }
     }
 }
