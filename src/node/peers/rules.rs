@@ -131,14 +131,25 @@ pub fn survivor(
 }
 
 /// Whether a standby connection takes over when the live one ends like this: the peer
-/// closed the live one as a duplicate (it kept the standby), or its QUIC stack dropped
-/// it (a dial it gave up). Both say the peer is there. A timeout or a reset says the
-/// peer is gone or restarted, and the standby with it.
+/// closed the live one as a duplicate (it kept the standby), its formation check on it
+/// timed out (on a lossy link the peer gave that dial up, seconds after this side
+/// finished its own check: tests/radio.rs saw it at 35 % loss), or its QUIC stack
+/// dropped it (a dial it gave up). All say the peer is there. So does a reset, more
+/// often than not: the peer closed the live one and its close was lost, so the next
+/// packet on it met a peer that had forgotten it (tests/radio.rs at 35 % loss). If the
+/// peer restarted instead, the standby is as dead; the protocols' first packet on it
+/// meets the same reset within a round trip, and then the peer is disconnected. Only
+/// a timeout of our own says the peer may be gone, and the standby with it.
 pub fn promotes_standby(reason: &ConnectionError) -> bool {
     match reason {
+        ConnectionError::Reset => true,
         ConnectionError::ApplicationClosed(close) => {
             let code = close.error_code.into_inner();
-            code == 0 || CloseCode::from_code(code) == Some(CloseCode::Duplicate)
+            code == 0
+                || matches!(
+                    CloseCode::from_code(code),
+                    Some(CloseCode::Duplicate | CloseCode::Timeout)
+                )
         }
         _ => false,
     }

@@ -226,6 +226,53 @@ fn the_larger_id_switches_to_the_connection_the_smaller_id_kept() {
     assert_eq!(r.counter(|c| &c.connections_closed), 1);
 }
 
+/// The same switch when the smaller id closes the live one because its own formation
+/// check on it timed out (it gave up that dial on a lossy link after the larger id had
+/// finished the check): the peer is there and uses the other connection.
+#[test]
+fn a_peer_that_gave_up_the_live_one_in_its_check_keeps_the_standby() {
+    let v = ids(2);
+    let mut r = Rig::new(v[1], limits());
+    r.found_as(v[0], addr(1), Source::Mdns, true);
+    install(&mut r, v[0], 1, true);
+    let secs = RACE_WINDOW.as_secs_f64() + 1.0;
+    install(r.at(secs), v[0], 2, false);
+    assert_eq!(
+        (live_conn(&r, v[0]), standby_conn(&r, v[0])),
+        (Some(2), Some(1))
+    );
+    let acts = r.closed_by_peer(v[0], 2, CloseCode::Timeout);
+    assert_eq!(emitted(&acts), vec![], "no Disconnected: {acts:?}");
+    assert_eq!(acts, vec![Action::Announce { id: v[0], conn: 1 }]);
+    assert_eq!(r.state(v[0]), Some(PeerState::Connected));
+}
+
+/// A reset of the live one: the peer forgot it (its close was lost on the way), and
+/// the standby takes over; if the peer restarted instead, the standby's own reset
+/// follows and only then is the peer disconnected.
+#[test]
+fn a_reset_live_connection_hands_over_to_the_standby() {
+    let v = ids(2);
+    let (mut r, _) = larger_with_a_second_conn(&v);
+    let acts = r.feed(Input::Closed {
+        id: v[0],
+        conn: 1,
+        reason: ConnectionError::Reset,
+    });
+    assert_eq!(emitted(&acts), vec![], "no Disconnected: {acts:?}");
+    assert_eq!(acts, vec![Action::Announce { id: v[0], conn: 2 }]);
+    assert_eq!(
+        (live_conn(&r, v[0]), standby_conn(&r, v[0])),
+        (Some(2), None)
+    );
+    let acts = r.feed(Input::Closed {
+        id: v[0],
+        conn: 2,
+        reason: ConnectionError::Reset,
+    });
+    assert_eq!(emitted(&acts), vec![PeerEventKind::Disconnected]);
+}
+
 /// Within the window the larger id guesses the smaller id's choice: the new one is the
 /// standby, watched (the peer may use it) but not announced; the peer's close of it is
 /// no news.
