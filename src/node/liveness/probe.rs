@@ -54,11 +54,8 @@ pub async fn probe(conn: &Connection, timeout: Duration) -> Result<Answer, Probe
         tokio::select! {
             _ = &mut deadline => break,
             _ = retry.tick() => tries.push(echo(conn)),
-            Some(r) = tries.next() => match r {
-                Ok(a) => return Ok(a),
-                Err(e @ ProbeError::Lost(_)) => return Err(e),
-                Err(ProbeError::Timeout(_)) => {}
-            },
+            // A try ends only with an answer or with the connection.
+            Some(r) = tries.next() => return r,
         }
     }
     // No echo, but the peer's QUIC stack sent something (at least an ACK of a try):
@@ -67,7 +64,7 @@ pub async fn probe(conn: &Connection, timeout: Duration) -> Result<Answer, Probe
     if conn.stats().udp_rx.datagrams > received {
         return Ok(Answer::Refused);
     }
-    let path = selected_path_stats(conn);
+    let path = crate::node::path::stats(conn);
     debug!(
         tries = tries.len(),
         every_ms = every.as_millis() as u64,
@@ -78,12 +75,6 @@ pub async fn probe(conn: &Connection, timeout: Duration) -> Result<Answer, Probe
         "no answer to any try of the probe, and nothing else came back"
     );
     Err(ProbeError::Timeout(timeout))
-}
-
-fn selected_path_stats(conn: &Connection) -> Option<iroh::endpoint::PathStats> {
-    let paths = conn.paths();
-    let path = paths.into_iter().find(|p| p.is_selected())?;
-    Some(path.stats())
 }
 
 /// One and a half round trips between tries, within bounds; half a second if the RTT
