@@ -5,7 +5,9 @@ use std::pin::Pin;
 use futures::{Stream, StreamExt};
 use tonic::{transport::server::UdsConnectInfo, Request, Response, Status};
 
-use super::{pb, server::SidecarService};
+use tokio_util::sync::CancellationToken;
+
+use super::pb;
 use crate::data::{self, App, DataError, DataPlane, Event, Message, Publish};
 
 pub type DeliveryStream = Pin<Box<dyn Stream<Item = Result<pb::Delivery, Status>> + Send>>;
@@ -20,10 +22,10 @@ pub fn request_limit(data: Option<&DataPlane>) -> usize {
     data.map_or(0, |d| d.max_message_bytes().saturating_mul(2)) + REQUEST_OVERHEAD
 }
 
-fn plane(svc: &SidecarService) -> Result<&DataPlane, Status> {
-    svc.data
-        .as_ref()
-        .ok_or_else(|| Status::unavailable("this sidecar runs without a data plane"))
+/// The service's data plane, if it runs one (the server passes it in, so this module
+/// does not import the server).
+fn plane(data: Option<&DataPlane>) -> Result<&DataPlane, Status> {
+    data.ok_or_else(|| Status::unavailable("this sidecar runs without a data plane"))
 }
 
 fn status(e: DataError) -> Status {
@@ -107,10 +109,10 @@ fn to_publish(r: pb::PublishRequest, app: App) -> Publish {
 }
 
 pub async fn publish(
-    svc: &SidecarService,
+    data: Option<&DataPlane>,
     req: Request<pb::PublishRequest>,
 ) -> Result<Response<pb::PublishResponse>, Status> {
-    let d = plane(svc)?;
+    let d = plane(data)?;
     let app = app_of(&req);
     let p = d
         .publish(to_publish(req.into_inner(), app))
@@ -123,10 +125,10 @@ pub async fn publish(
 }
 
 pub async fn publish_stream(
-    svc: &SidecarService,
+    data: Option<&DataPlane>,
     req: Request<tonic::Streaming<pb::PublishRequest>>,
 ) -> Result<Response<pb::PublishStreamResponse>, Status> {
-    let d = plane(svc)?;
+    let d = plane(data)?;
     let app = app_of(&req);
     let mut stream = req.into_inner();
     let (mut published, mut last_seq) = (0u64, 0u64);
@@ -153,10 +155,11 @@ fn delivery(kind: pb::delivery::Kind) -> Result<pb::Delivery, Status> {
 }
 
 pub async fn subscribe(
-    svc: &SidecarService,
+    data: Option<&DataPlane>,
+    stop: CancellationToken,
     req: Request<pb::SubscribeRequest>,
 ) -> Result<Response<DeliveryStream>, Status> {
-    let d = plane(svc)?.clone();
+    let d = plane(data)?.clone();
     let req = req.into_inner();
     // Subscribed before the retained entries are read, so nothing falls in between.
     let sub = d.subscribe(&req.pattern).map_err(status)?;
@@ -180,15 +183,15 @@ pub async fn subscribe(
     // Ends by itself at shutdown: tonic's graceful shutdown waits for open streams.
     let stream = futures::stream::iter(first)
         .chain(live)
-        .take_until(svc.stop_token().cancelled_owned());
+        .take_until(stop.cancelled_owned());
     Ok(Response::new(Box::pin(stream)))
 }
 
 pub async fn get(
-    svc: &SidecarService,
+    data: Option<&DataPlane>,
     req: Request<pb::GetRequest>,
 ) -> Result<Response<pb::GetResponse>, Status> {
-    let d = plane(svc)?;
+    let d = plane(data)?;
     let entries = d
         .get(&req.into_inner().pattern)
         .map_err(status)?
@@ -199,10 +202,10 @@ pub async fn get(
 }
 
 pub async fn delete(
-    svc: &SidecarService,
+    data: Option<&DataPlane>,
     req: Request<pb::DeleteRequest>,
 ) -> Result<Response<pb::DeleteResponse>, Status> {
-    let d = plane(svc)?;
+    let d = plane(data)?;
     let app = app_of(&req);
     let r = req.into_inner();
     let p = d.delete(app, &r.topic, &r.key).await.map_err(status)?;

@@ -63,7 +63,7 @@ pub struct SidecarService {
     /// Fired at shutdown: ends every WatchPeers stream, then the server.
     stop: CancellationToken,
     /// The data plane; without it the data methods answer UNAVAILABLE.
-    pub(super) data: Option<DataPlane>,
+    data: Option<DataPlane>,
 }
 
 impl SidecarService {
@@ -332,14 +332,14 @@ impl pb::sidecar_server::Sidecar for SidecarService {
         &self,
         req: Request<pb::PublishRequest>,
     ) -> Result<Response<pb::PublishResponse>, Status> {
-        super::data::publish(self, req).await
+        super::data::publish(self.data.as_ref(), req).await
     }
 
     async fn publish_stream(
         &self,
         req: Request<tonic::Streaming<pb::PublishRequest>>,
     ) -> Result<Response<pb::PublishStreamResponse>, Status> {
-        super::data::publish_stream(self, req).await
+        super::data::publish_stream(self.data.as_ref(), req).await
     }
 
     type SubscribeStream = super::data::DeliveryStream;
@@ -348,18 +348,18 @@ impl pb::sidecar_server::Sidecar for SidecarService {
         &self,
         req: Request<pb::SubscribeRequest>,
     ) -> Result<Response<Self::SubscribeStream>, Status> {
-        super::data::subscribe(self, req).await
+        super::data::subscribe(self.data.as_ref(), self.stop.clone(), req).await
     }
 
     async fn get(&self, req: Request<pb::GetRequest>) -> Result<Response<pb::GetResponse>, Status> {
-        super::data::get(self, req).await
+        super::data::get(self.data.as_ref(), req).await
     }
 
     async fn delete(
         &self,
         req: Request<pb::DeleteRequest>,
     ) -> Result<Response<pb::DeleteResponse>, Status> {
-        super::data::delete(self, req).await
+        super::data::delete(self.data.as_ref(), req).await
     }
 }
 

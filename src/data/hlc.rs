@@ -5,10 +5,7 @@
 //! clocks. A remote time too far ahead of our wall clock is refused instead of
 //! adopted: one node with a broken clock must not drag the formation into the future.
 
-use std::{
-    sync::Mutex,
-    time::{Duration, SystemTime, UNIX_EPOCH},
-};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 const COUNTER_BITS: u32 = 16;
 const COUNTER_MASK: u64 = (1 << COUNTER_BITS) - 1;
@@ -40,44 +37,34 @@ pub struct SkewError {
     pub ahead_ms: u64,
 }
 
+/// The clock's state, a plain value owned by the data core (the wall time comes in as
+/// an argument, so it is tested without waiting).
 #[derive(Debug, Default)]
 pub struct Hlc {
-    last: Mutex<u64>,
+    last: u64,
 }
 
 impl Hlc {
-    /// A new time for a local event.
-    pub fn now(&self) -> u64 {
-        self.now_at(wall_ms())
-    }
-
-    fn now_at(&self, wall: u64) -> u64 {
-        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+    /// A new time for a local event at wall time `wall` (Unix ms).
+    pub fn now_at(&mut self, wall: u64) -> u64 {
         let candidate = pack(wall, 0);
         // Same millisecond (or a wall clock that went back): count up. A counter that
         // overflows carries into the millisecond part, which is still monotonic.
-        *last = if candidate > *last {
+        self.last = if candidate > self.last {
             candidate
         } else {
-            *last + 1
+            self.last + 1
         };
-        *last
+        self.last
     }
 
-    /// Takes in a time heard from a peer; refuses one too far in the future.
-    pub fn observe(&self, remote: u64) -> Result<(), SkewError> {
-        self.observe_at(remote, wall_ms())
-    }
-
-    fn observe_at(&self, remote: u64, wall: u64) -> Result<(), SkewError> {
+    /// Takes in a time heard from a peer; refuses one too far ahead of `wall`.
+    pub fn observe_at(&mut self, remote: u64, wall: u64) -> Result<(), SkewError> {
         let ahead = physical_ms(remote).saturating_sub(wall);
         if ahead > MAX_SKEW.as_millis() as u64 {
             return Err(SkewError { ahead_ms: ahead });
         }
-        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
-        if remote > *last {
-            *last = remote;
-        }
+        self.last = self.last.max(remote);
         Ok(())
     }
 }
@@ -88,7 +75,7 @@ mod tests {
 
     #[test]
     fn monotonic_within_a_millisecond_and_when_the_clock_goes_back() {
-        let c = Hlc::default();
+        let mut c = Hlc::default();
         let a = c.now_at(1000);
         let b = c.now_at(1000);
         let d = c.now_at(900);
@@ -102,7 +89,7 @@ mod tests {
 
     #[test]
     fn observing_moves_past_remote_times() {
-        let c = Hlc::default();
+        let mut c = Hlc::default();
         c.now_at(1000);
         let remote = pack(5000, 7);
         c.observe_at(remote, 1000).unwrap();
@@ -115,7 +102,7 @@ mod tests {
 
     #[test]
     fn refuses_times_far_in_the_future() {
-        let c = Hlc::default();
+        let mut c = Hlc::default();
         let wall = 1_000_000;
         let far = pack(wall + MAX_SKEW.as_millis() as u64 + 1, 0);
         assert!(c.observe_at(far, wall).is_err());

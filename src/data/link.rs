@@ -18,13 +18,9 @@
 //! many frames from it as it holds. A lone frame still goes out at once: nothing
 //! waits for a batch to fill.
 
-use std::{
-    collections::HashSet,
-    sync::{
-        atomic::{AtomicU64, AtomicUsize, Ordering},
-        Arc, Mutex,
-    },
-    time::Instant,
+use std::sync::{
+    atomic::{AtomicU64, AtomicUsize, Ordering},
+    Arc,
 };
 
 use bytes::{Bytes, BytesMut};
@@ -33,11 +29,8 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
-use super::wire::{self, Frame, Id, Limits, WireError};
-use crate::{
-    node::streams::{self, tag},
-    ratelimit::TokenBucket,
-};
+use super::wire::{self, Frame, FrameLimits, WireError};
+use crate::node::streams::{self, tag};
 
 /// Frames a peer's queue always takes.
 pub const QUEUE_MIN_FRAMES: usize = 2048;
@@ -55,45 +48,22 @@ const READ_CHUNKS: usize = 64;
 /// An encoded frame (length prefix included), shared by every link it goes to.
 pub type Encoded = Bytes;
 
-/// What we know of a peer across its connections.
-#[derive(Debug)]
-pub struct PeerState {
-    /// The peer's announced data neighbours.
-    pub neighbours: Mutex<HashSet<Id>>,
+/// A peer's message counters across its connections (its neighbours and rate are the
+/// core's business).
+#[derive(Debug, Default)]
+pub struct PeerTraffic {
     pub msgs_in: AtomicU64,
     pub msgs_out: AtomicU64,
     pub dropped: AtomicU64,
-    /// `--max-peer-rate`: messages taken from this peer.
-    rate: Mutex<TokenBucket>,
 }
 
-impl PeerState {
-    pub fn new(max_rate: u32) -> Self {
-        PeerState {
-            neighbours: Mutex::default(),
-            msgs_in: AtomicU64::new(0),
-            msgs_out: AtomicU64::new(0),
-            dropped: AtomicU64::new(0),
-            rate: Mutex::new(TokenBucket::per_second(max_rate, Instant::now())),
-        }
-    }
-
-    /// Whether one more message from this peer is within its rate.
-    pub fn take_token(&self) -> bool {
-        self.rate
-            .lock()
-            .map(|mut b| b.take(Instant::now()).is_ok())
-            .unwrap_or(false)
-    }
-}
-
-/// The sending side of a link.
-pub struct Link {
+/// The sending side of a data link.
+pub struct DataLink {
     pub conn_id: usize,
     tx: mpsc::Sender<Encoded>,
     /// Bytes in the queue, shared with the writer.
     queued: Arc<AtomicUsize>,
-    pub state: Arc<PeerState>,
+    pub traffic: Arc<PeerTraffic>,
 }
 
 /// The writer's end of a link's queue.
@@ -116,19 +86,19 @@ impl Queue {
     }
 }
 
-fn queue(conn_id: usize, state: Arc<PeerState>) -> (Link, Queue) {
+fn queue(conn_id: usize, traffic: Arc<PeerTraffic>) -> (DataLink, Queue) {
     let (tx, rx) = mpsc::channel(QUEUE);
     let queued = Arc::new(AtomicUsize::new(0));
-    let link = Link {
+    let link = DataLink {
         conn_id,
         tx,
         queued: queued.clone(),
-        state,
+        traffic,
     };
     (link, Queue { rx, queued })
 }
 
-impl Link {
+impl DataLink {
     /// Queues a frame; false (and counted) when the queue is full or the link gone.
     pub fn send(&self, frame: &Encoded) -> bool {
         let len = frame.len();
@@ -140,14 +110,14 @@ impl Link {
             return true;
         }
         self.queued.fetch_sub(len, Ordering::Relaxed);
-        self.state.dropped.fetch_add(1, Ordering::Relaxed);
+        self.traffic.dropped.fetch_add(1, Ordering::Relaxed);
         false
     }
 
     pub fn send_msg(&self, frame: &Encoded) -> bool {
         let ok = self.send(frame);
         if ok {
-            self.state.msgs_out.fetch_add(1, Ordering::Relaxed);
+            self.traffic.msgs_out.fetch_add(1, Ordering::Relaxed);
         }
         ok
     }
@@ -157,10 +127,10 @@ impl Link {
 /// link is dropped from the table, the connection closes or `stop` fires.
 pub fn open(
     conn: Connection,
-    state: Arc<PeerState>,
+    traffic: Arc<PeerTraffic>,
     stop: CancellationToken,
-) -> (Link, impl std::future::Future<Output = ()>) {
-    let (link, q) = queue(conn.stable_id(), state);
+) -> (DataLink, impl std::future::Future<Output = ()>) {
+    let (link, q) = queue(conn.stable_id(), traffic);
     (link, write_frames(conn, q, stop))
 }
 
@@ -227,7 +197,7 @@ impl FrameReader {
     }
 
     /// Reads the next frame; `Ended` at a clean end of the stream.
-    pub async fn next(&mut self, limits: &Limits) -> Result<Frame, ReadError> {
+    pub async fn next(&mut self, limits: &FrameLimits) -> Result<Frame, ReadError> {
         loop {
             if let Some(body) = cut_frame(&mut self.buf, limits.max_frame())? {
                 return Ok(wire::decode(&body, limits)?);
@@ -272,7 +242,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_queue_is_bounded_in_frames_and_bytes() {
-        let state = || Arc::new(PeerState::new(1000));
+        let state = || Arc::new(PeerTraffic::default());
         // Clones of one buffer: the test itself holds 1 MiB.
         let mib = Bytes::from(vec![0u8; 1024 * 1024]);
         let small = Bytes::from_static(b"0123");
@@ -282,7 +252,7 @@ mod tests {
             .filter(|_| link.send(&mib))
             .count();
         assert_eq!(taken, QUEUE_MIN_FRAMES);
-        assert_eq!(link.state.dropped.load(Ordering::Relaxed), 5);
+        assert_eq!(link.traffic.dropped.load(Ordering::Relaxed), 5);
         // What the writer takes makes room again.
         let mut batch = vec![];
         assert_eq!(q.take(&mut batch).await, WRITE_BATCH);
@@ -304,7 +274,7 @@ mod tests {
 
     #[test]
     fn frames_are_cut_from_any_split_of_the_stream() {
-        let limits = Limits {
+        let limits = FrameLimits {
             max_message_bytes: 1024,
         };
         let frames: Vec<Frame> = (0..5u8)

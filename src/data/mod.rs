@@ -6,8 +6,9 @@
 //! uses; [`start`] wires it to the node's stream registry.
 
 mod apps;
+mod core;
 mod disk;
-mod engine;
+mod driver;
 mod hlc;
 mod link;
 mod route;
@@ -19,16 +20,16 @@ pub mod wire;
 
 use std::{
     path::PathBuf,
-    sync::{atomic::Ordering, Arc, Mutex, RwLock},
+    sync::{atomic::Ordering, Arc},
     time::{Duration, Instant},
 };
 
 use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 pub use self::{
     apps::App,
+    core::Published,
     hlc::physical_ms,
     store::expires_ms,
     subs::{Event, Subscription},
@@ -36,14 +37,11 @@ pub use self::{
     wire::Message,
 };
 use self::{
-    engine::{Counters, Shared},
-    store::Retained,
-    wire::{Id, Limits, MAX_TTL_MS},
+    core::{DataCore, Local, Now, Rates},
+    driver::DataDriver,
+    wire::{FrameLimits, Id, MAX_TTL_MS},
 };
-use crate::{
-    node::{peers::PeerManagerHandle, streams::tag},
-    ratelimit::TokenBucket,
-};
+use crate::node::{peers::PeerManagerHandle, streams::tag};
 
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 262_144;
 pub const DEFAULT_MAX_RETAINED_BYTES: u64 = 64 * 1024 * 1024;
@@ -95,12 +93,6 @@ pub struct Publish {
     pub app: App,
 }
 
-#[derive(Debug, Clone, Copy)]
-pub struct Published {
-    pub seq: u64,
-    pub hlc: u64,
-}
-
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Stats {
     /// Topics with a live retained entry.
@@ -129,13 +121,13 @@ pub struct PeerStats {
 
 #[derive(Clone)]
 pub struct DataPlane {
-    shared: Arc<Shared>,
+    driver: Arc<DataDriver>,
 }
 
 /// The running data plane's tasks.
 pub struct DataTasks {
     task: JoinHandle<()>,
-    shared: Arc<Shared>,
+    driver: Arc<DataDriver>,
 }
 
 /// Opens the retained store and starts serving data links on the node's authenticated
@@ -145,98 +137,68 @@ pub async fn start(
     me: iroh::EndpointId,
     peers: &PeerManagerHandle,
 ) -> Result<(DataPlane, DataTasks), disk::DiskError> {
-    let shared = open(&cfg, *me.as_bytes())?;
+    let driver = open(&cfg, *me.as_bytes())?;
     let inbound = peers.streams.register(tag::DATA);
     let conns = peers.streams.connections();
     for (_, c) in peers.connections().await {
-        shared.add_link(c);
+        driver.add_link(c).await;
     }
-    let task = tokio::spawn(run(shared.clone(), conns, inbound));
+    let task = tokio::spawn(driver.clone().run(conns, inbound));
     Ok((
         DataPlane {
-            shared: shared.clone(),
+            driver: driver.clone(),
         },
-        DataTasks { task, shared },
+        DataTasks { task, driver },
     ))
 }
 
-/// The shared state, with the retained store read back from disk.
-fn open(cfg: &DataConfig, me: Id) -> Result<Arc<Shared>, disk::DiskError> {
+/// The core over the retained store read back from disk, and its driver.
+fn open(cfg: &DataConfig, me: Id) -> Result<Arc<DataDriver>, disk::DiskError> {
     let loaded = disk::open(&cfg.data_dir)?;
-    let mut retained = Retained::new(cfg.max_retained_bytes);
-    let now = hlc::wall_ms();
-    let clock = hlc::Hlc::default();
-    for m in loaded.entries {
-        let _ = clock.observe(m.hlc);
-        retained.apply(m, now);
-    }
+    let now = Now::current();
+    let rates = Rates {
+        publish: cfg.max_publish_rate,
+        peer: cfg.max_peer_rate,
+    };
+    let core = DataCore::new(
+        me,
+        rates,
+        cfg.max_retained_bytes,
+        loaded.entries,
+        loaded.first_seq,
+        now,
+    );
+    let r = core.retained();
     info!(
-        entries = retained.live(),
-        tombstones = retained.tombstones(),
-        bytes = retained.bytes(),
+        entries = r.live(),
+        tombstones = r.tombstones(),
+        bytes = r.bytes(),
         "retained store loaded"
     );
-    Ok(Arc::new(Shared {
-        me,
-        limits: Limits {
+    Ok(Arc::new(DataDriver::new(
+        core,
+        loaded.disk,
+        apps::AppBuckets::new(cfg.max_app_publish_rate, now.at),
+        FrameLimits {
             max_message_bytes: cfg.max_message_bytes,
         },
-        sync_interval: cfg.sync_interval,
-        max_publish_rate: cfg.max_publish_rate,
-        max_peer_rate: cfg.max_peer_rate,
-        publish_bucket: Mutex::new(TokenBucket::per_second(
-            cfg.max_publish_rate,
-            Instant::now(),
-        )),
-        app_buckets: apps::AppBuckets::new(cfg.max_app_publish_rate, Instant::now()),
-        hlc: clock,
-        next_seq: loaded.first_seq.into(),
-        lease_end: (loaded.first_seq + disk::SEQ_LEASE).into(),
-        retained: Mutex::new(retained),
-        disk: loaded.disk,
-        subs: Default::default(),
-        links: RwLock::new(Default::default()),
-        peers: Mutex::new(Default::default()),
-        seen: Mutex::new(Default::default()),
-        counters: Counters::default(),
-        synced: Mutex::new(Default::default()),
-        stop: CancellationToken::new(),
-    }))
-}
-
-async fn run(
-    shared: Arc<Shared>,
-    mut conns: tokio::sync::mpsc::Receiver<iroh::endpoint::Connection>,
-    mut inbound: tokio::sync::mpsc::Receiver<crate::node::streams::InboundStream>,
-) {
-    let mut tick = tokio::time::interval(shared.sync_interval);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    tick.tick().await;
-    loop {
-        tokio::select! {
-            _ = shared.stop.cancelled() => break,
-            Some(c) = conns.recv() => shared.add_link(c),
-            Some(s) = inbound.recv() => {
-                tokio::spawn(shared.clone().read_stream(s));
-            }
-            _ = tick.tick() => shared.sync_round().await,
-        }
-    }
+        cfg.sync_interval,
+    )))
 }
 
 impl DataTasks {
     /// Stops the links, ends every subscription and flushes the store.
     pub async fn shutdown(self) {
-        self.shared.stop.cancel();
+        self.driver.stop.cancel();
         let _ = self.task.await;
-        self.shared.subs.close();
-        self.shared.disk.close().await;
+        self.driver.subs.close();
+        self.driver.disk.close().await;
     }
 }
 
 impl DataPlane {
     pub fn max_message_bytes(&self) -> usize {
-        self.shared.limits.max_message_bytes
+        self.driver.limits.max_message_bytes
     }
 
     pub async fn publish(&self, p: Publish) -> Result<Published, DataError> {
@@ -258,35 +220,28 @@ impl DataPlane {
     }
 
     async fn send(&self, p: Publish, tombstone: bool) -> Result<Published, DataError> {
-        let s = &self.shared;
-        if s.stop.is_cancelled() {
+        let d = &self.driver;
+        if d.stop.is_cancelled() {
             return Err(DataError::Stopped);
         }
         topic::check_key(&p.key).map_err(DataError::Key)?;
-        if p.payload.len() > s.limits.max_message_bytes {
+        if p.payload.len() > d.limits.max_message_bytes {
             return Err(DataError::TooLarge(
                 p.payload.len(),
-                s.limits.max_message_bytes,
+                d.limits.max_message_bytes,
             ));
         }
         let ttl_ms = p.ttl_secs.saturating_mul(1000);
         if ttl_ms > MAX_TTL_MS {
             return Err(DataError::Ttl(p.ttl_secs));
         }
+        let host_rate = d.publish_rate;
         // An app rate at or above the host's can never bind first: skip its lock.
-        if s.app_buckets.rate() < s.max_publish_rate && !s.app_buckets.take(p.app, Instant::now()) {
-            s.counters.rejected.fetch_add(1, Ordering::Relaxed);
-            return Err(DataError::AppRate(p.app, s.app_buckets.rate()));
+        if d.app_buckets.rate() < host_rate && !d.app_buckets.take(p.app, Instant::now()) {
+            d.counters.rejected.fetch_add(1, Ordering::Relaxed);
+            return Err(DataError::AppRate(p.app, d.app_buckets.rate()));
         }
-        if !s.take_publish_token() {
-            s.counters.rejected.fetch_add(1, Ordering::Relaxed);
-            return Err(DataError::Rate(s.max_publish_rate));
-        }
-        let m = Message {
-            publisher: s.me,
-            seq: s.take_seq().await,
-            hlc: s.hlc.now(),
-            hops: 0,
+        let local = Local {
             topic: p.topic,
             key: p.key,
             payload: p.payload,
@@ -294,24 +249,16 @@ impl DataPlane {
             ttl_ms,
             tombstone,
         };
-        let out = Published {
-            seq: m.seq,
-            hlc: m.hlc,
-        };
-        s.counters.published.fetch_add(1, Ordering::Relaxed);
-        s.broadcast(&m);
-        let m = Arc::new(m);
-        if m.retain {
-            s.retain((*m).clone()).await;
-        }
-        s.deliver(&m);
-        Ok(out)
+        d.publish(local).await.ok_or_else(|| {
+            d.counters.rejected.fetch_add(1, Ordering::Relaxed);
+            DataError::Rate(host_rate)
+        })
     }
 
     /// A live subscription; messages published from now on that match.
     pub fn subscribe(&self, pattern: &str) -> Result<Subscription, DataError> {
         let p = Pattern::parse(pattern).map_err(DataError::Pattern)?;
-        Ok(self.shared.subs.add(p))
+        Ok(self.driver.subs.add(p))
     }
 
     /// Retained entries whose topic matches (no tombstones, nothing expired).
@@ -321,28 +268,22 @@ impl DataPlane {
     }
 
     pub fn get_parsed(&self, p: &Pattern) -> Vec<Message> {
-        self.shared
-            .retained
-            .lock()
-            .map(|r| r.matching(p, hlc::wall_ms()))
-            .unwrap_or_default()
+        self.driver.core().retained().matching(p, hlc::wall_ms())
     }
 
     pub fn stats(&self) -> Stats {
-        let s = &self.shared;
-        let c = &s.counters;
-        let (topics, entries, tombstones, bytes) = s
-            .retained
-            .lock()
-            .map(|r| {
-                (
-                    r.topics() as u64,
-                    r.live() as u64,
-                    r.tombstones() as u64,
-                    r.bytes(),
-                )
-            })
-            .unwrap_or_default();
+        let d = &self.driver;
+        let c = &d.counters;
+        let (topics, entries, tombstones, bytes) = {
+            let core = d.core();
+            let r = core.retained();
+            (
+                r.topics() as u64,
+                r.live() as u64,
+                r.tombstones() as u64,
+                r.bytes(),
+            )
+        };
         Stats {
             topics,
             retained_entries: entries,
@@ -353,28 +294,24 @@ impl DataPlane {
             published: c.published.load(Ordering::Relaxed),
             delivered: c.delivered.load(Ordering::Relaxed),
             dropped: c.dropped.load(Ordering::Relaxed),
-            subscribers: s.subs.count() as u64,
+            subscribers: d.subs.count() as u64,
             rejected: c.rejected.load(Ordering::Relaxed),
         }
     }
 
     /// Counts a message a subscriber missed (its queue overflowed).
     pub fn count_missed(&self, n: u64) {
-        self.shared.counters.dropped.fetch_add(n, Ordering::Relaxed);
+        self.driver.counters.dropped.fetch_add(n, Ordering::Relaxed);
     }
 
     pub fn peer_stats(&self, peer: &iroh::EndpointId) -> PeerStats {
-        let p = self
-            .shared
-            .peers
-            .lock()
-            .ok()
-            .and_then(|p| p.get(peer.as_bytes()).cloned());
-        p.map(|p| PeerStats {
-            messages_in: p.msgs_in.load(Ordering::Relaxed),
-            messages_out: p.msgs_out.load(Ordering::Relaxed),
-        })
-        .unwrap_or_default()
+        self.driver
+            .traffic_of(peer.as_bytes())
+            .map(|p| PeerStats {
+                messages_in: p.msgs_in.load(Ordering::Relaxed),
+                messages_out: p.msgs_out.load(Ordering::Relaxed),
+            })
+            .unwrap_or_default()
     }
 }
 

@@ -7,7 +7,7 @@
 //! until the total fits. An evicted version is not taken back from peers
 //! (the eviction watermark), so anti-entropy does not fetch it again and again.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use sha2::{Digest as _, Sha256};
 
@@ -91,6 +91,8 @@ pub struct Retained {
     buckets: Vec<u64>,
     /// Versions at or below this (HLC) that we lack were evicted: not taken back.
     evicted_below: u64,
+    /// The entries that expire, by when (Unix ms): the next deadline is the first.
+    expiries: BTreeSet<(u64, EntryKey)>,
 }
 
 impl Retained {
@@ -102,6 +104,7 @@ impl Retained {
             max_bytes,
             buckets: vec![0; BUCKETS],
             evicted_below: 0,
+            expiries: BTreeSet::new(),
         }
     }
 
@@ -173,6 +176,9 @@ impl Retained {
         self.bytes += entry_size(&m);
         self.tombstones += usize::from(m.tombstone);
         self.buckets[bucket_of(&m.topic, &m.key) as usize] ^= version_hash(&m);
+        if let Some(e) = expires_ms(&m) {
+            self.expiries.insert((e, k.clone()));
+        }
         self.map.insert(k.clone(), m);
         let evicted = self.evict(now, &k);
         Applied::Stored { evicted }
@@ -183,6 +189,9 @@ impl Retained {
         self.bytes -= entry_size(&old);
         self.tombstones -= usize::from(old.tombstone);
         self.buckets[bucket_of(&old.topic, &old.key) as usize] ^= version_hash(&old);
+        if let Some(e) = expires_ms(&old) {
+            self.expiries.remove(&(e, k.clone()));
+        }
         Some(old)
     }
 
@@ -216,15 +225,21 @@ impl Retained {
 
     /// Drops expired entries (TTL passed, tombstones aged out); returns their keys.
     pub fn expire(&mut self, now: u64) -> Vec<Gone> {
-        let dead: Vec<EntryKey> = self
-            .map
-            .iter()
-            .filter(|(_, m)| expires_ms(m).is_some_and(|e| e <= now))
-            .map(|(k, _)| k.clone())
-            .collect();
-        dead.into_iter()
-            .filter_map(|k| self.remove(&k).map(|m| (k, m.hlc, m.publisher)))
-            .collect()
+        let mut gone = Vec::new();
+        while self.expiries.first().is_some_and(|(e, _)| *e <= now) {
+            let Some((_, k)) = self.expiries.pop_first() else {
+                break;
+            };
+            if let Some(m) = self.remove(&k) {
+                gone.push((k, m.hlc, m.publisher));
+            }
+        }
+        gone
+    }
+
+    /// When the next entry expires (Unix ms), if any does.
+    pub fn next_expiry(&self) -> Option<u64> {
+        self.expiries.first().map(|(e, _)| *e)
     }
 
     /// Live entries (no tombstones, not expired) whose topic matches.

@@ -10,22 +10,18 @@
 //! side reaches the other through the changed side's next round. As a safety net for
 //! a lost frame, a peer that got nothing for [`ROOT_EVERY`] gets the 8-byte hash of
 //! the whole digest, and answers with its full digest if its own differs.
+//!
+//! The decisions themselves are the data core's (`core.rs`); this file holds the pure
+//! pieces it uses: when a peer is due, the root hash, and how replies are cut into
+//! frames.
 
-use std::{
-    sync::{atomic::Ordering, Arc},
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
 use super::{
-    engine::{encode, Shared},
-    link::Link,
-    store::{bucket_of, differing},
-    wire::{Frame, Id, Message, Version, MAX_ITEMS},
+    store::bucket_of,
+    wire::{Message, Version, MAX_ITEMS},
 };
 
-/// How long a reply waits for our link to the peer (steps of 50 ms, 2 s in all).
-const LINK_WAIT_STEPS: u32 = 40;
-const LINK_WAIT_STEP: Duration = Duration::from_millis(50);
 /// Soft size of one Versions or Entries frame.
 const CHUNK_BYTES: usize = 256 * 1024;
 /// The longest a link goes without any anti-entropy frame.
@@ -38,15 +34,21 @@ pub struct Sent {
     at: Instant,
 }
 
+impl Sent {
+    pub fn new(root: u64, at: Instant) -> Self {
+        Sent { root, at }
+    }
+}
+
 /// What a sync round sends a peer.
 #[derive(Debug, PartialEq, Eq)]
-enum Due {
+pub enum Due {
     Digest,
     Root,
     Nothing,
 }
 
-fn due(sent: Option<&Sent>, root: u64, now: Instant) -> Due {
+pub fn due(sent: Option<&Sent>, root: u64, now: Instant) -> Due {
     match sent {
         None => Due::Digest,
         Some(s) if s.root != root => Due::Digest,
@@ -56,130 +58,10 @@ fn due(sent: Option<&Sent>, root: u64, now: Instant) -> Due {
 }
 
 /// One hash of the whole digest (FNV-1a over the bucket hashes).
-fn root_of(digest: &[u64]) -> u64 {
+pub fn root_of(digest: &[u64]) -> u64 {
     digest.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
         (h ^ b).wrapping_mul(0x0000_0100_0000_01b3)
     })
-}
-
-impl Shared {
-    fn digest(&self) -> Option<Vec<u64>> {
-        self.retained.lock().ok().map(|r| r.digest())
-    }
-
-    fn note_sent(&self, peer: &Id, root: u64, now: Instant) {
-        if let Ok(mut s) = self.synced.lock() {
-            s.insert(*peer, Sent { root, at: now });
-        }
-    }
-
-    pub fn send_digest(&self, peer: &Id) {
-        let Some(d) = self.digest() else { return };
-        self.note_sent(peer, root_of(&d), Instant::now());
-        if let (Some(l), Some(f)) = (self.link(peer), encode(&Frame::Digest(d))) {
-            l.send(&f);
-        }
-    }
-
-    /// A sync round's share for one peer: the digest if the peer has not seen our
-    /// current one, the root hash if it got nothing for a long time, else nothing.
-    pub fn sync_with(&self, peer: &Id, now: Instant) {
-        let Some(d) = self.digest() else { return };
-        let root = root_of(&d);
-        let sent = self.synced.lock().ok().and_then(|s| s.get(peer).copied());
-        match due(sent.as_ref(), root, now) {
-            Due::Digest => self.send_digest(peer),
-            Due::Root => {
-                self.note_sent(peer, root, now);
-                if let (Some(l), Some(f)) = (self.link(peer), encode(&Frame::Root(root))) {
-                    l.send(&f);
-                }
-            }
-            Due::Nothing => {}
-        }
-    }
-
-    /// A peer's root hash: if ours differs, it gets our full digest, which starts a
-    /// normal exchange.
-    pub fn on_root(&self, from: &Id, theirs: u64) {
-        let ours = self.digest().map(|d| root_of(&d));
-        if ours.is_some_and(|r| r != theirs) {
-            self.send_digest(from);
-        }
-    }
-
-    /// The link to a peer whose frames we are reading: our side of a new connection
-    /// may still be starting (the two are announced separately).
-    async fn link_soon(&self, peer: &Id) -> Option<Arc<Link>> {
-        for _ in 0..LINK_WAIT_STEPS {
-            if let Some(l) = self.link(peer) {
-                return Some(l);
-            }
-            tokio::time::sleep(LINK_WAIT_STEP).await;
-        }
-        None
-    }
-
-    pub async fn on_digest(&self, from: &Id, theirs: &[u64]) {
-        let Some(link) = self.link_soon(from).await else {
-            return;
-        };
-        let (diff, versions) = match self.retained.lock() {
-            Ok(r) => {
-                let diff = differing(&r.digest(), theirs);
-                let v = r.versions(&diff);
-                (diff, v)
-            }
-            Err(_) => return,
-        };
-        if diff.is_empty() {
-            return;
-        }
-        for (buckets, versions) in versions_chunks(&diff, versions) {
-            if let Some(f) = encode(&Frame::Versions { buckets, versions }) {
-                link.send(&f);
-            }
-        }
-    }
-
-    pub async fn on_versions(&self, from: &Id, buckets: &[u8], theirs: &[Version]) {
-        let Some(link) = self.link_soon(from).await else {
-            return;
-        };
-        let push = match self.retained.lock() {
-            Ok(r) => r.to_push(buckets, theirs),
-            Err(_) => return,
-        };
-        for chunk in entry_chunks(push) {
-            if let Some(f) = encode(&Frame::Entries(chunk)) {
-                link.send(&f);
-            }
-        }
-    }
-
-    pub async fn on_entries(&self, entries: Vec<Message>) {
-        for m in entries {
-            if self.hlc.observe(m.hlc).is_err() {
-                self.counters.rejected.fetch_add(1, Ordering::Relaxed);
-                continue;
-            }
-            if m.publisher == self.me && m.seq >= self.next_seq.load(Ordering::Relaxed) {
-                // Our own entry from a lost past (a wiped store): skip our sequence past it.
-                self.next_seq.fetch_max(m.seq + 1, Ordering::Relaxed);
-                self.reserve_past(m.seq + 1).await;
-            }
-            if self.retain(m.clone()).await {
-                let fresh = self
-                    .seen
-                    .lock()
-                    .map(|mut s| s.accept(&m.publisher, m.seq))
-                    .unwrap_or(false);
-                if fresh && m.publisher != self.me {
-                    self.deliver(&Arc::new(m));
-                }
-            }
-        }
-    }
 }
 
 fn version_size(v: &Version) -> usize {
@@ -189,7 +71,7 @@ fn version_size(v: &Version) -> usize {
 /// Versions grouped by bucket into frames of about [`CHUNK_BYTES`]; a frame lists the
 /// buckets whose versions it holds in full (an oversized bucket is split, which at
 /// worst makes the peer push a few entries we have).
-fn versions_chunks(diff: &[u8], versions: Vec<Version>) -> Vec<(Vec<u8>, Vec<Version>)> {
+pub fn versions_chunks(diff: &[u8], versions: Vec<Version>) -> Vec<(Vec<u8>, Vec<Version>)> {
     let mut by_bucket: Vec<Vec<Version>> = vec![Vec::new(); 256];
     for v in versions {
         by_bucket[bucket_of(&v.topic, &v.key) as usize].push(v);
@@ -219,7 +101,7 @@ fn versions_chunks(diff: &[u8], versions: Vec<Version>) -> Vec<(Vec<u8>, Vec<Ver
     out
 }
 
-fn entry_chunks(entries: Vec<Message>) -> Vec<Vec<Message>> {
+pub fn entry_chunks(entries: Vec<Message>) -> Vec<Vec<Message>> {
     let mut out = Vec::new();
     let mut cur: Vec<Message> = Vec::new();
     let mut size = 0;

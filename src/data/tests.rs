@@ -1,7 +1,7 @@
 //! The handle's behaviour on one node without peers: publish, subscribe, get,
 //! delete, bounds, and what survives a restart.
 
-use super::*;
+use super::{core::Actions, wire::Frame, *};
 
 fn cfg(dir: &std::path::Path) -> DataConfig {
     DataConfig {
@@ -17,7 +17,7 @@ fn cfg(dir: &std::path::Path) -> DataConfig {
 
 fn plane(c: &DataConfig) -> DataPlane {
     DataPlane {
-        shared: open(c, [9; 32]).unwrap(),
+        driver: open(c, [9; 32]).unwrap(),
     }
 }
 
@@ -61,7 +61,7 @@ async fn publish_subscribe_get_delete() {
         (s.retained_entries, s.retained_tombstones, s.topics),
         (1, 1, 1)
     );
-    d.shared.disk.close().await;
+    d.driver.disk.close().await;
 }
 
 /// The next event of a subscription, which must be a message. The timeout only keeps
@@ -96,17 +96,17 @@ async fn a_remote_delete_reaches_live_subscribers() {
     let dir = tempfile::tempdir().unwrap();
     let d = plane(&cfg(dir.path()));
     let peer = [5u8; 32];
-    let state = d.shared.peer_state(&peer);
+    let traffic = d.driver.traffic(&peer);
     let mut sub = d.subscribe("t/**").unwrap();
-    d.shared
-        .on_msg(&peer, &state, remote(1, "k1", "v", false))
-        .await;
-    d.shared
-        .on_msg(&peer, &state, remote(2, "k1", "", true))
-        .await;
-    d.shared
-        .on_entries(vec![remote(3, "k2", "w", false), remote(4, "k2", "", true)])
-        .await;
+    let mut out = Actions::new();
+    let frames = [
+        Frame::Msg(remote(1, "k1", "v", false)),
+        Frame::Msg(remote(2, "k1", "", true)),
+        Frame::Entries(vec![remote(3, "k2", "w", false), remote(4, "k2", "", true)]),
+    ];
+    for f in frames {
+        d.driver.on_frame(peer, &traffic, f, &mut out).await;
+    }
     let got: Vec<(String, String, bool)> = [
         next_message(&mut sub).await,
         next_message(&mut sub).await,
@@ -133,7 +133,7 @@ async fn a_remote_delete_reaches_live_subscribers() {
         (s.retained_entries, s.retained_tombstones, s.topics),
         (0, 2, 0)
     );
-    d.shared.disk.close().await;
+    d.driver.disk.close().await;
 }
 
 #[tokio::test]
@@ -201,7 +201,7 @@ async fn retained_state_and_sequence_survive_a_restart() {
     ttl.ttl_secs = 3600;
     d.publish(ttl).await.unwrap();
     let last = d.publish(publish("t/a", "kept", true)).await.unwrap();
-    d.shared.disk.close().await;
+    d.driver.disk.close().await;
     drop(d);
     let again = plane(&c);
     let got = again.get("t/*").unwrap();
@@ -209,7 +209,7 @@ async fn retained_state_and_sequence_survive_a_restart() {
     assert!(got.iter().any(|m| m.payload == b"kept"[..]));
     let next = again.publish(publish("t/b", "", false)).await.unwrap();
     assert!(next.seq > last.seq && next.hlc > last.hlc);
-    again.shared.disk.close().await;
+    again.driver.disk.close().await;
 }
 
 #[tokio::test]
@@ -218,13 +218,13 @@ async fn the_sequence_reservation_is_renewed_halfway() {
     let c = cfg(dir.path());
     let d = plane(&c);
     // Past half of the first reservation [1, 1 + SEQ_LEASE).
-    d.shared.next_seq.store(disk::SEQ_LEASE, Ordering::Relaxed);
+    d.driver.core().set_next_seq(disk::SEQ_LEASE);
     let p = d.publish(publish("t", "", false)).await.unwrap();
     assert_eq!(p.seq, disk::SEQ_LEASE);
-    d.shared.disk.close().await;
+    d.driver.disk.close().await;
     drop(d);
     let again = plane(&c);
     let next = again.publish(publish("t", "", false)).await.unwrap();
     assert!(next.seq > p.seq + disk::SEQ_LEASE / 2, "{}", next.seq);
-    again.shared.disk.close().await;
+    again.driver.disk.close().await;
 }

@@ -90,20 +90,20 @@ pub enum WireError {
     Field(&'static str),
 }
 
-/// Limits a receiver applies.
+/// Limits a receiver applies to frames.
 #[derive(Debug, Clone, Copy)]
-pub struct Limits {
+pub struct FrameLimits {
     pub max_message_bytes: usize,
 }
 
-impl Limits {
+impl FrameLimits {
     pub fn max_frame(&self) -> usize {
         self.max_message_bytes + FRAME_OVERHEAD
     }
 }
 
 impl Message {
-    pub fn check(&self, limits: &Limits) -> Result<(), WireError> {
+    pub fn check(&self, limits: &FrameLimits) -> Result<(), WireError> {
         check_topic(&self.topic)?;
         check_key(&self.key)?;
         if self.payload.len() > limits.max_message_bytes {
@@ -129,7 +129,7 @@ impl Message {
 }
 
 impl Frame {
-    pub fn check(&self, limits: &Limits) -> Result<(), WireError> {
+    pub fn check(&self, limits: &FrameLimits) -> Result<(), WireError> {
         let too_many = |n: usize| {
             if n > MAX_ITEMS {
                 Err(WireError::Field("too many items in a frame"))
@@ -212,7 +212,7 @@ fn prefixed<T: Serialize + ?Sized>(v: &T, capacity: usize) -> Result<Vec<u8>, Wi
 }
 
 /// Decodes and checks a frame body (without its length prefix).
-pub fn decode(body: &[u8], limits: &Limits) -> Result<Frame, WireError> {
+pub fn decode(body: &[u8], limits: &FrameLimits) -> Result<Frame, WireError> {
     if body.len() > limits.max_frame() {
         return Err(WireError::TooLarge(body.len(), limits.max_frame()));
     }
@@ -225,7 +225,7 @@ pub fn decode(body: &[u8], limits: &Limits) -> Result<Frame, WireError> {
 mod tests {
     use super::*;
 
-    const L: Limits = Limits {
+    const L: FrameLimits = FrameLimits {
         max_message_bytes: 1024,
     };
 
@@ -280,7 +280,7 @@ mod tests {
         for m in [msg(), big] {
             let bytes = encode_msg(&m).unwrap();
             assert_eq!(bytes, encode(&Frame::Msg(m.clone())).unwrap());
-            let limits = Limits {
+            let limits = FrameLimits {
                 max_message_bytes: 100_000,
             };
             assert_eq!(decode(&bytes[4..], &limits).unwrap(), Frame::Msg(m));

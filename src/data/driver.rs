@@ -1,0 +1,363 @@
+//! The data plane's driver: the I/O around the pure [`DataCore`]. It owns the links
+//! (a queue and a writer task per connection), reads the peers' streams, delivers to
+//! the local subscribers and writes the disk, by carrying out the actions the core
+//! returns; it decides nothing itself. Its task wakes for new connections and
+//! streams, the sync tick and the core's next deadline.
+//!
+//! The hot paths stay as short as before the split: a publish takes the core once
+//! (rate, sequence, clock, retained store), encodes its message once and queues the
+//! shared buffer on every link; a reader hands each frame to the core and carries out
+//! what comes back with an action list that lives inline on its stack.
+
+use std::{
+    collections::HashMap,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc, Mutex, MutexGuard, RwLock,
+    },
+    time::Duration,
+};
+
+use iroh::endpoint::Connection;
+use tokio::sync::{mpsc, Notify};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+
+use super::{
+    apps::AppBuckets,
+    core::{Actions, DataAction, DataCore, DataInput, Local, Now, Published},
+    disk::Disk,
+    hlc::wall_ms,
+    link::{self, DataLink, Encoded, PeerTraffic},
+    subs::Subs,
+    wire::{self, Frame, FrameLimits, Id, Message},
+};
+use crate::node::streams::InboundStream;
+
+/// How long a reply waits for our link to the peer (steps of 50 ms, 2 s in all).
+const LINK_WAIT_STEPS: u32 = 40;
+const LINK_WAIT_STEP: Duration = Duration::from_millis(50);
+
+/// The data plane's counters, read by `Stats`.
+#[derive(Debug, Default)]
+pub struct DataCounters {
+    pub messages_in: AtomicU64,
+    pub messages_out: AtomicU64,
+    pub published: AtomicU64,
+    pub delivered: AtomicU64,
+    pub dropped: AtomicU64,
+    pub rejected: AtomicU64,
+}
+
+pub struct DataDriver {
+    // Lock order: `core`, then `links`, then `traffic`. No code holds two of them at
+    // once today (each is held for one call, never across an await); a change that
+    // must, takes them in this order. `Subs`, `Disk` and `AppBuckets` lock inside
+    // their own calls, which never run under these.
+    /// The decisions; held for one `handle` or `publish` call.
+    pub(super) core: Mutex<DataCore>,
+    /// The link per peer, read on every publish and forward.
+    links: RwLock<HashMap<Id, Arc<DataLink>>>,
+    /// Message counters per peer, kept across its connections.
+    traffic: Mutex<HashMap<Id, Arc<PeerTraffic>>>,
+    pub(super) subs: Subs,
+    pub(super) disk: Disk,
+    pub(super) counters: DataCounters,
+    /// Per-app publish rates, checked before the core's host-wide one.
+    pub(super) app_buckets: AppBuckets,
+    /// The core's host-wide publish rate, for the check and the error (without the
+    /// core's lock).
+    pub(super) publish_rate: u32,
+    pub(super) limits: FrameLimits,
+    pub(super) sync_interval: Duration,
+    pub(super) stop: CancellationToken,
+    /// Poked when the core's next deadline moved earlier.
+    rearm: Notify,
+}
+
+pub fn encode(frame: &Frame) -> Option<Encoded> {
+    logged(wire::encode(frame))
+}
+
+/// A message from this node, encoded without copying it.
+fn encode_msg(m: &Message) -> Option<Encoded> {
+    logged(wire::encode_msg(m))
+}
+
+/// An encoding, or nothing with the reason logged (a frame we built ourselves that
+/// does not encode is a bug, not the peer's fault).
+fn logged(r: Result<Vec<u8>, wire::WireError>) -> Option<Encoded> {
+    r.map(Into::into)
+        .map_err(|e| warn!(error = %e, "cannot encode a data frame"))
+        .ok()
+}
+
+impl DataDriver {
+    pub fn new(
+        core: DataCore,
+        disk: Disk,
+        app_buckets: AppBuckets,
+        limits: FrameLimits,
+        sync_interval: Duration,
+    ) -> Self {
+        DataDriver {
+            publish_rate: core.rates().publish,
+            core: Mutex::new(core),
+            links: RwLock::default(),
+            traffic: Mutex::default(),
+            subs: Subs::default(),
+            disk,
+            counters: DataCounters::default(),
+            app_buckets,
+            limits,
+            sync_interval,
+            stop: CancellationToken::new(),
+            rearm: Notify::new(),
+        }
+    }
+
+    /// The core; a panic inside it must not stop the data plane for good.
+    pub(super) fn core(&self) -> MutexGuard<'_, DataCore> {
+        self.core.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// An app's message through the core, then out: `None` when over the host's rate.
+    pub async fn publish(&self, l: Local) -> Option<Published> {
+        let mut out = Actions::new();
+        let p = self.core().publish(l, Now::current(), &mut out)?;
+        self.counters.published.fetch_add(1, Ordering::Relaxed);
+        self.execute(&mut out).await;
+        Some(p)
+    }
+
+    /// One input through the core, then its actions.
+    async fn step(&self, input: DataInput) {
+        let mut out = Actions::new();
+        self.core().handle(input, Now::current(), &mut out);
+        self.execute(&mut out).await;
+    }
+
+    /// Carries out the core's actions in order (a disk write waits when the writer's
+    /// queue is full, which slows the sender down instead of losing the change).
+    async fn execute(&self, out: &mut Actions) {
+        for a in out.drain(..) {
+            match a {
+                DataAction::Send { to, frame } => self.send(&to, &frame),
+                DataAction::Forward { to, msg } => self.forward(&to, msg),
+                DataAction::Broadcast(m) => self.broadcast(&m),
+                DataAction::Deliver(m) => {
+                    let n = self.subs.deliver(&m);
+                    self.counters.delivered.fetch_add(n, Ordering::Relaxed);
+                }
+                DataAction::Store(m) => self.disk.put(m).await,
+                DataAction::Unstore(g) => self.disk.delete(g).await,
+                DataAction::Lease(end) => self.disk.lease(end).await,
+                DataAction::Reject => {
+                    self.counters.rejected.fetch_add(1, Ordering::Relaxed);
+                }
+                DataAction::Rearm => self.rearm.notify_one(),
+            }
+        }
+    }
+
+    fn send(&self, to: &[Id], frame: &Frame) {
+        let Some(f) = encode(frame) else { return };
+        let Ok(links) = self.links.read() else { return };
+        for l in to.iter().filter_map(|id| links.get(id)) {
+            l.send(&f);
+        }
+    }
+
+    fn forward(&self, to: &[Id], msg: Message) {
+        let Some(f) = encode(&Frame::Msg(msg)) else {
+            return;
+        };
+        let Ok(links) = self.links.read() else { return };
+        for l in to.iter().filter_map(|id| links.get(id)) {
+            self.send_msg(l, &f);
+        }
+    }
+
+    /// A message of ours to every peer, encoded once.
+    fn broadcast(&self, m: &Message) {
+        let Ok(links) = self.links.read() else { return };
+        if links.is_empty() {
+            return;
+        }
+        if let Some(f) = encode_msg(m) {
+            for l in links.values() {
+                self.send_msg(l, &f);
+            }
+        }
+    }
+
+    fn send_msg(&self, l: &DataLink, f: &Encoded) {
+        if l.send_msg(f) {
+            self.counters.messages_out.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    pub(super) fn traffic(&self, peer: &Id) -> Arc<PeerTraffic> {
+        let mut t = self.traffic.lock().unwrap_or_else(|e| e.into_inner());
+        t.entry(*peer).or_default().clone()
+    }
+
+    pub(super) fn traffic_of(&self, peer: &Id) -> Option<Arc<PeerTraffic>> {
+        self.traffic.lock().ok()?.get(peer).cloned()
+    }
+
+    fn link(&self, peer: &Id) -> Option<Arc<DataLink>> {
+        self.links.read().ok()?.get(peer).cloned()
+    }
+
+    /// A new authenticated connection: its link replaces an older one to that peer.
+    pub async fn add_link(self: &Arc<Self>, conn: Connection) {
+        let peer = *conn.remote_id().as_bytes();
+        // The same connection can be announced twice at start (listed, then
+        // announced); a second link on it would end the first one's entry.
+        if self
+            .link(&peer)
+            .is_some_and(|l| l.conn_id == conn.stable_id())
+        {
+            return;
+        }
+        let (link, writer) = link::open(conn, self.traffic(&peer), self.stop.child_token());
+        let conn_id = link.conn_id;
+        if let Ok(mut l) = self.links.write() {
+            l.insert(peer, Arc::new(link));
+        }
+        debug!(peer = %hex::encode(&peer[..5]), "data link up");
+        let me = self.clone();
+        tokio::spawn(async move {
+            writer.await;
+            me.remove_link(&peer, conn_id).await;
+        });
+        self.step(DataInput::LinkUp(peer)).await;
+    }
+
+    async fn remove_link(&self, peer: &Id, conn_id: usize) {
+        let removed = match self.links.write() {
+            Ok(mut l) if l.get(peer).is_some_and(|k| k.conn_id == conn_id) => {
+                l.remove(peer).is_some()
+            }
+            _ => false,
+        };
+        if removed {
+            debug!(peer = %hex::encode(&peer[..5]), "data link down");
+            self.step(DataInput::LinkDown(*peer)).await;
+        }
+    }
+
+    /// The link to a peer whose frames we are reading: our side of a new connection
+    /// may still be starting (the two are announced separately).
+    async fn link_soon(&self, peer: &Id) -> Option<Arc<DataLink>> {
+        for _ in 0..LINK_WAIT_STEPS {
+            if let Some(l) = self.link(peer) {
+                return Some(l);
+            }
+            tokio::time::sleep(LINK_WAIT_STEP).await;
+        }
+        None
+    }
+
+    /// Reads one inbound data stream until it ends or breaks the protocol.
+    pub async fn read_stream(self: Arc<Self>, s: InboundStream) {
+        let InboundStream {
+            peer,
+            mut send,
+            recv,
+            ..
+        } = s;
+        // The other direction uses its own stream.
+        let _ = send.finish();
+        let id = *peer.as_bytes();
+        let traffic = self.traffic(&id);
+        let mut reader = link::FrameReader::new(recv);
+        let mut out = Actions::new();
+        loop {
+            let frame = tokio::select! {
+                f = reader.next(&self.limits) => f,
+                _ = self.stop.cancelled() => return,
+            };
+            match frame {
+                Ok(f) => self.on_frame(id, &traffic, f, &mut out).await,
+                Err(link::ReadError::Ended) => return,
+                Err(link::ReadError::Read(e)) => {
+                    debug!(%peer, error = %e, "data stream closed");
+                    return;
+                }
+                Err(link::ReadError::Wire(e)) => {
+                    self.counters.rejected.fetch_add(1, Ordering::Relaxed);
+                    warn!(%peer, error = %e, "bad data frame; closing the data stream");
+                    reader.stop(2);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// One frame from a peer; `out` is the reader's action list, reused.
+    pub(super) async fn on_frame(
+        &self,
+        from: Id,
+        traffic: &PeerTraffic,
+        frame: Frame,
+        out: &mut Actions,
+    ) {
+        match &frame {
+            Frame::Msg(_) => {
+                traffic.msgs_in.fetch_add(1, Ordering::Relaxed);
+                self.counters.messages_in.fetch_add(1, Ordering::Relaxed);
+            }
+            // The answer goes on our link, which may still be starting.
+            Frame::Digest(_) | Frame::Versions { .. } if self.link_soon(&from).await.is_none() => {
+                return
+            }
+            _ => {}
+        }
+        self.core()
+            .handle(DataInput::Frame { from, frame }, Now::current(), out);
+        self.execute(out).await;
+    }
+
+    /// The driver's task: new connections, new streams, the sync tick and the core's
+    /// next deadline (an expiry), until `stop`.
+    pub async fn run(
+        self: Arc<Self>,
+        mut conns: mpsc::Receiver<Connection>,
+        mut inbound: mpsc::Receiver<InboundStream>,
+    ) {
+        let mut tick = tokio::time::interval(self.sync_interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        loop {
+            let wait = self.until_deadline();
+            tokio::select! {
+                _ = self.stop.cancelled() => break,
+                Some(c) = conns.recv() => self.add_link(c).await,
+                Some(s) = inbound.recv() => {
+                    tokio::spawn(self.clone().read_stream(s));
+                }
+                _ = tick.tick() => self.step(DataInput::SyncTick).await,
+                _ = sleep_for(wait) => self.step(DataInput::Deadline).await,
+                _ = self.rearm.notified() => {}
+            }
+        }
+    }
+
+    /// How long until the core's next deadline, at most a sync interval (the tick
+    /// wakes the task by then anyway); `None` without one.
+    fn until_deadline(&self) -> Option<Duration> {
+        let ms = self.core().next_deadline()?;
+        Some(Duration::from_millis(ms.saturating_sub(wall_ms())).min(self.sync_interval))
+    }
+}
+
+async fn sleep_for(wait: Option<Duration>) {
+    match wait {
+        Some(d) => tokio::time::sleep(d).await,
+        None => std::future::pending().await,
+    }
+}
