@@ -41,8 +41,6 @@ if ! docker info >/dev/null 2>&1; then
     fail "a Docker engine answers (needed to boot systemd in a container)"
     summary systemd
 fi
-[ -f "$DEB" ] || { fail "$DEB exists"; summary systemd; }
-
 echo "== root file system ($SUITE, $INCLUDE)"
 t0=$(date +%s)
 if [ ! -s "$TARBALL" ]; then
@@ -69,6 +67,13 @@ if ! docker image inspect "$IMG" >/dev/null 2>&1; then
     fi
 fi
 echo "    image $IMG ready after $(($(date +%s) - t0))s"
+# PREPARE_ONLY=1: only the root file system and its image (scripts/ci.d/prep/30-package.sh
+# makes them while the release build runs).
+if [ -n "${PREPARE_ONLY:-}" ]; then
+    summary systemd-prepare
+    exit
+fi
+[ -f "$DEB" ] || { fail "$DEB exists"; summary systemd; }
 
 docker network create "$NET" >/dev/null
 # boot NAME: a container with systemd as PID 1 on $NET, booted to multi-user.
