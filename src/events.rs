@@ -3,7 +3,8 @@
 //! Discovery sources report [`DiscoveryEvent`]s ("found", "lost") to the peer manager;
 //! the peer manager broadcasts [`PeerEvent`]s (connected, disconnected, left, ...) to
 //! the API and to the sources that care. Both sides import this module, and the node
-//! imports nothing from `discovery`: the dependency runs one way.
+//! imports nothing from `discovery`: the dependency runs one way (CI checks it with
+//! `scripts/check-layers.py`).
 
 use std::{collections::BTreeSet, fmt, net::SocketAddr, time::SystemTime};
 

@@ -8,7 +8,7 @@ use iroh::Endpoint;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-use crate::discovery::iface::{IfaceChange, InterfaceWatcher};
+use crate::platform::iface::{IfaceChange, InterfaceWatcher};
 
 /// Starts the task; it ends with `shutdown`. Without an interface watcher (netlink and
 /// getifaddrs both refused) iroh's own detection remains.

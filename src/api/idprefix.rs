@@ -1,48 +1,8 @@
 //! Endpoint ids as operators type them: the whole id, or a unique prefix of at least
 //! [`MIN_PREFIX`] hex characters (the peers table shows 16), resolved through ListPeers.
 
-use std::{fmt, str::FromStr};
-
-use iroh::EndpointId;
-
 use super::pb;
-use crate::config::parse_endpoint_id;
-
-/// Shortest prefix accepted: 8 hex characters leave 1 in 4 billion odds of a clash.
-pub const MIN_PREFIX: usize = 8;
-
-/// An id given on the command line.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PeerRef {
-    Full(EndpointId),
-    /// Lowercase hex, [`MIN_PREFIX`] to 63 characters.
-    Prefix(String),
-}
-
-impl fmt::Display for PeerRef {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            PeerRef::Full(id) => write!(f, "{id}"),
-            PeerRef::Prefix(p) => f.write_str(p),
-        }
-    }
-}
-
-impl FromStr for PeerRef {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, String> {
-        let t = s.trim();
-        let hex = !t.is_empty() && t.chars().all(|c| c.is_ascii_hexdigit());
-        match t.len() {
-            n if hex && n < MIN_PREFIX => Err(format!(
-                "`{t}` is too short: give at least {MIN_PREFIX} hex characters of the endpoint id (as in `peat-sidecar peers`) or all 64"
-            )),
-            n if hex && n < 64 => Ok(PeerRef::Prefix(t.to_ascii_lowercase())),
-            _ => parse_endpoint_id(t).map(PeerRef::Full),
-        }
-    }
-}
+pub use crate::config::{PeerRef, MIN_PREFIX};
 
 #[derive(Debug, thiserror::Error)]
 pub enum IdError {

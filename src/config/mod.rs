@@ -7,18 +7,18 @@
 //! live in [`crate::settings`], which turns [`RunArgs`] into checked settings before
 //! anything is bound; [`crate::settings::parse_cli`] is the entry point.
 
-use std::{fmt, net::SocketAddr, path::PathBuf};
+use std::{net::SocketAddr, path::PathBuf};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::api::idprefix::PeerRef;
+use crate::discovery::DiscoveryMode;
 
+mod origins;
 mod values;
 
+pub use origins::Origins;
 pub use values::*;
 
-/// UDP port of the iroh endpoint unless `--bind` says otherwise.
-pub const DEFAULT_IROH_PORT: u16 = 9470;
 /// `--bind` unless set: every IPv4 address, on [`DEFAULT_IROH_PORT`].
 pub const DEFAULT_BIND: &str = "0.0.0.0:9470";
 /// Port of the dns mode's identity handshake.
@@ -27,8 +27,6 @@ pub const DEFAULT_DISCOVERY_PORT: u16 = 9471;
 pub const DEFAULT_API: &str = "tcp://127.0.0.1:50051";
 /// The formation a sidecar joins when it is not told otherwise.
 pub const DEFAULT_APP_ID: &str = "peat";
-/// Longest app id accepted; it travels in handshakes and mDNS TXT records.
-pub const MAX_APP_ID_LEN: usize = 64;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -287,7 +285,7 @@ pub struct RunArgs {
 
     /// Which values came from the environment (filled by `settings::parse_cli`).
     #[arg(skip)]
-    pub origins: crate::settings::Origins,
+    pub origins: Origins,
 }
 
 /// Settings shared by the client subcommands.
@@ -397,30 +395,4 @@ pub struct GetArgs {
 
     #[command(flatten)]
     pub client: ClientArgs,
-}
-
-/// A discovery mode as named on the command line.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, ValueEnum)]
-pub enum DiscoveryMode {
-    None,
-    Mdns,
-    Dns,
-    Gossip,
-}
-
-impl DiscoveryMode {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            DiscoveryMode::None => "none",
-            DiscoveryMode::Mdns => "mdns",
-            DiscoveryMode::Dns => "dns",
-            DiscoveryMode::Gossip => "gossip",
-        }
-    }
-}
-
-impl fmt::Display for DiscoveryMode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
 }

@@ -19,12 +19,16 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn, Instrument};
 
 pub use crate::events::{DiscoveryEvent, Source};
-use crate::{config::DiscoveryMode, settings::DiscoverySettings};
 
 pub mod dns;
 pub mod gossip;
-pub mod iface;
 pub mod mdns;
+pub mod settings;
+
+pub use settings::{
+    DiscoveryMode, DiscoverySettings, DnsSettings, GossipSettings, MdnsSettings, Modes,
+    UnmatchedPattern,
+};
 
 /// Handle through which a source reports events.
 #[derive(Debug, Clone)]

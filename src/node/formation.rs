@@ -35,7 +35,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use crate::config::SharedKey;
+use crate::node::SharedKey;
 
 mod v2;
 pub use v2::{Binding, ALPN_V2, EXPORTER_LABEL};
@@ -442,7 +442,7 @@ pub fn decode(payload: &[u8]) -> Result<Msg, FormationError> {
     }
     match postcard::from_bytes::<Msg>(payload) {
         Ok(Msg::Hello { app_id, .. } | Msg::Hello2 { app_id, .. })
-            if app_id.len() > crate::config::MAX_APP_ID_LEN =>
+            if app_id.len() > crate::node::MAX_APP_ID_LEN =>
         {
             Err(FormationError::Protocol("app id too long"))
         }

@@ -139,7 +139,7 @@ mod tests {
 
     use super::*;
     use crate::{
-        config::SharedKey,
+        node::SharedKey,
         node::{
             endpoint::{self, Liveness},
             formation::{Rejection, ALPNS},

@@ -14,6 +14,7 @@ pub mod liveness;
 pub mod path;
 pub mod peers;
 pub mod streams;
+pub mod values;
 
 use std::{
     net::SocketAddr,
@@ -25,9 +26,9 @@ use iroh::{Endpoint, EndpointId, SecretKey};
 use tokio::{sync::Semaphore, task::JoinHandle};
 use tracing::{debug, info, warn};
 
-use crate::config::{PeerSpec, SharedKey};
 use formation::Formation;
 use peers::{Command, GaugeGuard, Limits, PeerManager, PeerManagerHandle, TaskGuard};
+pub use values::{PeerHost, PeerSpec, SharedKey, DEFAULT_IROH_PORT, MAX_APP_ID_LEN};
 
 /// What the node needs to start.
 #[derive(Debug, Clone)]

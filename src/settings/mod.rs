@@ -17,13 +17,15 @@ use std::{
     time::Duration,
 };
 
-pub use discovery::{DiscoverySettings, DnsSettings, GossipSettings, MdnsSettings, Modes};
-pub use origin::{parse_cli, Origins};
+pub use crate::config::Origins;
+pub use crate::discovery::{DiscoverySettings, DnsSettings, GossipSettings, MdnsSettings, Modes};
+pub use origin::parse_cli;
 
 use crate::{
-    config::{DiscoveryMode, ListenAddr, LogFormat, PeerHost, PeerSpec, RunArgs, SharedKey},
-    discovery::iface::{self, IfaceError, PatternError, Snapshot},
-    node::{endpoint::Liveness, liveness, peers::Limits},
+    config::{ListenAddr, LogFormat, RunArgs},
+    discovery::DiscoveryMode,
+    node::{endpoint::Liveness, liveness, peers::Limits, PeerHost, PeerSpec, SharedKey},
+    platform::iface::{self, IfaceError, PatternError, Snapshot},
 };
 
 /// A QUIC idle timeout must span this many keep-alives: one or two lost in a row must

@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use super::*;
 use crate::{
     config::Command,
-    discovery::iface::{IfAddr, IfFlags, InterfaceInfo},
+    platform::iface::{IfAddr, IfFlags, InterfaceInfo},
 };
 
 const ID: &str = "ae58ff8833241ac82d6ff7611046ed67b5072d142c588d0063e942d9a75502b6";

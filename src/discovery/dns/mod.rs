@@ -28,11 +28,11 @@ use futures::StreamExt;
 use rand::Rng;
 use tracing::{debug, info, warn};
 
+use super::DnsSettings;
 use super::{EventSink, SourceContext};
-use crate::settings::DnsSettings;
 use resolve::{Query, Resolver};
 use responder::ResponderStats;
-use tracker::Tracker;
+use tracker::AnswerTracker;
 
 /// Most handshakes in flight at once.
 pub const MAX_CONCURRENT_HANDSHAKES: usize = 32;
@@ -90,7 +90,7 @@ pub async fn start(
         stats,
         ctx.shutdown.clone(),
     );
-    let tracker = Tracker::new(ctx.endpoint_id, ctx.app_id.clone(), own);
+    let tracker = AnswerTracker::new(ctx.endpoint_id, ctx.app_id.clone(), own);
     let interval = settings.interval;
     Ok(async move {
         let rounds = run_rounds(resolver, query, tracker, interval, ctx.clone());
@@ -107,7 +107,7 @@ fn jittered(interval: Duration) -> Duration {
 async fn run_rounds(
     resolver: Resolver,
     query: Query,
-    mut tracker: Tracker,
+    mut tracker: AnswerTracker,
     interval: Duration,
     ctx: SourceContext,
 ) {
@@ -137,7 +137,7 @@ async fn run_rounds(
 async fn round(
     resolver: &Resolver,
     query: &Query,
-    tracker: &mut Tracker,
+    tracker: &mut AnswerTracker,
     events: &EventSink,
     dns_failing: &mut bool,
 ) -> bool {

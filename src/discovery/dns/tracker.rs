@@ -20,7 +20,11 @@ use std::{
 use iroh::EndpointId;
 use tracing::{debug, info, warn};
 
-use super::{ask::Outcome, resolve::Resolution};
+use super::{
+    ask::Outcome,
+    resolve::Resolution,
+    wire::{Identity, WireError},
+};
 use crate::events::{DiscoveryEvent, Source};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,8 +58,10 @@ impl Target {
     }
 }
 
+/// Tracks the addresses of the DNS answer: what each one's handshake said, and so
+/// which peers the dns source has found.
 #[derive(Debug)]
-pub struct Tracker {
+pub struct AnswerTracker {
     me: EndpointId,
     app_id: String,
     /// Our own handshake address, never asked.
@@ -67,9 +73,9 @@ pub struct Tracker {
     pub rejected: u64,
 }
 
-impl Tracker {
+impl AnswerTracker {
     pub fn new(me: EndpointId, app_id: String, own: Option<SocketAddr>) -> Self {
-        Tracker {
+        AnswerTracker {
             me,
             app_id,
             own,
@@ -123,58 +129,56 @@ impl Tracker {
 
     /// Records the outcome of asking `addr`; returns found/lost events.
     pub fn apply(&mut self, addr: SocketAddr, outcome: Outcome) -> Vec<DiscoveryEvent> {
-        let me = self.me;
-        let my_app = self.app_id.clone();
         let Some(t) = self.targets.get_mut(&addr) else {
             // Left the answer while we were asking.
             return vec![];
         };
-        let identity = match outcome {
-            Outcome::Verified(identity) => identity,
-            Outcome::NoAnswer | Outcome::Unreachable(_) => {
-                let why = match &outcome {
-                    Outcome::Unreachable(e) => e.clone(),
-                    _ => "no answer".into(),
-                };
-                if !t.silence_logged && t.known == Known::Unknown {
-                    warn!(
-                        target_addr = %addr,
-                        reason = %why,
-                        "address in the DNS answer does not answer the discovery handshake: \
-                         not a peat-sidecar in dns mode, not started yet, or the discovery \
-                         port is blocked; retrying every interval (logged once)"
-                    );
-                    t.silence_logged = true;
-                } else {
-                    debug!(target_addr = %addr, reason = %why, "no handshake answer");
-                }
-                return vec![];
+        match outcome {
+            Outcome::Verified(identity) => self.on_verified(addr, &identity),
+            Outcome::NoAnswer => {
+                note_silence(addr, t, "no answer");
+                vec![]
+            }
+            Outcome::Unreachable(why) => {
+                note_silence(addr, t, &why);
+                vec![]
             }
             Outcome::Rejected { from, error } => {
                 self.rejected += 1;
-                if !t.rejection_logged {
-                    warn!(
-                        target_addr = %addr,
-                        %from,
-                        %error,
-                        "rejected a discovery handshake answer: not connecting to what it \
-                         claims (logged once per address)"
-                    );
-                    t.rejection_logged = true;
-                } else {
-                    debug!(target_addr = %addr, %from, %error, "rejected a handshake answer");
-                }
-                return vec![];
+                note_rejection(addr, t, from, &error);
+                vec![]
             }
+        }
+    }
+
+    /// A verified answer: what the address is now, and the events if that changed.
+    fn on_verified(&mut self, addr: SocketAddr, identity: &Identity) -> Vec<DiscoveryEvent> {
+        let new = self.classify(addr, identity);
+        if matches!(new, Known::OtherApp { .. }) {
+            self.other_app_skipped += 1;
+        }
+        let skipped_total = self.other_app_skipped;
+        let Some(t) = self.targets.get_mut(&addr) else {
+            return vec![];
         };
         if t.silence_logged || t.rejection_logged {
             info!(target_addr = %addr, endpoint_id = %identity.endpoint_id, "address answers the discovery handshake now");
             t.silence_logged = false;
             t.rejection_logged = false;
         }
-        let new = if identity.endpoint_id == me {
+        log_first_sight(addr, &t.known, &new, skipped_total);
+        let old = std::mem::replace(&mut t.known, new.clone());
+        if old == new {
+            return vec![];
+        }
+        self.events_for_change(addr, old, new)
+    }
+
+    /// What a verified identity at `addr` is to us.
+    fn classify(&self, addr: SocketAddr, identity: &Identity) -> Known {
+        if identity.endpoint_id == self.me {
             Known::Own
-        } else if identity.app_id != my_app {
+        } else if identity.app_id != self.app_id {
             Known::OtherApp {
                 id: identity.endpoint_id,
                 app_id: identity.app_id.clone(),
@@ -184,26 +188,12 @@ impl Tracker {
                 id: identity.endpoint_id,
                 iroh: SocketAddr::new(addr.ip(), identity.iroh_port),
             }
-        };
-        if let Known::OtherApp { id, app_id } = &new {
-            self.other_app_skipped += 1;
-            if t.known != new {
-                info!(
-                    target_addr = %addr,
-                    peer = %id,
-                    other_app_id = %app_id,
-                    skipped_total = self.other_app_skipped,
-                    "skipping a sidecar of another app id"
-                );
-            }
         }
-        if new == Known::Own && t.known != Known::Own {
-            debug!(target_addr = %addr, "this address is this sidecar itself; not asking it again");
-        }
-        let old = std::mem::replace(&mut t.known, new.clone());
-        if old == new {
-            return vec![];
-        }
+    }
+
+    /// The address changed from `old` to `new`: the peer that was there may be lost,
+    /// the one there now is found (again, with all its addresses).
+    fn events_for_change(&self, addr: SocketAddr, old: Known, new: Known) -> Vec<DiscoveryEvent> {
         let peer_id = |k: &Known| match k {
             Known::Peer { id, .. } => Some(*id),
             _ => None,
@@ -245,6 +235,59 @@ impl Tracker {
                 unaware: false,
             }]
         }
+    }
+}
+
+/// No answer, or the question could not be sent: warn once for an address that never
+/// answered, else only at debug level.
+fn note_silence(addr: SocketAddr, t: &mut Target, why: &str) {
+    if !t.silence_logged && t.known == Known::Unknown {
+        warn!(
+            target_addr = %addr,
+            reason = %why,
+            "address in the DNS answer does not answer the discovery handshake: \
+             not a peat-sidecar in dns mode, not started yet, or the discovery \
+             port is blocked; retrying every interval (logged once)"
+        );
+        t.silence_logged = true;
+    } else {
+        debug!(target_addr = %addr, reason = %why, "no handshake answer");
+    }
+}
+
+/// An answer that failed verification: warn once per address.
+fn note_rejection(addr: SocketAddr, t: &mut Target, from: SocketAddr, error: &WireError) {
+    if !t.rejection_logged {
+        warn!(
+            target_addr = %addr,
+            %from,
+            %error,
+            "rejected a discovery handshake answer: not connecting to what it \
+             claims (logged once per address)"
+        );
+        t.rejection_logged = true;
+    } else {
+        debug!(target_addr = %addr, %from, %error, "rejected a handshake answer");
+    }
+}
+
+/// Logs an address that turned out to be another formation's sidecar or our own.
+fn log_first_sight(addr: SocketAddr, old: &Known, new: &Known, skipped_total: u64) {
+    if old == new {
+        return;
+    }
+    match new {
+        Known::OtherApp { id, app_id } => info!(
+            target_addr = %addr,
+            peer = %id,
+            other_app_id = %app_id,
+            skipped_total,
+            "skipping a sidecar of another app id"
+        ),
+        Known::Own => {
+            debug!(target_addr = %addr, "this address is this sidecar itself; not asking it again")
+        }
+        _ => {}
     }
 }
 
@@ -299,7 +342,7 @@ mod tests {
 
     #[test]
     fn found_then_lost_when_the_address_leaves() {
-        let mut t = Tracker::new(id(0), "peat".into(), Some(addr(1)));
+        let mut t = AnswerTracker::new(id(0), "peat".into(), Some(addr(1)));
         assert!(t.update(&res(&[addr(1), addr(2)])).is_empty());
         // Our own address is never asked.
         assert_eq!(t.to_ask(), vec![addr(2)]);
@@ -317,7 +360,7 @@ mod tests {
 
     #[test]
     fn failed_lookups_keep_their_family() {
-        let mut t = Tracker::new(id(0), "peat".into(), None);
+        let mut t = AnswerTracker::new(id(0), "peat".into(), None);
         t.update(&res(&[addr(2)]));
         t.apply(addr(2), verified(2, "peat", 9470));
         let failed = Resolution {
@@ -336,7 +379,7 @@ mod tests {
 
     #[test]
     fn two_addresses_one_peer() {
-        let mut t = Tracker::new(id(0), "peat".into(), None);
+        let mut t = AnswerTracker::new(id(0), "peat".into(), None);
         let v6 = SocketAddr::from(([0xfd00, 0, 0, 0, 0, 0, 0, 2], 9471));
         t.update(&res(&[addr(2), v6]));
         t.apply(addr(2), verified(2, "peat", 9470));
@@ -355,7 +398,7 @@ mod tests {
 
     #[test]
     fn other_app_and_own_id_are_skipped() {
-        let mut t = Tracker::new(id(0), "peat".into(), None);
+        let mut t = AnswerTracker::new(id(0), "peat".into(), None);
         t.update(&res(&[addr(2), addr(3)]));
         assert!(t.apply(addr(2), verified(2, "other", 9470)).is_empty());
         assert!(t.apply(addr(2), verified(2, "other", 9470)).is_empty());
@@ -368,7 +411,7 @@ mod tests {
 
     #[test]
     fn identity_change_at_an_address() {
-        let mut t = Tracker::new(id(0), "peat".into(), None);
+        let mut t = AnswerTracker::new(id(0), "peat".into(), None);
         t.update(&res(&[addr(2)]));
         t.apply(addr(2), verified(2, "peat", 9470));
         // A new pod with a new key on the same IP.
@@ -385,7 +428,7 @@ mod tests {
 
     #[test]
     fn rejections_and_silence_change_nothing() {
-        let mut t = Tracker::new(id(0), "peat".into(), None);
+        let mut t = AnswerTracker::new(id(0), "peat".into(), None);
         t.update(&res(&[addr(2)]));
         for _ in 0..3 {
             assert!(t.apply(addr(2), Outcome::NoAnswer).is_empty());

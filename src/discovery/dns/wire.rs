@@ -21,7 +21,7 @@
 
 use iroh::{EndpointId, PublicKey, SecretKey, Signature};
 
-use crate::config::MAX_APP_ID_LEN;
+use crate::node::MAX_APP_ID_LEN;
 
 pub const MAGIC: [u8; 4] = *b"PSDH";
 pub const VERSION: u8 = 1;

@@ -52,10 +52,10 @@ const REFUSED: iroh::endpoint::VarInt = iroh::endpoint::VarInt::from_u32(2);
 const EXPIRE_TICK: Duration = Duration::from_secs(1);
 
 /// Settings of the gossip mode, checked by `crate::settings`.
-pub use crate::settings::GossipSettings as Settings;
+pub use super::GossipSettings as Settings;
 
 /// State shared by the round loop and the exchange tasks.
-struct Shared {
+struct GossipState {
     me: EndpointId,
     settings: Settings,
     /// Addresses this node announces for itself (the bound ones that others can dial;
@@ -100,7 +100,7 @@ fn is_loopback(a: &SocketAddr) -> bool {
     }
 }
 
-impl Shared {
+impl GossipState {
     /// Raises our heartbeat: strictly increasing, and above any version we sent before
     /// a restart as long as the clock did not go back.
     fn beat(&self) {
@@ -312,7 +312,7 @@ pub fn start(
         announced = %crate::logfmt::list(&own_addrs),
         "gossip peer exchange started"
     );
-    let shared = Arc::new(Shared {
+    let shared = Arc::new(GossipState {
         me: ctx.endpoint_id,
         table: Mutex::new(Table::new(
             ctx.endpoint_id,
@@ -330,101 +330,117 @@ pub fn start(
 }
 
 async fn run(
-    shared: Arc<Shared>,
+    shared: Arc<GossipState>,
     mut inbound: tokio::sync::mpsc::Receiver<InboundStream>,
     mut connected: tokio::sync::mpsc::Receiver<Connection>,
 ) {
     let shutdown = shared.ctx.shutdown.clone();
-    let outbound_slots = Arc::new(Semaphore::new(MAX_EXCHANGES));
-    let inbound_slots = Arc::new(Semaphore::new(MAX_EXCHANGES));
-    let mut tasks = JoinSet::new();
-    // Start at a random point of the interval so that nodes started together do not
-    // gossip in lock-step.
-    let first = shared
-        .settings
-        .interval
-        .mul_f64(rand::random_range(0.0..1.0));
-    let mut rounds = tokio::time::interval_at(
-        tokio::time::Instant::now() + first,
-        shared.settings.interval,
-    );
-    rounds.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut rounds = round_timer(shared.settings.interval);
     let mut expire = tokio::time::interval(EXPIRE_TICK);
     let mut round: u64 = 0;
-
-    let spawn_exchange = |tasks: &mut JoinSet<()>, peer: EndpointId, conn: Connection| {
-        let Ok(permit) = outbound_slots.clone().try_acquire_owned() else {
-            debug!(peer = %peer, "gossip: exchanges busy; skipping this peer this round");
-            return;
-        };
-        let shared = shared.clone();
-        tasks.spawn(async move {
-            let _permit = permit;
-            match tokio::time::timeout(EXCHANGE_TIMEOUT, shared.exchange(peer, conn)).await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => shared.log_failure(peer, &e),
-                Err(_) => shared.log_failure(peer, &ExchangeError::Timeout),
-            }
-        });
-    };
-
+    let mut ex = Exchanges::new(shared.clone());
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,
             _ = rounds.tick() => {
                 round += 1;
-                crate::node::peers::Counters::inc(&shared.ctx.peers.counters.gossip_rounds);
-                shared.beat();
-                let mut conns = shared.ctx.peers.connections().await;
-                shared.confirm_connected(&conns).await;
-                conns.shuffle(&mut rand::rng());
-                let (live, rows) = shared
-                    .table
-                    .lock()
-                    .map(|t| (t.live(), t.len()))
-                    .unwrap_or_default();
-                debug!(round, connected = conns.len(), known = live, rows, "gossip round");
-                for (peer, conn) in conns.into_iter().take(shared.settings.fanout) {
-                    spawn_exchange(&mut tasks, peer, conn);
-                }
+                ex.round(round).await;
             }
-            _ = expire.tick() => {
-                let changes = shared
-                    .table
-                    .lock()
-                    .map(|mut t| t.expire(Instant::now()))
-                    .unwrap_or_default();
-                if !changes.is_empty() {
-                    shared.report(changes, None).await;
-                }
-            }
+            _ = expire.tick() => shared.expire().await,
             s = inbound.recv() => {
                 let Some(s) = s else { break };
-                let Ok(permit) = inbound_slots.clone().try_acquire_owned() else {
-                    debug!(peer = %s.peer, "gossip: too many exchanges at once; dropping one");
-                    continue;
-                };
-                let shared = shared.clone();
-                tasks.spawn(async move {
-                    let _permit = permit;
-                    let peer = s.peer;
-                    match tokio::time::timeout(EXCHANGE_TIMEOUT, shared.respond(s)).await {
-                        Ok(Ok(())) => {}
-                        Ok(Err(e)) => shared.log_failure(peer, &e),
-                        Err(_) => shared.log_failure(peer, &ExchangeError::Timeout),
-                    }
-                });
+                ex.respond(s);
             }
             conn = connected.recv() => {
                 let Some(conn) = conn else { break };
                 // A new connection: exchange at once instead of waiting a round.
-                spawn_exchange(&mut tasks, conn.remote_id(), conn);
+                ex.exchange(conn.remote_id(), conn);
             }
-            Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+            Some(_) = ex.tasks.join_next(), if !ex.tasks.is_empty() => {}
         }
     }
-    tasks.abort_all();
+    ex.tasks.abort_all();
     debug!("gossip stopped");
+}
+
+/// The round timer. It starts at a random point of the interval so that nodes started
+/// together do not gossip in lock-step.
+fn round_timer(interval: Duration) -> tokio::time::Interval {
+    let first = interval.mul_f64(rand::random_range(0.0..1.0));
+    let mut rounds = tokio::time::interval_at(tokio::time::Instant::now() + first, interval);
+    rounds.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    rounds
+}
+
+/// The exchanges in flight, each a task, at most [`MAX_EXCHANGES`] each way.
+struct Exchanges {
+    shared: Arc<GossipState>,
+    tasks: JoinSet<()>,
+    outbound_slots: Arc<Semaphore>,
+    inbound_slots: Arc<Semaphore>,
+}
+
+impl Exchanges {
+    fn new(shared: Arc<GossipState>) -> Self {
+        Exchanges {
+            shared,
+            tasks: JoinSet::new(),
+            outbound_slots: Arc::new(Semaphore::new(MAX_EXCHANGES)),
+            inbound_slots: Arc::new(Semaphore::new(MAX_EXCHANGES)),
+        }
+    }
+
+    /// One round: a heartbeat, then an exchange with `fanout` connected peers at random.
+    async fn round(&mut self, round: u64) {
+        let shared = &self.shared;
+        crate::node::peers::Counters::inc(&shared.ctx.peers.counters.gossip_rounds);
+        shared.beat();
+        let mut conns = shared.ctx.peers.connections().await;
+        shared.confirm_connected(&conns).await;
+        conns.shuffle(&mut rand::rng());
+        let (live, rows) = shared
+            .table
+            .lock()
+            .map(|t| (t.live(), t.len()))
+            .unwrap_or_default();
+        debug!(
+            round,
+            connected = conns.len(),
+            known = live,
+            rows,
+            "gossip round"
+        );
+        for (peer, conn) in conns.into_iter().take(shared.settings.fanout) {
+            self.exchange(peer, conn);
+        }
+    }
+
+    /// Starts an exchange that we open, unless all outbound slots are taken.
+    fn exchange(&mut self, peer: EndpointId, conn: Connection) {
+        let Ok(permit) = self.outbound_slots.clone().try_acquire_owned() else {
+            debug!(peer = %peer, "gossip: exchanges busy; skipping this peer this round");
+            return;
+        };
+        let shared = self.shared.clone();
+        self.tasks.spawn(async move {
+            let _permit = permit;
+            shared.timed(peer, shared.exchange(peer, conn)).await;
+        });
+    }
+
+    /// Answers an exchange a peer opened, unless all inbound slots are taken.
+    fn respond(&mut self, s: InboundStream) {
+        let Ok(permit) = self.inbound_slots.clone().try_acquire_owned() else {
+            debug!(peer = %s.peer, "gossip: too many exchanges at once; dropping one");
+            return;
+        };
+        let shared = self.shared.clone();
+        self.tasks.spawn(async move {
+            let _permit = permit;
+            let peer = s.peer;
+            shared.timed(peer, shared.respond(s)).await;
+        });
+    }
 }
 
 /// Records a hit on a rate-limited warning: `Some(suppressed)` if it is to be logged now.
@@ -432,7 +448,32 @@ fn hit(log: &Mutex<RateLog>) -> Option<u64> {
     log.lock().ok()?.hit(Instant::now())
 }
 
-impl Shared {
+impl GossipState {
+    /// Runs one exchange with its time limit, and logs how it failed.
+    async fn timed(
+        &self,
+        peer: EndpointId,
+        exchange: impl std::future::Future<Output = Result<(), ExchangeError>>,
+    ) {
+        match tokio::time::timeout(EXCHANGE_TIMEOUT, exchange).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => self.log_failure(peer, &e),
+            Err(_) => self.log_failure(peer, &ExchangeError::Timeout),
+        }
+    }
+
+    /// Drops the rows that aged out and reports what that changed.
+    async fn expire(&self) {
+        let changes = self
+            .table
+            .lock()
+            .map(|mut t| t.expire(Instant::now()))
+            .unwrap_or_default();
+        if !changes.is_empty() {
+            self.report(changes, None).await;
+        }
+    }
+
     fn log_failure(&self, peer: EndpointId, e: &ExchangeError) {
         match e {
             // A member sending what we cannot read is worth an operator's attention,

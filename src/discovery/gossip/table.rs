@@ -62,6 +62,34 @@ struct Row {
 }
 
 impl Row {
+    /// Newer news of this peer: its version and addresses; a tombstone comes back to life.
+    fn take_newer(
+        &mut self,
+        e: &Entry,
+        now: Instant,
+        live: &mut usize,
+        stats: &mut MergeStats,
+    ) -> Option<Change> {
+        let revived = self.expired_at.take().is_some();
+        *live += usize::from(revived);
+        self.version = e.version;
+        self.refreshed = now;
+        let added = self.add_addrs(&e.addrs, now);
+        if revived {
+            stats.new += 1;
+        } else {
+            stats.refreshed += 1;
+        }
+        ((revived || added) && !self.addrs.is_empty()).then(|| self.found(e.id))
+    }
+
+    fn found(&self, id: EndpointId) -> Change {
+        Change::Found {
+            id,
+            addrs: self.addr_list(),
+        }
+    }
+
     fn addr_list(&self) -> Vec<SocketAddr> {
         let mut v = self.addrs.clone();
         v.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
@@ -166,69 +194,58 @@ impl Table {
             if e.id == self.me {
                 continue;
             }
-            match self.rows.get_mut(&e.id) {
+            let change = match self.rows.get_mut(&e.id) {
                 Some(row) if e.version > row.version => {
                     if row.expired_at.is_some() && live >= self.max_entries {
                         stats.dropped += 1;
                         stats.full += 1;
-                        continue;
-                    }
-                    let revived = row.expired_at.take().is_some();
-                    live += usize::from(revived);
-                    row.version = e.version;
-                    row.refreshed = now;
-                    let added = row.add_addrs(&e.addrs, now);
-                    if revived {
-                        stats.new += 1;
+                        None
                     } else {
-                        stats.refreshed += 1;
-                    }
-                    if (revived || added) && !row.addrs.is_empty() {
-                        changes.push(Change::Found {
-                            id: e.id,
-                            addrs: row.addr_list(),
-                        });
+                        row.take_newer(&e, now, &mut live, &mut stats)
                     }
                 }
                 Some(row) if e.version == row.version && row.expired_at.is_none() => {
                     // Same news through another relay, which may know other addresses.
-                    if row.add_addrs(&e.addrs, now) {
-                        changes.push(Change::Found {
-                            id: e.id,
-                            addrs: row.addr_list(),
-                        });
-                    }
+                    row.add_addrs(&e.addrs, now).then(|| row.found(e.id))
                 }
-                Some(_) => {} // older news, or news of a peer we gave up on
-                None => {
-                    if e.addrs.is_empty() {
-                        // Nobody could dial it; not worth a row.
-                        stats.dropped += 1;
-                        continue;
-                    }
-                    if !self.make_room(live) {
-                        stats.dropped += 1;
-                        stats.full += 1;
-                        continue;
-                    }
-                    live += 1;
-                    let mut row = Row {
-                        version: e.version,
-                        addrs: Vec::new(),
-                        refreshed: now,
-                        expired_at: None,
-                    };
-                    row.add_addrs(&e.addrs, now);
-                    changes.push(Change::Found {
-                        id: e.id,
-                        addrs: row.addr_list(),
-                    });
-                    self.rows.insert(e.id, row);
-                    stats.new += 1;
-                }
-            }
+                Some(_) => None, // older news, or news of a peer we gave up on
+                None => self.insert(&e, now, &mut live, &mut stats),
+            };
+            changes.extend(change);
         }
         (changes, stats)
+    }
+
+    /// News of a peer without a row: a new row, if it has an address and there is room.
+    fn insert(
+        &mut self,
+        e: &Entry,
+        now: Instant,
+        live: &mut usize,
+        stats: &mut MergeStats,
+    ) -> Option<Change> {
+        if e.addrs.is_empty() {
+            // Nobody could dial it; not worth a row.
+            stats.dropped += 1;
+            return None;
+        }
+        if !self.make_room(*live) {
+            stats.dropped += 1;
+            stats.full += 1;
+            return None;
+        }
+        *live += 1;
+        let mut row = Row {
+            version: e.version,
+            addrs: Vec::new(),
+            refreshed: now,
+            expired_at: None,
+        };
+        row.add_addrs(&e.addrs, now);
+        let change = row.found(e.id);
+        self.rows.insert(e.id, row);
+        stats.new += 1;
+        Some(change)
     }
 
     /// A live connection to `id` confirms it: its row does not age while connected.

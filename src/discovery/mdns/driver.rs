@@ -1,6 +1,6 @@
 //! The task that talks to the mdns-sd daemon: it owns the daemon, its browse and
 //! monitor channels, the interface subscription, the one-shot answers and the peer
-//! events, hands what they report to the [`Tracker`], sends the tracker's events to the
+//! events, hands what they report to the [`RecordTracker`], sends the tracker's events to the
 //! peer manager and carries out the [`Schedule`]'s jobs. One timer: it sleeps until the
 //! earlier of the tracker's and the schedule's next deadline.
 
@@ -18,12 +18,13 @@ use super::{
     oneshot,
     schedule::{Job, Schedule},
     scope::scoped,
-    tracker::{Resolved, Tracker},
+    tracker::{RecordTracker, Resolved},
     txt::{self, SERVICE_TYPE},
 };
-use crate::discovery::{iface::IfaceChange, EventSink};
+use crate::discovery::EventSink;
 use crate::events::{DiscoveryEvent, PeerEvent, PeerEventKind};
 use crate::node::peers::PeerManagerHandle;
+use crate::platform::iface::IfaceChange;
 use crate::ratelimit::TokenBucket;
 
 /// mdns-sd's own interface re-check, a safety net behind the watcher (seconds).
@@ -54,7 +55,7 @@ pub struct Driver {
     /// `None` once the daemon closed it.
     pub(super) monitor: Option<mdns_sd::Receiver<DaemonEvent>>,
     pub(super) ifaces: Interfaces,
-    pub(super) tracker: Tracker,
+    pub(super) tracker: RecordTracker,
     pub(super) schedule: Schedule,
     /// Answers to the one-shot query at start; `None` once it is done.
     pub(super) hints: Option<mpsc::Receiver<oneshot::Hint>>,

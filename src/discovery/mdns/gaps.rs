@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use tracing::warn;
 
 use super::scope::BindScope;
-use crate::discovery::iface::InterfaceInfo;
+use crate::platform::iface::InterfaceInfo;
 
 /// The families an interface lacks, of those iroh is bound to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,7 +76,7 @@ mod tests {
     use std::collections::BTreeSet;
 
     use super::*;
-    use crate::discovery::iface::{IfAddr, IfFlags};
+    use crate::platform::iface::{IfAddr, IfFlags};
 
     fn iface(name: &str, addrs: &[&str]) -> InterfaceInfo {
         InterfaceInfo {

@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
 use super::{gaps::GapLog, oneshot, scope::BindScope};
-use crate::discovery::iface::{
+use crate::platform::iface::{
     IfaceChange, IfaceError, InterfaceFilter, InterfaceWatcher, Snapshot, Subscription,
 };
 

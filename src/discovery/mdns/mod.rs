@@ -54,17 +54,17 @@ use self::{
     interfaces::Interfaces,
     schedule::Schedule,
     scope::BindScope,
-    tracker::Tracker,
+    tracker::RecordTracker,
     txt::SERVICE_TYPE,
 };
+use super::MdnsSettings;
 use super::SourceContext;
 use crate::ratelimit::TokenBucket;
-use crate::settings::MdnsSettings;
 
 #[derive(Debug, thiserror::Error)]
 pub enum MdnsError {
     #[error(transparent)]
-    Iface(#[from] super::iface::IfaceError),
+    Iface(#[from] crate::platform::iface::IfaceError),
     #[error("cannot start the mDNS daemon (is UDP port 5353 usable?): {0}")]
     Daemon(#[source] mdns_sd::Error),
     #[error("cannot build the mDNS service record: {0}")]
@@ -105,7 +105,7 @@ pub async fn start(
         ctx.shutdown.clone(),
     ));
     let now = Instant::now();
-    let tracker = Tracker::new(
+    let tracker = RecordTracker::new(
         ctx.endpoint_id,
         ctx.app_id.clone(),
         fullname,

@@ -94,8 +94,9 @@ struct Record {
     seen: Instant,
 }
 
+/// Tracks the mDNS records of our service type and the peers they announce.
 #[derive(Debug)]
-pub struct Tracker {
+pub struct RecordTracker {
     me: EndpointId,
     app_id: String,
     own_name: String,
@@ -119,7 +120,7 @@ pub struct Tracker {
     malformed_log: RateLog,
 }
 
-impl Tracker {
+impl RecordTracker {
     pub fn new(
         me: EndpointId,
         app_id: String,
@@ -128,7 +129,7 @@ impl Tracker {
         max_known_peers: usize,
         now: Instant,
     ) -> Self {
-        Tracker {
+        RecordTracker {
             me,
             app_id,
             own_name,
@@ -163,7 +164,7 @@ impl Tracker {
         }
     }
 
-    /// When [`Tracker::on_tick`] (or [`Tracker::take_rebrowse`]) has work next.
+    /// When [`RecordTracker::on_tick`] (or [`RecordTracker::take_rebrowse`]) has work next.
     pub fn next_deadline(&self) -> Option<Instant> {
         let hints = self.hinted.values().min();
         let departed = self.departed.values().min();

@@ -104,7 +104,7 @@ where
     }
     let app_id = text("app_id", app)?;
     if app_id.is_empty()
-        || app_id.len() > crate::config::MAX_APP_ID_LEN
+        || app_id.len() > crate::node::MAX_APP_ID_LEN
         || !app_id.chars().all(|c| c.is_ascii_graphic())
     {
         return Err(TxtError::AppId);

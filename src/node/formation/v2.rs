@@ -138,7 +138,7 @@ mod tests {
     use iroh::SecretKey;
 
     use super::*;
-    use crate::config::SharedKey;
+    use crate::node::SharedKey;
 
     type Outcome = (Result<(), FormationError>, Result<(), FormationError>);
 

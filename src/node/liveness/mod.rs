@@ -40,7 +40,7 @@ use super::{
     peers::{Command, PeerManagerHandle},
 };
 use socket::BeaconSockets;
-use tracker::{ConnKey, Tracker, Verdict};
+use tracker::{ConnKey, SilenceTracker, Verdict};
 use wire::Beacon;
 
 /// UDP port of the beacons (next to 9470 iroh and 9471 the dns mode's handshake).
@@ -84,7 +84,7 @@ pub fn spawn(
         me,
         interval,
         sockets,
-        tracker: Tracker::new(interval * MISSED_BEACONS),
+        tracker: SilenceTracker::new(interval * MISSED_BEACONS),
         conns: HashMap::new(),
         seq: 0,
         manager: peers.sender(),
@@ -107,7 +107,7 @@ struct Task {
     me: EndpointId,
     interval: Duration,
     sockets: Option<BeaconSockets>,
-    tracker: Tracker,
+    tracker: SilenceTracker,
     conns: HashMap<EndpointId, Connection>,
     seq: u32,
     manager: mpsc::Sender<Command>,
@@ -251,7 +251,7 @@ impl Task {
         if self.tracker.is_empty() {
             return;
         }
-        let snap = match crate::discovery::iface::snapshot() {
+        let snap = match crate::platform::iface::snapshot() {
             Ok(s) => s,
             Err(e) => return debug!(error = %e, "cannot list interfaces for beacons"),
         };

@@ -15,7 +15,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::UdpSocket;
 use tracing::debug;
 
-use crate::discovery::iface::{InterfaceInfo, Snapshot};
+use crate::platform::iface::{InterfaceInfo, Snapshot};
 
 /// Administratively scoped (RFC 2365), sent with TTL 1: never leaves the link.
 pub const GROUP_V4: Ipv4Addr = Ipv4Addr::new(239, 255, 80, 71);
@@ -180,7 +180,7 @@ fn no_socket() -> io::Error {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::discovery::iface::{IfAddr, IfFlags};
+    use crate::platform::iface::{IfAddr, IfFlags};
 
     fn iface(addrs: &[&str]) -> InterfaceInfo {
         InterfaceInfo {

@@ -32,15 +32,16 @@ pub enum Verdict {
     Gone,
 }
 
+/// Tracks how long each connected peer has been silent (no beacon, no probe answer).
 #[derive(Debug)]
-pub struct Tracker {
+pub struct SilenceTracker {
     suspect_after: Duration,
     peers: HashMap<EndpointId, Watched>,
 }
 
-impl Tracker {
+impl SilenceTracker {
     pub fn new(suspect_after: Duration) -> Self {
-        Tracker {
+        SilenceTracker {
             suspect_after,
             peers: HashMap::new(),
         }
@@ -134,7 +135,7 @@ mod tests {
 
     #[test]
     fn a_peer_whose_beacons_arrive_is_never_probed() {
-        let mut t = Tracker::new(SUSPECT);
+        let mut t = SilenceTracker::new(SUSPECT);
         let (a, t0) = (id(), Instant::now());
         t.add(a, 1, t0);
         for s in 1..20 {
@@ -147,7 +148,7 @@ mod tests {
 
     #[test]
     fn a_silent_peer_is_probed_once_and_dead_when_the_probe_fails() {
-        let mut t = Tracker::new(SUSPECT);
+        let mut t = SilenceTracker::new(SUSPECT);
         let (a, t0) = (id(), Instant::now());
         t.add(a, 1, t0);
         assert!(t.due(t0 + Duration::from_secs(3)).is_empty());
@@ -162,7 +163,7 @@ mod tests {
 
     #[test]
     fn an_answered_probe_or_a_late_beacon_keeps_the_peer() {
-        let mut t = Tracker::new(SUSPECT);
+        let mut t = SilenceTracker::new(SUSPECT);
         let (a, b, t0) = (id(), id(), Instant::now());
         t.add(a, 1, t0);
         t.add(b, 2, t0);
@@ -179,7 +180,7 @@ mod tests {
 
     #[test]
     fn a_replaced_connection_keeps_its_watch() {
-        let mut t = Tracker::new(SUSPECT);
+        let mut t = SilenceTracker::new(SUSPECT);
         let (a, t0) = (id(), Instant::now());
         t.add(a, 1, t0);
         let start = t0 + SUSPECT;
@@ -198,7 +199,7 @@ mod tests {
 
     #[test]
     fn a_beacon_of_a_stranger_touches_nobody() {
-        let mut t = Tracker::new(SUSPECT);
+        let mut t = SilenceTracker::new(SUSPECT);
         let (a, t0) = (id(), Instant::now());
         t.add(a, 1, t0);
         assert!(t.matching(&prefix_of(&id())).is_empty());

@@ -30,9 +30,9 @@ use super::{
     types::{Counters, DialError, Limits, RequestError},
 };
 use crate::{
-    config::PeerHost,
-    events::{PeerEventKind, Source},
+    events::{DiscoveryEvent, PeerEventKind, Source},
     node::formation::{CloseCode, FormationError},
+    node::PeerHost,
     ratelimit::{RateLog, TokenBucket},
 };
 
@@ -42,16 +42,8 @@ pub(super) const BLOCKED_TICK: Duration = Duration::from_millis(100);
 /// What happens to the manager.
 #[derive(Debug)]
 pub(super) enum Input {
-    Found {
-        id: EndpointId,
-        addrs: BTreeSet<SocketAddr>,
-        source: Source,
-        unaware: bool,
-    },
-    Lost {
-        id: EndpointId,
-        source: Source,
-    },
+    /// A source found or lost a peer: the event as the source sent it.
+    Discovery(DiscoveryEvent),
     /// ConnectPeer: answered when the dial ends (at once if connected).
     Connect {
         id: EndpointId,
@@ -59,29 +51,18 @@ pub(super) enum Input {
         ticket: Ticket,
     },
     /// DisconnectPeer: answered at once.
-    Disconnect {
-        id: EndpointId,
-        ticket: Ticket,
-    },
+    Disconnect { id: EndpointId, ticket: Ticket },
     /// ForgetPeer: answered at once.
-    Forget {
-        id: EndpointId,
-        ticket: Ticket,
-    },
+    Forget { id: EndpointId, ticket: Ticket },
     /// A ConnectPeer caller gave up: its ticket no longer pins the row.
-    Abandoned {
-        ticket: Ticket,
-    },
+    Abandoned { ticket: Ticket },
     /// A dial ended; on success the driver holds the connection under the id.
     DialDone {
         id: EndpointId,
         result: Result<NewConn, DialError>,
     },
     /// An incoming connection passed the formation check.
-    Incoming {
-        id: EndpointId,
-        conn: NewConn,
-    },
+    Incoming { id: EndpointId, conn: NewConn },
     /// An incoming connection from `id` failed the formation check.
     IncomingFailed {
         id: EndpointId,
@@ -217,13 +198,13 @@ impl Core {
 
     pub fn handle(&mut self, input: Input, now: Instant) -> Vec<Action> {
         match input {
-            Input::Found {
+            Input::Discovery(DiscoveryEvent::Found {
                 id,
                 addrs,
                 source,
                 unaware,
-            } => self.on_found(id, addrs, source, unaware, now),
-            Input::Lost { id, source } => self.on_lost(id, source),
+            }) => self.on_found(id, addrs, source, unaware, now),
+            Input::Discovery(DiscoveryEvent::Lost { id, source }) => self.on_lost(id, source),
             Input::Connect { id, hosts, ticket } => self.on_connect(id, hosts, ticket, now),
             Input::Disconnect { id, ticket } => self.on_disconnect(id, ticket),
             Input::Forget { id, ticket } => self.on_forget(id, ticket),

@@ -11,7 +11,7 @@ use tracing::debug;
 
 use super::{rules::DialTimeouts, types::DialError};
 use crate::{
-    config::PeerHost,
+    node::PeerHost,
     node::{
         formation::{Formation, ALPN_V2},
         handshake::{self, Side},

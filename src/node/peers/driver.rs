@@ -25,8 +25,8 @@ use super::{
     types::{Counters, GaugeGuard, Limits, PeerInfo, RequestError, TaskGuard},
 };
 use crate::{
-    config::PeerHost,
-    events::{DiscoveryEvent, PeerEvent},
+    events::PeerEvent,
+    node::PeerHost,
     node::{
         formation::{CloseCode, Formation},
         path,
@@ -177,18 +177,7 @@ impl PeerManager {
 
     fn on_command(&mut self, cmd: Command) {
         let input = match cmd {
-            Command::Discovery(DiscoveryEvent::Found {
-                id,
-                addrs,
-                source,
-                unaware,
-            }) => Input::Found {
-                id,
-                addrs,
-                source,
-                unaware,
-            },
-            Command::Discovery(DiscoveryEvent::Lost { id, source }) => Input::Lost { id, source },
+            Command::Discovery(event) => Input::Discovery(event),
             Command::Connect { id, hosts, reply } => Input::Connect {
                 id,
                 hosts,

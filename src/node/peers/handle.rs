@@ -11,8 +11,8 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 
 use super::types::{Counters, DialError, PeerInfo, RequestError};
 use crate::{
-    config::PeerHost,
     events::{DiscoveryEvent, PeerEvent},
+    node::PeerHost,
     node::{formation::FormationError, streams::StreamRegistry},
 };
 

@@ -14,7 +14,7 @@ use super::{
     rules::{dial_timeouts, DialTimeouts, MAX_ADDRS_PER_PEER},
     types::{PeerInfo, PeerState},
 };
-use crate::{config::PeerHost, events::Source, node::backoff::Backoff};
+use crate::{events::Source, node::backoff::Backoff, node::PeerHost};
 
 /// A connection as the core knows it: the driver holds the connection itself under
 /// this id (QUIC's stable id), so the core stays free of I/O objects.

@@ -14,12 +14,12 @@ fn name(n: usize) -> String {
     format!("peer{n}._peat-sidecar._udp.local.")
 }
 
-fn tracker(t0: Instant) -> Tracker {
+fn tracker(t0: Instant) -> RecordTracker {
     let scope = BindScope::from_bound(&[
         "[::]:9470".parse().unwrap(),
         "0.0.0.0:9470".parse().unwrap(),
     ]);
-    Tracker::new(id(0), "app".into(), OWN.into(), scope, 0, t0)
+    RecordTracker::new(id(0), "app".into(), OWN.into(), scope, 0, t0)
 }
 
 /// A record of peer `n` under `name`, from app `app`, with these addresses.
@@ -41,7 +41,7 @@ fn peer(n: u8) -> Resolved {
 }
 
 /// A tracker that resolved these peers at the start.
-fn knowing(peers: &[u8]) -> (Instant, Tracker) {
+fn knowing(peers: &[u8]) -> (Instant, RecordTracker) {
     let t0 = Instant::now();
     let mut t = tracker(t0);
     for n in peers {

@@ -137,14 +137,14 @@ fn a_lost_peer_stays_while_connected_and_goes_when_no_source_knows_it() {
     r.found(v[1], addr(2), Source::Mdns);
     r.found(v[1], addr(2), Source::Gossip);
     let (c, _) = r.dial_ok(v[1]);
-    r.feed(Input::Lost {
+    r.feed(Input::Discovery(DiscoveryEvent::Lost {
         id: v[1],
         source: Source::Mdns,
-    });
-    r.feed(Input::Lost {
+    }));
+    r.feed(Input::Discovery(DiscoveryEvent::Lost {
         id: v[1],
         source: Source::Gossip,
-    });
+    }));
     assert_eq!(
         r.state(v[1]),
         Some(PeerState::Connected),
@@ -163,10 +163,10 @@ fn a_lost_peer_stays_while_connected_and_goes_when_no_source_knows_it() {
     // An unconnected peer goes with its last source.
     r.found(v[2], addr(3), Source::Dns);
     r.dial_err(v[2], timeout());
-    r.feed(Input::Lost {
+    r.feed(Input::Discovery(DiscoveryEvent::Lost {
         id: v[2],
         source: Source::Dns,
-    });
+    }));
     assert!(r.state(v[2]).is_none());
 }
 

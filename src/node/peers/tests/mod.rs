@@ -28,8 +28,8 @@ use super::{
     types::{Counters, DialError, Limits, PeerState, RequestError},
 };
 use crate::{
-    config::PeerHost,
-    events::{PeerEventKind, Source},
+    events::{DiscoveryEvent, PeerEventKind, Source},
+    node::PeerHost,
     node::{
         backoff,
         formation::{CloseCode, FormationError},
@@ -103,12 +103,12 @@ impl Rig {
         unaware: bool,
     ) -> Vec<Action> {
         let addrs = BTreeSet::from([a]);
-        self.feed(Input::Found {
+        self.feed(Input::Discovery(DiscoveryEvent::Found {
             id,
             addrs,
             source: src,
             unaware,
-        })
+        }))
     }
 
     /// ConnectPeer, with one address or none.

@@ -4,12 +4,12 @@
 use super::*;
 
 fn found_set(r: &mut Rig, id: EndpointId, addrs: &[SocketAddr], source: Source) -> Vec<Action> {
-    r.feed(Input::Found {
+    r.feed(Input::Discovery(DiscoveryEvent::Found {
         id,
         addrs: addrs.iter().copied().collect(),
         source,
         unaware: true,
-    })
+    }))
 }
 
 /// Peer `v[1]` found by mDNS at `a` and connected by our dial, on a path to `a`.

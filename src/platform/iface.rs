@@ -8,8 +8,8 @@
 //! Reading a snapshot instead of decoding each netlink message keeps one source of
 //! truth and makes the result independent of message ordering.
 //!
-//! Any discovery mode can use it: [`InterfaceWatcher::spawn`] and then
-//! [`Subscription::next`], which returns the [`IfaceChange`]s since the last call.
+//! The node (liveness beacons), the discovery sources and `netchange` use it:
+//! [`InterfaceWatcher::spawn`] and then [`Subscription::next`], which returns the [`IfaceChange`]s since the last call.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -370,50 +370,53 @@ fn open_netlink() -> std::io::Result<netlink_sys::TokioSocket> {
 
 async fn watch_loop(
     tx: watch::Sender<Arc<Snapshot>>,
-    mut netlink: Option<netlink_sys::TokioSocket>,
+    netlink: Option<netlink_sys::TokioSocket>,
     shutdown: CancellationToken,
 ) {
-    use netlink_sys::AsyncSocketExt;
-    let mut debounce = Debouncer::new(SETTLE, SETTLE_CAP);
-    let poll_every = if netlink.is_some() {
-        SAFETY_POLL
-    } else {
-        FALLBACK_POLL
-    };
-    let mut poll = tokio::time::interval(poll_every);
-    poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    poll.tick().await;
-    let mut buf: Vec<u8> = Vec::with_capacity(64 * 1024);
+    let mut trigger = Trigger::new(netlink).await;
     loop {
-        let deadline = debounce.deadline().map(tokio::time::Instant::from_std);
-        let recv = async {
-            match netlink.as_mut() {
-                Some(s) => {
-                    buf.clear();
-                    s.recv(&mut buf).await
-                }
-                None => std::future::pending().await,
-            }
-        };
         let take = tokio::select! {
             _ = shutdown.cancelled() => break,
-            r = recv => {
-                match r {
-                    // The content does not matter: any message means "look again".
-                    Ok(()) => {
-                        tracing::trace!(bytes = buf.len(), "netlink message");
-                        debounce.event(Instant::now())
-                    }
-                    Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {
-                        // Overrun: we missed messages, which is exactly when to look.
-                        debounce.event(Instant::now());
-                    }
-                    Err(e) => {
-                        warn!(error = %e, "netlink socket failed; polling every {FALLBACK_POLL:?} instead");
-                        netlink = None;
-                        poll = tokio::time::interval(FALLBACK_POLL);
-                    }
-                }
+            take = trigger.next() => take,
+        };
+        if take && !publish(&tx) {
+            break;
+        }
+    }
+}
+
+/// What makes the watcher look again: netlink messages (debounced), or the poll.
+struct Trigger {
+    netlink: Option<netlink_sys::TokioSocket>,
+    buf: Vec<u8>,
+    debounce: Debouncer,
+    poll: tokio::time::Interval,
+}
+
+impl Trigger {
+    async fn new(netlink: Option<netlink_sys::TokioSocket>) -> Self {
+        let poll_every = if netlink.is_some() {
+            SAFETY_POLL
+        } else {
+            FALLBACK_POLL
+        };
+        let mut poll = tokio::time::interval(poll_every);
+        poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        poll.tick().await;
+        Trigger {
+            netlink,
+            buf: Vec::with_capacity(64 * 1024),
+            debounce: Debouncer::new(SETTLE, SETTLE_CAP),
+            poll,
+        }
+    }
+
+    /// Waits for the next event: true when a snapshot is due now.
+    async fn next(&mut self) -> bool {
+        let deadline = self.debounce.deadline().map(tokio::time::Instant::from_std);
+        tokio::select! {
+            r = recv(self.netlink.as_mut(), &mut self.buf) => {
+                self.on_netlink(r);
                 false
             }
             _ = async {
@@ -422,32 +425,69 @@ async fn watch_loop(
                     None => std::future::pending().await,
                 }
             } => {
-                let fired = debounce.fire(Instant::now());
+                let fired = self.debounce.fire(Instant::now());
                 tracing::trace!(fired, "debounce deadline");
                 fired
             }
-            _ = poll.tick() => true,
-        };
-        if !take {
-            continue;
-        }
-        match snapshot() {
-            Ok(snap) => {
-                let changes = diff(&tx.borrow(), &snap);
-                if changes.is_empty() {
-                    continue;
-                }
-                for c in &changes {
-                    log_change(c);
-                }
-                if tx.send(Arc::new(snap)).is_err() {
-                    debug!("no interface subscribers left; watcher stops");
-                    break;
-                }
-            }
-            Err(e) => warn!(error = %e, "interface snapshot failed"),
+            _ = self.poll.tick() => true,
         }
     }
+
+    fn on_netlink(&mut self, r: std::io::Result<()>) {
+        match r {
+            // The content does not matter: any message means "look again".
+            Ok(()) => {
+                tracing::trace!(bytes = self.buf.len(), "netlink message");
+                self.debounce.event(Instant::now())
+            }
+            Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {
+                // Overrun: we missed messages, which is exactly when to look.
+                self.debounce.event(Instant::now());
+            }
+            Err(e) => {
+                warn!(error = %e, "netlink socket failed; polling every {FALLBACK_POLL:?} instead");
+                self.netlink = None;
+                self.poll = tokio::time::interval(FALLBACK_POLL);
+            }
+        }
+    }
+}
+
+/// The next netlink message (into `buf`); never, without a socket.
+async fn recv(
+    netlink: Option<&mut netlink_sys::TokioSocket>,
+    buf: &mut Vec<u8>,
+) -> std::io::Result<()> {
+    use netlink_sys::AsyncSocketExt;
+    match netlink {
+        Some(s) => {
+            buf.clear();
+            s.recv(buf).await
+        }
+        None => std::future::pending().await,
+    }
+}
+
+/// Reads a snapshot and publishes it if it differs from the last; false when nobody
+/// listens any more.
+fn publish(tx: &watch::Sender<Arc<Snapshot>>) -> bool {
+    match snapshot() {
+        Ok(snap) => {
+            let changes = diff(&tx.borrow(), &snap);
+            if changes.is_empty() {
+                return true;
+            }
+            for c in &changes {
+                log_change(c);
+            }
+            if tx.send(Arc::new(snap)).is_err() {
+                debug!("no interface subscribers left; watcher stops");
+                return false;
+            }
+        }
+        Err(e) => warn!(error = %e, "interface snapshot failed"),
+    }
+    true
 }
 
 fn log_change(c: &IfaceChange) {
