@@ -38,8 +38,6 @@ SUBMODULE_DAGS = ["platform", "node", "discovery", "data", "config", "settings",
 # removes it. They are reported but do not fail the check; any other cycle does. Delete
 # an entry once its cycle is gone (the check says so).
 KNOWN_CYCLES = {
-    ("data", frozenset({"engine", "sync"})): "issue 23 part 2: the data plane core",
-    ("api", frozenset({"data", "server"})): "issue 23: data handlers take the plane, not the service",
     ("api", frozenset({"metrics", "metrics_data"})): "metric helpers in a module of their own",
 }
 
