@@ -12,14 +12,18 @@
 //!   formation's connections;
 //! - [`api`]: the gRPC service and the CLI client;
 //! - [`daemon`]: `peat-sidecar run`, which wires them together;
+//! - [`authority`]: `peat-sidecar authority`, the offline authority's commands;
 //! - [`events`]: what the node and the sources tell each other (imported by both; the
 //!   node imports nothing from discovery);
 //! - [`logfmt`]: human forms of values for text logs;
 //! - [`netchange`]: tells iroh when this host's addresses change;
 //! - [`ratelimit`]: the token bucket and the rate-limited log;
-//! - [`scoped`]: IPv6 zone ids (`%eth0`, `%2`) in addresses.
+//! - [`scoped`]: IPv6 zone ids (`%eth0`, `%2`) in addresses;
+//! - [`trust`]: member certificates and revocations from an offline authority
+//!   (below [`node`], which checks them in the formation check).
 
 pub mod api;
+pub mod authority;
 pub mod config;
 pub mod daemon;
 pub mod data;
@@ -32,3 +36,4 @@ pub mod notify;
 pub mod ratelimit;
 pub mod scoped;
 pub mod settings;
+pub mod trust;

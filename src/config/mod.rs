@@ -13,8 +13,10 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::api::idprefix::PeerRef;
 
+mod trust;
 mod values;
 
+pub use trust::*;
 pub use values::*;
 
 /// UDP port of the iroh endpoint unless `--bind` says otherwise.
@@ -73,6 +75,9 @@ pub enum Command {
     /// Delete the retained value of a topic and key formation-wide (subscribers see
     /// `<deleted>`).
     Delete(DeleteArgs),
+    /// Create a formation authority, and issue and revoke member certificates (on the
+    /// authority's machine, not on the devices).
+    Authority(AuthorityArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
@@ -284,6 +289,10 @@ pub struct RunArgs {
     /// Log format; the level comes from RUST_LOG (default `info`).
     #[arg(long, env = "PEAT_SIDECAR_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+
+    /// Member certificates (`--authority-key`, `--member-cert`, ...).
+    #[command(flatten)]
+    pub trust: TrustArgs,
 
     /// Which values came from the environment (filled by `settings::parse_cli`).
     #[arg(skip)]
