@@ -271,19 +271,21 @@ fn revoke(a: &RevokeArgs) -> anyhow::Result<()> {
 /// that a node re-reading the file never sees half of it.
 fn write_file(path: &Path, text: &str) -> anyhow::Result<()> {
     let tmp = PathBuf::from(format!("{}.{}.tmp", path.display(), std::process::id()));
-    let result = (|| -> std::io::Result<()> {
-        let mut f = fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o644)
-            .open(&tmp)?;
-        f.write_all(text.as_bytes())?;
-        f.sync_all()?;
-        fs::rename(&tmp, path)
-    })();
+    let result = write_then_rename(&tmp, path, text);
     if result.is_err() {
         let _ = fs::remove_file(&tmp);
     }
     result.with_context(|| format!("cannot write {}", path.display()))
+}
+
+fn write_then_rename(tmp: &Path, path: &Path, text: &str) -> std::io::Result<()> {
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o644)
+        .open(tmp)?;
+    f.write_all(text.as_bytes())?;
+    f.sync_all()?;
+    fs::rename(tmp, path)
 }

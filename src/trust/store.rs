@@ -158,7 +158,6 @@ impl TrustStore {
     /// Loads the files of `cfg` for the node `me`. The settings checked them already;
     /// an error here means that they changed since.
     pub fn load(cfg: &TrustConfig, me: EndpointId) -> Result<Self, (PathBuf, FileError)> {
-        let stamp_of = |p: &Path| stamp(p);
         let cert = read_cert(&cfg.cert_path, &cfg.authority, me)
             .map_err(|e| (cfg.cert_path.clone(), e))?;
         let mut revocations = Vec::new();
@@ -166,7 +165,7 @@ impl TrustStore {
             let r = read_revocation(path, &cfg.authority).map_err(|e| (path.clone(), e))?;
             revocations.push(Watched {
                 path: path.clone(),
-                stamp: stamp_of(path),
+                stamp: stamp(path),
                 value: Some(r),
             });
         }
@@ -181,7 +180,7 @@ impl TrustStore {
             me,
             cert: Mutex::new(Watched {
                 path: cfg.cert_path.clone(),
-                stamp: stamp_of(&cfg.cert_path),
+                stamp: stamp(&cfg.cert_path),
                 value: cert,
             }),
             revocations: Mutex::new(revocations),
