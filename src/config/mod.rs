@@ -14,9 +14,11 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use crate::discovery::DiscoveryMode;
 
 mod origins;
+mod trust;
 mod values;
 
 pub use origins::Origins;
+pub use trust::*;
 pub use values::*;
 
 /// `--bind` unless set: every IPv4 address, on [`DEFAULT_IROH_PORT`].
@@ -71,6 +73,9 @@ pub enum Command {
     /// Delete the retained value of a topic and key formation-wide (subscribers see
     /// `<deleted>`).
     Delete(DeleteArgs),
+    /// Create a formation authority, and issue and revoke member certificates (on the
+    /// authority's machine, not on the devices).
+    Authority(AuthorityArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
@@ -282,6 +287,10 @@ pub struct RunArgs {
     /// Log format; the level comes from RUST_LOG (default `info`).
     #[arg(long, env = "PEAT_SIDECAR_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+
+    /// Member certificates (`--authority-key`, `--member-cert`, ...).
+    #[command(flatten)]
+    pub trust: TrustArgs,
 
     /// Which values came from the environment (filled by `settings::parse_cli`).
     #[arg(skip)]

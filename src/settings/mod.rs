@@ -10,6 +10,7 @@
 pub mod data;
 pub mod discovery;
 pub mod origin;
+pub mod trust;
 
 use std::{
     net::{IpAddr, SocketAddr},
@@ -129,6 +130,14 @@ pub enum SettingsError {
         message_name: String,
         message: u64,
     },
+    #[error("{name} {}: {problem}", path.display())]
+    Trust {
+        name: String,
+        path: PathBuf,
+        problem: String,
+    },
+    #[error("{name}: {problem}")]
+    TrustKey { name: String, problem: String },
     #[error("cannot check the settings against this host's interfaces")]
     Host(#[source] IfaceError),
 }
@@ -166,6 +175,8 @@ pub struct NodeSettings {
     pub limits: Limits,
     pub liveness: Liveness,
     pub beacons: liveness::Config,
+    /// Member certificates (`--authority-key`), if any.
+    pub trust: Option<crate::trust::store::TrustConfig>,
 }
 
 /// The gRPC API's listener.
@@ -246,6 +257,7 @@ fn node(args: &RunArgs, host: &Host) -> Result<NodeSettings, SettingsError> {
         },
         liveness: quic_liveness(args)?,
         beacons: beacons(args)?,
+        trust: trust::from_args(args)?,
     })
 }
 
