@@ -14,8 +14,10 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use crate::api::idprefix::PeerRef;
 
 mod values;
+mod web;
 
 pub use values::*;
+pub use web::WebArgs;
 
 /// UDP port of the iroh endpoint unless `--bind` says otherwise.
 pub const DEFAULT_IROH_PORT: u16 = 9470;
@@ -284,6 +286,10 @@ pub struct RunArgs {
     /// Log format; the level comes from RUST_LOG (default `info`).
     #[arg(long, env = "PEAT_SIDECAR_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+
+    /// The operator's page (`--web-listen`).
+    #[command(flatten)]
+    pub web: WebArgs,
 
     /// Which values came from the environment (filled by `settings::parse_cli`).
     #[arg(skip)]

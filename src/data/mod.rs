@@ -376,6 +376,37 @@ impl DataPlane {
         })
         .unwrap_or_default()
     }
+
+    /// The peers with a data link now, each with the neighbour set it last announced
+    /// (see [`route`]): the operator's page (src/api/web) draws the nodes beyond a
+    /// bridge from it. Ids that are not valid keys are left out.
+    pub fn neighbours(&self) -> Vec<(iroh::EndpointId, Vec<iroh::EndpointId>)> {
+        let s = &self.shared;
+        let linked: Vec<Id> = s
+            .links
+            .read()
+            .map(|l| l.keys().copied().collect())
+            .unwrap_or_default();
+        let Ok(peers) = s.peers.lock() else {
+            return Vec::new();
+        };
+        let key = |id: &Id| iroh::EndpointId::from_bytes(id).ok();
+        linked
+            .iter()
+            .filter_map(|peer| {
+                let announced = peers
+                    .get(peer)
+                    .and_then(|p| {
+                        p.neighbours
+                            .lock()
+                            .ok()
+                            .map(|n| n.iter().filter_map(key).collect())
+                    })
+                    .unwrap_or_default();
+                Some((key(peer)?, announced))
+            })
+            .collect()
+    }
 }
 
 #[cfg(test)]

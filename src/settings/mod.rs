@@ -10,6 +10,7 @@
 pub mod data;
 pub mod discovery;
 pub mod origin;
+pub mod web;
 
 use std::{
     net::{IpAddr, SocketAddr},
@@ -151,6 +152,7 @@ pub struct Settings {
     pub api: ApiSettings,
     pub discovery: DiscoverySettings,
     pub data: crate::data::DataConfig,
+    pub web: web::WebSettings,
 }
 
 /// The node: endpoint, formation, static peers, limits.
@@ -220,6 +222,7 @@ impl Settings {
             },
             discovery: DiscoverySettings::from_args(args)?,
             data: data::from_args(args)?,
+            web: web::WebSettings::from_args(args),
         })
     }
 }
