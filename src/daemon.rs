@@ -54,6 +54,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         Some(addr) => Some(metrics::bind(addr).await?),
         None => None,
     };
+    let web_listener = match settings.web.listen {
+        Some(addr) => Some(crate::api::web::bind(addr).await?),
+        None => None,
+    };
 
     let node = start_node(&settings, secret_key.clone()).await?;
     let (data, data_tasks) =
@@ -81,6 +85,15 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let api_server = ApiServer::spawn(api_listener, service.clone());
     let metrics_task =
         metrics_listener.map(|l| tokio::spawn(metrics::serve(l, service.clone(), stop.clone())));
+    let web_task = web_listener.map(|l| {
+        let events = node.peers().subscribe();
+        tokio::spawn(crate::api::web::serve(
+            l,
+            service.clone(),
+            events,
+            stop.clone(),
+        ))
+    });
     notify::ready(&service).await;
     let notify_task = notify::spawn(service, stop);
     info!(endpoint_id = %node.id(), listen = %api.listen, "peat-sidecar running");
@@ -94,7 +107,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     data_tasks.shutdown().await;
     node.shutdown().await;
     api_server.shutdown().await;
-    for task in [metrics_task, notify_task].into_iter().flatten() {
+    for task in [metrics_task, web_task, notify_task].into_iter().flatten() {
         let _ = task.await;
     }
     info!("stopped");
@@ -178,6 +191,9 @@ fn log_settings(s: &Settings, host: &Host) {
             idle_timeout_ms = live.idle_timeout.as_millis() as u64,
             "beacons are off (--beacon-interval-ms 0): a crashed peer is noticed only after the idle timeout; lower --keep-alive-ms and --idle-timeout-ms (for example 1000 and 5000)"
         );
+    }
+    if let Some(w) = s.web.exposure_warning() {
+        warn!("{w}");
     }
     if let Some(mdns) = &s.discovery.mdns {
         for u in mdns.unmatched(&host.interfaces) {

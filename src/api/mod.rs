@@ -12,6 +12,7 @@ mod metrics_data;
 pub mod metrics_iroh;
 pub mod output;
 pub mod server;
+pub mod web;
 
 /// Code generated from `proto/sidecar.proto`.
 pub mod pb {

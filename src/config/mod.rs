@@ -16,10 +16,12 @@ use crate::discovery::DiscoveryMode;
 mod origins;
 mod trust;
 mod values;
+mod web;
 
 pub use origins::Origins;
 pub use trust::*;
 pub use values::*;
+pub use web::WebArgs;
 
 /// `--bind` unless set: every IPv4 address, on [`DEFAULT_IROH_PORT`].
 pub const DEFAULT_BIND: &str = "0.0.0.0:9470";
@@ -291,6 +293,10 @@ pub struct RunArgs {
     /// Member certificates (`--authority-key`, `--member-cert`, ...).
     #[command(flatten)]
     pub trust: TrustArgs,
+
+    /// The operator's page (`--web-listen`).
+    #[command(flatten)]
+    pub web: WebArgs,
 
     /// Which values came from the environment (filled by `settings::parse_cli`).
     #[arg(skip)]

@@ -186,6 +186,13 @@ impl DataCore {
         self.rates
     }
 
+    /// The peers we have a link to, each with the neighbour set it last announced.
+    pub fn neighbours(&self) -> impl Iterator<Item = (&Id, Option<&HashSet<Id>>)> {
+        self.links
+            .iter()
+            .map(|id| (id, self.peers.get(id).map(|p| &p.neighbours)))
+    }
+
     /// When the next retained entry expires (Unix ms): the driver sends
     /// [`DataInput::Deadline`] then.
     pub fn next_deadline(&self) -> Option<u64> {

@@ -313,6 +313,22 @@ impl DataPlane {
             })
             .unwrap_or_default()
     }
+
+    /// The peers with a data link now, each with the neighbour set it last announced
+    /// (see [`route`]): the operator's page (src/api/web) draws the nodes beyond a
+    /// bridge from it. Ids that are not valid keys are left out.
+    pub fn neighbours(&self) -> Vec<(iroh::EndpointId, Vec<iroh::EndpointId>)> {
+        let key = |id: &Id| iroh::EndpointId::from_bytes(id).ok();
+        let core = self.driver.core();
+        core.neighbours()
+            .filter_map(|(peer, announced)| {
+                let announced = announced
+                    .map(|n| n.iter().filter_map(key).collect())
+                    .unwrap_or_default();
+                Some((key(peer)?, announced))
+            })
+            .collect()
+    }
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@ pub mod data;
 pub mod discovery;
 pub mod origin;
 pub mod trust;
+pub mod web;
 
 use std::{
     net::{IpAddr, SocketAddr},
@@ -162,6 +163,7 @@ pub struct Settings {
     pub api: ApiSettings,
     pub discovery: DiscoverySettings,
     pub data: crate::data::DataConfig,
+    pub web: web::WebSettings,
 }
 
 /// The node: endpoint, formation, static peers, limits.
@@ -233,6 +235,7 @@ impl Settings {
             },
             discovery: DiscoverySettings::from_args(args)?,
             data: data::from_args(args)?,
+            web: web::WebSettings::from_args(args),
         })
     }
 }

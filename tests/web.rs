@@ -1,0 +1,311 @@
+//! The operator's page (`--web-listen`) in a real browser: headless Chromium, driven
+//! through the DevTools protocol by tests/web/browser.py, against real sidecars in
+//! network namespaces found by mDNS. What is checked is what the page draws (the
+//! graph's SVG, the tables), read from the DOM. Needs root and chromium.
+//!
+//! Namespace prefixes: `wb`, `wc`, `wd`.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{
+    data::{msg, publish},
+    interop::PyScript,
+    lan_mdns_opts,
+    netns::{ns_exec, Lan},
+    wait_full_mesh, wait_until, Sidecar,
+};
+use serde_json::Value;
+
+/// Where the page listens, on the namespace's own loopback.
+const WEB: &str = "127.0.0.1:8470";
+/// Liveness budget (docs/OPERATIONS.md: a crash is noticed 5-7.5 s later, 10 s at
+/// worst) plus the page's 2 s, plus room for a loaded machine.
+const DOWN_WITHIN: Duration = Duration::from_secs(15);
+
+async fn start(lan: &Lan, i: usize, web: Option<&str>) -> Sidecar {
+    let mut o = lan_mdns_opts(lan, i, "test");
+    if let Some(addr) = web {
+        o.extra.extend(["--web-listen".into(), addr.into()]);
+    }
+    Sidecar::start(&format!("node{i}"), o).await
+}
+
+/// The browser, with the page open, in namespace `ns`.
+struct Page {
+    script: PyScript,
+    control: tempfile::TempDir,
+}
+
+impl Page {
+    fn open(ns: &str) -> Page {
+        let ok = std::process::Command::new("sh")
+            .args(["-c", "command -v chromium"])
+            .output()
+            .is_ok_and(|o| o.status.success());
+        assert!(ok, "these tests need chromium (scripts/apt-packages.txt)");
+        let control = tempfile::tempdir().unwrap();
+        let path = format!("{}/tests/web/browser.py", env!("CARGO_MANIFEST_DIR"));
+        let script = PyScript::start_file(
+            ns,
+            "json",
+            &path,
+            &[
+                format!("http://{WEB}/"),
+                control.path().display().to_string(),
+            ],
+        );
+        Page { script, control }
+    }
+
+    /// The latest view the browser reported.
+    fn view(&self) -> Value {
+        self.script
+            .lines()
+            .into_iter()
+            .rev()
+            .find_map(|l| l.get("view").cloned())
+            .unwrap_or_default()
+    }
+
+    /// Waits until `check` holds for the drawn view; fails with the last view.
+    async fn wait(
+        &self,
+        what: &str,
+        timeout: Duration,
+        check: impl Fn(&Value) -> bool,
+    ) -> Duration {
+        let t = wait_until(timeout, || async { check(&self.view()) }).await;
+        t.unwrap_or_else(|| {
+            panic!(
+                "the page did not show {what} within {timeout:?}; last view:\n{:#}\nbrowser stderr:\n{}",
+                self.view(),
+                self.script.stderr()
+            )
+        })
+    }
+
+    async fn screenshot(&self, path: &std::path::Path) {
+        std::fs::write(self.control.path().join("shot"), path.display().to_string()).unwrap();
+        self.script
+            .wait_for("screenshot", Duration::from_secs(20))
+            .await;
+    }
+}
+
+fn node<'a>(v: &'a Value, id: &str) -> Option<&'a Value> {
+    v["nodes"].as_array()?.iter().find(|n| n["id"] == id)
+}
+
+/// The state of the drawn link between `a` and `b`, either way round.
+fn link(v: &Value, a: &str, b: &str) -> Option<String> {
+    v["links"].as_array()?.iter().find_map(|l| {
+        let ends = (l["a"].as_str()?, l["b"].as_str()?);
+        (ends == (a, b) || ends == (b, a)).then(|| l["state"].as_str().unwrap_or("").to_string())
+    })
+}
+
+/// `curl` inside the namespace: (HTTP status, body).
+fn curl(ns: &str, args: &[&str]) -> (u16, String) {
+    let mut argv = vec!["curl", "-s", "-m", "5", "-w", "\n%{http_code}"];
+    argv.extend_from_slice(args);
+    let out = ns_exec(ns, &argv);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    (code.trim().parse().unwrap_or(0), body.to_string())
+}
+
+/// Three nodes: the page on a shows a, b, c and their links, the peer table, a topic
+/// and a retained entry; after kill -9 of c its link turns down within the liveness
+/// budget and the log says so. The JSON endpoints answer GET only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_then_a_kill() {
+    let lan = Lan::new("wb", 3);
+    let a = start(&lan, 0, Some(WEB)).await;
+    let b = start(&lan, 1, None).await;
+    let mut c = start(&lan, 2, None).await;
+    wait_full_mesh(&[&a, &b, &c], Duration::from_secs(30))
+        .await
+        .expect("three nodes form a full mesh");
+    publish(&a, msg("config/site", "mode", "patrol", true)).await;
+
+    let page = Page::open(lan.ns(0));
+    let (aid, bid, cid) = (a.id.clone(), b.id.clone(), c.id.clone());
+    let took = page
+        .wait(
+            "three nodes and their links",
+            Duration::from_secs(30),
+            |v| {
+                node(v, &aid).is_some_and(|n| n["kind"] == "me")
+                    && [&bid, &cid].iter().all(|p| {
+                        node(v, p).is_some_and(|n| n["kind"] == "peer")
+                            && link(v, &aid, p).as_deref() == Some("connected")
+                    })
+                    && link(v, &bid, &cid).as_deref() == Some("announced")
+                    && v["rows"].as_array().is_some_and(|r| r.len() == 2)
+                    && v["live"] == "live"
+                    && v["retained"] == 1
+            },
+        )
+        .await;
+    eprintln!("page drawn {took:?} after the browser started");
+
+    // A topic's rate shows while messages flow (published on b, metered on a).
+    for i in 0..10 {
+        publish(&b, msg("tracks/blue", "", format!("{i}"), false)).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    page.wait("the topic tracks/blue", Duration::from_secs(10), |v| {
+        v["topics"]
+            .as_array()
+            .is_some_and(|t| t.iter().any(|t| t == "tracks/blue"))
+    })
+    .await;
+
+    endpoints(lan.ns(0), &a);
+
+    let killed = Instant::now();
+    c.kill9();
+    let cid2 = cid.clone();
+    page.wait("c's link down", DOWN_WITHIN, |v| {
+        link(v, &aid, &cid2).is_some_and(|s| s != "connected")
+    })
+    .await;
+    let down = killed.elapsed();
+    eprintln!("c's link drawn down {down:?} after kill -9");
+    page.wait(
+        "the disconnect in the event log",
+        Duration::from_secs(5),
+        |v| {
+            v["events"]
+                .as_array()
+                .is_some_and(|e| e.iter().any(|k| k == "disconnected"))
+        },
+    )
+    .await;
+    assert_eq!(link(&page.view(), &aid, &bid).as_deref(), Some("connected"));
+}
+
+/// The JSON endpoints, as a script would use them.
+fn endpoints(ns: &str, a: &Sidecar) {
+    let url = format!("http://{WEB}");
+    let (code, body) = curl(ns, &[&format!("{url}/api/state")]);
+    assert_eq!(code, 200, "{body}");
+    let st: Value = serde_json::from_str(&body).expect("state is JSON");
+    assert_eq!(st["me"]["id"], a.id.as_str());
+    assert_eq!(st["peers"].as_array().map(Vec::len), Some(2));
+    let (code, body) = curl(ns, &[&format!("{url}/api/retained?pattern=config%2F%2A")]);
+    assert_eq!(code, 200, "{body}");
+    let r: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        (r["total"].as_u64(), &r["entries"][0]["value"]),
+        (Some(1), &Value::from("patrol"))
+    );
+    let (code, body) = curl(ns, &[&format!("{url}/api/retained?pattern=a%2F%2A%2A%2Fb")]);
+    assert_eq!(code, 400, "a bad pattern: {body}");
+    let (code, _) = curl(ns, &["-X", "POST", &format!("{url}/api/state")]);
+    assert_eq!(code, 405, "the page is read-only");
+    let (code, _) = curl(ns, &["-H", "Host: attacker.example", &format!("{url}/")]);
+    assert_eq!(
+        code, 403,
+        "a foreign Host header (DNS rebinding) is refused"
+    );
+    let (code, body) = curl(ns, &["-N", "-m", "2", &format!("{url}/api/events")]);
+    assert!(
+        body.contains("event: log") && body.contains("event: state"),
+        "{code}: {body}"
+    );
+}
+
+/// a on segment 0, c on segment 1, b on both: a's page shows c behind b, and b as a
+/// bridge. b's page listens on its LAN address, which is allowed with a warning.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_far_node_appears_behind_the_bridge() {
+    let mut lan = Lan::new("wc", 2);
+    let seg1 = lan.add_segment();
+    lan.attach(1, seg1);
+    let ci = lan.add_host(seg1);
+    let a = start(&lan, 0, Some(WEB)).await;
+    let b_web = format!("{}:8470", lan.addr(1, 0));
+    let b = start(&lan, 1, Some(&b_web)).await;
+    let c = start(&lan, ci, None).await;
+    wait_full_mesh(&[&a, &b], Duration::from_secs(30))
+        .await
+        .expect("a and b connect on segment 0");
+    wait_full_mesh(&[&b, &c], Duration::from_secs(30))
+        .await
+        .expect("b and c connect on segment 1");
+    assert!(!a.connected().await.contains(&c.id), "a reached c directly");
+    assert!(
+        b.log().contains("is not a loopback address"),
+        "no warning for --web-listen {b_web}:\n{}",
+        b.log()
+    );
+
+    let page = Page::open(lan.ns(0));
+    let (aid, bid, cid) = (a.id.clone(), b.id.clone(), c.id.clone());
+    page.wait("c behind the bridge b", Duration::from_secs(30), |v| {
+        node(v, &cid).is_some_and(|n| n["kind"] == "remote")
+            && node(v, &bid).is_some_and(|n| n["bridge"] == true)
+            && node(v, &aid).is_some_and(|n| n["bridge"] == false)
+            && link(v, &aid, &bid).as_deref() == Some("connected")
+            && link(v, &bid, &cid).as_deref() == Some("announced")
+            && link(v, &aid, &cid).is_none()
+    })
+    .await;
+}
+
+/// Five nodes, one behind a bridge, with traffic: a screenshot of the page for
+/// docs/web-page.png. By hand: `PEAT_WEB_SCREENSHOT=docs/web-page.png flock
+/// /tmp/peat-netns.lock cargo test --test web -- --ignored screenshot`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "makes the docs' screenshot; run by hand"]
+async fn screenshot() {
+    let out = std::env::var("PEAT_WEB_SCREENSHOT").unwrap_or_else(|_| "web-page.png".into());
+    let out = std::path::absolute(out).unwrap();
+    let mut lan = Lan::new("wd", 4);
+    let seg1 = lan.add_segment();
+    lan.attach(3, seg1);
+    let ei = lan.add_host(seg1);
+    let mut nodes = vec![start(&lan, 0, Some(WEB)).await];
+    for i in [1, 2, 3, ei] {
+        nodes.push(start(&lan, i, None).await);
+    }
+    let seg0: Vec<&Sidecar> = nodes[..4].iter().collect();
+    wait_full_mesh(&seg0, Duration::from_secs(40))
+        .await
+        .expect("segment 0 mesh");
+    wait_full_mesh(&[&nodes[3], &nodes[4]], Duration::from_secs(40))
+        .await
+        .expect("the bridge reaches e");
+    publish(&nodes[0], msg("config/site", "mode", "patrol", true)).await;
+    publish(&nodes[4], msg("status/e", "battery", "81%", true)).await;
+    let page = Page::open(lan.ns(0));
+    let eid = nodes[4].id.clone();
+    let traffic = async {
+        for round in 0..80 {
+            for (i, n) in nodes.iter().enumerate() {
+                publish(
+                    n,
+                    msg(&format!("tracks/node{i}"), "", format!("{round}"), false),
+                )
+                .await;
+            }
+            if round % 4 == 0 {
+                publish(&nodes[2], msg("chat/ops", "", "check", false)).await;
+            }
+            tokio::time::sleep(Duration::from_millis(150)).await;
+        }
+    };
+    let shoot = async {
+        tokio::time::sleep(Duration::from_secs(6)).await;
+        page.wait("five nodes", Duration::from_secs(20), |v| {
+            node(v, &eid).is_some() && v["nodes"].as_array().map(Vec::len) == Some(5)
+        })
+        .await;
+        page.screenshot(&out).await;
+    };
+    tokio::join!(traffic, shoot);
+    eprintln!("screenshot in {}", out.display());
+}
