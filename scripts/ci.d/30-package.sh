@@ -19,8 +19,8 @@ fi
 echo "packaging tools ready in $(( $(date +%s) - t0 ))s"
 
 t0=$(date +%s)
-packaging/build.sh
-echo "packaging/build.sh took $(( $(date +%s) - t0 ))s"
+packaging/build.sh all
+echo "packaging/build.sh all took $(( $(date +%s) - t0 ))s"
 
 status=0
 for t in packaging/tests/test-deb.sh packaging/tests/test-binaries.sh packaging/tests/test-oci.sh \
