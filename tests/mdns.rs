@@ -8,11 +8,10 @@ mod common;
 
 use std::{
     net::SocketAddr,
-    process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
-use common::{interop::PyScript, netns::Lan, wait_full_mesh, wait_until, Opts, Sidecar};
+use common::{netns::Lan, wait_full_mesh, wait_until, Opts, Sidecar};
 
 const IROH_PORT: u16 = 9470;
 
@@ -270,23 +269,6 @@ async fn another_app_id_is_seen_but_never_connected() {
     assert!(x.peers().await.is_empty(), "{:?}", x.peers().await);
 }
 
-/// python-zeroconf in its own namespace, as an independent mDNS implementation:
-/// it browses for our service and publishes the given records.
-fn zeroconf_peer(ns: &str, addr: &str, publish: &[(&str, u16, String)]) -> PyScript {
-    let mut args: Vec<String> = ["--addr", addr, "--seconds", "60"]
-        .map(String::from)
-        .to_vec();
-    for (name, port, txt) in publish {
-        args.extend([
-            "--publish".to_string(),
-            name.to_string(),
-            port.to_string(),
-            txt.clone(),
-        ]);
-    }
-    PyScript::start(ns, "zeroconf", "zeroconf_peer.py", &args)
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn interop_with_python_zeroconf() {
     if common::skip::without_root("network namespaces") {
@@ -300,7 +282,7 @@ async fn interop_with_python_zeroconf() {
     let key_dir = tempfile::tempdir().unwrap();
     let fake_id = common::endpoint_id(key_dir.path());
     let zc_addr = lan.addr(1, 0).to_string();
-    let zc = zeroconf_peer(
+    let zc = common::interop::zeroconf_peer(
         lan.ns(1),
         &zc_addr,
         &[

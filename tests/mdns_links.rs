@@ -5,12 +5,11 @@
 mod common;
 
 use std::{
-    net::SocketAddr,
     process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
-use common::{interop::PyScript, netns::Lan, wait_full_mesh, wait_until, Opts, Sidecar};
+use common::{netns::Lan, wait_full_mesh, wait_until, Sidecar};
 
 const IROH_PORT: u16 = 9470;
 
@@ -297,7 +296,7 @@ async fn addresses_that_go_away_are_withdrawn() {
         "eth0",
     ]);
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let zc = zeroconf_peer(lan.ns(1), &lan.addr(1, 0).to_string(), &[]);
+    let zc = common::interop::zeroconf_peer(lan.ns(1), &lan.addr(1, 0).to_string(), &[]);
     let seen = wait_until(Duration::from_secs(10), || async {
         zc.lines()
             .iter()

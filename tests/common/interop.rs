@@ -135,3 +135,20 @@ impl Drop for PyScript {
         let _ = self.child.wait();
     }
 }
+
+/// python-zeroconf in its own namespace, as an independent mDNS implementation:
+/// it browses for our service and publishes the given records.
+pub fn zeroconf_peer(ns: &str, addr: &str, publish: &[(&str, u16, String)]) -> PyScript {
+    let mut args: Vec<String> = ["--addr", addr, "--seconds", "60"]
+        .map(String::from)
+        .to_vec();
+    for (name, port, txt) in publish {
+        args.extend([
+            "--publish".to_string(),
+            name.to_string(),
+            port.to_string(),
+            txt.clone(),
+        ]);
+    }
+    PyScript::start(ns, "zeroconf", "zeroconf_peer.py", &args)
+}
