@@ -10,7 +10,6 @@ mod common;
 
 use std::{
     net::{IpAddr, SocketAddr, UdpSocket},
-    path::Path,
     process::Command,
     time::{Duration, Instant},
 };
