@@ -1,46 +1,93 @@
 #!/usr/bin/env bash
-# Builds every release artifact of peat-sidecar into dist/ (or $DIST_DIR):
-#   - release binaries for x86_64 (musl, static), aarch64 (musl, static) and
-#     armv7 (gnueabihf, glibc >= 2.34);
-#   - .deb packages for amd64, arm64 and armhf (cargo-deb);
-#   - a multi-arch OCI image (index with linux/amd64 and linux/arm64), as an
-#     oci-archive, built with buildah without a container engine;
-#   - SHA256SUMS over all of them.
+# Builds release artifacts of peat-sidecar into dist/ (or $DIST_DIR): for each target a
+# release binary and its .deb (cargo-deb), then SHA256SUMS over what dist/ holds.
 #
-# Needs: rustup, cargo-deb, buildah, and the cross toolchains of
-# scripts/apt-packages.txt (gcc-aarch64-linux-gnu, gcc-arm-linux-gnueabihf,
-# musl-tools). The compilers and linkers per target are set in .cargo/config.toml.
+#     packaging/build.sh                  # this machine's architecture only
+#     packaging/build.sh arm64            # a tablet or a Raspberry Pi (64-bit), on a laptop
+#     packaging/build.sh aarch64-unknown-linux-musl armhf   # targets or Debian arches
+#     packaging/build.sh all              # what CI builds: all three, and the OCI image
 #
-#     packaging/build.sh              # everything
-#     SKIP_OCI=1 packaging/build.sh   # binaries and .debs only
+# Targets: x86_64-unknown-linux-musl (amd64, static), aarch64-unknown-linux-musl
+# (arm64, static) and armv7-unknown-linux-gnueabihf (armhf, glibc >= 2.34). `all` also
+# builds the multi-arch OCI image (linux/amd64 and linux/arm64) as an oci-archive with
+# buildah, without a container engine; SKIP_OCI=1 leaves it out.
+#
+# Needs rustup, cargo-deb, and per target the C cross compiler of .cargo/config.toml;
+# a missing tool is named with the command that installs it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
 
 DIST_DIR=${DIST_DIR:-$root/dist}
+ALL=(x86_64-unknown-linux-musl aarch64-unknown-linux-musl armv7-unknown-linux-gnueabihf)
 # target triple -> Debian architecture, and the OCI architecture for the static ones.
-TARGETS=(x86_64-unknown-linux-musl aarch64-unknown-linux-musl armv7-unknown-linux-gnueabihf)
 declare -A DEB_ARCH=([x86_64-unknown-linux-musl]=amd64 [aarch64-unknown-linux-musl]=arm64 [armv7-unknown-linux-gnueabihf]=armhf)
 declare -A OCI_ARCH=([x86_64-unknown-linux-musl]=amd64 [aarch64-unknown-linux-musl]=arm64)
 declare -A SHORT=([x86_64-unknown-linux-musl]=x86_64-linux-musl [aarch64-unknown-linux-musl]=aarch64-linux-musl [armv7-unknown-linux-gnueabihf]=armv7-linux-gnueabihf)
+# The C compiler each target needs (.cargo/config.toml) and the Debian packages that
+# bring it.
+declare -A CC_OF=([x86_64-unknown-linux-musl]=musl-gcc [aarch64-unknown-linux-musl]=aarch64-linux-gnu-gcc [armv7-unknown-linux-gnueabihf]=arm-linux-gnueabihf-gcc)
+declare -A CC_PKGS=([x86_64-unknown-linux-musl]="musl-tools" [aarch64-unknown-linux-musl]="gcc-aarch64-linux-gnu libc6-dev-arm64-cross" [armv7-unknown-linux-gnueabihf]="gcc-arm-linux-gnueabihf libc6-dev-armhf-cross")
+
+usage() {
+    sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "$0" >&2
+    exit 2
+}
+
+# The target of this machine's architecture.
+host_target() {
+    case "$(uname -m)" in
+        x86_64) echo x86_64-unknown-linux-musl ;;
+        aarch64 | arm64) echo aarch64-unknown-linux-musl ;;
+        armv7l | armv7 | armhf) echo armv7-unknown-linux-gnueabihf ;;
+        *) echo "build.sh: no release target for $(uname -m); name one of: ${ALL[*]}" >&2; exit 2 ;;
+    esac
+}
+
+TARGETS=()
+OCI=
+[ $# -gt 0 ] || set -- "$(host_target)"
+for arg in "$@"; do
+    case "$arg" in
+        -h | --help) usage ;;
+        all) TARGETS+=("${ALL[@]}"); [ -n "${SKIP_OCI:-}" ] || OCI=1 ;;
+        amd64 | x86_64) TARGETS+=(x86_64-unknown-linux-musl) ;;
+        arm64 | aarch64) TARGETS+=(aarch64-unknown-linux-musl) ;;
+        armhf | armv7) TARGETS+=(armv7-unknown-linux-gnueabihf) ;;
+        *)
+            [ -n "${DEB_ARCH[$arg]:-}" ] || {
+                echo "build.sh: unknown target '$arg'; one of: ${ALL[*]}, amd64, arm64, armhf, all" >&2
+                exit 2
+            }
+            TARGETS+=("$arg")
+            ;;
+    esac
+done
+# Each target once, in the order given.
+mapfile -t TARGETS < <(printf '%s\n' "${TARGETS[@]}" | awk '!seen[$0]++')
 
 version=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n1)
 [ -n "$version" ] || { echo "build.sh: cannot read the version from Cargo.toml" >&2; exit 1; }
 
 step() { echo "--- $* ($(date -u +%H:%M:%S))"; }
+missing=()
 need() {
-    command -v "$1" >/dev/null || { echo "build.sh: $1 is missing: $2" >&2; exit 1; }
+    command -v "$1" >/dev/null || missing+=("$1: $2")
 }
-need cargo "install Rust with rustup"
+need cargo "curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh"
+need rustup "curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh"
 need cargo-deb "cargo install cargo-deb --locked"
-need aarch64-linux-gnu-gcc "apt-get install gcc-aarch64-linux-gnu libc6-dev-arm64-cross"
-need arm-linux-gnueabihf-gcc "apt-get install gcc-arm-linux-gnueabihf libc6-dev-armhf-cross"
-need musl-gcc "apt-get install musl-tools"
-[ -n "${SKIP_OCI:-}" ] || need buildah "apt-get install buildah"
-
-if command -v rustup >/dev/null; then
-    rustup target add "${TARGETS[@]}" >/dev/null
+for t in "${TARGETS[@]}"; do
+    need "${CC_OF[$t]}" "sudo apt-get install ${CC_PKGS[$t]}"
+done
+[ -z "$OCI" ] || need buildah "sudo apt-get install buildah (or SKIP_OCI=1 to leave out the image)"
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "build.sh: cannot build ${TARGETS[*]}; missing:" >&2
+    printf '  %s\n' "${missing[@]}" | sort -u >&2
+    exit 1
 fi
+
+rustup target add "${TARGETS[@]}" >/dev/null
 
 mkdir -p "$DIST_DIR"
 # Only our own files go: DIST_DIR may be a directory that holds other things.
@@ -79,7 +126,7 @@ for t in "${TARGETS[@]}"; do
 done
 ls "$DIST_DIR"/*.deb
 
-if [ -z "${SKIP_OCI:-}" ]; then
+if [ -n "$OCI" ]; then
     step "OCI image (buildah, vfs, chroot isolation)"
     ctx=$(mktemp -d /tmp/peat-oci.XXXXXX)
     # buildah keeps its own storage under $ctx, so nothing is left in

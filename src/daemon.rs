@@ -195,6 +195,16 @@ fn log_settings(s: &Settings, host: &Host) {
     if let Some(w) = s.web.exposure_warning() {
         warn!("{w}");
     }
+    if let crate::config::ListenAddr::Tcp(addr) = &s.api.listen {
+        if !addr.ip().is_loopback() {
+            warn!(
+                listen = %s.api.listen,
+                "the gRPC API on {addr} has no authentication: every host that reaches this port can publish, read the retained data and connect or disconnect peers. Restrict it: --listen tcp://127.0.0.1:{} (this host only), --listen unix:///run/peat-sidecar/api.sock with --socket-group (apps of one group), or a firewall rule for port {}",
+                addr.port(),
+                addr.port()
+            );
+        }
+    }
     if let Some(mdns) = &s.discovery.mdns {
         for u in mdns.unmatched(&host.interfaces) {
             warn!(pattern = %u.pattern, eligible = %u.eligible.join(","), "{u}");

@@ -3,10 +3,11 @@
 use std::process::ExitCode;
 
 use peat_sidecar::{
-    api::{client, client_data, output::OutputError},
+    api::{client, client_data, metrics::MetricsError, output::OutputError, server::ServeError},
     authority,
     config::Command,
-    daemon, node,
+    daemon,
+    node::{self, endpoint::EndpointError, NodeError},
     settings::{self, SettingsError},
 };
 
@@ -60,13 +61,45 @@ fn main() -> ExitCode {
         Err(e) if closed_stdout(&e) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
-            // A value the user must change exits 2, like clap's own usage errors.
-            match e.downcast_ref::<SettingsError>() {
-                Some(s) => ExitCode::from(s.exit_code()),
-                None => ExitCode::FAILURE,
-            }
+            ExitCode::from(exit_code(&e))
         }
     }
+}
+
+/// 2 for a value the user must change, like clap's own usage errors: a setting that
+/// cannot work, or an address (--bind, --listen, --metrics-listen, --discovery-port)
+/// that another process holds; 1 for anything else.
+fn exit_code(e: &anyhow::Error) -> u8 {
+    if let Some(s) = e.downcast_ref::<SettingsError>() {
+        return s.exit_code();
+    }
+    if e.chain().any(address_in_use) {
+        2
+    } else {
+        1
+    }
+}
+
+/// Whether `e` says that another socket holds the address asked for.
+fn address_in_use(e: &(dyn std::error::Error + 'static)) -> bool {
+    let io = e
+        .downcast_ref::<std::io::Error>()
+        .or_else(|| match e.downcast_ref::<ServeError>() {
+            Some(ServeError::Tcp { cause, .. } | ServeError::Unix { cause, .. }) => Some(cause),
+            _ => None,
+        })
+        .or_else(|| match e.downcast_ref::<MetricsError>() {
+            Some(MetricsError::Bind { cause, .. }) => Some(cause),
+            None => None,
+        });
+    io.is_some_and(|io| io.kind() == std::io::ErrorKind::AddrInUse)
+        || matches!(
+            e.downcast_ref::<NodeError>(),
+            Some(NodeError::Endpoint(EndpointError::Bind {
+                in_use: true,
+                ..
+            }))
+        )
 }
 
 fn closed_stdout(e: &anyhow::Error) -> bool {

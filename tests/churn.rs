@@ -112,6 +112,9 @@ async fn missing(nodes: &[Sidecar]) -> String {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_mesh_under_kill9_churn_comes_back_without_leaks() {
+    if common::skip::without_root("network namespaces") {
+        return;
+    }
     let secs: u64 = std::env::var("PEAT_CHURN_SECS")
         .ok()
         .and_then(|s| s.parse().ok())

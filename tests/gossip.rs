@@ -6,79 +6,19 @@
 mod common;
 
 use std::{
-    collections::BTreeSet,
     net::SocketAddr,
     time::{Duration, Instant},
 };
 
-use common::{free_port, wait_until, Opts, Sidecar};
+use common::{
+    gossip::{chain, full_mesh, gossip_opts, sources, INTERVAL_SECS, OTHER_KEY},
+    wait_until, Opts, Sidecar,
+};
 use peat_sidecar::api::pb;
-
-const KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
-const OTHER_KEY: &str = "HxwdHhsZGhgXFhUUExIREA8ODQwLCgkIBwYFBAMCAQA=";
-const INTERVAL_SECS: u64 = 1;
 
 /// The tests of this file start up to 20 sidecars each; on a 2-core machine running two
 /// of them at once makes both slow for no gain. Each test holds this lock.
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-fn gossip_opts(peers: Vec<String>, extra: &[&str]) -> Opts {
-    let mut args: Vec<String> = ["--discovery-mode", "gossip", "--discovery-interval", "1"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-    args.extend(extra.iter().map(|s| s.to_string()));
-    Opts {
-        shared_key: Some(KEY.into()),
-        peers,
-        extra: args,
-        ..Opts::default()
-    }
-}
-
-/// Starts `n` sidecars, each given only the next one as `--peer` (the last one gets
-/// `last_peer`, if any). Started from the end so that every `--peer` target exists.
-async fn chain(n: usize, extra: &[&str], last_peer: Option<String>) -> Vec<Sidecar> {
-    let mut nodes: Vec<Sidecar> = Vec::with_capacity(n);
-    for i in (0..n).rev() {
-        let next = match nodes.last() {
-            Some(s) => Some(s.peer_spec()),
-            None => last_peer.clone(),
-        };
-        let s = Sidecar::start(
-            &format!("g{i}"),
-            gossip_opts(next.into_iter().collect(), extra),
-        )
-        .await;
-        nodes.push(s);
-    }
-    nodes.reverse();
-    nodes
-}
-
-/// Polls (every 500 ms, to spare the two cores) until every node is connected to every
-/// other one.
-async fn full_mesh(nodes: &[&Sidecar], timeout: Duration) -> Option<Duration> {
-    let start = Instant::now();
-    loop {
-        let mut missing = 0;
-        for n in nodes {
-            let c = n.connected().await;
-            missing += nodes
-                .iter()
-                .filter(|m| m.id != n.id && !c.contains(&m.id))
-                .count();
-        }
-        if missing == 0 {
-            return Some(start.elapsed());
-        }
-        if start.elapsed() > timeout {
-            eprintln!("still {missing} missing links");
-            return None;
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-}
 
 /// Seconds since midnight (UTC) of the first (or last) log line containing `what`.
 /// Lines start with an RFC 3339 time: `2026-11-24T15:26:14.137217Z ...`.
@@ -96,10 +36,6 @@ fn log_time(log: &str, what: &str, first: bool) -> Option<f64> {
     } else {
         lines.next_back()
     }
-}
-
-fn sources(p: &pb::Peer) -> BTreeSet<String> {
-    p.sources.iter().cloned().collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -317,264 +253,6 @@ async fn max_peers_keeps_a_chain_of_12_far_from_a_full_mesh() {
     assert!(links / 2 < 66 / 2, "{} connections", links / 2);
 }
 
-/// Mirror of the wire format (src/discovery/gossip/wire.rs), so that the test can send
-/// what a correct encoder never would.
-mod fake {
-    use serde::{Deserialize, Serialize};
-    use std::net::SocketAddr;
-
-    #[derive(Serialize, Deserialize)]
-    pub struct Message {
-        pub proto: u8,
-        pub entries: Vec<Entry>,
-    }
-
-    #[derive(Serialize, Deserialize)]
-    pub struct Entry {
-        pub id: [u8; 32],
-        pub version: u64,
-        pub addrs: Vec<SocketAddr>,
-    }
-}
-
-/// A member of the formation that speaks gossip badly: a real node (the library's, in
-/// this process) whose gossip streams the test writes by hand.
-async fn fake_member(peer: &Sidecar) -> (peat_sidecar::node::Node, iroh::endpoint::Connection) {
-    use base64::Engine;
-    use peat_sidecar::{
-        config::{PeerHost, PeerSpec, SharedKey},
-        node::{endpoint::Liveness, peers::Limits, Node, NodeConfig},
-    };
-    let key: [u8; 32] = base64::engine::general_purpose::STANDARD
-        .decode(KEY)
-        .unwrap()
-        .try_into()
-        .unwrap();
-    let node = Node::start(NodeConfig {
-        secret_key: iroh::SecretKey::generate(),
-        bind: vec![SocketAddr::from(([127, 0, 0, 1], free_port()))],
-        app_id: peer.opts.app_id.clone(),
-        shared_key: Some(SharedKey(key)),
-        static_peers: vec![PeerSpec {
-            id: peer.id.parse().unwrap(),
-            host: PeerHost::Addr(peer.bind),
-        }],
-        limits: Limits {
-            max_peers: 0,
-            max_known_peers: 16,
-            max_concurrent_dials: 4,
-            max_dials_per_sec: 20,
-            max_pending_handshakes: 64,
-        },
-        liveness: Liveness {
-            keep_alive: Duration::from_secs(1),
-            idle_timeout: Duration::from_secs(5),
-        },
-        beacons: peat_sidecar::node::liveness::Config {
-            beacon_interval: None,
-            port: peat_sidecar::node::liveness::BEACON_PORT,
-        },
-        trust: None,
-    })
-    .await
-    .unwrap();
-    let target: iroh::EndpointId = peer.id.parse().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Some((_, c)) = node
-            .peers()
-            .connections()
-            .await
-            .into_iter()
-            .find(|(id, _)| *id == target)
-        {
-            return (node, c);
-        }
-        assert!(Instant::now() < deadline, "fake member could not connect");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-/// Sends one gossip message and returns the answer (None if the peer refused it).
-async fn send_table(conn: &iroh::endpoint::Connection, bytes: &[u8]) -> Option<Vec<u8>> {
-    use peat_sidecar::node::streams::{open, tag};
-    let (mut send, mut recv) = open(conn, tag::GOSSIP).await.ok()?;
-    send.write_all(bytes).await.ok()?;
-    let _ = send.finish();
-    tokio::time::timeout(Duration::from_secs(10), recv.read_to_end(1 << 20))
-        .await
-        .ok()?
-        .ok()
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bogus_entries_are_bounded_and_do_not_stall_the_others() {
-    let _serial = ONE_AT_A_TIME.lock().await;
-    let extra = [
-        "--gossip-ttl",
-        "6",
-        "--gossip-max-entries",
-        "40",
-        "--gossip-max-message-bytes",
-        "65536",
-    ];
-    let nodes = chain(3, &extra, None).await;
-    let refs: Vec<&Sidecar> = nodes.iter().collect();
-    full_mesh(&refs, Duration::from_secs(60))
-        .await
-        .expect("mesh of 3");
-    let (fake, conn) = fake_member(&nodes[0]).await;
-
-    // 1. Junk that fits in a message: a malformed id, an address nobody listens on,
-    //    an undialable address, and more valid-looking entries than the table holds.
-    let bad_id = (0u8..=255)
-        .map(|b| [b; 32])
-        .find(|b| iroh::EndpointId::from_bytes(b).is_err())
-        .unwrap();
-    let dead_port = free_port(); // nothing listens there
-    let unreachable = iroh::SecretKey::generate().public();
-    let mut entries = vec![
-        fake::Entry {
-            id: bad_id,
-            version: 1,
-            addrs: vec![SocketAddr::from(([127, 0, 0, 1], dead_port))],
-        },
-        fake::Entry {
-            id: *unreachable.as_bytes(),
-            version: 1,
-            addrs: vec![SocketAddr::from(([127, 0, 0, 1], dead_port))],
-        },
-        fake::Entry {
-            id: *iroh::SecretKey::generate().public().as_bytes(),
-            version: 1,
-            addrs: vec![SocketAddr::from(([0, 0, 0, 0], 9))],
-        },
-    ];
-    for _ in 0..200 {
-        entries.push(fake::Entry {
-            id: *iroh::SecretKey::generate().public().as_bytes(),
-            version: 1,
-            addrs: vec![SocketAddr::from(([127, 0, 0, 1], dead_port))],
-        });
-    }
-    let msg = postcard::to_stdvec(&fake::Message { proto: 1, entries }).unwrap();
-    assert!(msg.len() < 65536);
-    let answer = send_table(&conn, &msg)
-        .await
-        .expect("a table that fits gets an answer");
-    let answer: fake::Message = postcard::from_bytes(&answer).expect("the answer decodes");
-    let node0: iroh::EndpointId = nodes[0].id.parse().unwrap();
-    assert!(
-        answer.entries.iter().any(|e| e.id == *node0.as_bytes()),
-        "the answer holds node 0's own entry"
-    );
-
-    // 2. A table larger than --gossip-max-message-bytes: refused whole.
-    let mut huge = Vec::new();
-    for _ in 0..5000 {
-        huge.push(fake::Entry {
-            id: *iroh::SecretKey::generate().public().as_bytes(),
-            version: 1,
-            addrs: vec![SocketAddr::from(([127, 0, 0, 1], dead_port))],
-        });
-    }
-    let huge_bytes = postcard::to_stdvec(&fake::Message {
-        proto: 1,
-        entries: huge,
-    })
-    .unwrap();
-    assert!(huge_bytes.len() > 65536);
-    assert!(
-        send_table(&conn, &huge_bytes).await.is_none(),
-        "a huge table gets no answer"
-    );
-
-    // 3. The others are not stalled: a newcomer still joins everyone, while the
-    //    junk is being dialled and spread.
-    let t = Instant::now();
-    let newcomer =
-        Sidecar::start("newcomer", gossip_opts(vec![nodes[2].peer_spec()], &extra)).await;
-    let mut all = refs.clone();
-    all.push(&newcomer);
-    let joined = full_mesh(&all, Duration::from_secs(60))
-        .await
-        .expect("a newcomer joins all 3 despite the junk");
-    println!(
-        "gossip: a newcomer joined 3 nodes {:.1}s after its start ({:.1}s of waiting) while \
-         junk entries were being dialled",
-        t.elapsed().as_secs_f64(),
-        joined.as_secs_f64()
-    );
-
-    // Bounded: no node tracks more than the table bound, plus the real nodes and the fake.
-    for n in &all {
-        let count = n.peers().await.len();
-        assert!(count <= 40 + 4 + 1, "{} tracks {count} peers", n.name);
-    }
-    let log = nodes[0].log();
-    assert!(log.contains("malformed=1"), "the malformed id was counted");
-    assert!(
-        log.contains("refused a peer's table"),
-        "the huge table was refused"
-    );
-    assert!(log.contains("gossip table full"), "the table bound was hit");
-    // Unreachable entries were handed to the peer manager, which dialled them (rate
-    // limited, with backoff) without holding anyone else up. Which ones is not fixed:
-    // the table is bounded, so a given junk entry may be evicted before its turn.
-    // A discovered peer may wait for the dial tie-break (0.5 s) and junk is dialled
-    // after peers with untried addresses, while the newcomer can join within a second:
-    // wait for the dial rather than look once.
-    let unreachable = unreachable.to_string();
-    let dead = format!("127.0.0.1:{dead_port}");
-    let dialled = wait_until(Duration::from_secs(30), || async {
-        nodes[0]
-            .log()
-            .lines()
-            .any(|l| l.contains("dialling") && (l.contains(&unreachable) || l.contains(&dead)))
-    })
-    .await;
-    assert!(
-        dialled.is_some(),
-        "no unreachable entry was dialled in 30 s"
-    );
-
-    // 4. Nobody refreshes the junk: it ages out of every table, the real nodes stay.
-    //    Usually within ~15 s (TTL 6 s, plus dials of junk that must time out first);
-    //    the bound is generous for a loaded 2-core CI machine.
-    let aged = wait_until(Duration::from_secs(120), || async {
-        for n in &all {
-            if n.peers().await.len() > 4 {
-                return false;
-            }
-        }
-        true
-    })
-    .await;
-    if aged.is_none() {
-        for n in &all {
-            for p in n.peers().await {
-                eprintln!(
-                    "{} still has {} {:?} {:?} {:?} err={}",
-                    n.name,
-                    &p.endpoint_id[..12],
-                    crate::pb_state(p.state),
-                    p.sources,
-                    p.addrs,
-                    p.last_error
-                );
-            }
-        }
-    }
-    assert!(aged.is_some(), "junk aged out");
-    for n in &all {
-        assert_eq!(
-            n.connected().await.len(),
-            3 + usize::from(n.id == nodes[0].id)
-        );
-    }
-    fake.shutdown().await;
-}
-
 /// Runs a command in a namespace; it must succeed.
 fn in_ns(ns: &str, args: &[&str]) {
     let out = common::netns::ns_exec(ns, args);
@@ -590,8 +268,10 @@ fn in_ns(ns: &str, args: &[&str]) {
 /// so hosts 1 and 3 can only learn of each other through gossip via host 0.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mdns_and_gossip_join_two_lan_segments_through_a_bridge_node() {
+    if common::skip::without_root("network namespaces") {
+        return;
+    }
     let _serial = ONE_AT_A_TIME.lock().await;
-    common::netns::require_root();
     let mut lan = common::netns::Lan::new("pg1", 3);
     let seg1 = lan.add_segment();
     lan.attach(0, seg1);
@@ -651,8 +331,4 @@ async fn mdns_and_gossip_join_two_lan_segments_through_a_bridge_node() {
             "host {a} resolved host {b} through mDNS: {p:?}"
         );
     }
-}
-
-fn pb_state(s: i32) -> &'static str {
-    peat_sidecar::api::convert::state_name(s)
 }

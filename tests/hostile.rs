@@ -66,6 +66,9 @@ const CONNECT_BOUND_SECS: u64 = 60;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_flood_of_10000_spoofed_announcements_is_survived() {
+    if common::skip::without_root("network namespaces") {
+        return;
+    }
     // Host 0: the victim. Host 1: the attacker. Host 2: a real peer, started mid-flood.
     let lan = lan_without_route_to_fakes("ph1", 3);
     let max_known = MAX_KNOWN.to_string();
@@ -230,6 +233,9 @@ fn connected_lines<'a>(log: &'a str, id: &str) -> Vec<&'a str> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_impostor_announcing_a_real_peers_id_is_never_connected_as_that_peer() {
+    if common::skip::without_root("network namespaces") {
+        return;
+    }
     // Host 0: the victim. Host 1: the attacker: a sidecar of the same app id (so a real
     // QUIC/TLS endpoint answers on its address, but with its own key) plus a
     // python-zeroconf record that claims the real peer's endpoint id at that address.
@@ -370,6 +376,9 @@ const DURING_FLOOD_BOUND_SECS: u64 = 20;
 // addresses (docs/SECURITY.md has the figures).
 #[tokio::test(flavor = "multi_thread")]
 async fn a_real_peer_connects_while_a_spoof_flood_goes_on() {
+    if common::skip::without_root("network namespaces") {
+        return;
+    }
     // Host 0: the victim, with the default dial limits and a small table. Host 1: the
     // attacker, announcing fakes at a steady few hundred per second for over a minute.
     // Host 2: a real peer, started once the flood is under way; it must connect while

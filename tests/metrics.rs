@@ -174,6 +174,11 @@ fn promtool_check(text: &str, dir: &Path) -> (bool, String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prometheus_scrapes_connected_peers() {
+    if common::skip::without_program("promtool", "apt-get install prometheus")
+        || common::skip::without_program("prometheus", "apt-get install prometheus")
+    {
+        return;
+    }
     let (port_a, port_b) = (free_port(), free_port());
     let a = Sidecar::start("ma", with_metrics(port_a, vec![])).await;
     let b = Sidecar::start("mb", with_metrics(port_b, vec![a.peer_spec()])).await;
@@ -280,6 +285,9 @@ async fn prometheus_scrapes_connected_peers() {
 
 #[test]
 fn example_alert_rules_pass_promtool() {
+    if common::skip::without_program("promtool", "apt-get install prometheus") {
+        return;
+    }
     let out = Command::new("promtool")
         .args(["check", "rules", ALERTS])
         .output()

@@ -21,6 +21,9 @@ const IROH_PORT: u16 = 9470;
 /// and changing the link while it runs takes effect.
 #[test]
 fn the_hub_drops_and_delays_frames() {
+    if common::skip::without_root("network namespaces") {
+        return;
+    }
     let lan = RadioLan::new("la", 2, Link::CLEAN);
     let port = 7777;
     let b_addr = SocketAddr::from((lan.addr(1), port));
@@ -102,6 +105,9 @@ fn false_departures(nodes: &[Sidecar]) -> Vec<String> {
 /// the mesh holds for a while.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_lossy_channel_meshes_without_false_departures() {
+    if common::skip::without_root("network namespaces") {
+        return;
+    }
     let lan = RadioLan::new("lb", 5, Link::new(0.2, 100, 50));
     let t0 = Instant::now();
     let mut nodes = vec![];

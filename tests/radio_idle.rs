@@ -58,6 +58,9 @@ async fn until_dropped(watchers: &[&Sidecar], gone: &str, bound: Duration) -> Op
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_idle_mesh_stays_within_budget_and_notices_crashes_and_leaves() {
+    if common::skip::without_root("network namespaces") {
+        return;
+    }
     let lan = Lan::new("ia", N);
     let mut nodes = Vec::new();
     for i in 0..N {

@@ -57,6 +57,9 @@ fn v6_opts(lan: &Lan, i: usize, extra: &[&str]) -> Opts {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn three_link_local_only_nodes_mesh_over_mdns() {
+    if common::skip::without_root("network namespaces") {
+        return;
+    }
     let lan = Lan::new("va", 3);
     for i in 0..3 {
         link_local_only(&lan, i);
@@ -110,6 +113,9 @@ fn futures_peers(nodes: &[&Sidecar]) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn scoped_static_peer_and_connect_reach_a_link_local_node() {
+    if common::skip::without_root("network namespaces") {
+        return;
+    }
     let lan = Lan::new("vb", 3);
     for i in 0..3 {
         link_local_only(&lan, i);
@@ -149,6 +155,9 @@ async fn scoped_static_peer_and_connect_reach_a_link_local_node() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_renumbered_node_is_followed_to_its_new_address() {
+    if common::skip::without_root("network namespaces") {
+        return;
+    }
     let lan = Lan::new("vc", 3);
     let mut nodes = Vec::new();
     for i in 0..3 {
@@ -229,6 +238,9 @@ async fn a_renumbered_node_is_followed_to_its_new_address() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_dual_stack_node_meshes_with_an_ipv4_only_and_an_ipv6_only_node() {
+    if common::skip::without_root("network namespaces") {
+        return;
+    }
     // Node 0 binds both families; node 1 has IPv4 only (bound to it), node 2 only its
     // fe80:: address. Node 0 must announce and dial both; 1 and 2 cannot talk.
     let lan = Lan::new("vd", 3);

@@ -1,7 +1,9 @@
 //! End-to-end checks of the settings (issues 14 and 15): the real binary refuses a bad
 //! value before it binds anything, exits with code 2 and names the flag or the
-//! `PEAT_SIDECAR_*` variable the user set. Nothing here reaches the network: every run
-//! is refused before the endpoint is bound (the one that starts binds loopback only).
+//! `PEAT_SIDECAR_*` variable the user set; an address another process holds exits 2 as
+//! well. Nothing here reaches the network: every run is refused before the endpoint is
+//! bound, or binds loopback only (the API on 0.0.0.0 of the warning test aside, which
+//! no one is told about and which lives for a moment).
 
 mod common;
 
@@ -28,7 +30,10 @@ fn refused(args: &[&str], env: &[(&str, &str)]) -> (i32, String) {
     if !args.contains(&"--bind") {
         cmd.args(["--bind", &bind]);
     }
-    cmd.args(["--listen", &listen]).args(args);
+    if !args.contains(&"--listen") {
+        cmd.args(["--listen", &listen]);
+    }
+    cmd.args(args);
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -198,4 +203,87 @@ fn bad_shared_key_suggests_a_new_file_not_the_same_one() {
     assert!(err.contains("32 bytes"), "{err}");
     assert!(!err.trim_end().ends_with(&format!("> {path}")), "{err}");
     assert!(err.contains(&format!("> {path}.new")), "{err}");
+}
+
+#[test]
+fn a_missing_key_file_names_the_os_error_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("absent.key");
+    let err = usage_error(&["--shared-key-file", key.to_str().unwrap()], &[]);
+    assert_eq!(
+        err.trim(),
+        format!(
+            "error: cannot read the shared key file {} (--shared-key-file): No such file or directory (os error 2)",
+            key.display()
+        )
+    );
+}
+
+#[test]
+fn addresses_in_use_exit_2_naming_the_setting() {
+    let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let listen = format!("tcp://127.0.0.1:{}", tcp.local_addr().unwrap().port());
+    let (code, err) = refused(&["--listen", &listen], &[]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("in use"), "{err}");
+    assert!(err.contains("--listen"), "{err}");
+
+    let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let metrics = format!("tcp://{}", tcp.local_addr().unwrap());
+    let (code, err) = refused(&["--metrics-listen", &metrics], &[]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--metrics-listen"), "{err}");
+
+    let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let bind = udp.local_addr().unwrap().to_string();
+    let (code, err) = refused(&["--bind", &bind], &[]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--bind"), "{err}");
+}
+
+/// The API has no authentication: one on a non-loopback address is started, with a
+/// warning that says how to restrict it; one on loopback gets no such warning.
+#[test]
+fn an_api_open_to_the_network_is_warned_about() {
+    let started = |listen: &str| -> String {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("log");
+        let mut child = Command::new(BIN)
+            .args(["run", "--data-dir", dir.path().to_str().unwrap()])
+            .args(["--bind", &format!("127.0.0.1:{}", free_port())])
+            .args(["--listen", listen])
+            .env("PEAT_SIDECAR_LOG_FORMAT", "text")
+            .env_remove("RUST_LOG")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let text = loop {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            if text.contains("peat-sidecar running") || Instant::now() > deadline {
+                break text;
+            }
+            assert!(child.try_wait().unwrap().is_none(), "it exited:\n{text}");
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert!(text.contains("peat-sidecar running"), "{text}");
+        text
+    };
+    let port = free_port();
+    let log = started(&format!("tcp://0.0.0.0:{port}"));
+    let warning = log
+        .lines()
+        .find(|l| l.contains("WARN") && l.contains("no authentication"))
+        .unwrap_or_else(|| panic!("no warning:\n{log}"));
+    assert!(
+        warning.contains("--listen tcp://127.0.0.1:")
+            && warning.contains("unix://")
+            && warning.contains("firewall"),
+        "{warning}"
+    );
+    let log = started(&format!("tcp://127.0.0.1:{}", free_port()));
+    assert!(!log.contains("no authentication"), "{log}");
 }

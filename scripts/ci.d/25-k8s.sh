@@ -5,6 +5,12 @@
 # file is checked on its own and the kustomization must list them all.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+# kubernetes-validate and PyYAML live in the test venv that 00-deps.sh makes.
+venv=target/venv
+[ -x "$venv/bin/kubernetes-validate" ] || {
+    echo "$venv/bin/kubernetes-validate is missing: run scripts/test.sh 00-deps first" >&2
+    exit 1
+}
 dir=packaging/kubernetes
 # Oldest supported version (gRPC probes are GA since 1.27) and the newest schema.
 versions=(1.27.0 1.37.0)
@@ -21,7 +27,7 @@ else
     for f in "$dir"/*.yaml; do
         [ "$(basename "$f")" = kustomization.yaml ] || files+=("$f")
     done
-    python3 - "$dir" <<'PY'
+    "$venv/bin/python3" - "$dir" <<'PY'
 import os, sys, yaml
 d = sys.argv[1]
 k = yaml.safe_load(open(os.path.join(d, "kustomization.yaml")))
@@ -36,7 +42,7 @@ PY
 fi
 
 for v in "${versions[@]}"; do
-    kubernetes-validate --strict --quiet -k "$v" "${files[@]}"
+    "$venv/bin/kubernetes-validate" --strict --quiet -k "$v" "${files[@]}"
     echo "manifests pass the Kubernetes $v schema (strict)"
 done
 

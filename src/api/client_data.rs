@@ -51,9 +51,29 @@ pub async fn publish(args: &PublishArgs) -> Result<(), ClientError> {
         retain: args.retain,
         ttl_secs: args.ttl.unwrap_or(0),
     };
+    let len = req.payload.len();
     let (mut c, t) = open(&args.client).await?;
-    let r = t.call(c.publish(req)).await?;
+    let r = t.call(c.publish(req)).await.map_err(|e| match e {
+        ClientError::Rpc(msg) => ClientError::Rpc(too_large(len, &msg).unwrap_or(msg)),
+        e => e,
+    })?;
     print_sent(args.client.json, "published", r.seq, r.hlc)
+}
+
+/// The server's gRPC layer refuses a request beyond twice --max-message-bytes plus
+/// room for the rest (`api::data::request_limit`) before the data plane sees it, with
+/// tonic's "decoded message length too large ... the limit is: L bytes". Say what the
+/// data plane says for a smaller excess, with the setting's value worked back from L.
+fn too_large(payload: usize, msg: &str) -> Option<String> {
+    let (_, rest) = msg.split_once("decoded message length too large")?;
+    let (_, limit) = rest.split_once("the limit is: ")?;
+    let limit: usize = limit.split_whitespace().next()?.parse().ok()?;
+    // request_limit(None) is the room besides the payloads.
+    let max = limit.checked_sub(super::data::request_limit(None))? / 2;
+    // Worded as the data plane's own refusal (DataError::TooLarge, INVALID_ARGUMENT).
+    Some(format!(
+        "invalid argument: the payload is {payload} bytes; --max-message-bytes allows at most {max}"
+    ))
 }
 
 /// What publish and delete print: `VERB seq=N`, or the sequence and clock as JSON.
@@ -234,6 +254,16 @@ mod tests {
             published_unix_ms: 10_000,
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn a_request_too_large_for_grpc_names_the_setting() {
+        let tonic = "Error, decoded message length too large: found 1048590 bytes, the limit is: 589824 bytes";
+        assert_eq!(
+            too_large(1_048_576, tonic).as_deref(),
+            Some("invalid argument: the payload is 1048576 bytes; --max-message-bytes allows at most 262144")
+        );
+        assert_eq!(too_large(5, "invalid argument: the topic is empty"), None);
     }
 
     #[test]

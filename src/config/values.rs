@@ -31,6 +31,21 @@ pub(crate) fn parse_interval(s: &str) -> Result<Seconds, String> {
     }
 }
 
+/// `publish --ttl`: whole seconds from 1 to ten years (the wire's bound); negative
+/// numbers reach this parser (`allow_negative_numbers`) so that they get this message
+/// rather than clap's advice to write `-- -1`.
+pub(crate) fn parse_ttl(s: &str) -> Result<u64, String> {
+    const MAX: u64 = crate::data::wire::MAX_TTL_MS / 1000;
+    match s.trim().parse::<i128>() {
+        Ok(n) if n >= 1 && n <= i128::from(MAX) => Ok(n as u64),
+        Ok(n) if n < 1 => Err(format!(
+            "the ttl is {n} s; it must be 1 or more seconds (leave --ttl out for a value that never expires)"
+        )),
+        Ok(_) => Err(format!("must be at most {MAX} seconds (ten years)")),
+        Err(_) => Err(format!("`{s}` is not a whole number of seconds")),
+    }
+}
+
 pub(crate) fn parse_gossip_max_entries(s: &str) -> Result<usize, String> {
     match s.trim().parse::<usize>() {
         Ok(n) if (1..=1_000_000).contains(&n) => Ok(n),
@@ -193,6 +208,34 @@ mod tests {
     use clap::Parser;
 
     const ID: &str = "ae58ff8833241ac82d6ff7611046ed67b5072d142c588d0063e942d9a75502b6";
+
+    #[test]
+    fn ttl_takes_whole_positive_seconds_and_names_the_problem() {
+        assert_eq!(parse_ttl("5"), Ok(5));
+        assert_eq!(parse_ttl("315360000"), Ok(315_360_000));
+        let e = parse_ttl("-1").unwrap_err();
+        assert!(
+            e.contains("1 or more seconds") && !e.contains("-- -1"),
+            "{e}"
+        );
+        assert!(parse_ttl("0").unwrap_err().contains("1 or more"));
+        assert!(parse_ttl("315360001").unwrap_err().contains("ten years"));
+        assert!(parse_ttl("1.5").unwrap_err().contains("whole number"));
+    }
+
+    #[test]
+    fn publish_ttl_is_parsed_as_a_value() {
+        let parse = |args: &[&str]| {
+            Cli::try_parse_from(["peat-sidecar", "publish", "t"].iter().chain(args))
+        };
+        let e = parse(&["--retain", "--ttl", "-1"]).unwrap_err().to_string();
+        assert!(
+            e.contains("--ttl") && e.contains("1 or more seconds"),
+            "{e}"
+        );
+        assert!(!e.contains("'-- -1'"), "{e}");
+        assert!(parse(&["--retain", "--ttl", "5"]).is_ok());
+    }
 
     #[test]
     fn peer_spec_with_scoped_link_local() {

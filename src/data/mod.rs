@@ -65,7 +65,8 @@ pub struct DataConfig {
 pub enum DataError {
     #[error("invalid topic: {0}")]
     Topic(TopicError),
-    #[error("invalid pattern: {0}")]
+    // TopicError speaks of "the topic"; here it is a pattern.
+    #[error("invalid pattern: {}", .0.to_string().replacen("the topic", "the pattern", 1))]
     Pattern(TopicError),
     #[error("invalid key: {0}")]
     Key(TopicError),

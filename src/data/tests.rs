@@ -152,6 +152,14 @@ async fn bounds_are_errors_that_say_what() {
         Err(DataError::Topic(_))
     ));
     assert!(matches!(d.subscribe("**/a"), Err(DataError::Pattern(_))));
+    // A pattern's error calls it a pattern, not a topic.
+    let e = d.subscribe("a//*").err().map(|e| e.to_string());
+    assert_eq!(
+        e.as_deref(),
+        Some(
+            "invalid pattern: the pattern has an empty segment (a leading, trailing or double '/')"
+        )
+    );
     let mut limited = 0;
     for _ in 0..1100 {
         if let Err(DataError::Rate(1000)) = d.publish(publish("r", "", false)).await {

@@ -28,6 +28,8 @@ pub enum EndpointError {
         addr: SocketAddr,
         message: String,
         hint: &'static str,
+        /// Another socket holds the address (main exits 2 for it, as for a setting).
+        in_use: bool,
     },
     #[error("invalid idle timeout {0:?}")]
     IdleTimeout(Duration),
@@ -102,6 +104,7 @@ pub(crate) async fn bind_alpns(
             addr,
             message,
             hint: bind_hint(kind),
+            in_use: kind == Some(std::io::ErrorKind::AddrInUse),
         }
     })
 }

@@ -27,6 +27,16 @@ where
         .try_get_matches_from_mut(&argv)
         .map_err(|e| name_the_variable(e, &cmd, &argv))?;
     let mut cli = Cli::from_arg_matches(&matches).map_err(|e| e.format(&mut cmd))?;
+    if let Command::Publish(p) = &cli.command {
+        if p.ttl.is_some() && !p.retain {
+            let mut publish = cmd.find_subcommand("publish").unwrap_or(&cmd).clone();
+            return Err(publish.error(
+                clap::error::ErrorKind::MissingRequiredArgument,
+                "--ttl needs --retain: only retained values expire (a live message is \
+                 delivered once and never stored, so it has nothing to expire)",
+            ));
+        }
+    }
     if let (Command::Run(args), Some(("run", sub))) = (&mut cli.command, matches.subcommand()) {
         if let Some(run) = cmd.find_subcommand("run") {
             args.origins = Origins::from_matches(run, sub);

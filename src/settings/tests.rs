@@ -386,3 +386,40 @@ fn worker_threads_default_to_one_and_are_bounded() {
         assert!(parse_cli(["peat-sidecar", "run", "--worker-threads", bad]).is_err());
     }
 }
+
+#[test]
+fn a_missing_key_file_names_the_os_error_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("absent.key");
+    let e = check(&["--shared-key-file", missing.to_str().unwrap()]).unwrap_err();
+    assert_eq!(e.exit_code(), 2);
+    // As main prints it: the error and its causes.
+    let shown = format!("{:#}", anyhow::Error::from(e));
+    assert!(
+        shown.starts_with("cannot read the shared key file") && shown.contains("--shared-key-file"),
+        "{shown}"
+    );
+    assert_eq!(shown.matches("os error 2").count(), 1, "{shown}");
+}
+
+#[test]
+fn ttl_without_retain_is_refused_as_a_usage_error() {
+    let e = parse_cli(["peat-sidecar", "publish", "t", "v", "--ttl", "5"]).unwrap_err();
+    assert_eq!(e.exit_code(), 2);
+    let text = e.to_string();
+    assert!(text.contains("--ttl needs --retain"), "{text}");
+    assert!(
+        text.contains("peat-sidecar publish"),
+        "usage of publish: {text}"
+    );
+    assert!(parse_cli([
+        "peat-sidecar",
+        "publish",
+        "t",
+        "v",
+        "--ttl",
+        "5",
+        "--retain"
+    ])
+    .is_ok());
+}

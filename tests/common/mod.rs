@@ -9,9 +9,11 @@
 pub mod data;
 pub mod dnsmasq;
 pub mod egress;
+pub mod gossip;
 pub mod interop;
 pub mod netns;
 pub mod radio;
+pub mod skip;
 
 /// Options of a sidecar in namespace `i` of `lan` on the default iroh port, finding its
 /// peers by mDNS.

@@ -18,7 +18,10 @@
 //! killing any process still inside. Prefixes must be unique per test and per helper
 //! (namespace names are machine-wide), 1-5 letters or digits.
 //!
-//! Needs root (CAP_NET_ADMIN); [`require_root`] fails the test with a clear message.
+//! Needs root (CAP_NET_ADMIN). A test that builds a LAN starts with
+//! `if common::skip::without_root("network namespaces") { return; }` (tests/common/skip.rs:
+//! skipped with one line for a normal user, a failure under CI); [`require_root`] is the
+//! backstop that fails with a clear message.
 
 use std::{
     net::Ipv4Addr,

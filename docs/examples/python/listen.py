@@ -28,6 +28,7 @@ def main():
     args = ap.parse_args()
 
     pb, rpc = peat_stubs.load()
+    import grpc
 
     def out(obj, text):
         print(json.dumps(obj) if args.json else text, flush=True)
@@ -39,7 +40,7 @@ def main():
         # that failed (no sidecar, bad pattern) returns from this too, but ended.
         call.initial_metadata()
         if not call.is_active():
-            sys.exit(f"subscribe failed: {call.code()}: {call.details()}")
+            sys.exit(f"subscribe failed: {call.code().name}: {call.details()}")
         out({"subscribed": True}, f"subscribed to {args.pattern}")
         try:
             for d in call:
@@ -60,6 +61,9 @@ def main():
                         f"{m.topic} {m.key or '-'} {m.publisher[:10]} {age_ms}ms {text}")
         except KeyboardInterrupt:
             call.cancel()
+        except grpc.RpcError as e:
+            # The stream broke off: the sidecar stopped or the connection went.
+            peat_stubs.rpc_failed("subscribe", e)
     return 0
 
 

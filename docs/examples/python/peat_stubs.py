@@ -4,6 +4,14 @@ grpcio-tools compiles the proto into a cache directory (next to this file, or
 $PEAT_SIDECAR_STUBS); nothing generated is checked in, so the stubs always match the
 proto they are run against. Point $PEAT_SIDECAR_PROTO at another sidecar.proto if
 this example is copied out of the repository.
+
+The examples need the PyPI packages grpcio and grpcio-tools. Install them in a virtual
+environment (Debian 12's own Python refuses `pip install`, PEP 668):
+
+    python3 -m venv ~/peat-venv && ~/peat-venv/bin/pip install grpcio grpcio-tools
+    ~/peat-venv/bin/python3 listen.py ...
+
+In a checkout, `sudo scripts/test.sh 00-deps` makes target/venv with them.
 """
 
 import importlib
@@ -14,8 +22,32 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_PROTO = os.path.join(HERE, "..", "..", "..", "proto", "sidecar.proto")
 
 
+INSTALL = (
+    "this example needs the Python packages grpcio and grpcio-tools ({missing} is missing).\n"
+    "Install them in a virtual environment (on Debian first: apt-get install python3-venv):\n"
+    "    python3 -m venv ~/peat-venv && ~/peat-venv/bin/pip install grpcio grpcio-tools\n"
+    "and run the example with ~/peat-venv/bin/python3"
+)
+
+
+def require_packages():
+    """Exits with what to install, rather than a traceback, when a package is missing."""
+    for module in ("grpc", "grpc_tools", "google.protobuf"):
+        try:
+            importlib.import_module(module)
+        except ImportError:
+            sys.exit(INSTALL.format(missing=module))
+
+
+def rpc_failed(what, err):
+    """Exits with one line for a failed call (no sidecar, a refused value): the
+    gRPC status code and the sidecar's message, as the peat-sidecar CLI prints it."""
+    sys.exit(f"{what} failed: {err.code().name}: {err.details()}")
+
+
 def load():
     """Returns the modules (sidecar_pb2, sidecar_pb2_grpc)."""
+    require_packages()
     proto = os.path.abspath(os.environ.get("PEAT_SIDECAR_PROTO", DEFAULT_PROTO))
     out = os.environ.get("PEAT_SIDECAR_STUBS", os.path.join(HERE, "_stubs"))
     os.makedirs(out, exist_ok=True)

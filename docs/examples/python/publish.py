@@ -6,6 +6,7 @@
 """
 
 import argparse
+import sys
 
 import peat_stubs
 
@@ -22,6 +23,18 @@ def main():
     args = ap.parse_args()
 
     pb, rpc = peat_stubs.load()
+    import grpc
+
+    try:
+        publish(args, pb, rpc)
+    except grpc.RpcError as e:
+        peat_stubs.rpc_failed("publish", e)
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+def publish(args, pb, rpc):
     with peat_stubs.channel(args.api) as ch:
         stub = rpc.SidecarStub(ch)
 
@@ -41,4 +54,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
