@@ -17,7 +17,6 @@ use common::{
         data_stats, get, json_payload, msg, names_publisher, open_subscription, publish,
         publish_stream, wait_subscribers, CliSub, Drained, Got,
     },
-    interop::PyScript,
     netns::Lan,
     wait_full_mesh, wait_until, Sidecar,
 };

@@ -81,6 +81,11 @@ impl SidecarService {
         self
     }
 
+    /// The data plane, when the daemon runs one (the operator's page reads it).
+    pub fn data(&self) -> Option<&DataPlane> {
+        self.data.as_ref()
+    }
+
     /// iroh binds sockets of the families `--bind` names: an IPv6 address behind an
     /// IPv4 bind can never be dialled, and would only time out.
     fn check_family(&self, host: &PeerHost) -> Result<(), Status> {

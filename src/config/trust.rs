@@ -10,6 +10,7 @@ use super::parse_endpoint_id;
 
 /// `run`'s trust settings (checked in `settings::trust`).
 #[derive(Debug, Args, Clone)]
+#[command(next_help_heading = "Member certificates")]
 pub struct TrustArgs {
     /// The formation authority's public key (64 hex characters), or a file holding it
     /// (`authority.pub`). With it, every peer must present a member certificate signed

@@ -12,7 +12,7 @@ pub struct WebArgs {
     /// events; read-only) on http://ADDR/, for example tcp://127.0.0.1:8470. Off unless
     /// given. Keep it on loopback and reach it through `ssh -L`; another address shows
     /// the formation to everyone who can reach it.
-    #[arg(long, env = "PEAT_SIDECAR_WEB_LISTEN", value_name = "ADDR", value_parser = parse_web_listen)]
+    #[arg(long, env = "PEAT_SIDECAR_WEB_LISTEN", value_name = "ADDR", value_parser = parse_web_listen, help_heading = "Operations")]
     pub web_listen: Option<SocketAddr>,
 }
 

@@ -200,8 +200,7 @@ impl Hub {
 
     fn neighbours(&self) -> Neighbours {
         self.service
-            .data
-            .as_ref()
+            .data()
             .map(|d| {
                 d.neighbours()
                     .into_iter()
@@ -221,7 +220,7 @@ struct Counted {
 impl Counted {
     fn news(&mut self, snap: &crate::api::server::Snapshot) -> Vec<WebEvent> {
         let c = snap.status.counters.clone().unwrap_or_default();
-        let d = snap.status.data.clone().unwrap_or_default();
+        let d = snap.status.data.unwrap_or_default();
         let now = [
             c.incoming_refused,
             c.handshakes_rejected,
@@ -283,7 +282,7 @@ struct Count {
 
 impl Meter {
     fn follow(&mut self, watched: bool, service: &SidecarService) {
-        match (watched, self.sub.is_some(), service.data.as_ref()) {
+        match (watched, self.sub.is_some(), service.data()) {
             (true, false, Some(d)) => self.sub = d.subscribe("**").ok(),
             (false, true, _) => {
                 self.sub = None;

@@ -181,7 +181,7 @@ fn retained(hub: &Hub, query: &str) -> Response<Body> {
         .find(|(k, _)| k == "pattern")
         .map(|(_, v)| v.into_owned())
         .unwrap_or_else(|| "**".into());
-    let Some(d) = hub.service.data.as_ref() else {
+    let Some(d) = hub.service.data() else {
         return reply(
             StatusCode::SERVICE_UNAVAILABLE,
             JSON,
