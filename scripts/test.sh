@@ -19,6 +19,20 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 export PATH="$HOME/.cargo/bin:$PATH"
+# Disk: a CI machine may have only a few GB free, and a cold run writes every debug
+# test binary, three release targets and a fuzz build. A CI build happens once, so
+# incremental caches only cost space; line tables keep file:line in backtraces at
+# about a third of full debug info. A developer's own `cargo test` is unaffected.
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
+export CARGO_PROFILE_DEV_DEBUG="${CARGO_PROFILE_DEV_DEBUG:-line-tables-only}"
+# Below this much free space the preparations run one after the other, at their own
+# stage, instead of beside the tests (a cold run's artifacts need about 12 GB).
+PREP_MIN_FREE_GB="${PREP_MIN_FREE_GB:-20}"
+
+free_gb() { df -P --block-size=1G . | awk 'NR == 2 { print $4 }'; }
+disk_report() { # disk_report WHEN
+    echo "=== disk $1: $(free_gb) GB free, target/ holds $(du -sh target 2>/dev/null | cut -f1)"
+}
 
 selected() { # selected NAME: whether the command line asks for this stage
     [ "${#WANT[@]}" -eq 0 ] && return 0
@@ -42,6 +56,10 @@ trap stop_preps EXIT
 start_preps() {
     local prep name
     mkdir -p "$prep_dir"
+    if [ "$(free_gb)" -lt "$PREP_MIN_FREE_GB" ]; then
+        echo "=== only $(free_gb) GB free (< $PREP_MIN_FREE_GB): each stage builds its own artifacts when it starts"
+        return 0
+    fi
     for prep in scripts/ci.d/prep/*.sh; do
         [ -e "$prep" ] || continue
         name=$(basename "$prep" .sh)
@@ -72,6 +90,8 @@ wait_prep() { # wait_prep STAGE: waits for the stage's preparation; fails if it 
 }
 
 start=$(date +%s)
+mkdir -p target
+disk_report "at the start"
 preps_started=0
 for stage in scripts/ci.d/*.sh; do
     name=$(basename "$stage" .sh)
@@ -87,5 +107,6 @@ for stage in scripts/ci.d/*.sh; do
     bash "$stage"
     unset PEAT_CI_PREPARED
     echo "=== stage $name done in $(( $(date +%s) - t0 ))s"
+    disk_report "after $name"
 done
 echo "=== all stages passed in $(( $(date +%s) - start ))s"
