@@ -19,13 +19,13 @@ import sys
 # The layer table, lowest first. A module may import only from modules in lower
 # layers. Keep docs/DESIGN.md ("Layers") and src/lib.rs in step with it.
 LAYERS = [
-    ["platform", "logfmt", "scoped", "ratelimit"],  # the host, and small helpers
+    ["platform", "logfmt", "scoped", "ratelimit", "trust"],  # the host, small helpers, certificates
     ["events", "netchange"],  # what node and discovery tell each other
     ["node"],  # endpoint, formation check, liveness, the peer manager
     ["discovery"],  # sources of found/lost events; never dial
     ["data"],  # the data plane over the node's connections
     ["config"],  # the command line: flags, variables, value parsers
-    ["settings", "api"],  # checked settings; gRPC service and CLI client
+    ["settings", "api", "authority"],  # checked settings; gRPC service and CLI client; the authority's commands
     ["notify"],  # systemd readiness
     ["daemon"],  # `peat-sidecar run`: wires the layers together
     ["main"],

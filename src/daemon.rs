@@ -125,6 +125,7 @@ async fn start_node(settings: &Settings, secret_key: SecretKey) -> anyhow::Resul
         limits: n.limits,
         liveness: n.liveness,
         beacons: n.beacons,
+        trust: n.trust,
     })
     .await?)
 }

@@ -6,7 +6,8 @@
 //! fails CI on an import that goes up):
 //! 1. [`platform`] (the host's network interfaces and their changes), [`scoped`] (IPv6
 //!    zone ids in addresses), [`ratelimit`] (the token bucket and the rate-limited log),
-//!    [`logfmt`] (human forms of values for text logs);
+//!    [`logfmt`] (human forms of values for text logs), [`trust`] (member certificates
+//!    and revocations from an offline authority: their format and checks);
 //! 2. [`events`]: what the node and the sources tell each other, so that neither imports
 //!    the other's internals; [`netchange`]: tells iroh when this host's addresses change;
 //! 3. [`node`]: identity, endpoint, formation check, liveness and the peer manager, the
@@ -19,7 +20,8 @@
 //! 6. [`config`]: flags and `PEAT_SIDECAR_*` variables, with the parsers of the values
 //!    that belong to no lower module;
 //! 7. [`settings`]: the flags checked and turned into each module's settings before
-//!    anything binds; [`api`]: the gRPC service and the CLI client;
+//!    anything binds; [`api`]: the gRPC service and the CLI client; [`authority`]:
+//!    `peat-sidecar authority`, the offline authority's commands;
 //! 8. [`notify`]: systemd readiness; then [`daemon`]: `peat-sidecar run`, which wires
 //!    them together; then `main`.
 //!
@@ -27,6 +29,7 @@
 //! and `settings` fills them in.
 
 pub mod api;
+pub mod authority;
 pub mod config;
 pub mod daemon;
 pub mod data;
@@ -40,3 +43,4 @@ pub mod platform;
 pub mod ratelimit;
 pub mod scoped;
 pub mod settings;
+pub mod trust;

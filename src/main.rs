@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 use peat_sidecar::{
     api::{client, client_data, metrics::MetricsError, output::OutputError, server::ServeError},
+    authority,
     config::Command,
     daemon,
     node::{self, endpoint::EndpointError, NodeError},
@@ -47,6 +48,7 @@ fn main() -> ExitCode {
             Command::Subscribe(a) => Ok(client_data::subscribe(&a).await?),
             Command::Get(a) => Ok(client_data::get(&a).await?),
             Command::Delete(a) => Ok(client_data::delete(&a).await?),
+            Command::Authority(a) => authority::run(&a),
             Command::Id(a) => {
                 let key = node::identity::load_or_create(&a.data_dir)?;
                 Ok(peat_sidecar::outln!("{}", key.public())?)

@@ -75,6 +75,7 @@ async fn fake_member(peer: &Sidecar) -> (peat_sidecar::node::Node, iroh::endpoin
             beacon_interval: None,
             port: peat_sidecar::node::liveness::BEACON_PORT,
         },
+        trust: None,
     })
     .await
     .unwrap();

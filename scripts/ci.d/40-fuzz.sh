@@ -17,7 +17,7 @@ cd "$(dirname "$0")/../.."
 export PATH="$HOME/.cargo/bin:$PATH"
 export RUSTC_BOOTSTRAP=1
 secs="${FUZZ_SECONDS:-20}"
-all=(formation_decode gossip_decode dns_handshake_decode mdns_txt_parse peer_spec_parse data_decode)
+all=(formation_decode gossip_decode dns_handshake_decode mdns_txt_parse peer_spec_parse data_decode cert_decode)
 if [ -z "${FUZZ_TARGETS:-}" ] || [ "$FUZZ_TARGETS" = all ]; then
     targets="${all[*]}"
 else

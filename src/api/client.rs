@@ -95,6 +95,7 @@ fn print_counters(c: &pb::Counters) -> Result<(), ClientError> {
                 c.handshakes_rejected, c.handshakes_pending, c.incoming_refused
             ),
         ),
+        ("certificates", refusals(&c.certificate_refusals)),
         ("peers evicted", c.peers_evicted.to_string()),
         ("mdns records", c.mdns_records.to_string()),
         (
@@ -106,6 +107,18 @@ fn print_counters(c: &pb::Counters) -> Result<(), ClientError> {
         outln!("{name:<15} {value}")?;
     }
     Ok(())
+}
+
+/// `3 refused (expired 2, revoked 1)`, or `0 refused`.
+fn refusals(by_reason: &std::collections::HashMap<String, u64>) -> String {
+    let mut parts: Vec<_> = by_reason.iter().filter(|(_, n)| **n > 0).collect();
+    parts.sort();
+    let total: u64 = parts.iter().map(|(_, n)| **n).sum();
+    if parts.is_empty() {
+        return "0 refused".into();
+    }
+    let list: Vec<String> = parts.iter().map(|(r, n)| format!("{r} {n}")).collect();
+    format!("{total} refused ({})", list.join(", "))
 }
 
 fn status_json(s: &pb::GetStatusResponse) -> Value {
@@ -138,6 +151,7 @@ fn status_json(s: &pb::GetStatusResponse) -> Value {
             "connections_live": c.connections_live,
             "dial_failures": c.dial_failures,
             "incoming_handshakes": c.incoming_handshakes,
+            "certificate_refusals": c.certificate_refusals,
             "gossip_rounds": c.gossip_rounds,
             "dns_rounds": c.dns_rounds,
             "mdns_daemon": c.mdns_daemon,

@@ -359,6 +359,13 @@ fn register_counters(r: &mut Registry, c: &pb::Counters) {
         "outcome",
         &c.incoming_handshakes,
     );
+    labelled_counters(
+        r,
+        "certificate_refusals",
+        "Peers' member certificates refused, by reason",
+        "reason",
+        &c.certificate_refusals,
+    );
 }
 
 /// mdns-sd's own counters, by its names for them.

@@ -171,6 +171,7 @@ impl SidecarService {
                 connections_live: c.connections_live.load(Ordering::Relaxed),
                 dial_failures: by_label(&DIAL_FAILURE_REASONS, &c.dial_failures),
                 incoming_handshakes: by_label(&HANDSHAKE_OUTCOMES, &c.incoming_handshakes),
+                certificate_refusals: by_label(&crate::trust::REFUSAL_REASONS, &c.cert_refusals),
                 gossip_rounds: c.gossip_rounds.load(Ordering::Relaxed),
                 dns_rounds: c.dns_rounds.load(Ordering::Relaxed),
                 mdns_daemon: c

@@ -14,10 +14,12 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use crate::discovery::DiscoveryMode;
 
 mod origins;
+mod trust;
 mod values;
 mod web;
 
 pub use origins::Origins;
+pub use trust::*;
 pub use values::*;
 pub use web::WebArgs;
 
@@ -73,6 +75,9 @@ pub enum Command {
     /// Delete the retained value of a topic and key formation-wide (subscribers see
     /// `<deleted>`).
     Delete(DeleteArgs),
+    /// Create a formation authority, and issue and revoke member certificates (on the
+    /// authority's machine, not on the devices).
+    Authority(AuthorityArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
@@ -365,6 +370,10 @@ pub struct RunArgs {
     /// Log format; the level comes from RUST_LOG (default `info`).
     #[arg(long, value_name = "FORMAT", env = "PEAT_SIDECAR_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, help_heading = "Operations")]
     pub log_format: LogFormat,
+
+    /// Member certificates (`--authority-key`, `--member-cert`, ...).
+    #[command(flatten)]
+    pub trust: TrustArgs,
 
     /// The operator's page (`--web-listen`).
     #[command(flatten)]

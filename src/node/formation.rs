@@ -22,12 +22,13 @@
 //! in constant time.
 //!
 //! Peers that both speak it run the same check in one round trip instead ([`v2`]),
-//! chosen by ALPN.
+//! chosen by ALPN; a node with an authority (`--authority-key`) runs [`v3`], which adds
+//! member certificates in both directions.
 //!
 //! A side that sees a mismatch closes the connection with a [`CloseCode`], so the other
 //! side learns why from the close frame, as a number and never by parsing text.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use hmac::{Hmac, Mac};
 use iroh::{endpoint::VarInt, EndpointId};
@@ -35,17 +36,22 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use crate::node::SharedKey;
+use crate::{
+    node::SharedKey,
+    trust::{store::TrustStore, Refusal, TrustError},
+};
 
 mod v2;
+mod v3;
 pub use v2::{Binding, ALPN_V2, EXPORTER_LABEL};
+pub use v3::ALPN_V3;
 
 /// ALPN of sidecar-to-sidecar connections that run the check of version 1 (two round
 /// trips), for peers older than [`ALPN_V2`].
 pub const ALPN: &[u8] = b"/peat-sidecar/formation/1";
 /// The ALPNs this node accepts, preferred first: TLS picks the first one that the
 /// dialer offered too.
-pub const ALPNS: [&[u8]; 2] = [ALPN_V2, ALPN];
+pub const ALPNS: [&[u8]; 3] = [ALPN_V3, ALPN_V2, ALPN];
 /// Protocol version carried in Hello.
 pub const VERSION: u16 = 1;
 /// The whole check must finish within this time, or the connection is closed; longer
@@ -68,8 +74,9 @@ pub fn check_timeout(rtt: Option<Duration>) -> Duration {
     rtt.map_or(Duration::ZERO, |r| r.saturating_mul(CHECK_RTTS))
         .clamp(HANDSHAKE_TIMEOUT, MAX_CHECK_TIMEOUT)
 }
-/// Largest handshake frame accepted; real ones are about 120 bytes.
-pub const MAX_FRAME: usize = 1024;
+/// Largest handshake frame accepted; real ones are about 120 bytes, 250 with a member
+/// certificate (at most [`crate::trust::MAX_CERT_LEN`]).
+pub const MAX_FRAME: usize = 4096;
 
 const LABEL: &[u8] = b"peat-sidecar formation v1";
 const ROLE_DIALER: u8 = b'D';
@@ -100,6 +107,20 @@ pub enum CloseCode {
     Protocol = 0x12,
     /// The handshake did not finish in time.
     Timeout = 0x13,
+    /// The peer presented no member certificate (or speaks a version without them).
+    CertMissing = 0x14,
+    /// The peer's member certificate has expired (beyond the clock skew allowed).
+    CertExpired = 0x15,
+    /// The peer's member certificate is not valid yet (beyond the clock skew allowed).
+    CertNotYetValid = 0x16,
+    /// The peer's member certificate is for another endpoint id.
+    CertOtherEndpoint = 0x17,
+    /// The peer's member certificate is signed by another authority.
+    CertOtherAuthority = 0x18,
+    /// The peer's endpoint id is revoked.
+    CertRevoked = 0x19,
+    /// The peer's member certificate is malformed or its signature does not verify.
+    CertInvalid = 0x1a,
 }
 
 impl CloseCode {
@@ -114,6 +135,13 @@ impl CloseCode {
             0x11 => CloseCode::KeyMismatch,
             0x12 => CloseCode::Protocol,
             0x13 => CloseCode::Timeout,
+            0x14 => CloseCode::CertMissing,
+            0x15 => CloseCode::CertExpired,
+            0x16 => CloseCode::CertNotYetValid,
+            0x17 => CloseCode::CertOtherEndpoint,
+            0x18 => CloseCode::CertOtherAuthority,
+            0x19 => CloseCode::CertRevoked,
+            0x1a => CloseCode::CertInvalid,
             _ => return None,
         })
     }
@@ -134,7 +162,41 @@ impl CloseCode {
             CloseCode::KeyMismatch => b"shared key mismatch",
             CloseCode::Protocol => b"formation protocol error",
             CloseCode::Timeout => b"formation check timed out",
+            CloseCode::CertMissing => b"no member certificate",
+            CloseCode::CertExpired => b"member certificate expired",
+            CloseCode::CertNotYetValid => b"member certificate not yet valid",
+            CloseCode::CertOtherEndpoint => b"member certificate for another endpoint id",
+            CloseCode::CertOtherAuthority => b"member certificate from another authority",
+            CloseCode::CertRevoked => b"member certificate revoked",
+            CloseCode::CertInvalid => b"member certificate invalid",
         }
+    }
+
+    /// The close code that refuses a certificate for `r`.
+    pub fn of_refusal(r: Refusal) -> Self {
+        match r {
+            Refusal::Missing => CloseCode::CertMissing,
+            Refusal::Expired => CloseCode::CertExpired,
+            Refusal::NotYetValid => CloseCode::CertNotYetValid,
+            Refusal::OtherEndpoint => CloseCode::CertOtherEndpoint,
+            Refusal::OtherAuthority => CloseCode::CertOtherAuthority,
+            Refusal::Revoked => CloseCode::CertRevoked,
+            Refusal::Invalid => CloseCode::CertInvalid,
+        }
+    }
+
+    /// The certificate refusal this code stands for, if it is one.
+    pub fn refusal(self) -> Option<Refusal> {
+        Some(match self {
+            CloseCode::CertMissing => Refusal::Missing,
+            CloseCode::CertExpired => Refusal::Expired,
+            CloseCode::CertNotYetValid => Refusal::NotYetValid,
+            CloseCode::CertOtherEndpoint => Refusal::OtherEndpoint,
+            CloseCode::CertOtherAuthority => Refusal::OtherAuthority,
+            CloseCode::CertRevoked => Refusal::Revoked,
+            CloseCode::CertInvalid => Refusal::Invalid,
+            _ => return None,
+        })
     }
 
     /// Whether this code means the peer is not (or not known to be) of our formation.
@@ -142,7 +204,7 @@ impl CloseCode {
         matches!(
             self,
             CloseCode::AppIdMismatch | CloseCode::KeyMismatch | CloseCode::Protocol
-        )
+        ) || self.refusal().is_some()
     }
 }
 
@@ -153,6 +215,9 @@ pub enum FormationError {
     AppIdMismatch { ours: String, theirs: String },
     #[error("shared key mismatch: the peer's proof did not verify")]
     KeyMismatch,
+    /// We refused the peer's member certificate.
+    #[error("member certificate refused: {0}")]
+    Certificate(TrustError),
     #[error("the peer rejected us: {0}")]
     RejectedByPeer(Rejection),
     #[error("formation protocol error: {0}")]
@@ -177,6 +242,9 @@ pub enum Rejection {
     Timeout,
     #[error("connection limit reached")]
     OverCapacity,
+    /// The peer refused our member certificate.
+    #[error("{}", .0.describe())]
+    Certificate(Refusal),
 }
 
 impl FormationError {
@@ -185,6 +253,7 @@ impl FormationError {
         match self {
             FormationError::AppIdMismatch { .. } => CloseCode::AppIdMismatch,
             FormationError::KeyMismatch => CloseCode::KeyMismatch,
+            FormationError::Certificate(e) => CloseCode::of_refusal(e.refusal()),
             FormationError::Protocol(_) => CloseCode::Protocol,
             FormationError::Timeout(_) => CloseCode::Timeout,
             // Already closed by the peer or lost: the code is not seen by anyone.
@@ -198,10 +267,14 @@ impl FormationError {
         match self {
             FormationError::AppIdMismatch { .. }
             | FormationError::KeyMismatch
+            | FormationError::Certificate(_)
             | FormationError::Protocol(_) => true,
             FormationError::RejectedByPeer(r) => matches!(
                 r,
-                Rejection::AppIdMismatch | Rejection::KeyMismatch | Rejection::Protocol
+                Rejection::AppIdMismatch
+                    | Rejection::KeyMismatch
+                    | Rejection::Protocol
+                    | Rejection::Certificate(_)
             ),
             FormationError::Timeout(_) | FormationError::Io(_) => false,
         }
@@ -215,7 +288,7 @@ impl FormationError {
             CloseCode::Protocol => Rejection::Protocol,
             CloseCode::Timeout => Rejection::Timeout,
             CloseCode::OverCapacity => Rejection::OverCapacity,
-            _ => return None,
+            c => Rejection::Certificate(c.refusal()?),
         };
         Some(FormationError::RejectedByPeer(r))
     }
@@ -227,6 +300,8 @@ pub struct Formation {
     app_id: String,
     key: [u8; 32],
     keyed: bool,
+    /// With an authority: certificates are presented and required ([`v3`]).
+    trust: Option<Arc<TrustStore>>,
 }
 
 impl std::fmt::Debug for Formation {
@@ -234,6 +309,7 @@ impl std::fmt::Debug for Formation {
         f.debug_struct("Formation")
             .field("app_id", &self.app_id)
             .field("keyed", &self.keyed)
+            .field("certificates", &self.trust.is_some())
             .finish()
     }
 }
@@ -252,7 +328,23 @@ impl Formation {
                 (h.finalize().into(), false)
             }
         };
-        Formation { app_id, key, keyed }
+        Formation {
+            app_id,
+            key,
+            keyed,
+            trust: None,
+        }
+    }
+
+    /// Presents and requires member certificates of `trust`'s authority.
+    pub fn with_trust(mut self, trust: Arc<TrustStore>) -> Self {
+        self.trust = Some(trust);
+        self
+    }
+
+    /// Whether peers must present a member certificate ([`v3`]).
+    pub fn requires_cert(&self) -> bool {
+        self.trust.is_some()
     }
 
     pub fn app_id(&self) -> &str {
@@ -433,6 +525,18 @@ pub enum Msg {
     Welcome2 {
         mac: [u8; 32],
     },
+    /// Version 3 (ALPN [`ALPN_V3`], see [`v3`]): version 2's proof and the dialer's
+    /// member certificate, if it has one.
+    Hello3 {
+        app_id: String,
+        mac: [u8; 32],
+        cert: Option<Vec<u8>>,
+    },
+    /// Version 3: the acceptor's proof and member certificate.
+    Welcome3 {
+        mac: [u8; 32],
+        cert: Option<Vec<u8>>,
+    },
 }
 
 /// Decodes one frame's payload. Public for the fuzz targets.
@@ -441,7 +545,7 @@ pub fn decode(payload: &[u8]) -> Result<Msg, FormationError> {
         return Err(FormationError::Protocol("handshake frame too large"));
     }
     match postcard::from_bytes::<Msg>(payload) {
-        Ok(Msg::Hello { app_id, .. } | Msg::Hello2 { app_id, .. })
+        Ok(Msg::Hello { app_id, .. } | Msg::Hello2 { app_id, .. } | Msg::Hello3 { app_id, .. })
             if app_id.len() > crate::node::MAX_APP_ID_LEN =>
         {
             Err(FormationError::Protocol("app id too long"))

@@ -12,8 +12,10 @@ use iroh::{
 };
 
 use super::formation::{
-    check_timeout, Binding, CloseCode, Formation, FormationError, ALPN, ALPN_V2, EXPORTER_LABEL,
+    check_timeout, Binding, CloseCode, Formation, FormationError, ALPN, ALPN_V2, ALPN_V3,
+    EXPORTER_LABEL,
 };
+use crate::trust::TrustError;
 
 /// Which side of the check this node plays.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,25 +35,29 @@ pub async fn authenticate(
     side: Side,
 ) -> Result<(), FormationError> {
     let peer = conn.remote_id();
+    let version = conn.alpn();
+    if formation.requires_cert() && version != ALPN_V3 {
+        // An older version carries no certificate: refuse at once, with the reason.
+        return Err(FormationError::Certificate(TrustError::Missing));
+    }
     let check = async {
         let (mut send, mut recv) = match side {
             Side::Dialer => conn.open_bi().await,
             Side::Acceptor => conn.accept_bi().await,
         }
         .map_err(|e| FormationError::Io(e.to_string()))?;
+        let (ids, io) = ((me, peer), (&mut recv, &mut send));
         match (side, binding(conn)?) {
-            (Side::Dialer, None) => formation.dial(&mut recv, &mut send, me, peer).await?,
-            (Side::Acceptor, None) => formation.accept(&mut recv, &mut send, me, peer).await?,
-            (Side::Dialer, Some(b)) => {
-                formation
-                    .dial_v2(&mut recv, &mut send, (me, peer), &b)
-                    .await?
+            (Side::Dialer, None) => formation.dial(io.0, io.1, me, peer).await?,
+            (Side::Acceptor, None) => formation.accept(io.0, io.1, me, peer).await?,
+            (Side::Dialer, Some(b)) if version == ALPN_V3 => {
+                formation.dial_v3(io.0, io.1, ids, &b).await?
             }
-            (Side::Acceptor, Some(b)) => {
-                formation
-                    .accept_v2(&mut recv, &mut send, (me, peer), &b)
-                    .await?
+            (Side::Acceptor, Some(b)) if version == ALPN_V3 => {
+                formation.accept_v3(io.0, io.1, ids, &b).await?
             }
+            (Side::Dialer, Some(b)) => formation.dial_v2(io.0, io.1, ids, &b).await?,
+            (Side::Acceptor, Some(b)) => formation.accept_v2(io.0, io.1, ids, &b).await?,
         }
         let _ = send.finish();
         Ok(())
@@ -97,10 +103,10 @@ async fn nudge(conn: &Connection) -> std::convert::Infallible {
     }
 }
 
-/// The connection's TLS binding if it runs the check of version 2 (negotiated by ALPN,
-/// see [`super::formation::ALPN_V2`]); `None` for version 1.
+/// The connection's TLS binding if it runs the check of version 2 or 3 (negotiated by
+/// ALPN, see [`super::formation::ALPN_V2`]); `None` for version 1.
 fn binding(conn: &Connection) -> Result<Option<Binding>, FormationError> {
-    if conn.alpn() != ALPN_V2 {
+    if conn.alpn() != ALPN_V2 && conn.alpn() != ALPN_V3 {
         return Ok(None);
     }
     let mut b: Binding = [0; 32];
@@ -109,8 +115,20 @@ fn binding(conn: &Connection) -> Result<Option<Binding>, FormationError> {
     Ok(Some(b))
 }
 
-/// What a dial offers: version 2 of the check, and version 1 for peers that do not
-/// have it (the acceptor picks the first of its own list that is offered).
+/// What a dial offers, preferred first (the acceptor picks the first of its own list
+/// that is offered): with an authority, version 3 of the check and the older ones
+/// too, so that an older peer is refused with a reason rather than by TLS; without
+/// one, version 2, and version 1 for peers that do not have it.
+pub fn connect_alpns(formation: &Formation) -> (&'static [u8], ConnectOptions) {
+    if formation.requires_cert() {
+        let older = vec![ALPN_V2.to_vec(), ALPN.to_vec()];
+        (ALPN_V3, ConnectOptions::new().with_additional_alpns(older))
+    } else {
+        (ALPN_V2, connect_options())
+    }
+}
+
+/// What a dial without an authority offers: version 2, and version 1.
 pub fn connect_options() -> ConnectOptions {
     ConnectOptions::new().with_additional_alpns(vec![ALPN.to_vec()])
 }

@@ -42,12 +42,19 @@ pub struct NodeConfig {
     pub limits: Limits,
     pub liveness: endpoint::Liveness,
     pub beacons: liveness::Config,
+    /// Member certificates, if the formation has an authority.
+    pub trust: Option<crate::trust::store::TrustConfig>,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
     #[error(transparent)]
     Endpoint(#[from] endpoint::EndpointError),
+    #[error("{}: {cause}", path.display())]
+    Trust {
+        path: std::path::PathBuf,
+        cause: crate::trust::store::FileError,
+    },
 }
 
 /// A running node.
@@ -65,7 +72,12 @@ pub struct Node {
 impl Node {
     pub async fn start(cfg: NodeConfig) -> Result<Node, NodeError> {
         let endpoint = endpoint::bind(cfg.secret_key.clone(), &cfg.bind, cfg.liveness).await?;
-        let formation = Formation::new(cfg.app_id.clone(), cfg.shared_key.as_ref());
+        let mut formation = Formation::new(cfg.app_id.clone(), cfg.shared_key.as_ref());
+        if let Some(t) = &cfg.trust {
+            let store = crate::trust::store::TrustStore::load(t, endpoint.id())
+                .map_err(|(path, cause)| NodeError::Trust { path, cause })?;
+            formation = formation.with_trust(Arc::new(store));
+        }
         let (mut manager, peers) =
             PeerManager::new(endpoint.clone(), formation.clone(), cfg.limits.clone());
         for spec in &cfg.static_peers {
@@ -76,6 +88,7 @@ impl Node {
             bound = %crate::logfmt::list(endpoint.bound_sockets()),
             app_id = %cfg.app_id,
             shared_key = formation.has_shared_key(),
+            certificates = formation.requires_cert(),
             static_peers = cfg.static_peers.len(),
             "iroh endpoint ready"
         );
@@ -252,6 +265,9 @@ async fn check_incoming(
     let id = conn.remote_id();
     let result = handshake::authenticate(&conn, formation, me, handshake::Side::Acceptor).await;
     peers::Counters::inc(&counters.incoming_handshakes[peers::handshake_outcome(&result)]);
+    if let Err(e) = &result {
+        counters.count_refusal(e);
+    }
     match result {
         Ok(()) => {
             let _ = tx.send(Command::Incoming { conn }).await;

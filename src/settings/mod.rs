@@ -10,6 +10,7 @@
 pub mod data;
 pub mod discovery;
 pub mod origin;
+pub mod trust;
 pub mod web;
 
 use std::{
@@ -130,6 +131,14 @@ pub enum SettingsError {
         message_name: String,
         message: u64,
     },
+    #[error("{name} {}: {problem}", path.display())]
+    Trust {
+        name: String,
+        path: PathBuf,
+        problem: String,
+    },
+    #[error("{name}: {problem}")]
+    TrustKey { name: String, problem: String },
     #[error("cannot check the settings against this host's interfaces")]
     Host(#[source] IfaceError),
 }
@@ -168,6 +177,8 @@ pub struct NodeSettings {
     pub limits: Limits,
     pub liveness: Liveness,
     pub beacons: liveness::Config,
+    /// Member certificates (`--authority-key`), if any.
+    pub trust: Option<crate::trust::store::TrustConfig>,
 }
 
 /// The gRPC API's listener.
@@ -249,6 +260,7 @@ fn node(args: &RunArgs, host: &Host) -> Result<NodeSettings, SettingsError> {
         },
         liveness: quic_liveness(args)?,
         beacons: beacons(args)?,
+        trust: trust::from_args(args)?,
     })
 }
 

@@ -47,7 +47,19 @@ impl Formation {
         d: &EndpointId,
         a: &EndpointId,
     ) -> Hmac<Sha256> {
-        let mut mac = self.mac_start(LABEL_V2, role);
+        self.keyed_bound(LABEL_V2, role, binding, (d, a))
+    }
+
+    /// The HMAC state over a proof bound to the TLS session: `label` (the version's),
+    /// role, app id, binding, and the dialer's and acceptor's endpoint ids.
+    pub(super) fn keyed_bound(
+        &self,
+        label: &[u8],
+        role: u8,
+        binding: &Binding,
+        (d, a): (&EndpointId, &EndpointId),
+    ) -> Hmac<Sha256> {
+        let mut mac = self.mac_start(label, role);
         mac.update(binding);
         mac.update(d.as_bytes());
         mac.update(a.as_bytes());

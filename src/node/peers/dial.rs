@@ -13,7 +13,7 @@ use super::{rules::DialTimeouts, types::DialError};
 use crate::{
     node::PeerHost,
     node::{
-        formation::{Formation, ALPN_V2},
+        formation::Formation,
         handshake::{self, Side},
     },
 };
@@ -41,13 +41,11 @@ pub(super) async fn dial(
     let target = addrs
         .iter()
         .fold(EndpointAddr::new(id), |t, a| t.with_ip_addr(*a));
-    let mut connecting = timeout_at(
-        answer_by,
-        endpoint.connect_with_opts(target, ALPN_V2, handshake::connect_options()),
-    )
-    .await
-    .map_err(|_| unanswered())?
-    .map_err(|e| connect_error(id, &addrs, &e))?;
+    let (alpn, options) = handshake::connect_alpns(formation);
+    let mut connecting = timeout_at(answer_by, endpoint.connect_with_opts(target, alpn, options))
+        .await
+        .map_err(|_| unanswered())?
+        .map_err(|e| connect_error(id, &addrs, &e))?;
     // Something that speaks QUIC with our protocol answered: a real node, perhaps on
     // a slow link. From here only the whole dial's deadline applies.
     timeout_at(answer_by, connecting.handshake_data())

@@ -318,10 +318,14 @@ impl PeerManager {
         let tx = self.tx.clone();
         let guard = TaskGuard::new(&self.counters);
         let in_flight = GaugeGuard::new(&self.counters, |c| &c.dials_in_flight);
+        let counters = self.counters.clone();
         self.dial_tasks.spawn(async move {
             let _guard = guard;
             let _in_flight = in_flight;
             let result = dial(&endpoint, &formation, id, addrs, hosts, timeout).await;
+            if let Err(super::DialError::Formation(e)) = &result {
+                counters.count_refusal(e);
+            }
             if let Some(tx) = tx.upgrade() {
                 let _ = tx.send(Command::DialDone { id, result }).await;
             }

@@ -202,6 +202,8 @@ pub struct Counters {
     pub dial_failures: [AtomicU64; 5],
     /// Incoming formation checks by [`HANDSHAKE_OUTCOMES`].
     pub incoming_handshakes: [AtomicU64; 4],
+    /// Peers' member certificates this node refused, by [`crate::trust::REFUSAL_REASONS`].
+    pub cert_refusals: [AtomicU64; 7],
     /// Gossip rounds run (0 without gossip).
     pub gossip_rounds: AtomicU64,
     /// DNS resolution rounds run (0 without dns).
@@ -213,6 +215,13 @@ pub struct Counters {
 impl Counters {
     pub(crate) fn inc(c: &AtomicU64) {
         c.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a peer's certificate that this node's check refused.
+    pub(crate) fn count_refusal(&self, error: &FormationError) {
+        if let FormationError::Certificate(e) = error {
+            Self::inc(&self.cert_refusals[e.refusal().index()]);
+        }
     }
 }
 
