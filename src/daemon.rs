@@ -59,15 +59,13 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         None => None,
     };
 
-    let node = start_node(&settings, secret_key.clone()).await?;
-    let (data, data_tasks) =
-        match crate::data::start(settings.data.clone(), node.id(), node.peers()).await {
-            Ok(d) => d,
-            Err(e) => {
-                node.shutdown().await;
-                return Err(e).context("the data plane could not start");
-            }
-        };
+    // The data plane opens first: the revocations it holds are in force before the
+    // node makes or takes its first connection.
+    let authority = settings.node.trust.as_ref().map(|t| t.authority);
+    let opened = crate::data::open(&settings.data, secret_key.public(), authority)
+        .context("the data plane could not start")?;
+    let node = start_node(&settings, secret_key.clone(), opened.revocations()).await?;
+    let (data, data_tasks) = opened.start(node.peers(), node.trust()).await;
     let shutdown = CancellationToken::new();
     crate::netchange::spawn(node.endpoint().clone(), shutdown.child_token());
     let sources = match start_sources(&settings, &node, secret_key, &shutdown).await {
@@ -79,8 +77,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         }
     };
 
-    let service =
-        SidecarService::new(node.peers().clone(), status_info(&settings, &node)).with_data(data);
+    let service = SidecarService::new(node.peers().clone(), status_info(&settings, &node))
+        .with_data(data)
+        .with_trust(node.trust());
     let stop = service.stop_token();
     let api_server = ApiServer::spawn(api_listener, service.clone());
     let metrics_task =
@@ -114,8 +113,15 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn start_node(settings: &Settings, secret_key: SecretKey) -> anyhow::Result<Node> {
-    let n = settings.node.clone();
+async fn start_node(
+    settings: &Settings,
+    secret_key: SecretKey,
+    learned: Vec<crate::trust::Revocation>,
+) -> anyhow::Result<Node> {
+    let mut n = settings.node.clone();
+    if let Some(t) = &mut n.trust {
+        t.learned = learned;
+    }
     Ok(Node::start(NodeConfig {
         secret_key,
         bind: n.bind,

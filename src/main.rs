@@ -49,6 +49,7 @@ fn main() -> ExitCode {
             Command::Get(a) => Ok(client_data::get(&a).await?),
             Command::Delete(a) => Ok(client_data::delete(&a).await?),
             Command::Authority(a) => authority::run(&a),
+            Command::Revoke(a) => Ok(client::revoke(&a).await?),
             Command::Id(a) => {
                 let key = node::identity::load_or_create(&a.data_dir)?;
                 Ok(peat_sidecar::outln!("{}", key.public())?)

@@ -14,57 +14,13 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{endpoint_id, free_port, netns::Lan, wait_full_mesh, wait_until, Opts, Sidecar, BIN};
+use common::{
+    endpoint_id, free_port,
+    netns::Lan,
+    trust::{authority, issue, node_opts, ok, run, s, wait_log},
+    wait_full_mesh, wait_until, Sidecar, BIN,
+};
 use peat_sidecar::api::pb;
-
-/// Runs `peat-sidecar ARGS`; returns (exit code, stdout, stderr).
-fn run(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(BIN).args(args).output().unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-fn ok(args: &[&str]) -> String {
-    let (code, out, err) = run(args);
-    assert_eq!(code, 0, "{args:?}: {err}");
-    out
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
-
-/// An authority directory made by `authority init`.
-fn authority(dir: &Path, name: &str) -> PathBuf {
-    let a = dir.join(name);
-    let out = ok(&["authority", "init", "--out", s(&a)]);
-    assert!(out.contains("key id"), "{out}");
-    a
-}
-
-/// `authority issue` for `id`; returns the certificate file.
-fn issue(auth: &Path, id: &str, name: &str, valid_for: &str, out: &Path) -> PathBuf {
-    ok(&[
-        "authority",
-        "issue",
-        "--authority",
-        s(auth),
-        "--endpoint-id",
-        id,
-        "--name",
-        name,
-        "--valid-for",
-        valid_for,
-        "--publish",
-        "tracks/**",
-        "--out",
-        s(out),
-    ]);
-    out.to_path_buf()
-}
 
 /// `peat-sidecar run` with trust flags on loopback; a start must be refused. Returns
 /// (exit code, stderr).
@@ -290,34 +246,11 @@ fn authority_commands_write_what_a_device_needs_and_bad_files_stop_the_start() {
     assert!(!t.join("fresh").join("secret.key").exists());
 }
 
-/// Options of a node in namespace `i` with trust flags.
-fn node_opts(lan: &Lan, i: usize, peers: &[String], extra: &[&str]) -> Opts {
-    let mut o = Opts {
-        netns: Some(lan.ns(i).to_string()),
-        bind: Some(std::net::SocketAddr::from((lan.addr(i, 0), 9470))),
-        peers: peers.to_vec(),
-        ..Opts::default()
-    };
-    o.extra = extra.iter().map(|s| s.to_string()).collect();
-    o
-}
-
 fn refusals(st: &pb::GetStatusResponse, reason: &str) -> u64 {
     st.counters
         .as_ref()
         .and_then(|c| c.certificate_refusals.get(reason).copied())
         .unwrap_or(0)
-}
-
-/// Waits until `node`'s log holds a line with all of `needles`.
-async fn wait_log(node: &Sidecar, needles: &[&str], timeout: Duration) -> bool {
-    wait_until(timeout, || async {
-        node.log()
-            .lines()
-            .any(|l| needles.iter().all(|n| l.contains(n)))
-    })
-    .await
-    .is_some()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

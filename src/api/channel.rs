@@ -28,6 +28,11 @@ pub enum ClientError {
     Output(#[from] OutputError),
     #[error("cannot read the value from standard input: {0}")]
     Stdin(std::io::Error),
+    #[error("{}: {cause}", path.display())]
+    File {
+        path: std::path::PathBuf,
+        cause: crate::trust::store::FileError,
+    },
 }
 
 /// Where the client talks to, and how long it waits.

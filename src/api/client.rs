@@ -19,7 +19,7 @@ use super::{
     server::{DEFAULT_CONNECT_WAIT, SHUTDOWN_EVENT},
 };
 use crate::{
-    config::{ClientArgs, ConnectArgs, DisconnectArgs},
+    config::{ClientArgs, ConnectArgs, DisconnectArgs, RevokeFileArgs},
     outln,
 };
 
@@ -287,6 +287,32 @@ fn done(json: bool, id: &str, what: &str, text: &str) -> Result<(), ClientError>
         outln!("{}", json!({"endpoint_id": id, what: true}))?;
     } else {
         outln!("{text}")?;
+    }
+    Ok(())
+}
+
+/// `revoke FILE`: hands a revocation file's text to the sidecar, which checks it.
+pub async fn revoke(args: &RevokeFileArgs) -> Result<(), ClientError> {
+    let text = crate::trust::store::read_text(&args.file).map_err(|cause| ClientError::File {
+        path: args.file.clone(),
+        cause,
+    })?;
+    let (mut c, t) = open(&args.client).await?;
+    let r = t
+        .call(c.revoke(pb::RevokeRequest { revocation: text }))
+        .await?;
+    let id = &r.endpoint_id;
+    if args.client.json {
+        outln!(
+            "{}",
+            json!({"endpoint_id": id, "revoked": true, "already_known": r.already_known})
+        )?;
+    } else if r.already_known {
+        outln!("{id} was already revoked here; the revocation spreads to the formation")?;
+    } else {
+        outln!(
+            "revoked {id}: its connections are closed, and the revocation spreads to every node"
+        )?;
     }
     Ok(())
 }

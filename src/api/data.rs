@@ -1,4 +1,5 @@
-//! The data plane's gRPC methods: Publish, PublishStream, Subscribe, Get, Delete.
+//! The data plane's gRPC methods: Publish, PublishStream, Subscribe, Get, Delete, and
+//! Revoke (which spreads on the data plane).
 
 use std::pin::Pin;
 
@@ -8,7 +9,11 @@ use tonic::{transport::server::UdsConnectInfo, Request, Response, Status};
 use tokio_util::sync::CancellationToken;
 
 use super::pb;
-use crate::data::{self, App, DataError, DataPlane, Event, Message, Publish};
+use crate::{
+    data::{self, system::RevokeError, App, DataError, DataPlane, Event, Message, Publish},
+    node::peers::PeerManagerHandle,
+    trust::{dearmor, store::TrustStore, REVOCATION_LABEL},
+};
 
 pub type DeliveryStream = Pin<Box<dyn Stream<Item = Result<pb::Delivery, Status>> + Send>>;
 
@@ -32,6 +37,7 @@ fn status(e: DataError) -> Status {
     match e {
         DataError::Stopped => Status::unavailable(e.to_string()),
         DataError::Rate(_) | DataError::AppRate(..) => Status::resource_exhausted(e.to_string()),
+        DataError::Reserved(_) => Status::permission_denied(e.to_string()),
         _ => Status::invalid_argument(e.to_string()),
     }
 }
@@ -213,4 +219,28 @@ pub async fn delete(
         seq: p.seq,
         hlc: p.hlc,
     }))
+}
+
+/// Revoke: the text of a revocation file, checked against the node's authority,
+/// applied here and spread (see [`crate::data::system`]).
+pub async fn revoke(
+    data: Option<&DataPlane>,
+    trust: Option<&TrustStore>,
+    peers: &PeerManagerHandle,
+    req: Request<pb::RevokeRequest>,
+) -> Result<Response<pb::RevokeResponse>, Status> {
+    let d = plane(data)?;
+    let trust =
+        trust.ok_or_else(|| Status::failed_precondition(RevokeError::NoAuthority.to_string()))?;
+    let text = req.into_inner().revocation;
+    let bytes = dearmor(REVOCATION_LABEL, &text)
+        .map_err(|e| Status::invalid_argument(format!("not a revocation file: {e}")))?;
+    match d.revoke(trust, peers, bytes).await {
+        Ok((id, already_known)) => Ok(Response::new(pb::RevokeResponse {
+            endpoint_id: id.to_string(),
+            already_known,
+        })),
+        Err(RevokeError::Data(e)) => Err(status(e)),
+        Err(e) => Err(Status::invalid_argument(e.to_string())),
+    }
 }

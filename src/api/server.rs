@@ -26,6 +26,7 @@ use crate::{
     config::{parse_endpoint_id, ListenAddr, PeerHost},
     data::DataPlane,
     node::peers::{PeerManagerHandle, RequestError, DIAL_FAILURE_REASONS, HANDSHAKE_OUTCOMES},
+    trust::store::TrustStore,
 };
 
 /// Longest request string fields accepted before parsing, against abuse.
@@ -64,6 +65,8 @@ pub struct SidecarService {
     stop: CancellationToken,
     /// The data plane; without it the data methods answer UNAVAILABLE.
     data: Option<DataPlane>,
+    /// The formation's authority and the revocations held, if it has an authority.
+    trust: Option<Arc<TrustStore>>,
 }
 
 impl SidecarService {
@@ -73,11 +76,18 @@ impl SidecarService {
             status: Arc::new(status),
             stop: CancellationToken::new(),
             data: None,
+            trust: None,
         }
     }
 
     pub fn with_data(mut self, data: DataPlane) -> Self {
         self.data = Some(data);
+        self
+    }
+
+    /// Revoke needs the authority's key to check what it is handed.
+    pub fn with_trust(mut self, trust: Option<Arc<TrustStore>>) -> Self {
+        self.trust = trust;
         self
     }
 
@@ -366,6 +376,14 @@ impl pb::sidecar_server::Sidecar for SidecarService {
         req: Request<pb::DeleteRequest>,
     ) -> Result<Response<pb::DeleteResponse>, Status> {
         super::data::delete(self.data.as_ref(), req).await
+    }
+
+    async fn revoke(
+        &self,
+        req: Request<pb::RevokeRequest>,
+    ) -> Result<Response<pb::RevokeResponse>, Status> {
+        let (data, trust) = (self.data.as_ref(), self.trust.as_deref());
+        super::data::revoke(data, trust, &self.peers, req).await
     }
 }
 

@@ -78,6 +78,9 @@ pub enum Command {
     /// Create a formation authority, and issue and revoke member certificates (on the
     /// authority's machine, not on the devices).
     Authority(AuthorityArgs),
+    /// Hand a revocation (from `authority revoke`) to the running sidecar: it closes its
+    /// connections to the revoked node and spreads the revocation to every node.
+    Revoke(RevokeFileArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
@@ -492,6 +495,16 @@ pub struct DeleteArgs {
 pub struct GetArgs {
     /// Topic pattern: `*` matches one segment, a last `**` any rest.
     pub pattern: String,
+
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct RevokeFileArgs {
+    /// The revocation file, as `peat-sidecar authority revoke` wrote it.
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
 
     #[command(flatten)]
     pub client: ClientArgs,

@@ -30,6 +30,7 @@ use super::{
     route::{forward_targets, Seen},
     store::{differing, Applied, Gone, Retained},
     sync::{due, entry_chunks, root_of, versions_chunks, Due, Sent},
+    system::Gate,
     wire::{Frame, Id, Message, MAX_HOPS},
 };
 use crate::ratelimit::TokenBucket;
@@ -145,6 +146,8 @@ pub struct DataCore {
     peers: HashMap<Id, Peer>,
     /// What each linked peer last got from our anti-entropy.
     synced: HashMap<Id, Sent>,
+    /// What may arrive on the system topics (`_peat/`).
+    gate: Gate,
 }
 
 impl DataCore {
@@ -175,7 +178,22 @@ impl DataCore {
             links: BTreeSet::new(),
             peers: HashMap::new(),
             synced: HashMap::new(),
+            gate: Gate::default(),
         }
+    }
+
+    /// Admits entries on system topics that `gate` admits (by default: none).
+    pub fn with_gate(mut self, gate: Gate) -> Self {
+        self.gate = gate;
+        self
+    }
+
+    pub fn gate(&self) -> &Gate {
+        &self.gate
+    }
+
+    pub fn set_gate(&mut self, gate: Gate) {
+        self.gate = gate;
     }
 
     pub fn retained(&self) -> &Retained {
@@ -332,6 +350,11 @@ impl DataCore {
         if m.publisher == self.me {
             return;
         }
+        if !self.gate.admits(&m) {
+            out.push(DataAction::Reject);
+            debug!(peer = %hex::encode(&from[..5]), topic = %m.topic, "message on a system topic refused");
+            return;
+        }
         if let Err(e) = self.hlc.observe_at(m.hlc, now.wall_ms) {
             out.push(DataAction::Reject);
             debug!(peer = %hex::encode(&from[..5]), error = %e, "message refused");
@@ -393,7 +416,7 @@ impl DataCore {
     /// us (a live copy may have come first).
     fn on_entries(&mut self, entries: Vec<Message>, now: Now, out: &mut Actions) {
         for m in entries {
-            if self.hlc.observe_at(m.hlc, now.wall_ms).is_err() {
+            if !self.gate.admits(&m) || self.hlc.observe_at(m.hlc, now.wall_ms).is_err() {
                 out.push(DataAction::Reject);
                 continue;
             }

@@ -15,6 +15,7 @@ mod route;
 mod store;
 mod subs;
 mod sync;
+pub mod system;
 mod topic;
 pub mod wire;
 
@@ -41,7 +42,10 @@ use self::{
     driver::DataDriver,
     wire::{FrameLimits, Id, MAX_TTL_MS},
 };
-use crate::node::{peers::PeerManagerHandle, streams::tag};
+use crate::{
+    node::{peers::PeerManagerHandle, streams::tag},
+    trust::{store::TrustStore, AuthorityKey, Revocation},
+};
 
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 262_144;
 pub const DEFAULT_MAX_RETAINED_BYTES: u64 = 64 * 1024 * 1024;
@@ -80,6 +84,8 @@ pub enum DataError {
     AppRate(App, u32),
     #[error("the data plane is shutting down")]
     Stopped,
+    #[error("topic {0} is the sidecar's own (under `_peat/`): apps may read it but not publish or delete on it")]
+    Reserved(String),
 }
 
 /// One publish from an app.
@@ -129,32 +135,98 @@ pub struct DataPlane {
 pub struct DataTasks {
     task: JoinHandle<()>,
     driver: Arc<DataDriver>,
+    /// Applies the revocations the formation spreads (with an authority only).
+    revocations: Option<JoinHandle<()>>,
 }
 
 /// Opens the retained store and starts serving data links on the node's authenticated
 /// connections.
-pub async fn start(
-    cfg: DataConfig,
+/// The data plane read back from disk, not yet serving: the daemon takes the
+/// revocations it holds before the node makes its first connection.
+pub struct Opened {
+    driver: Arc<DataDriver>,
+}
+
+/// Opens the retained store; `authority` is the formation's, if it has one (what the
+/// system topics admit depends on it).
+pub fn open(
+    cfg: &DataConfig,
     me: iroh::EndpointId,
+    authority: Option<AuthorityKey>,
+) -> Result<Opened, disk::DiskError> {
+    let driver = open_driver(cfg, *me.as_bytes(), system::Gate::new(authority))?;
+    Ok(Opened { driver })
+}
+
+impl Opened {
+    /// The revocations the retained store holds (verified again).
+    pub fn revocations(&self) -> Vec<Revocation> {
+        let core = self.driver.core();
+        let Ok(all) = Pattern::parse(system::REVOCATIONS) else {
+            return Vec::new();
+        };
+        let entries = core.retained().matching(&all, hlc::wall_ms());
+        entries
+            .iter()
+            .filter_map(|m| core.gate().revocation(m).ok())
+            .collect()
+    }
+
+    /// Starts serving data links on the node's authenticated connections, and, with an
+    /// authority, applying the revocations the formation spreads.
+    pub async fn start(
+        self,
+        peers: &PeerManagerHandle,
+        trust: Option<Arc<TrustStore>>,
+    ) -> (DataPlane, DataTasks) {
+        start_driver(self.driver, peers, trust).await
+    }
+}
+
+async fn start_driver(
+    driver: Arc<DataDriver>,
     peers: &PeerManagerHandle,
-) -> Result<(DataPlane, DataTasks), disk::DiskError> {
-    let driver = open(&cfg, *me.as_bytes())?;
+    trust: Option<Arc<TrustStore>>,
+) -> (DataPlane, DataTasks) {
     let inbound = peers.streams.register(tag::DATA);
     let conns = peers.streams.connections();
     for (_, c) in peers.connections().await {
         driver.add_link(c).await;
     }
     let task = tokio::spawn(driver.clone().run(conns, inbound));
-    Ok((
-        DataPlane {
-            driver: driver.clone(),
+    let plane = DataPlane {
+        driver: driver.clone(),
+    };
+    if let Some(t) = &trust {
+        let mut core = driver.core();
+        let gate = core.gate().clone().with_revocations(t.clone());
+        core.set_gate(gate);
+    }
+    let revocations = trust.map(|t| {
+        let stop = driver.stop.child_token();
+        tokio::spawn(system::watch_revocations(
+            plane.clone(),
+            t,
+            peers.clone(),
+            stop,
+        ))
+    });
+    (
+        plane,
+        DataTasks {
+            task,
+            driver,
+            revocations,
         },
-        DataTasks { task, driver },
-    ))
+    )
 }
 
 /// The core over the retained store read back from disk, and its driver.
-fn open(cfg: &DataConfig, me: Id) -> Result<Arc<DataDriver>, disk::DiskError> {
+fn open_driver(
+    cfg: &DataConfig,
+    me: Id,
+    gate: system::Gate,
+) -> Result<Arc<DataDriver>, disk::DiskError> {
     let loaded = disk::open(&cfg.data_dir)?;
     let now = Now::current();
     let rates = Rates {
@@ -168,7 +240,8 @@ fn open(cfg: &DataConfig, me: Id) -> Result<Arc<DataDriver>, disk::DiskError> {
         loaded.entries,
         loaded.first_seq,
         now,
-    );
+    )
+    .with_gate(gate);
     let r = core.retained();
     info!(
         entries = r.live(),
@@ -187,11 +260,23 @@ fn open(cfg: &DataConfig, me: Id) -> Result<Arc<DataDriver>, disk::DiskError> {
     )))
 }
 
+/// A topic an app may publish or delete on: valid, and not a system topic.
+fn check_app_topic(t: &str) -> Result<(), DataError> {
+    topic::check_topic(t).map_err(DataError::Topic)?;
+    if system::is_reserved(t) {
+        return Err(DataError::Reserved(t.to_string()));
+    }
+    Ok(())
+}
+
 impl DataTasks {
     /// Stops the links, ends every subscription and flushes the store.
     pub async fn shutdown(self) {
         self.driver.stop.cancel();
         let _ = self.task.await;
+        if let Some(t) = self.revocations {
+            let _ = t.await;
+        }
         self.driver.subs.close();
         self.driver.disk.close().await;
     }
@@ -203,13 +288,13 @@ impl DataPlane {
     }
 
     pub async fn publish(&self, p: Publish) -> Result<Published, DataError> {
-        topic::check_topic(&p.topic).map_err(DataError::Topic)?;
+        check_app_topic(&p.topic)?;
         self.send(p, false).await
     }
 
     /// Deletes a retained entry formation-wide: a tombstone that expires.
     pub async fn delete(&self, app: App, topic: &str, key: &str) -> Result<Published, DataError> {
-        topic::check_topic(topic).map_err(DataError::Topic)?;
+        check_app_topic(topic)?;
         let p = Publish {
             topic: topic.to_string(),
             key: key.to_string(),

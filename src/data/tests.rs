@@ -17,7 +17,7 @@ fn cfg(dir: &std::path::Path) -> DataConfig {
 
 fn plane(c: &DataConfig) -> DataPlane {
     DataPlane {
-        driver: open(c, [9; 32]).unwrap(),
+        driver: open_driver(c, [9; 32], system::Gate::default()).unwrap(),
     }
 }
 

@@ -342,6 +342,11 @@ impl Formation {
         self
     }
 
+    /// The trust material, if peers must present member certificates.
+    pub fn trust(&self) -> Option<Arc<TrustStore>> {
+        self.trust.clone()
+    }
+
     /// Whether peers must present a member certificate ([`v3`]).
     pub fn requires_cert(&self) -> bool {
         self.trust.is_some()

@@ -132,6 +132,11 @@ impl Node {
         self.formation.has_shared_key()
     }
 
+    /// The member certificates and revocations in use, if the formation has an authority.
+    pub fn trust(&self) -> Option<Arc<crate::trust::store::TrustStore>> {
+        self.formation.trust()
+    }
+
     /// The endpoint, for what must reach iroh directly (network changes).
     pub fn endpoint(&self) -> &Endpoint {
         &self.endpoint

@@ -53,6 +53,7 @@ pub fn from_args(args: &RunArgs) -> Result<Option<TrustConfig>, SettingsError> {
         cert_path: cert_path.clone(),
         skew: t.cert_clock_skew,
         revocation_paths: t.revocations.clone(),
+        learned: Vec::new(),
     }))
 }
 

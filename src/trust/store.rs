@@ -4,6 +4,7 @@
 //! needs no restart. A replacement that does not verify is logged and the old one kept.
 
 use std::{
+    collections::{HashMap, HashSet},
     fs,
     io::{self, Read},
     os::unix::fs::{MetadataExt, OpenOptionsExt},
@@ -32,6 +33,9 @@ pub struct TrustConfig {
     /// How far apart the clocks of the authority and of the nodes may be.
     pub skew: Duration,
     pub revocation_paths: Vec<PathBuf>,
+    /// Revocations the formation spread before this start (the data plane keeps them
+    /// on disk), verified: in force before the first connection.
+    pub learned: Vec<Revocation>,
 }
 
 /// Why a trust file cannot be used.
@@ -102,9 +106,18 @@ fn rogue_for_tests() -> bool {
 
 /// Reads a revocation file signed by `authority`.
 pub fn read_revocation(path: &Path, authority: &AuthorityKey) -> Result<Revocation, FileError> {
-    let bytes = dearmor(REVOCATION_LABEL, &read_text(path)?)?;
-    Ok(Revocation::decode_verified(&bytes, authority)?)
+    Ok(read_signed_revocation(path, authority)?.1)
 }
+
+/// Reads a revocation file signed by `authority`: its signed bytes and what they say.
+fn read_signed_revocation(path: &Path, authority: &AuthorityKey) -> Result<Signed, FileError> {
+    let bytes = dearmor(REVOCATION_LABEL, &read_text(path)?)?;
+    let r = Revocation::decode_verified(&bytes, authority)?;
+    Ok((bytes, r))
+}
+
+/// A revocation as signed (what spreads) and decoded.
+type Signed = (Vec<u8>, Revocation);
 
 /// What tells that a file changed: device, inode, size, modification time.
 type Stamp = (u64, u64, u64, i64, i64);
@@ -151,7 +164,12 @@ pub struct TrustStore {
     skew: Duration,
     me: EndpointId,
     cert: Mutex<Watched<(Vec<u8>, MemberCert)>>,
-    revocations: Mutex<Vec<Watched<Option<Revocation>>>>,
+    revocations: Mutex<Vec<Watched<Option<Signed>>>>,
+    /// Revocations learned while running (from the formation or the API), by the
+    /// endpoint id they void; verified before they get here.
+    learned: Mutex<HashMap<EndpointId, Revocation>>,
+    /// Every endpoint id revoked now, as bytes: the data plane asks once per message.
+    revoked: std::sync::RwLock<HashSet<[u8; 32]>>,
 }
 
 impl TrustStore {
@@ -162,7 +180,7 @@ impl TrustStore {
             .map_err(|e| (cfg.cert_path.clone(), e))?;
         let mut revocations = Vec::new();
         for path in &cfg.revocation_paths {
-            let r = read_revocation(path, &cfg.authority).map_err(|e| (path.clone(), e))?;
+            let r = read_signed_revocation(path, &cfg.authority).map_err(|e| (path.clone(), e))?;
             revocations.push(Watched {
                 path: path.clone(),
                 stamp: stamp(path),
@@ -174,7 +192,7 @@ impl TrustStore {
         if let Err(e) = c.check_time(unix_now(), cfg.skew) {
             warn!(path = %cfg.cert_path.display(), error = %e, "our own member certificate is not valid now: peers will refuse us; put a new one in place (no restart needed)");
         }
-        Ok(TrustStore {
+        let store = TrustStore {
             authority: cfg.authority,
             skew: cfg.skew,
             me,
@@ -184,7 +202,42 @@ impl TrustStore {
                 value: cert,
             }),
             revocations: Mutex::new(revocations),
-        })
+            learned: Mutex::new(
+                cfg.learned
+                    .iter()
+                    .map(|r| (r.endpoint_id, r.clone()))
+                    .collect(),
+            ),
+            revoked: Default::default(),
+        };
+        // Fills the set of revoked ids that the data plane reads.
+        store.is_revoked(&me);
+        Ok(store)
+    }
+
+    /// The revocations read from `--revocation` files, as signed and decoded.
+    pub fn file_revocations(&self) -> Vec<(Vec<u8>, Revocation)> {
+        let list = self.revocations.lock().unwrap_or_else(|p| p.into_inner());
+        list.iter().filter_map(|w| w.value.clone()).collect()
+    }
+
+    /// Adds a revocation verified by this store's authority; true if it voids an
+    /// endpoint id that was not revoked before.
+    pub fn learn(&self, r: Revocation) -> bool {
+        let id = r.endpoint_id;
+        let known = self.is_revoked(&id);
+        let mut learned = self.learned.lock().unwrap_or_else(|p| p.into_inner());
+        learned.insert(id, r);
+        drop(learned);
+        self.is_revoked(&id);
+        !known
+    }
+
+    /// Whether `id` (an endpoint id's bytes) is revoked, as of the last
+    /// [`TrustStore::is_revoked`]: no file is read, for the data plane's hot path.
+    pub fn is_revoked_now(&self, id: &[u8; 32]) -> bool {
+        let set = self.revoked.read().unwrap_or_else(|p| p.into_inner());
+        set.contains(id)
     }
 
     pub fn authority(&self) -> &AuthorityKey {
@@ -211,10 +264,27 @@ impl TrustStore {
         let mut list = self.revocations.lock().unwrap_or_else(|p| p.into_inner());
         let authority = self.authority;
         for w in list.iter_mut() {
-            w.refresh("revocation", |p| read_revocation(p, &authority).map(Some));
+            w.refresh("revocation", |p| {
+                read_signed_revocation(p, &authority).map(Some)
+            });
         }
-        list.iter()
-            .any(|w| w.value.as_ref().is_some_and(|r| &r.endpoint_id == id))
+        let from_files = list
+            .iter()
+            .any(|w| w.value.as_ref().is_some_and(|(_, r)| &r.endpoint_id == id));
+        let files: Vec<[u8; 32]> = list
+            .iter()
+            .filter_map(|w| w.value.as_ref().map(|(_, r)| *r.endpoint_id.as_bytes()))
+            .collect();
+        drop(list);
+        let learned = self.learned.lock().unwrap_or_else(|p| p.into_inner());
+        let now: HashSet<[u8; 32]> = files
+            .into_iter()
+            .chain(learned.keys().map(|k| *k.as_bytes()))
+            .collect();
+        let revoked = from_files || learned.contains_key(id);
+        drop(learned);
+        *self.revoked.write().unwrap_or_else(|p| p.into_inner()) = now;
+        revoked
     }
 
     /// Checks the certificate a peer presented (`None`: it presented none) for the

@@ -14,6 +14,7 @@ pub mod interop;
 pub mod netns;
 pub mod radio;
 pub mod skip;
+pub mod trust;
 
 /// Options of a sidecar in namespace `i` of `lan` on the default iroh port, finding its
 /// peers by mDNS.

@@ -54,6 +54,8 @@ pub(super) enum Input {
     Disconnect { id: EndpointId, ticket: Ticket },
     /// ForgetPeer: answered at once.
     Forget { id: EndpointId, ticket: Ticket },
+    /// The authority revoked `id`'s member certificates: close what we hold to it.
+    Revoked { id: EndpointId },
     /// A ConnectPeer caller gave up: its ticket no longer pins the row.
     Abandoned { ticket: Ticket },
     /// A dial ended; on success the driver holds the connection under the id.
@@ -208,6 +210,7 @@ impl Core {
             Input::Connect { id, hosts, ticket } => self.on_connect(id, hosts, ticket, now),
             Input::Disconnect { id, ticket } => self.on_disconnect(id, ticket),
             Input::Forget { id, ticket } => self.on_forget(id, ticket),
+            Input::Revoked { id } => self.on_revoked(id, now),
             Input::Abandoned { ticket } => self.on_abandoned(ticket),
             Input::DialDone { id, result } => self.on_dial_done(id, result, now),
             Input::Incoming { id, conn } => self.install(id, conn, false, now),
@@ -422,6 +425,26 @@ impl Core {
         info!(peer = %id, "disconnected by request; no redial until the peer is found or connected again");
         self.emit(id, PeerEventKind::Disconnected, "disconnected by request");
         self.answer(ticket, Answer::Done);
+    }
+
+    /// A revocation arrived: the peer's connections close with the revocation's code
+    /// (so its log says why) and it waits out a rejection's backoff; the formation
+    /// check refuses it from now on, whoever dials.
+    fn on_revoked(&mut self, id: EndpointId, now: Instant) {
+        let Some(peer) = self.peers.get_mut(&id) else {
+            return;
+        };
+        let live = peer.live().copied();
+        peer.link = Link::Rejected {
+            retry_at: now + crate::node::backoff::REJECTED,
+        };
+        if let Some(live) = live {
+            self.close(live.conn, CloseCode::CertRevoked);
+            Counters::inc(&self.counters.connections_closed);
+        }
+        self.close_standby(id, CloseCode::CertRevoked);
+        warn!(peer = %id, connected = live.is_some(), "member certificate revoked: connections closed, the peer is refused from now on");
+        self.emit(id, PeerEventKind::Rejected, "member certificate revoked");
     }
 
     /// ForgetPeer: the row goes (a configured `--peer` stays), its connection is

@@ -32,6 +32,9 @@ pub enum Command {
         id: EndpointId,
         reply: oneshot::Sender<Result<(), RequestError>>,
     },
+    Revoked {
+        id: EndpointId,
+    },
     List {
         reply: oneshot::Sender<Vec<PeerInfo>>,
     },
@@ -121,6 +124,12 @@ impl PeerManagerHandle {
         self.ask(|reply| Command::Forget { id, reply })
             .await
             .unwrap_or(Err(RequestError::ShuttingDown))
+    }
+
+    /// Tells the manager that `id`'s member certificates are revoked (the trust store
+    /// already refuses it): its connections close.
+    pub async fn revoked(&self, id: EndpointId) {
+        let _ = self.tx.send(Command::Revoked { id }).await;
     }
 
     /// Closes every connection with the close code *shutdown* and stops the manager.

@@ -62,6 +62,7 @@ impl Authority {
             cert_path: path,
             skew: Duration::from_secs(600),
             revocation_paths: vec![],
+            learned: vec![],
         };
         // The store checks its own file against its authority: a certificate of
         // another authority is loaded with the issuer's key (the peer then refuses it).

@@ -1,0 +1,82 @@
+//! Helpers of the member-certificate tests (tests/trust.rs, tests/revocation.rs): the
+//! `authority` commands, and options of nodes that present certificates.
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+    time::Duration,
+};
+
+use super::{netns::Lan, wait_until, Opts, Sidecar, BIN};
+
+/// Runs `peat-sidecar ARGS`; returns (exit code, stdout, stderr).
+pub fn run(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(BIN).args(args).output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+pub fn ok(args: &[&str]) -> String {
+    let (code, out, err) = run(args);
+    assert_eq!(code, 0, "{args:?}: {err}");
+    out
+}
+
+pub fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// An authority directory made by `authority init`.
+pub fn authority(dir: &Path, name: &str) -> PathBuf {
+    let a = dir.join(name);
+    let out = ok(&["authority", "init", "--out", s(&a)]);
+    assert!(out.contains("key id"), "{out}");
+    a
+}
+
+/// `authority issue` for `id`; returns the certificate file.
+pub fn issue(auth: &Path, id: &str, name: &str, valid_for: &str, out: &Path) -> PathBuf {
+    ok(&[
+        "authority",
+        "issue",
+        "--authority",
+        s(auth),
+        "--endpoint-id",
+        id,
+        "--name",
+        name,
+        "--valid-for",
+        valid_for,
+        "--publish",
+        "tracks/**",
+        "--out",
+        s(out),
+    ]);
+    out.to_path_buf()
+}
+
+/// Options of a node in namespace `i` with trust flags.
+pub fn node_opts(lan: &Lan, i: usize, peers: &[String], extra: &[&str]) -> Opts {
+    let mut o = Opts {
+        netns: Some(lan.ns(i).to_string()),
+        bind: Some(std::net::SocketAddr::from((lan.addr(i, 0), 9470))),
+        peers: peers.to_vec(),
+        ..Opts::default()
+    };
+    o.extra = extra.iter().map(|s| s.to_string()).collect();
+    o
+}
+
+/// Waits until `node`'s log holds a line with all of `needles`.
+pub async fn wait_log(node: &Sidecar, needles: &[&str], timeout: Duration) -> bool {
+    wait_until(timeout, || async {
+        node.log()
+            .lines()
+            .any(|l| needles.iter().all(|n| l.contains(n)))
+    })
+    .await
+    .is_some()
+}
