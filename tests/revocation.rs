@@ -80,7 +80,7 @@ async fn a_revocation_handed_to_one_node_reaches_both_segments_and_outlives_rest
         .collect();
     let (a_addr, b0) = (lan.addr(0, 0), lan.addr(1, 0));
     let (c_addr, v_addr) = (lan.addr(ci, seg1), lan.addr(vi, seg1));
-    let [a_id, b_id, c_id, v_id, d_id] = [0, 1, 2, 3, 4].map(|i| ids[i].as_str());
+    let [a_id, b_id, c_id, v_id] = [0, 1, 2, 3].map(|i| ids[i].as_str());
     let peers: [Vec<String>; 5] = [
         vec![spec(b_id, b0)],
         vec![spec(a_id, a_addr), spec(c_id, c_addr), spec(v_id, v_addr)],
