@@ -211,7 +211,35 @@ pub async fn watch_revocations(
 
 #[cfg(test)]
 mod tests {
+    use iroh::SecretKey;
+
     use super::*;
+
+    fn revocation(authority: &SecretKey, of: EndpointId) -> (Revocation, Vec<u8>) {
+        let r = Revocation {
+            endpoint_id: of,
+            issued_at: 1,
+            prune_after: u64::MAX,
+            authority: AuthorityKey(authority.public()).id(),
+        };
+        let bytes = r.sign(authority);
+        (r, bytes)
+    }
+
+    fn entry(p: Publish) -> Message {
+        Message {
+            publisher: [7; 32],
+            seq: 1,
+            hlc: 1,
+            hops: 1,
+            topic: p.topic,
+            key: p.key,
+            payload: p.payload,
+            retain: p.retain,
+            ttl_ms: p.ttl_secs * 1000,
+            tombstone: false,
+        }
+    }
 
     #[test]
     fn reserved_topics() {
@@ -219,5 +247,69 @@ mod tests {
         assert!(is_reserved("_peat"));
         assert!(!is_reserved("_peatx/a"));
         assert!(!is_reserved("tracks/_peat"));
+    }
+
+    #[test]
+    fn only_a_verified_revocation_under_its_own_key_is_admitted() {
+        let authority = SecretKey::generate();
+        let gate = Gate::new(Some(AuthorityKey(authority.public())));
+        let victim = SecretKey::generate().public();
+        let (r, bytes) = revocation(&authority, victim);
+        let good = entry(revocation_entry(&r, bytes.clone(), 0));
+        assert_eq!(gate.revocation(&good), Ok(r.clone()));
+        assert!(gate.admits(&good));
+        // Relayed by anyone: the signature is what counts.
+        assert!(gate.admits(&Message {
+            publisher: [9; 32],
+            ..good.clone()
+        }));
+        let mut other_key = good.clone();
+        other_key.key = SecretKey::generate().public().to_string();
+        assert!(!gate.admits(&other_key), "under another endpoint's key");
+        let mut tombstone = good.clone();
+        (tombstone.tombstone, tombstone.payload) = (true, bytes::Bytes::new());
+        assert!(!gate.admits(&tombstone), "a delete");
+        let mut live = good.clone();
+        live.retain = false;
+        assert!(!gate.admits(&live), "not retained");
+        let mut flipped = good.clone();
+        let mut junk = bytes.clone();
+        junk[10] ^= 1;
+        flipped.payload = junk.into();
+        assert!(!gate.admits(&flipped), "altered");
+        let (_, foreign) = revocation(&SecretKey::generate(), victim);
+        let mut forged = good.clone();
+        forged.payload = foreign.into();
+        assert!(!gate.admits(&forged), "another authority");
+        let mut elsewhere = good.clone();
+        elsewhere.topic = "_peat/other".into();
+        assert!(!gate.admits(&elsewhere), "another system topic");
+        // Without an authority nothing on a system topic passes; app topics do.
+        assert!(!Gate::default().admits(&good));
+        let mut app = good;
+        app.topic = "tracks/a".into();
+        assert!(Gate::default().admits(&app));
+    }
+
+    #[test]
+    fn the_entry_expires_when_the_revocation_may_be_pruned() {
+        let authority = SecretKey::generate();
+        let (mut r, bytes) = revocation(&authority, SecretKey::generate().public());
+        assert_eq!(
+            revocation_entry(&r, bytes.clone(), 1000).ttl_secs,
+            0,
+            "for ever"
+        );
+        r.prune_after = 1000 + 30 * 86_400;
+        assert_eq!(
+            revocation_entry(&r, bytes.clone(), 1000).ttl_secs,
+            30 * 86_400
+        );
+        r.prune_after = 10;
+        assert_eq!(
+            revocation_entry(&r, bytes, 1000).ttl_secs,
+            86_400,
+            "a day at least"
+        );
     }
 }

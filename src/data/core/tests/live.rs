@@ -208,3 +208,21 @@ fn the_clock_moves_past_a_remote_time() {
     let p = h.publish(local("t", false), 0).0.unwrap();
     assert!(p.hlc > remote);
 }
+
+#[test]
+fn junk_on_a_system_topic_is_refused_live_and_by_anti_entropy() {
+    // The default gate has no authority: nothing on `_peat/` verifies.
+    let mut h = Harness::new();
+    h.links(&[1, 2]);
+    let live = h.msg(1, retained(1, 5, "_peat/revocations"), 0);
+    assert_eq!((rejects(&live), live.len()), (1, 1), "{live:?}");
+    let pushed = h.frame(
+        1,
+        Frame::Entries(vec![retained(1, 6, "_peat/revocations")]),
+        1,
+    );
+    assert_eq!((rejects(&pushed), stored(&pushed).len()), (1, 0));
+    assert!(h.live_topics(2).is_empty());
+    // App topics pass.
+    assert_eq!(delivered(&h.msg(1, msg(1, 7, "t"), 2)), [(1, 7)]);
+}
