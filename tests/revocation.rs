@@ -1,6 +1,7 @@
 //! Revocation that reaches every node (issue 25), end to end on real sidecars in
 //! network namespaces: two segments joined by a bridge node, a revocation handed to a
-//! node of one segment, the revoked node on the other.
+//! node of one segment, the revoked node on the other. Also the local side of topic
+//! rights: an app may publish only where its node's certificate allows.
 //!
 //! Run under the shared lock:
 //! `flock /tmp/peat-netns.lock cargo test --test revocation`.
@@ -185,4 +186,13 @@ async fn a_revocation_handed_to_one_node_reaches_both_segments_and_outlives_rest
     assert!(!okay && err.contains("_peat/"), "{err}");
     let (okay, _, err) = c.cli(&["delete", "_peat/revocations", "--key", v_id]);
     assert!(!okay && err.contains("_peat/"), "{err}");
+
+    // Topic rights: the certificates allow `tracks/**` only.
+    let (okay, _, err) = c.cli(&["publish", "tracks/c", "here"]);
+    assert!(okay, "{err}");
+    let (okay, _, err) = c.cli(&["publish", "orders/c", "here"]);
+    assert!(
+        !okay && err.contains("does not allow") && err.contains("tracks/**"),
+        "{err}"
+    );
 }

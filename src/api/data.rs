@@ -37,7 +37,9 @@ fn status(e: DataError) -> Status {
     match e {
         DataError::Stopped => Status::unavailable(e.to_string()),
         DataError::Rate(_) | DataError::AppRate(..) => Status::resource_exhausted(e.to_string()),
-        DataError::Reserved(_) => Status::permission_denied(e.to_string()),
+        DataError::Reserved(_) | DataError::NotPermitted { .. } => {
+            Status::permission_denied(e.to_string())
+        }
         _ => Status::invalid_argument(e.to_string()),
     }
 }

@@ -86,6 +86,8 @@ pub enum DataError {
     Stopped,
     #[error("topic {0} is the sidecar's own (under `_peat/`): apps may read it but not publish or delete on it")]
     Reserved(String),
+    #[error("this node's member certificate does not allow publishing on {topic}; it allows {}", allowed_text(.allowed))]
+    NotPermitted { topic: String, allowed: Vec<String> },
 }
 
 /// One publish from an app.
@@ -129,6 +131,8 @@ pub struct PeerStats {
 #[derive(Clone)]
 pub struct DataPlane {
     driver: Arc<DataDriver>,
+    /// With an authority: our certificate's rights bound what the local apps publish.
+    trust: Option<Arc<TrustStore>>,
 }
 
 /// The running data plane's tasks.
@@ -196,6 +200,7 @@ async fn start_driver(
     let task = tokio::spawn(driver.clone().run(conns, inbound));
     let plane = DataPlane {
         driver: driver.clone(),
+        trust: trust.clone(),
     };
     if let Some(t) = &trust {
         let mut core = driver.core();
@@ -260,6 +265,14 @@ fn open_driver(
     )))
 }
 
+fn allowed_text(allowed: &[String]) -> String {
+    if allowed.is_empty() {
+        "no topic".into()
+    } else {
+        allowed.join(", ")
+    }
+}
+
 /// A topic an app may publish or delete on: valid, and not a system topic.
 fn check_app_topic(t: &str) -> Result<(), DataError> {
     topic::check_topic(t).map_err(DataError::Topic)?;
@@ -289,12 +302,14 @@ impl DataPlane {
 
     pub async fn publish(&self, p: Publish) -> Result<Published, DataError> {
         check_app_topic(&p.topic)?;
+        self.check_rights(&p.topic)?;
         self.send(p, false).await
     }
 
     /// Deletes a retained entry formation-wide: a tombstone that expires.
     pub async fn delete(&self, app: App, topic: &str, key: &str) -> Result<Published, DataError> {
         check_app_topic(topic)?;
+        self.check_rights(topic)?;
         let p = Publish {
             topic: topic.to_string(),
             key: key.to_string(),
@@ -303,6 +318,24 @@ impl DataPlane {
             ..Default::default()
         };
         self.send(p, true).await
+    }
+
+    /// With an authority, the topic must match a publish pattern of our certificate.
+    fn check_rights(&self, topic: &str) -> Result<(), DataError> {
+        let Some(t) = &self.trust else {
+            return Ok(());
+        };
+        let allowed = t.own_publish_rights();
+        let permitted = allowed
+            .iter()
+            .any(|p| Pattern::parse(p).is_ok_and(|p| p.matches(topic)));
+        if permitted {
+            return Ok(());
+        }
+        Err(DataError::NotPermitted {
+            topic: topic.to_string(),
+            allowed,
+        })
     }
 
     async fn send(&self, p: Publish, tombstone: bool) -> Result<Published, DataError> {

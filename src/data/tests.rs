@@ -18,6 +18,7 @@ fn cfg(dir: &std::path::Path) -> DataConfig {
 fn plane(c: &DataConfig) -> DataPlane {
     DataPlane {
         driver: open_driver(c, [9; 32], system::Gate::default()).unwrap(),
+        trust: None,
     }
 }
 

@@ -259,6 +259,12 @@ impl TrustStore {
         bytes.clone()
     }
 
+    /// The topic patterns our certificate lets us publish on (as last read).
+    pub fn own_publish_rights(&self) -> Vec<String> {
+        let w = self.cert.lock().unwrap_or_else(|p| p.into_inner());
+        w.value.1.publish.clone()
+    }
+
     /// Whether a revocation this node holds covers `id`.
     pub fn is_revoked(&self, id: &EndpointId) -> bool {
         let mut list = self.revocations.lock().unwrap_or_else(|p| p.into_inner());
