@@ -65,6 +65,49 @@ async fn beacons_go_only_where_mdns_interfaces_allow() {
     }
 }
 
+/// Bound to its eth0 address on both hosts, a node sends no beacon and no QUIC on eth1
+/// (iroh learns no eth1 address to try). mDNS is not limited by `--bind`: only
+/// `--mdns-interfaces` keeps it off eth1 (docs/OPERATIONS.md, "Emission control").
+#[tokio::test(flavor = "multi_thread")]
+async fn a_node_bound_to_one_address_keeps_other_links_silent() {
+    if common::skip::without_root("network namespaces") {
+        return;
+    }
+    let mut lan = Lan::new("fe4", 2);
+    let seg1 = lan.add_segment();
+    lan.attach_now(0, seg1);
+    lan.attach(1, seg1);
+    let counters: Vec<[EgressCounter; 2]> = (0..2)
+        .map(|i| ["eth0", "eth1"].map(|dev| EgressCounter::install(lan.ns(i), dev, IROH_PORT)))
+        .collect();
+    let mut nodes = vec![];
+    for i in 0..2 {
+        let mut o = opts(&lan, i, "test", &[]);
+        o.bind = Some(SocketAddr::from((lan.addr(i, 0), IROH_PORT)));
+        nodes.push(Sidecar::start(&format!("node{i}"), o).await);
+    }
+    wait_full_mesh(&[&nodes[0], &nodes[1]], Duration::from_secs(20))
+        .await
+        .expect("the two hosts connect over eth0");
+    let rounds = wait_until(Duration::from_secs(30), || async {
+        counters.iter().all(|c| c[0].read().beacon_packets >= 6)
+    })
+    .await;
+    for (i, c) in counters.iter().enumerate() {
+        let (eth0, eth1) = (c[0].read(), c[1].read());
+        eprintln!("host {i} bound to eth0's address: eth0 {eth0}; eth1 {eth1}");
+        assert!(
+            rounds.is_some(),
+            "host {i}: too few beacons on eth0: {eth0}"
+        );
+        assert_eq!(
+            (eth1.beacon_packets, eth1.quic),
+            (0, 0),
+            "host {i} sent beacons or QUIC on eth1: {eth1}"
+        );
+    }
+}
+
 /// A sidecar in host 0's namespace as in the README's one-host example.
 async fn on_loopback(lan: &Lan, i: u16) -> Sidecar {
     let mut o = opts(
