@@ -191,6 +191,7 @@ async fn a_mistyped_app_id_is_reported_in_the_log_and_status() {
             .filter(|l| l.contains("another formation is on this network"))
             .collect();
         assert_eq!(lines.len(), 1, "one line per other app id:\n{log}");
+        eprintln!("{}: {}", s.name, lines[0]);
         assert!(lines[0].contains(" INFO "), "{}", lines[0]);
         assert!(
             lines[0].contains(&format!("other_app_id={other}")),
@@ -200,8 +201,9 @@ async fn a_mistyped_app_id_is_reported_in_the_log_and_status() {
         assert!(s.connected().await.is_empty());
         let (ok, out, err) = s.cli(&["status"]);
         assert!(ok, "{err}");
+        eprintln!("{}: status:\n{out}", s.name);
         assert!(
-            out.contains("other formations 1 mDNS records of other app ids"),
+            out.contains("other app ids   1 mDNS records of other formations"),
             "{out}"
         );
     }

@@ -63,7 +63,7 @@ pub async fn status(args: &ClientArgs) -> Result<(), ClientError> {
     let others = s.counters.as_ref().map_or(0, |c| c.mdns_other_app_records);
     if others > 0 {
         // The usual reason for "0 known" on a LAN full of sidecars: a mistyped app id.
-        outln!("other formations {others} mDNS records of other app ids, not dialled (see the log; check --app-id)")?;
+        outln!("other app ids   {others} mDNS records of other formations, not dialled (see the log; check --app-id)")?;
     }
     outln!("iroh bound      {}", s.bound_addrs.join(", "))?;
     outln!("api             {}", s.listen)?;
