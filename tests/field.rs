@@ -25,7 +25,9 @@ fn opts(lan: &Lan, i: usize, app_id: &str, extra: &[&str]) -> Opts {
 /// beacons go out on eth0, none on eth1.
 #[tokio::test(flavor = "multi_thread")]
 async fn beacons_go_only_where_mdns_interfaces_allow() {
-    if common::skip::without_root("network namespaces") {
+    if common::skip::without_root("network namespaces")
+        || common::skip::without_program("nft", "apt-get install nftables")
+    {
         return;
     }
     let mut lan = Lan::new("fe1", 2);
@@ -70,7 +72,9 @@ async fn beacons_go_only_where_mdns_interfaces_allow() {
 /// `--mdns-interfaces` keeps it off eth1 (docs/OPERATIONS.md, "Emission control").
 #[tokio::test(flavor = "multi_thread")]
 async fn a_node_bound_to_one_address_keeps_other_links_silent() {
-    if common::skip::without_root("network namespaces") {
+    if common::skip::without_root("network namespaces")
+        || common::skip::without_program("nft", "apt-get install nftables")
+    {
         return;
     }
     let mut lan = Lan::new("fe4", 2);
@@ -124,7 +128,9 @@ async fn on_loopback(lan: &Lan, i: u16) -> Sidecar {
 /// `lo` connect, and not one beacon leaves through the host's eth0.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_node_bound_to_loopback_sends_no_beacons_off_the_host() {
-    if common::skip::without_root("network namespaces") {
+    if common::skip::without_root("network namespaces")
+        || common::skip::without_program("nft", "apt-get install nftables")
+    {
         return;
     }
     let lan = Lan::new("fe2", 1);
