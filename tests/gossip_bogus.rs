@@ -74,6 +74,7 @@ async fn fake_member(peer: &Sidecar) -> (peat_sidecar::node::Node, iroh::endpoin
         beacons: peat_sidecar::node::liveness::Config {
             beacon_interval: None,
             port: peat_sidecar::node::liveness::BEACON_PORT,
+            interfaces: Default::default(),
         },
         trust: None,
     })

@@ -60,6 +60,11 @@ pub async fn status(args: &ClientArgs) -> Result<(), ClientError> {
         s.connected_peers,
         s.known_peers
     )?;
+    let others = s.counters.as_ref().map_or(0, |c| c.mdns_other_app_records);
+    if others > 0 {
+        // The usual reason for "0 known" on a LAN full of sidecars: a mistyped app id.
+        outln!("other app ids   {others} mDNS records of other formations, not dialled (see the log; check --app-id)")?;
+    }
     outln!("iroh bound      {}", s.bound_addrs.join(", "))?;
     outln!("api             {}", s.listen)?;
     outln!(
@@ -97,7 +102,13 @@ fn print_counters(c: &pb::Counters) -> Result<(), ClientError> {
         ),
         ("certificates", refusals(&c.certificate_refusals)),
         ("peers evicted", c.peers_evicted.to_string()),
-        ("mdns records", c.mdns_records.to_string()),
+        (
+            "mdns records",
+            format!(
+                "{} tracked, {} of other app ids",
+                c.mdns_records, c.mdns_other_app_records
+            ),
+        ),
         (
             "tasks",
             format!("{} live, {} in the runtime", c.live_tasks, c.runtime_tasks),
@@ -147,6 +158,7 @@ fn status_json(s: &pb::GetStatusResponse) -> Value {
             "dials_in_flight": c.dials_in_flight,
             "handshakes_pending": c.handshakes_pending,
             "mdns_records": c.mdns_records,
+            "mdns_other_app_records": c.mdns_other_app_records,
             "runtime_tasks": c.runtime_tasks,
             "connections_live": c.connections_live,
             "dial_failures": c.dial_failures,

@@ -314,6 +314,11 @@ fn manager_gauges(c: &pb::Counters) -> Vec<(&'static str, &'static str, u64)> {
             c.mdns_records,
         ),
         (
+            "mdns_other_app_records",
+            "mDNS records of other app ids (other formations), not dialled",
+            c.mdns_other_app_records,
+        ),
+        (
             "runtime_tasks",
             "Tasks alive in the async runtime",
             c.runtime_tasks,

@@ -175,6 +175,7 @@ impl SidecarService {
                 dials_in_flight: c.dials_in_flight.load(Ordering::Relaxed),
                 handshakes_pending: c.handshakes_pending.load(Ordering::Relaxed),
                 mdns_records: c.mdns_records.load(Ordering::Relaxed),
+                mdns_other_app_records: c.mdns_other_app_records.load(Ordering::Relaxed),
                 runtime_tasks: tokio::runtime::Handle::current()
                     .metrics()
                     .num_alive_tasks() as u64,

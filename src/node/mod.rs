@@ -96,7 +96,13 @@ impl Node {
             warn!("no shared key: any host that knows the app id can join this formation (set --shared-key-file)");
         }
         let stop_liveness = tokio_util::sync::CancellationToken::new();
-        let liveness = liveness::spawn(cfg.beacons, endpoint.id(), &peers, stop_liveness.clone());
+        let liveness = liveness::spawn(
+            cfg.beacons,
+            &endpoint.bound_sockets(),
+            endpoint.id(),
+            &peers,
+            stop_liveness.clone(),
+        );
         let manager = tokio::spawn(manager.run());
         let acceptor = tokio::spawn(accept_loop(
             endpoint.clone(),

@@ -67,19 +67,22 @@ fn modes(args: &RunArgs) -> Result<Modes, SettingsError> {
     Ok(Modes(modes))
 }
 
+/// `--mdns-interfaces` with `--mdns-loopback`: where mDNS and the liveness beacons may
+/// go (checked in every mode, since the beacons use it in every mode).
+pub fn interface_filter(args: &RunArgs) -> Result<InterfaceFilter, SettingsError> {
+    InterfaceFilter::parse(&args.mdns_interfaces, args.mdns_loopback).map_err(|cause| {
+        SettingsError::InterfacePattern {
+            name: args.origins.name("mdns_interfaces"),
+            cause,
+        }
+    })
+}
+
 fn mdns(args: &RunArgs) -> Result<MdnsSettings, SettingsError> {
-    let interfaces_name = args.origins.name("mdns_interfaces");
-    let filter =
-        InterfaceFilter::parse(&args.mdns_interfaces, args.mdns_loopback).map_err(|cause| {
-            SettingsError::InterfacePattern {
-                name: interfaces_name.clone(),
-                cause,
-            }
-        })?;
     Ok(MdnsSettings {
-        filter,
+        filter: interface_filter(args)?,
         max_known_peers: args.max_known_peers,
-        interfaces_name,
+        interfaces_name: args.origins.name("mdns_interfaces"),
         loopback_name: args.origins.name("mdns_loopback"),
     })
 }

@@ -273,6 +273,9 @@ fn beacons(args: &RunArgs) -> Result<liveness::Config, SettingsError> {
     Ok(liveness::Config {
         beacon_interval: (ms > 0).then(|| Duration::from_millis(ms)),
         port: liveness::BEACON_PORT,
+        // One interface selection for everything this node multicasts: where mDNS may
+        // not go, beacons may not either.
+        interfaces: discovery::interface_filter(args)?,
     })
 }
 

@@ -18,6 +18,8 @@ pub struct Sent {
     pub quic: u64,
     pub mdns: u64,
     pub beacon: u64,
+    /// Beacon frames (the others count bytes).
+    pub beacon_packets: u64,
 }
 
 impl Sent {
@@ -34,6 +36,7 @@ impl Sent {
             quic: self.quic - earlier.quic,
             mdns: self.mdns - earlier.mdns,
             beacon: self.beacon - earlier.beacon,
+            beacon_packets: self.beacon_packets - earlier.beacon_packets,
         }
     }
 
@@ -46,6 +49,7 @@ impl Sent {
             quic: f(self.quic),
             mdns: f(self.mdns),
             beacon: f(self.beacon),
+            beacon_packets: f(self.beacon_packets),
         }
     }
 }
@@ -67,6 +71,7 @@ impl std::fmt::Display for Sent {
 
 pub struct EgressCounter {
     ns: String,
+    table: String,
 }
 
 fn nft(ns: &str, args: &[&str]) -> String {
@@ -83,14 +88,16 @@ fn nft(ns: &str, args: &[&str]) -> String {
 
 impl EgressCounter {
     /// Counts what namespace `ns` sends on `dev`; `quic_port` is the sidecar's
-    /// `--bind` port. The table goes with the namespace.
+    /// `--bind` port. One table per device (several devices of one namespace can be
+    /// counted at once); the table goes with the namespace.
     pub fn install(ns: &str, dev: &str, quic_port: u16) -> EgressCounter {
-        let _ = ns_exec(ns, &["nft", "delete", "table", "netdev", "egress_count"]);
-        nft(ns, &["add", "table", "netdev", "egress_count"]);
+        let table = format!("egress_{dev}");
+        let _ = ns_exec(ns, &["nft", "delete", "table", "netdev", table.as_str()]);
+        nft(ns, &["add", "table", "netdev", table.as_str()]);
         let hook = format!("{{ type filter hook egress device \"{dev}\" priority 0; }}");
         nft(
             ns,
-            &["add", "chain", "netdev", "egress_count", "out", &hook],
+            &["add", "chain", "netdev", table.as_str(), "out", &hook],
         );
         let rules = [
             format!("udp sport {quic_port} counter comment \"quic\""),
@@ -99,17 +106,20 @@ impl EgressCounter {
             "counter comment \"total\"".to_string(),
         ];
         for r in &rules {
-            let mut args = vec!["add", "rule", "netdev", "egress_count", "out"];
+            let mut args = vec!["add", "rule", "netdev", table.as_str(), "out"];
             args.extend(r.split(' '));
             nft(ns, &args);
         }
-        EgressCounter { ns: ns.to_string() }
+        EgressCounter {
+            ns: ns.to_string(),
+            table,
+        }
     }
 
     pub fn read(&self) -> Sent {
         let listing = nft(
             &self.ns,
-            &["list", "chain", "netdev", "egress_count", "out"],
+            &["list", "chain", "netdev", self.table.as_str(), "out"],
         );
         let mut s = Sent::default();
         for line in listing.lines() {
@@ -122,6 +132,7 @@ impl EgressCounter {
                 s.mdns = bytes;
             } else if line.contains("\"beacon\"") {
                 s.beacon = bytes;
+                s.beacon_packets = packets;
             } else if line.contains("\"total\"") {
                 s.total = bytes;
                 s.packets = packets;

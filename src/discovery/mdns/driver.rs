@@ -117,10 +117,15 @@ impl Driver {
         let flow = self.on_service_event(ev).await;
         // A gauge for GetStatus: a churn or flood test sees whether the map of records
         // stays bounded.
-        self.peers.counters.mdns_records.store(
-            self.tracker.records() as u64,
-            std::sync::atomic::Ordering::Relaxed,
-        );
+        let counters = &self.peers.counters;
+        let relaxed = std::sync::atomic::Ordering::Relaxed;
+        counters
+            .mdns_records
+            .store(self.tracker.records() as u64, relaxed);
+        // Shown by `status`: records of other app ids explain "no peers known".
+        counters
+            .mdns_other_app_records
+            .store(self.tracker.other_app_records() as u64, relaxed);
         let now = Instant::now();
         if flow == Flow::Go && self.tracker.wants_purge(now) {
             warn!(

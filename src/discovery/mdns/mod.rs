@@ -38,6 +38,7 @@ pub mod driver;
 pub mod gaps;
 pub mod interfaces;
 pub mod oneshot;
+pub mod others;
 pub mod schedule;
 pub mod scope;
 pub mod tracker;

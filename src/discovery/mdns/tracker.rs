@@ -11,8 +11,10 @@
 //!   again whenever the set changes: after a renumber the peer manager hears the new
 //!   address and drops the old one (a record resolves twice at first, IPv4 and then
 //!   with IPv6; the second set holds the first).
-//! - Our own record (by name or endpoint id), records of another app id (counted) and
-//!   malformed TXT records (counted, logged at a bounded rate) are skipped.
+//! - Our own record (by name or endpoint id), records of another app id (counted, each
+//!   other app id logged at INFO once per [`super::others::RELOG_AFTER`]: a mistyped
+//!   `--app-id` must not fail silently) and malformed TXT records (counted, logged at a
+//!   bounded rate) are skipped.
 //! - A peer is `Lost` when its last record goes (goodbye or expiry); one announced
 //!   under two names stays while either lives.
 //! - A record known only from the one-shot query is forgotten after
@@ -33,6 +35,7 @@ use tracing::{debug, info, warn};
 
 use super::{
     oneshot,
+    others::{Notice, OtherFormations},
     scope::{dialable_addrs, BindScope},
     txt::{self, PeerTxt, TxtError, SERVICE_TYPE},
 };
@@ -118,6 +121,8 @@ pub struct RecordTracker {
     stats: Stats,
     evict_log: RateLog,
     malformed_log: RateLog,
+    /// Records of other app ids, and which of those were reported.
+    others: OtherFormations,
 }
 
 impl RecordTracker {
@@ -145,6 +150,7 @@ impl RecordTracker {
             stats: Stats::default(),
             evict_log: RateLog::default(),
             malformed_log: RateLog::default(),
+            others: OtherFormations::default(),
         }
     }
 
@@ -155,6 +161,11 @@ impl RecordTracker {
 
     pub fn stats(&self) -> Stats {
         self.stats
+    }
+
+    /// Records of other app ids held now (a gauge for GetStatus).
+    pub fn other_app_records(&self) -> usize {
+        self.others.records()
     }
 
     /// mdns-sd announced `name` on some interface.
@@ -186,6 +197,7 @@ impl RecordTracker {
         let Some((id, addrs)) = self.admit(&r, true, now) else {
             return vec![];
         };
+        self.others.removed(&r.fullname);
         if !self.records.contains_key(&r.fullname) {
             self.make_room(now);
             self.new_since_purge += 1;
@@ -250,6 +262,7 @@ impl RecordTracker {
     /// A `ServiceRemoved`: the record's goodbye, or its TTL ran out.
     pub fn on_removed(&mut self, name: &str) -> Vec<DiscoveryEvent> {
         self.hinted.remove(name);
+        self.others.removed(name);
         if self.departed.remove(name).is_some() {
             // Its peer left already; the peer manager dropped the source then.
             self.records.remove(name);
@@ -336,6 +349,7 @@ impl RecordTracker {
         self.new_since_purge = 0;
         self.last_purge = now;
         self.stats.cache_purges += 1;
+        self.others.clear_records();
         for rec in self.records.values_mut() {
             rec.addrs.clear();
         }
@@ -383,6 +397,8 @@ impl RecordTracker {
                     skipped_total = self.stats.other_app_records,
                     "mdns: skipping a record of another formation (app_id differs)"
                 );
+                let notice = self.others.seen(&r.fullname, &peer.app_id, now);
+                self.report_other(notice, &r.fullname, peer);
             }
             return None;
         }
@@ -434,6 +450,29 @@ impl RecordTracker {
     /// Whether some record still names this peer.
     fn names(&self, id: EndpointId) -> bool {
         self.records.values().any(|r| r.id == id)
+    }
+
+    /// One INFO line per other formation (see [`super::others`]): both sides of a mistyped
+    /// app id otherwise only say "no peers known".
+    fn report_other(&self, notice: Option<Notice>, fullname: &str, peer: &PeerTxt) {
+        match notice {
+            None => {}
+            Some(Notice::Formation { app_id, records }) => {
+                // Names are attacker-chosen: cut them before logging.
+                let name: String = fullname.chars().take(80).collect();
+                info!(
+                    other_app_id = %app_id, app_id = %self.app_id, peer = %peer.endpoint_id,
+                    record = %name, records,
+                    "mdns: another formation is on this network (its app id differs from ours); \
+                     its nodes are not dialled. If this node belongs to it, fix --app-id"
+                );
+            }
+            Some(Notice::Many { suppressed }) => info!(
+                app_id = %self.app_id, other_records = self.others.records(),
+                suppressed_since_last = suppressed,
+                "mdns: records of many other formations (app ids) on this network; not dialled"
+            ),
+        }
     }
 
     fn warn_malformed(&mut self, fullname: &str, e: &TxtError, now: Instant) {

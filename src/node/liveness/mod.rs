@@ -2,8 +2,9 @@
 //!
 //! QUIC keep-alives cost a ping and an ACK per connection and interval, so a full mesh
 //! pays N² on a shared channel. Instead each node multicasts one small *beacon* per
-//! [`Config::beacon_interval`] on every multicast interface (cost per node constant in
-//! N), and probes a connected peer on its authenticated connection only when nothing
+//! [`Config::beacon_interval`] on each multicast interface the operator selected
+//! (`--mdns-interfaces`, in the bound families; see [`select`]; cost per node constant
+//! in N), and probes a connected peer on its authenticated connection only when nothing
 //! was heard from it for [`MISSED_BEACONS`] intervals. A probe that is not answered
 //! within [`PROBE_TIMEOUT`] closes the connection with
 //! [`CloseCode::Unresponsive`]; the peer manager then redials as after any loss.
@@ -17,6 +18,7 @@
 //! that is really gone, for as long as the forger keeps sending.
 
 mod probe;
+pub mod select;
 mod socket;
 mod tracker;
 mod wire;
@@ -35,10 +37,13 @@ use tokio::{sync::mpsc, task::JoinHandle, time::MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use crate::platform::iface::InterfaceFilter;
+
 use super::{
     formation::CloseCode,
     peers::{Command, PeerManagerHandle},
 };
+use select::Selection;
 use socket::BeaconSockets;
 use tracker::{ConnKey, SilenceTracker, Verdict};
 use wire::Beacon;
@@ -50,18 +55,23 @@ pub const MISSED_BEACONS: u32 = 2;
 /// How long a probe waits for its echo. Covers a few retransmissions on a slow link.
 pub const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Config {
     /// None: no beacons and no probes; QUIC keep-alives and the idle timeout alone
     /// decide (the behaviour before beacons).
     pub beacon_interval: Option<Duration>,
     pub port: u16,
+    /// The interfaces beacons may use: the daemon passes mDNS's filter
+    /// (`--mdns-interfaces`, `--mdns-loopback`), so one order silences both.
+    pub interfaces: InterfaceFilter,
 }
 
 /// Starts the probe responder (always: peers with beacons on probe us) and, unless
-/// beacons are off, the beacon and probe task.
+/// beacons are off, the beacon and probe task. `bound`: the endpoint's sockets, whose
+/// families and addresses the beacons keep to.
 pub fn spawn(
     cfg: Config,
+    bound: &[SocketAddr],
     me: EndpointId,
     peers: &PeerManagerHandle,
     shutdown: CancellationToken,
@@ -73,17 +83,24 @@ pub fn spawn(
     let Some(interval) = cfg.beacon_interval else {
         return tasks;
     };
-    let sockets = match BeaconSockets::open(cfg.port) {
-        Ok(s) => Some(s),
-        Err(e) => {
-            warn!(error = %e, "no liveness beacons: connected peers are probed every {:?} instead", interval * MISSED_BEACONS);
-            None
+    let selection = Selection::new(cfg.interfaces, bound);
+    let sockets = if selection.loopback_only() {
+        info!(bound = %crate::logfmt::list(bound), "bound to loopback only: no liveness beacons (nothing leaves this host); connected peers are probed every {:?} instead", interval * MISSED_BEACONS);
+        None
+    } else {
+        match BeaconSockets::open(cfg.port) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                warn!(error = %e, "no liveness beacons: connected peers are probed every {:?} instead", interval * MISSED_BEACONS);
+                None
+            }
         }
     };
     let task = Task {
         me,
         interval,
         sockets,
+        selection,
         tracker: SilenceTracker::new(interval * MISSED_BEACONS),
         conns: HashMap::new(),
         seq: 0,
@@ -107,6 +124,7 @@ struct Task {
     me: EndpointId,
     interval: Duration,
     sockets: Option<BeaconSockets>,
+    selection: Selection,
     tracker: SilenceTracker,
     conns: HashMap<EndpointId, Connection>,
     seq: u32,
@@ -242,7 +260,7 @@ impl Task {
         }
     }
 
-    /// One beacon out of each eligible interface, only while connected to someone:
+    /// One beacon out of each selected interface, only while connected to someone:
     /// a node without peers has nobody to tell that it is alive.
     async fn send_beacons(&mut self) {
         let Some(sockets) = self.sockets.as_mut() else {
@@ -255,15 +273,17 @@ impl Task {
             Ok(s) => s,
             Err(e) => return debug!(error = %e, "cannot list interfaces for beacons"),
         };
-        sockets.join(&snap);
+        sockets.join(&snap, &self.selection);
         self.seq = self.seq.wrapping_add(1);
         let bytes = Beacon {
             prefix: wire::prefix_of(&self.me),
             seq: self.seq,
         }
         .encode();
-        for i in snap.values().filter(|i| socket::eligible(i)) {
-            let Some(via) = socket::via(i) else { continue };
+        for i in snap.values() {
+            let Some(via) = self.selection.via(i) else {
+                continue;
+            };
             if let Err(e) = sockets.send(via, &bytes).await {
                 debug!(iface = %i.name, error = %e, "beacon not sent");
             }

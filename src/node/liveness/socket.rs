@@ -1,21 +1,19 @@
 //! The beacon sockets: one per IP family on a fixed port, joined to the beacon group on
-//! every multicast interface, sending on each of them in turn.
-//!
-//! One family per interface when sending: IPv4 where the interface has an IPv4
-//! address, else IPv6 (link-local-only LANs). Sending both would double the beacon
-//! bytes for no gain. Receiving listens on both groups.
+//! the interfaces the [`Selection`] allows, sending on each of them in turn (one family
+//! per interface, see [`Selection::via`]). Receiving listens on both groups.
 
 use std::{
     collections::HashSet,
     io,
-    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6},
+    net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6},
 };
 
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::UdpSocket;
 use tracing::debug;
 
-use crate::platform::iface::{InterfaceInfo, Snapshot};
+use super::select::Selection;
+use crate::platform::iface::Snapshot;
 
 /// Administratively scoped (RFC 2365), sent with TTL 1: never leaves the link.
 pub const GROUP_V4: Ipv4Addr = Ipv4Addr::new(239, 255, 80, 71);
@@ -64,22 +62,6 @@ fn open(domain: Domain, port: u16) -> io::Result<UdpSocket> {
     UdpSocket::from_std(s.into())
 }
 
-/// Interfaces beacons use: up, running, multicast, not loopback (sidecars on one host
-/// fall back to probes, which cost nothing on a wire).
-pub fn eligible(i: &InterfaceInfo) -> bool {
-    let f = i.flags;
-    f.up && f.running && f.multicast && !f.loopback && i.index != 0
-}
-
-/// The family a beacon uses on this interface, if any.
-pub fn via(i: &InterfaceInfo) -> Option<Via> {
-    match first_v4(i) {
-        Some(v4) => Some(Via::V4(v4)),
-        None if i.addrs.iter().any(|a| a.ip.is_ipv6()) => Some(Via::V6(i.index)),
-        None => None,
-    }
-}
-
 impl BeaconSockets {
     /// Opens what it can; fails only if neither family opens.
     pub fn open(port: u16) -> Result<Self, SocketError> {
@@ -105,17 +87,22 @@ impl BeaconSockets {
         })
     }
 
-    /// Joins the groups on interfaces new since the last call; forgets vanished ones,
-    /// so that one coming back is joined again.
-    pub fn join(&mut self, snap: &Snapshot) {
+    /// Joins the groups on selected interfaces new since the last call, in the bound
+    /// families only; forgets vanished or deselected ones, so that one coming back is
+    /// joined again. (A join sends a membership report: none where we must be silent.)
+    pub fn join(&mut self, snap: &Snapshot, sel: &Selection) {
         let live: HashSet<(u32, bool)> = snap
             .values()
-            .filter(|i| eligible(i))
-            .flat_map(|i| [(i.index, true), (i.index, false)])
+            .flat_map(|i| {
+                let v4 = sel.v4_on(i).map(|_| (i.index, true));
+                let v6 = sel.v6_on(i).then_some((i.index, false));
+                [v4, v6]
+            })
+            .flatten()
             .collect();
         self.joined.retain(|k| live.contains(k));
-        for i in snap.values().filter(|i| eligible(i)) {
-            if let (Some(s), Some(a)) = (&self.v4, first_v4(i)) {
+        for i in snap.values() {
+            if let (Some(s), Some(a)) = (&self.v4, sel.v4_on(i)) {
                 if !self.joined.contains(&(i.index, true))
                     && joined(s.join_multicast_v4(GROUP_V4, a))
                 {
@@ -123,8 +110,7 @@ impl BeaconSockets {
                 }
             }
             if let Some(s) = &self.v6 {
-                let has_v6 = i.addrs.iter().any(|a| a.ip.is_ipv6());
-                if has_v6
+                if sel.v6_on(i)
                     && !self.joined.contains(&(i.index, false))
                     && joined(s.join_multicast_v6(&GROUP_V6, i.index))
                 {
@@ -154,13 +140,6 @@ impl BeaconSockets {
     }
 }
 
-fn first_v4(i: &InterfaceInfo) -> Option<Ipv4Addr> {
-    i.addrs.iter().find_map(|a| match a.ip {
-        IpAddr::V4(v4) => Some(v4),
-        IpAddr::V6(_) => None,
-    })
-}
-
 /// A join that the kernel reports as done already counts as joined.
 fn joined(r: io::Result<()>) -> bool {
     match r {
@@ -175,50 +154,4 @@ fn joined(r: io::Result<()>) -> bool {
 
 fn no_socket() -> io::Error {
     io::Error::new(io::ErrorKind::NotConnected, "no socket for this family")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::platform::iface::{IfAddr, IfFlags};
-
-    fn iface(addrs: &[&str]) -> InterfaceInfo {
-        InterfaceInfo {
-            name: "eth0".into(),
-            index: 2,
-            flags: IfFlags {
-                up: true,
-                running: true,
-                multicast: true,
-                loopback: false,
-                point_to_point: false,
-            },
-            addrs: addrs
-                .iter()
-                .map(|a| IfAddr {
-                    ip: a.parse().unwrap(),
-                    prefix_len: 64,
-                })
-                .collect(),
-        }
-    }
-
-    #[test]
-    fn ipv4_is_preferred_and_ipv6_serves_link_local_only_lans() {
-        let dual = iface(&["fe80::1", "10.0.0.2"]);
-        assert_eq!(via(&dual), Some(Via::V4("10.0.0.2".parse().unwrap())));
-        assert_eq!(via(&iface(&["fe80::1"])), Some(Via::V6(2)));
-        assert_eq!(via(&iface(&[])), None);
-    }
-
-    #[test]
-    fn loopback_and_down_interfaces_carry_no_beacons() {
-        let mut lo = iface(&["127.0.0.1"]);
-        lo.flags.loopback = true;
-        assert!(!eligible(&lo));
-        let mut down = iface(&["10.0.0.2"]);
-        down.flags.running = false;
-        assert!(!eligible(&down));
-        assert!(eligible(&iface(&["10.0.0.2"])));
-    }
 }

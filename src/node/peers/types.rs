@@ -195,6 +195,8 @@ pub struct Counters {
     pub handshakes_pending: AtomicU64,
     /// Records the mdns source tracks (a gauge; 0 without mdns).
     pub mdns_records: AtomicU64,
+    /// Records of other app ids (other formations) the mdns source sees (a gauge).
+    pub mdns_other_app_records: AtomicU64,
     /// Installed connections whose QUIC connection has not ended yet (a gauge): equal
     /// to the connected peers in the table unless a connection leaks.
     pub connections_live: AtomicU64,

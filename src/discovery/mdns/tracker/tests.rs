@@ -264,3 +264,18 @@ fn a_departed_peer_known_only_from_a_hint_is_dropped() {
     assert_eq!(t.next_deadline(), None);
     assert!(t.on_tick(t0 + secs(60)).is_empty());
 }
+
+#[test]
+fn records_of_other_app_ids_are_counted_while_they_live() {
+    let (t0, mut t) = knowing(&[]);
+    t.on_resolved(rec(&name(1), 1, "other", &["10.0.0.1"]), t0);
+    t.on_resolved(rec(&name(2), 2, "other", &["10.0.0.2"]), t0);
+    t.on_resolved(rec(&name(1), 1, "other", &["10.0.0.1"]), t0);
+    assert_eq!(t.other_app_records(), 2);
+    assert!(t.on_removed(&name(2)).is_empty(), "not ours: no Lost");
+    assert_eq!(t.other_app_records(), 1);
+    // The node fixed its app id: now it is ours, and found.
+    let ev = t.on_resolved(rec(&name(1), 1, "app", &["10.0.0.1"]), t0);
+    assert_eq!(ev.len(), 1);
+    assert_eq!(t.other_app_records(), 0);
+}
