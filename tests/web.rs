@@ -106,6 +106,57 @@ fn link(v: &Value, a: &str, b: &str) -> Option<String> {
     })
 }
 
+/// The label drawn on the link from this node to `peer`, as the page shows it
+/// ("2.1 ms · 0% loss · 1.4kB/s").
+fn label(v: &Value, peer: &str) -> String {
+    v["labels"][peer].as_str().unwrap_or("").to_string()
+}
+
+/// The bytes per second a link label shows ("1.4kB/s" is 1400), if it shows any.
+fn label_bps(label: &str) -> Option<f64> {
+    let part = label.split(" · ").find_map(|p| p.strip_suffix("B/s"))?;
+    let (num, mul) = match part.chars().last()? {
+        'k' => (&part[..part.len() - 1], 1e3),
+        'M' => (&part[..part.len() - 1], 1e6),
+        _ => (part, 1.0),
+    };
+    num.parse::<f64>().ok().map(|n| n * mul)
+}
+
+/// The rate the topics table shows for `topic`, in messages per second.
+fn topic_rate(v: &Value, topic: &str) -> Option<f64> {
+    v["topics"]
+        .as_array()?
+        .iter()
+        .find(|t| t["topic"] == topic)
+        .and_then(|t| t["rate"].as_str()?.parse().ok())
+}
+
+/// Whether the link to `peer` shows traffic and a loss figure, in its label and its
+/// row of the peer table.
+fn link_shows_traffic(v: &Value, peer: &str) -> bool {
+    let l = label(v, peer);
+    let row_loss = v["rows"].as_array().and_then(|r| {
+        r.iter()
+            .find(|r| r["id"] == peer)
+            .and_then(|r| r["loss"].as_str())
+    });
+    label_bps(&l).is_some_and(|b| b > 0.0)
+        && l.contains("% loss")
+        && row_loss.is_some_and(|x| x.ends_with('%'))
+}
+
+/// Publishes on `node` every 100 ms until `done` is set (at most 600 messages).
+async fn keep_publishing(node: &Sidecar, topic: &str, done: &std::sync::atomic::AtomicBool) {
+    for i in 0..600 {
+        if done.load(std::sync::atomic::Ordering::Relaxed) {
+            return;
+        }
+        publish(node, msg(topic, "", format!("{i}"), false)).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// `curl` inside the namespace: (HTTP status, body).
 fn curl(ns: &str, args: &[&str]) -> (u16, String) {
     let mut argv = vec!["curl", "-s", "-m", "5", "-w", "\n%{http_code}"];
@@ -151,17 +202,33 @@ async fn three_nodes_then_a_kill() {
         .await;
     eprintln!("page drawn {took:?} after the browser started");
 
-    // A topic's rate shows while messages flow (published on b, metered on a).
-    for i in 0..10 {
-        publish(&b, msg("tracks/blue", "", format!("{i}"), false)).await;
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    page.wait("the topic tracks/blue", Duration::from_secs(10), |v| {
-        v["topics"]
-            .as_array()
-            .is_some_and(|t| t.iter().any(|t| t == "tracks/blue"))
-    })
-    .await;
+    // While messages flow (published on b, metered on a), the page shows the topic
+    // with a rate, and the link a-b with bytes per second and its loss. Before any
+    // traffic neither shows, so this fails if the page draws zeros.
+    assert!(topic_rate(&page.view(), "tracks/blue").is_none());
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let bid2 = bid.clone();
+    let shown = async {
+        let v = page
+            .wait(
+                "tracks/blue with a rate, traffic and loss on the link to b",
+                Duration::from_secs(30),
+                |v| {
+                    topic_rate(v, "tracks/blue").is_some_and(|r| r > 0.0)
+                        && link_shows_traffic(v, &bid2)
+                },
+            )
+            .await;
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        v
+    };
+    let (took, ()) = tokio::join!(shown, keep_publishing(&b, "tracks/blue", &done));
+    let v = page.view();
+    eprintln!(
+        "rates drawn {took:?} after the first message: link to b \"{}\", tracks/blue {:?} msg/s",
+        label(&v, &bid),
+        topic_rate(&v, "tracks/blue")
+    );
 
     endpoints(lan.ns(0), &a);
 
@@ -283,8 +350,13 @@ async fn screenshot() {
     publish(&nodes[4], msg("status/e", "battery", "81%", true)).await;
     let page = Page::open(lan.ns(0));
     let eid = nodes[4].id.clone();
+    let peers: Vec<String> = nodes[1..4].iter().map(|n| n.id.clone()).collect();
+    let done = std::sync::atomic::AtomicBool::new(false);
     let traffic = async {
-        for round in 0..80 {
+        for round in 0..400 {
+            if done.load(std::sync::atomic::Ordering::Relaxed) {
+                break;
+            }
             for (i, n) in nodes.iter().enumerate() {
                 publish(
                     n,
@@ -298,13 +370,20 @@ async fn screenshot() {
             tokio::time::sleep(Duration::from_millis(150)).await;
         }
     };
+    // Shot once the page draws what flows: every link with bytes per second and loss,
+    // every topic with a rate (the first screenshot caught the page's first state, with
+    // 0 B/s and no topics).
     let shoot = async {
-        tokio::time::sleep(Duration::from_secs(6)).await;
-        page.wait("five nodes", Duration::from_secs(20), |v| {
-            node(v, &eid).is_some() && v["nodes"].as_array().map(Vec::len) == Some(5)
+        page.wait("five nodes with traffic", Duration::from_secs(60), |v| {
+            node(v, &eid).is_some()
+                && v["nodes"].as_array().map(Vec::len) == Some(5)
+                && peers.iter().all(|p| link_shows_traffic(v, p))
+                && (0..5)
+                    .all(|i| topic_rate(v, &format!("tracks/node{i}")).is_some_and(|r| r > 0.0))
         })
         .await;
         page.screenshot(&out).await;
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
     };
     tokio::join!(traffic, shoot);
     eprintln!("screenshot in {}", out.display());

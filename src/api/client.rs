@@ -156,7 +156,7 @@ fn status_json(s: &pb::GetStatusResponse) -> Value {
             "dns_rounds": c.dns_rounds,
             "mdns_daemon": c.mdns_daemon,
         },
-        "data": super::client_data::stats_json(&s.data.unwrap_or_default()),
+        "data": super::convert::data_stats_json(&s.data.unwrap_or_default()),
     })
 }
 
@@ -173,6 +173,8 @@ pub fn peer_json(p: &pb::Peer) -> Value {
         "failures": p.failures,
         "bytes_sent": p.bytes_sent,
         "bytes_received": p.bytes_received,
+        "packets_sent": p.packets_sent,
+        "packets_lost": p.packets_lost,
         "messages_in": p.messages_in,
         "messages_out": p.messages_out,
     })
