@@ -3,7 +3,7 @@
 //! network namespaces found by mDNS. What is checked is what the page draws (the
 //! graph's SVG, the tables), read from the DOM. Needs root and chromium.
 //!
-//! Namespace prefixes: `wb`, `wc`, `wd`.
+//! Namespace prefixes: `wb`, `wc`, `wd`, `we`.
 
 mod common;
 
@@ -14,7 +14,8 @@ use common::{
     interop::PyScript,
     lan_mdns_opts,
     netns::{ns_exec, Lan},
-    wait_full_mesh, wait_until, Sidecar,
+    radio::{Link, RadioLan},
+    wait_full_mesh, wait_until, Opts, Sidecar,
 };
 use serde_json::Value;
 
@@ -23,6 +24,12 @@ const WEB: &str = "127.0.0.1:8470";
 /// Liveness budget (docs/OPERATIONS.md: a crash is noticed 5-7.5 s later, 10 s at
 /// worst) plus the page's 2 s, plus room for a loaded machine.
 const DOWN_WITHIN: Duration = Duration::from_secs(15);
+
+/// Skips (fails under CI) without root or chromium.
+fn skipped() -> bool {
+    common::skip::without_root("network namespaces")
+        || common::skip::without_program("chromium", "apt-get install chromium")
+}
 
 async fn start(lan: &Lan, i: usize, web: Option<&str>) -> Sidecar {
     let mut o = lan_mdns_opts(lan, i, "test");
@@ -172,6 +179,9 @@ fn curl(ns: &str, args: &[&str]) -> (u16, String) {
 /// budget and the log says so. The JSON endpoints answer GET only.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_nodes_then_a_kill() {
+    if skipped() {
+        return;
+    }
     let lan = Lan::new("wb", 3);
     let a = start(&lan, 0, Some(WEB)).await;
     let b = start(&lan, 1, None).await;
@@ -289,6 +299,9 @@ fn endpoints(ns: &str, a: &Sidecar) {
 /// bridge. b's page listens on its LAN address, which is allowed with a warning.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_far_node_appears_behind_the_bridge() {
+    if skipped() {
+        return;
+    }
     let mut lan = Lan::new("wc", 2);
     let seg1 = lan.add_segment();
     lan.attach(1, seg1);
@@ -329,6 +342,9 @@ async fn the_far_node_appears_behind_the_bridge() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "makes the docs' screenshot; run by hand"]
 async fn screenshot() {
+    if skipped() {
+        return;
+    }
     let out = std::env::var("PEAT_WEB_SCREENSHOT").unwrap_or_else(|_| "web-page.png".into());
     let out = std::path::absolute(out).unwrap();
     let mut lan = Lan::new("wd", 4);
@@ -387,4 +403,58 @@ async fn screenshot() {
     };
     tokio::join!(traffic, shoot);
     eprintln!("screenshot in {}", out.display());
+}
+
+/// Two nodes on a radio channel that loses frames: a's page shows the link's loss, not
+/// 0 %, while messages flow (the channel is clean until the nodes have connected, so
+/// that the test waits on the page rather than on the mesh).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lossy_link_shows_its_loss() {
+    if skipped() {
+        return;
+    }
+    let lan = RadioLan::new("we", 2, Link::CLEAN);
+    let opts = |i: usize, web: bool| Opts {
+        app_id: "test".into(),
+        netns: Some(lan.ns(i).to_string()),
+        bind: Some(std::net::SocketAddr::from(([0, 0, 0, 0], 9470))),
+        extra: ["--discovery-mode", "mdns"]
+            .into_iter()
+            .chain(web.then_some(["--web-listen", WEB]).into_iter().flatten())
+            .map(String::from)
+            .collect(),
+        ..Opts::default()
+    };
+    let a = Sidecar::start("node0", opts(0, true)).await;
+    let b = Sidecar::start("node1", opts(1, false)).await;
+    wait_full_mesh(&[&a, &b], Duration::from_secs(30))
+        .await
+        .expect("a and b connect on the clean channel");
+    let page = Page::open(lan.ns(0));
+    lan.set_link(Link::new(0.2, 5, 0));
+
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let bid = b.id.clone();
+    let lossy = |v: &Value| {
+        let l = label(v, &bid);
+        let pct = l
+            .split(" · ")
+            .find_map(|p| p.strip_suffix("% loss"))
+            .and_then(|p| p.parse::<f64>().ok());
+        pct.is_some_and(|p| p >= 3.0) && label_bps(&l).is_some_and(|b| b > 0.0)
+    };
+    let shown = async {
+        let took = page
+            .wait("loss on the link to b", Duration::from_secs(60), lossy)
+            .await;
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        took
+    };
+    let (took, ()) = tokio::join!(shown, keep_publishing(&a, "tracks/lossy", &done));
+    let total = lan.total();
+    eprintln!(
+        "loss drawn {took:?} after the channel turned lossy: \"{}\"; hub: {total:?}",
+        label(&page.view(), &bid)
+    );
+    assert!(total.dropped > 0, "the channel lost nothing");
 }
