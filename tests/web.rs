@@ -240,6 +240,24 @@ async fn three_nodes_then_a_kill() {
         topic_rate(&v, "tracks/blue")
     );
 
+    // `peers` shows the loss too, and `peers --json` the packet counts it comes from.
+    let (ok, table, err) = a.cli(&["peers"]);
+    assert!(ok, "{err}");
+    let row = table.lines().find(|l| l.starts_with(&bid[..16]));
+    assert!(
+        table.contains("LOSS") && row.is_some_and(|r| r.contains('%')),
+        "no loss in `peers`:\n{table}"
+    );
+    let (_, out, _) = a.cli(&["peers", "--json"]);
+    let list: Value = serde_json::from_str(&out).expect("peers --json");
+    let b_row = list
+        .as_array()
+        .and_then(|l| l.iter().find(|p| p["endpoint_id"] == bid.as_str()));
+    assert!(
+        b_row.is_some_and(|p| p["packets_sent"].as_u64() > Some(0) && p["packets_lost"].is_u64()),
+        "{out}"
+    );
+
     endpoints(lan.ns(0), &a);
 
     let killed = Instant::now();

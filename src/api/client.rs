@@ -193,11 +193,12 @@ pub async fn peers(args: &ClientArgs) -> Result<(), ClientError> {
         return Ok(());
     }
     outln!(
-        "{:<16} {:<11} {:<14} {:>8}  {:<24} LAST ERROR",
+        "{:<16} {:<11} {:<14} {:>8} {:>6}  {:<24} LAST ERROR",
         "ENDPOINT",
         "STATE",
         "SOURCES",
         "RTT",
+        "LOSS",
         "ADDRESSES"
     )?;
     for p in &list {
@@ -205,13 +206,17 @@ pub async fn peers(args: &ClientArgs) -> Result<(), ClientError> {
             .rtt_ms
             .map(|r| format!("{r:.1}ms"))
             .unwrap_or_else(|| "-".into());
+        let loss = super::convert::loss_pct(p)
+            .map(|l| format!("{l:.1}%"))
+            .unwrap_or_else(|| "-".into());
         let short: String = p.endpoint_id.chars().take(16).collect();
         outln!(
-            "{:<16} {:<11} {:<14} {:>8}  {:<24} {}",
+            "{:<16} {:<11} {:<14} {:>8} {:>6}  {:<24} {}",
             short,
             state_name(p.state),
             p.sources.join(","),
             rtt,
+            loss,
             p.addrs.first().cloned().unwrap_or_default()
                 + if p.addrs.len() > 1 { " +" } else { "" },
             p.last_error

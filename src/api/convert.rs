@@ -66,6 +66,13 @@ impl From<PeerEvent> for pb::PeerEvent {
     }
 }
 
+/// Packets lost on the peer's connection since it opened, in percent of those sent;
+/// None while not connected or before the first packet.
+pub fn loss_pct(p: &pb::Peer) -> Option<f64> {
+    let (sent, lost) = (p.packets_sent?, p.packets_lost?);
+    (sent > 0).then(|| (100.0 * lost as f64 / sent as f64).min(100.0))
+}
+
 /// The data plane's counters as JSON, as `status --json` and the operator's page
 /// (`/api/state`) both show them.
 pub fn data_stats_json(d: &pb::DataStats) -> Value {

@@ -11,7 +11,7 @@ use serde::Serialize;
 use serde_json::{json, Value};
 
 use crate::api::{
-    convert::{data_stats_json, state_name},
+    convert::{data_stats_json, loss_pct, state_name},
     pb,
     server::Snapshot,
 };
@@ -209,7 +209,7 @@ impl Track {
         let &(_, s0, l0) = self.packets.front()?;
         // Packets sent before the window may be declared lost in it: at most 100 %.
         let pct = |l: u64, s: u64| (s > 0).then(|| (100.0 * l as f64 / s as f64).min(100.0));
-        pct(lost - l0, sent - s0).or_else(|| pct(lost, sent))
+        pct(lost - l0, sent - s0).or_else(|| loss_pct(p))
     }
 }
 
