@@ -3,7 +3,7 @@
 //! network namespaces found by mDNS. What is checked is what the page draws (the
 //! graph's SVG, the tables), read from the DOM. Needs root and chromium.
 //!
-//! Namespace prefixes: `wb`, `wc`, `wd`.
+//! Namespace prefixes: `wb`, `wc`, `wd`, `we`.
 
 mod common;
 
@@ -14,7 +14,8 @@ use common::{
     interop::PyScript,
     lan_mdns_opts,
     netns::{ns_exec, Lan},
-    wait_full_mesh, wait_until, Sidecar,
+    radio::{Link, RadioLan},
+    wait_full_mesh, wait_until, Opts, Sidecar,
 };
 use serde_json::Value;
 
@@ -23,6 +24,12 @@ const WEB: &str = "127.0.0.1:8470";
 /// Liveness budget (docs/OPERATIONS.md: a crash is noticed 5-7.5 s later, 10 s at
 /// worst) plus the page's 2 s, plus room for a loaded machine.
 const DOWN_WITHIN: Duration = Duration::from_secs(15);
+
+/// Skips (fails under CI) without root or chromium.
+fn skipped() -> bool {
+    common::skip::without_root("network namespaces")
+        || common::skip::without_program("chromium", "apt-get install chromium")
+}
 
 async fn start(lan: &Lan, i: usize, web: Option<&str>) -> Sidecar {
     let mut o = lan_mdns_opts(lan, i, "test");
@@ -106,6 +113,57 @@ fn link(v: &Value, a: &str, b: &str) -> Option<String> {
     })
 }
 
+/// The label drawn on the link from this node to `peer`, as the page shows it
+/// ("2.1 ms · 0% loss · 1.4kB/s").
+fn label(v: &Value, peer: &str) -> String {
+    v["labels"][peer].as_str().unwrap_or("").to_string()
+}
+
+/// The bytes per second a link label shows ("1.4kB/s" is 1400), if it shows any.
+fn label_bps(label: &str) -> Option<f64> {
+    let part = label.split(" · ").find_map(|p| p.strip_suffix("B/s"))?;
+    let (num, mul) = match part.chars().last()? {
+        'k' => (&part[..part.len() - 1], 1e3),
+        'M' => (&part[..part.len() - 1], 1e6),
+        _ => (part, 1.0),
+    };
+    num.parse::<f64>().ok().map(|n| n * mul)
+}
+
+/// The rate the topics table shows for `topic`, in messages per second.
+fn topic_rate(v: &Value, topic: &str) -> Option<f64> {
+    v["topics"]
+        .as_array()?
+        .iter()
+        .find(|t| t["topic"] == topic)
+        .and_then(|t| t["rate"].as_str()?.parse().ok())
+}
+
+/// Whether the link to `peer` shows traffic and a loss figure, in its label and its
+/// row of the peer table.
+fn link_shows_traffic(v: &Value, peer: &str) -> bool {
+    let l = label(v, peer);
+    let row_loss = v["rows"].as_array().and_then(|r| {
+        r.iter()
+            .find(|r| r["id"] == peer)
+            .and_then(|r| r["loss"].as_str())
+    });
+    label_bps(&l).is_some_and(|b| b > 0.0)
+        && l.contains("% loss")
+        && row_loss.is_some_and(|x| x.ends_with('%'))
+}
+
+/// Publishes on `node` every 100 ms until `done` is set (at most 600 messages).
+async fn keep_publishing(node: &Sidecar, topic: &str, done: &std::sync::atomic::AtomicBool) {
+    for i in 0..600 {
+        if done.load(std::sync::atomic::Ordering::Relaxed) {
+            return;
+        }
+        publish(node, msg(topic, "", format!("{i}"), false)).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// `curl` inside the namespace: (HTTP status, body).
 fn curl(ns: &str, args: &[&str]) -> (u16, String) {
     let mut argv = vec!["curl", "-s", "-m", "5", "-w", "\n%{http_code}"];
@@ -121,6 +179,9 @@ fn curl(ns: &str, args: &[&str]) -> (u16, String) {
 /// budget and the log says so. The JSON endpoints answer GET only.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_nodes_then_a_kill() {
+    if skipped() {
+        return;
+    }
     let lan = Lan::new("wb", 3);
     let a = start(&lan, 0, Some(WEB)).await;
     let b = start(&lan, 1, None).await;
@@ -151,17 +212,51 @@ async fn three_nodes_then_a_kill() {
         .await;
     eprintln!("page drawn {took:?} after the browser started");
 
-    // A topic's rate shows while messages flow (published on b, metered on a).
-    for i in 0..10 {
-        publish(&b, msg("tracks/blue", "", format!("{i}"), false)).await;
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    page.wait("the topic tracks/blue", Duration::from_secs(10), |v| {
-        v["topics"]
-            .as_array()
-            .is_some_and(|t| t.iter().any(|t| t == "tracks/blue"))
-    })
-    .await;
+    // While messages flow (published on b, metered on a), the page shows the topic
+    // with a rate, and the link a-b with bytes per second and its loss. Before any
+    // traffic neither shows, so this fails if the page draws zeros.
+    assert!(topic_rate(&page.view(), "tracks/blue").is_none());
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let bid2 = bid.clone();
+    let shown = async {
+        let v = page
+            .wait(
+                "tracks/blue with a rate, traffic and loss on the link to b",
+                Duration::from_secs(30),
+                |v| {
+                    topic_rate(v, "tracks/blue").is_some_and(|r| r > 0.0)
+                        && link_shows_traffic(v, &bid2)
+                },
+            )
+            .await;
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        v
+    };
+    let (took, ()) = tokio::join!(shown, keep_publishing(&b, "tracks/blue", &done));
+    let v = page.view();
+    eprintln!(
+        "rates drawn {took:?} after the first message: link to b \"{}\", tracks/blue {:?} msg/s",
+        label(&v, &bid),
+        topic_rate(&v, "tracks/blue")
+    );
+
+    // `peers` shows the loss too, and `peers --json` the packet counts it comes from.
+    let (ok, table, err) = a.cli(&["peers"]);
+    assert!(ok, "{err}");
+    let row = table.lines().find(|l| l.starts_with(&bid[..16]));
+    assert!(
+        table.contains("LOSS") && row.is_some_and(|r| r.contains('%')),
+        "no loss in `peers`:\n{table}"
+    );
+    let (_, out, _) = a.cli(&["peers", "--json"]);
+    let list: Value = serde_json::from_str(&out).expect("peers --json");
+    let b_row = list
+        .as_array()
+        .and_then(|l| l.iter().find(|p| p["endpoint_id"] == bid.as_str()));
+    assert!(
+        b_row.is_some_and(|p| p["packets_sent"].as_u64() > Some(0) && p["packets_lost"].is_u64()),
+        "{out}"
+    );
 
     endpoints(lan.ns(0), &a);
 
@@ -222,6 +317,9 @@ fn endpoints(ns: &str, a: &Sidecar) {
 /// bridge. b's page listens on its LAN address, which is allowed with a warning.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_far_node_appears_behind_the_bridge() {
+    if skipped() {
+        return;
+    }
     let mut lan = Lan::new("wc", 2);
     let seg1 = lan.add_segment();
     lan.attach(1, seg1);
@@ -262,6 +360,9 @@ async fn the_far_node_appears_behind_the_bridge() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "makes the docs' screenshot; run by hand"]
 async fn screenshot() {
+    if skipped() {
+        return;
+    }
     let out = std::env::var("PEAT_WEB_SCREENSHOT").unwrap_or_else(|_| "web-page.png".into());
     let out = std::path::absolute(out).unwrap();
     let mut lan = Lan::new("wd", 4);
@@ -283,8 +384,13 @@ async fn screenshot() {
     publish(&nodes[4], msg("status/e", "battery", "81%", true)).await;
     let page = Page::open(lan.ns(0));
     let eid = nodes[4].id.clone();
+    let peers: Vec<String> = nodes[1..4].iter().map(|n| n.id.clone()).collect();
+    let done = std::sync::atomic::AtomicBool::new(false);
     let traffic = async {
-        for round in 0..80 {
+        for round in 0..400 {
+            if done.load(std::sync::atomic::Ordering::Relaxed) {
+                break;
+            }
             for (i, n) in nodes.iter().enumerate() {
                 publish(
                     n,
@@ -298,14 +404,75 @@ async fn screenshot() {
             tokio::time::sleep(Duration::from_millis(150)).await;
         }
     };
+    // Shot once the page draws what flows: every link with bytes per second and loss,
+    // every topic with a rate (the first screenshot caught the page's first state, with
+    // 0 B/s and no topics).
     let shoot = async {
-        tokio::time::sleep(Duration::from_secs(6)).await;
-        page.wait("five nodes", Duration::from_secs(20), |v| {
-            node(v, &eid).is_some() && v["nodes"].as_array().map(Vec::len) == Some(5)
+        page.wait("five nodes with traffic", Duration::from_secs(60), |v| {
+            node(v, &eid).is_some()
+                && v["nodes"].as_array().map(Vec::len) == Some(5)
+                && peers.iter().all(|p| link_shows_traffic(v, p))
+                && (0..5)
+                    .all(|i| topic_rate(v, &format!("tracks/node{i}")).is_some_and(|r| r > 0.0))
         })
         .await;
         page.screenshot(&out).await;
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
     };
     tokio::join!(traffic, shoot);
     eprintln!("screenshot in {}", out.display());
+}
+
+/// Two nodes on a radio channel that loses frames: a's page shows the link's loss, not
+/// 0 %, while messages flow (the channel is clean until the nodes have connected, so
+/// that the test waits on the page rather than on the mesh).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lossy_link_shows_its_loss() {
+    if skipped() {
+        return;
+    }
+    let lan = RadioLan::new("we", 2, Link::CLEAN);
+    let opts = |i: usize, web: bool| Opts {
+        app_id: "test".into(),
+        netns: Some(lan.ns(i).to_string()),
+        bind: Some(std::net::SocketAddr::from(([0, 0, 0, 0], 9470))),
+        extra: ["--discovery-mode", "mdns"]
+            .into_iter()
+            .chain(web.then_some(["--web-listen", WEB]).into_iter().flatten())
+            .map(String::from)
+            .collect(),
+        ..Opts::default()
+    };
+    let a = Sidecar::start("node0", opts(0, true)).await;
+    let b = Sidecar::start("node1", opts(1, false)).await;
+    wait_full_mesh(&[&a, &b], Duration::from_secs(30))
+        .await
+        .expect("a and b connect on the clean channel");
+    let page = Page::open(lan.ns(0));
+    lan.set_link(Link::new(0.2, 5, 0));
+
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let bid = b.id.clone();
+    let lossy = |v: &Value| {
+        let l = label(v, &bid);
+        let pct = l
+            .split(" · ")
+            .find_map(|p| p.strip_suffix("% loss"))
+            .and_then(|p| p.parse::<f64>().ok());
+        pct.is_some_and(|p| p >= 3.0) && label_bps(&l).is_some_and(|b| b > 0.0)
+    };
+    let shown = async {
+        let took = page
+            .wait("loss on the link to b", Duration::from_secs(60), lossy)
+            .await;
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        took
+    };
+    let (took, ()) = tokio::join!(shown, keep_publishing(&a, "tracks/lossy", &done));
+    let total = lan.total();
+    eprintln!(
+        "loss drawn {took:?} after the channel turned lossy: \"{}\"; hub: {total:?}",
+        label(&page.view(), &bid)
+    );
+    assert!(total.dropped > 0, "the channel lost nothing");
 }

@@ -168,7 +168,7 @@ fn status_json(s: &pb::GetStatusResponse) -> Value {
             "dns_rounds": c.dns_rounds,
             "mdns_daemon": c.mdns_daemon,
         },
-        "data": super::client_data::stats_json(&s.data.unwrap_or_default()),
+        "data": super::convert::data_stats_json(&s.data.unwrap_or_default()),
     })
 }
 
@@ -185,6 +185,8 @@ pub fn peer_json(p: &pb::Peer) -> Value {
         "failures": p.failures,
         "bytes_sent": p.bytes_sent,
         "bytes_received": p.bytes_received,
+        "packets_sent": p.packets_sent,
+        "packets_lost": p.packets_lost,
         "messages_in": p.messages_in,
         "messages_out": p.messages_out,
     })
@@ -203,11 +205,12 @@ pub async fn peers(args: &ClientArgs) -> Result<(), ClientError> {
         return Ok(());
     }
     outln!(
-        "{:<16} {:<11} {:<14} {:>8}  {:<24} LAST ERROR",
+        "{:<16} {:<11} {:<14} {:>8} {:>6}  {:<24} LAST ERROR",
         "ENDPOINT",
         "STATE",
         "SOURCES",
         "RTT",
+        "LOSS",
         "ADDRESSES"
     )?;
     for p in &list {
@@ -215,13 +218,17 @@ pub async fn peers(args: &ClientArgs) -> Result<(), ClientError> {
             .rtt_ms
             .map(|r| format!("{r:.1}ms"))
             .unwrap_or_else(|| "-".into());
+        let loss = super::convert::loss_pct(p)
+            .map(|l| format!("{l:.1}%"))
+            .unwrap_or_else(|| "-".into());
         let short: String = p.endpoint_id.chars().take(16).collect();
         outln!(
-            "{:<16} {:<11} {:<14} {:>8}  {:<24} {}",
+            "{:<16} {:<11} {:<14} {:>8} {:>6}  {:<24} {}",
             short,
             state_name(p.state),
             p.sources.join(","),
             rtt,
+            loss,
             p.addrs.first().cloned().unwrap_or_default()
                 + if p.addrs.len() > 1 { " +" } else { "" },
             p.last_error

@@ -198,22 +198,6 @@ fn print_message(m: &pb::DataMessage, json: bool, now_ms: u64) -> Result<(), Cli
     Ok(())
 }
 
-pub fn stats_json(d: &pb::DataStats) -> Value {
-    json!({
-        "topics": d.topics,
-        "retained_entries": d.retained_entries,
-        "retained_tombstones": d.retained_tombstones,
-        "retained_bytes": d.retained_bytes,
-        "messages_in": d.messages_in,
-        "messages_out": d.messages_out,
-        "published": d.published,
-        "delivered": d.delivered,
-        "dropped": d.dropped,
-        "subscribers": d.subscribers,
-        "rejected": d.rejected,
-    })
-}
-
 /// The data rows of `status`.
 pub fn print_stats(d: &pb::DataStats) -> Result<(), ClientError> {
     outln!(

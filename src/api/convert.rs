@@ -1,5 +1,7 @@
 //! Conversions between the peer manager's types and the protobuf messages.
 
+use serde_json::{json, Value};
+
 use super::pb;
 use crate::{
     events::PeerEvent,
@@ -44,6 +46,8 @@ impl From<PeerInfo> for pb::Peer {
             failures: p.failures,
             bytes_sent: p.bytes_sent,
             bytes_received: p.bytes_received,
+            packets_sent: p.packets_sent,
+            packets_lost: p.packets_lost,
             // Filled in by the server from the data plane's per-peer counters.
             messages_in: 0,
             messages_out: 0,
@@ -60,4 +64,29 @@ impl From<PeerEvent> for pb::PeerEvent {
             unix_ms: e.unix_ms,
         }
     }
+}
+
+/// Packets lost on the peer's connection since it opened, in percent of those sent;
+/// None while not connected or before the first packet.
+pub fn loss_pct(p: &pb::Peer) -> Option<f64> {
+    let (sent, lost) = (p.packets_sent?, p.packets_lost?);
+    (sent > 0).then(|| (100.0 * lost as f64 / sent as f64).min(100.0))
+}
+
+/// The data plane's counters as JSON, as `status --json` and the operator's page
+/// (`/api/state`) both show them.
+pub fn data_stats_json(d: &pb::DataStats) -> Value {
+    json!({
+        "topics": d.topics,
+        "retained_entries": d.retained_entries,
+        "retained_tombstones": d.retained_tombstones,
+        "retained_bytes": d.retained_bytes,
+        "messages_in": d.messages_in,
+        "messages_out": d.messages_out,
+        "published": d.published,
+        "delivered": d.delivered,
+        "dropped": d.dropped,
+        "subscribers": d.subscribers,
+        "rejected": d.rejected,
+    })
 }

@@ -27,6 +27,28 @@ pub fn rtt(conn: &Connection) -> Option<Duration> {
     selected(conn, |p| conn.rtt(p.id()))
 }
 
+/// QUIC packets sent and lost on a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Packets {
+    pub sent: u64,
+    pub lost: u64,
+}
+
+/// Packets sent and declared lost on the connection's open paths, PLPMTUD probes left
+/// out: a probe larger than the path's MTU is lost by design, and would show as loss
+/// on a clean link with a small MTU. `None` without an open path.
+pub fn packets(conn: &Connection) -> Option<Packets> {
+    let paths = conn.paths();
+    let mut sum: Option<Packets> = None;
+    for p in paths.iter() {
+        let s = p.stats();
+        let acc = sum.get_or_insert(Packets { sent: 0, lost: 0 });
+        acc.sent += s.sent_packets.saturating_sub(s.sent_plpmtud_probes);
+        acc.lost += s.lost_packets.saturating_sub(s.lost_plpmtud_probes);
+    }
+    sum
+}
+
 /// Statistics of the selected path (congestion window, lost packets, ...).
 pub fn stats(conn: &Connection) -> Option<PathStats> {
     selected(conn, |p| Some(p.stats()))

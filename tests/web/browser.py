@@ -6,8 +6,8 @@ library needed) and reports what the operator's page shows.
 
 Opens URL in a tablet-sized window and prints one JSON line on stdout each time the
 drawn view changes: {"t": seconds, "view": {...}}, where the view is read from the DOM
-(the graph's nodes and links, the peer table, the live badge, the event count), not
-from the page's variables. A file CONTROL_DIR/shot holding a path asks for a
+(the graph's nodes, links and link labels as drawn, the peer table, the topics with
+their rates, the live badge, the event count), not from the page's variables. A file CONTROL_DIR/shot holding a path asks for a
 screenshot there ({"screenshot": path} when done). Runs until killed; Chromium dies
 with it (PR_SET_PDEATHSIG).
 """
@@ -26,11 +26,14 @@ VIEW = r"""JSON.stringify({
     id: g.dataset.id, kind: g.dataset.kind, bridge: g.dataset.bridge === 'true'})),
   links: [...document.querySelectorAll('#graph .link')].map(l => ({
     a: l.dataset.a, b: l.dataset.b, state: l.dataset.state})),
+  labels: Object.fromEntries([...document.querySelectorAll('#graph .linklabel')].map(t => [
+    t.dataset.peer, [...t.querySelectorAll('tspan')].map(s => s.textContent).join(' · ')])),
   rows: [...document.querySelectorAll('#peers tbody tr')].map(r => ({
-    id: r.dataset.id, state: r.dataset.state})),
+    id: r.dataset.id, state: r.dataset.state, loss: r.cells[4].textContent})),
   live: document.getElementById('live').textContent,
   events: [...document.querySelectorAll('#events li')].slice(0, 30).map(l => l.dataset.kind),
-  topics: [...document.querySelectorAll('#topics tbody tr')].map(r => r.cells[0].textContent),
+  topics: [...document.querySelectorAll('#topics tbody tr')].map(r => ({
+    topic: r.cells[0].textContent, rate: r.cells.length > 1 ? r.cells[1].textContent : ''})),
   retained: document.querySelectorAll('#retained tbody tr').length,
 })"""
 

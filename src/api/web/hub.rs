@@ -15,7 +15,7 @@ use serde::Serialize;
 use tokio::sync::{broadcast, watch};
 use tokio_util::sync::CancellationToken;
 
-use super::state::{self, Neighbours, Rates, TopicRow};
+use super::state::{self, LinkRate, Neighbours, Rates, TopicRow};
 use crate::{
     api::server::SidecarService,
     data::{Event, Subscription},
@@ -85,6 +85,8 @@ pub struct Hub {
     pub state: watch::Sender<Arc<str>>,
     pub events: broadcast::Sender<WebEvent>,
     recent: Mutex<VecDeque<WebEvent>>,
+    /// The rates and loss of the last tick, for `/api/state` with no page open.
+    rates: Mutex<HashMap<String, LinkRate>>,
     watchers: AtomicUsize,
     wake: tokio::sync::Notify,
 }
@@ -105,6 +107,7 @@ impl Hub {
             state: watch::Sender::new(Arc::from("{}")),
             events: broadcast::Sender::new(256),
             recent: Mutex::new(VecDeque::new()),
+            rates: Mutex::new(HashMap::new()),
             watchers: AtomicUsize::new(0),
             wake: tokio::sync::Notify::new(),
         })
@@ -170,13 +173,20 @@ impl Hub {
                     for e in counted.news(&snap) {
                         self.push(e);
                     }
+                    // Sampled with no page open too, so that a page that opens shows
+                    // the rates and loss of the last few seconds at once rather than
+                    // zeros until its second state (the first screenshot showed 0 B/s
+                    // on every link while messages flowed).
+                    let now = Instant::now();
+                    let r = rates.update(&snap.peers, now);
                     if watched {
-                        let now = Instant::now();
-                        let r = rates.update(&snap.peers, now);
                         let s = state::build(&snap, &self.neighbours(), &r, meter.rows(now));
                         if let Ok(j) = serde_json::to_string(&s) {
                             self.state.send_replace(Arc::from(j));
                         }
+                    }
+                    if let Ok(mut last) = self.rates.lock() {
+                        *last = r;
                     }
                     next = Instant::now() + if watched { TICK } else { IDLE_TICK };
                 }
@@ -185,7 +195,7 @@ impl Hub {
     }
 
     /// The state for `/api/state`: the latest while a page watches, else one built now
-    /// (without rates: they need two samples).
+    /// with the rates of the last idle tick.
     pub async fn state_now(&self) -> String {
         if self.watched() {
             let s = self.state.borrow().clone();
@@ -194,7 +204,8 @@ impl Hub {
             }
         }
         let snap = self.service.snapshot().await;
-        let s = state::build(&snap, &self.neighbours(), &HashMap::new(), Vec::new());
+        let rates = self.rates.lock().map(|r| r.clone()).unwrap_or_default();
+        let s = state::build(&snap, &self.neighbours(), &rates, Vec::new());
         serde_json::to_string(&s).unwrap_or_else(|_| "{}".into())
     }
 

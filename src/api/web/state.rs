@@ -3,14 +3,18 @@
 //! so that what the page draws is what the API says.
 
 use std::{
-    collections::{BTreeMap, BTreeSet, HashMap},
-    time::Instant,
+    collections::{BTreeMap, BTreeSet, HashMap, VecDeque},
+    time::{Duration, Instant},
 };
 
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use crate::api::{convert::state_name, pb, server::Snapshot};
+use crate::api::{
+    convert::{data_stats_json, loss_pct, state_name},
+    pb,
+    server::Snapshot,
+};
 
 /// One node's announced data neighbours, as hex endpoint ids.
 pub type Neighbours = Vec<(String, Vec<String>)>;
@@ -60,6 +64,8 @@ pub struct PeerRow {
     pub failures: u32,
     pub bytes_sent: Option<u64>,
     pub bytes_received: Option<u64>,
+    pub packets_sent: Option<u64>,
+    pub packets_lost: Option<u64>,
     #[serde(flatten)]
     pub rate: LinkRate,
     pub messages_in: u64,
@@ -88,30 +94,48 @@ pub struct TopicRow {
     pub last_unix_ms: u64,
 }
 
-/// Bytes and messages per second on one link, from two samples.
+/// Bytes and messages per second on one link, from two samples, and its loss.
 #[derive(Debug, Serialize, Clone, Copy, Default, PartialEq)]
 pub struct LinkRate {
     pub tx_bps: f64,
     pub rx_bps: f64,
     pub msgs_in_ps: f64,
     pub msgs_out_ps: f64,
+    /// Packets declared lost, in percent of those sent: over the last [`LOSS_WINDOW`]
+    /// when packets were sent in it, else over the connection's life; None without a
+    /// connection or before its first packet.
+    pub loss_pct: Option<f64>,
 }
 
-/// The previous sample of every peer's counters.
+/// How far back a link's loss is measured: long enough to hold a few packets on a quiet
+/// link, short enough that a link going bad shows within seconds.
+pub const LOSS_WINDOW: Duration = Duration::from_secs(10);
+
+/// A sample this close to the last one gives its rates again: a page that opens just
+/// after a tick would otherwise see rates over a few milliseconds, often zero.
+const MIN_SAMPLE: Duration = Duration::from_millis(500);
+
+/// The last sample of one peer's counters.
+#[derive(Debug)]
+struct Track {
+    at: Instant,
+    counters: [u64; 4],
+    rate: LinkRate,
+    /// (when, packets sent, packets lost), oldest first: the newest sample at least
+    /// [`LOSS_WINDOW`] old, then the younger ones.
+    packets: VecDeque<(Instant, u64, u64)>,
+}
+
+/// The previous samples of every peer's counters.
 #[derive(Debug, Default)]
 pub struct Rates {
-    prev: HashMap<String, [u64; 4]>,
-    at: Option<Instant>,
+    prev: HashMap<String, Track>,
 }
 
 impl Rates {
-    /// Rates since the last call; zero on the first and for a new peer. A counter that
-    /// went down (a new connection) counts from zero.
+    /// Rates since the last call, for every peer: zero on the first call and for a new
+    /// peer. A counter that went down (a new connection) counts from zero.
     pub fn update(&mut self, peers: &[pb::Peer], now: Instant) -> HashMap<String, LinkRate> {
-        let secs = self
-            .at
-            .map(|t| now.saturating_duration_since(t).as_secs_f64())
-            .filter(|s| *s > 0.0);
         let mut out = HashMap::new();
         let mut next = HashMap::new();
         for p in peers {
@@ -121,30 +145,71 @@ impl Rates {
                 p.messages_in,
                 p.messages_out,
             ];
-            if let (Some(secs), Some(old)) = (secs, self.prev.get(&p.endpoint_id)) {
-                let per_s = |i: usize| {
-                    let d = if cur[i] >= old[i] {
-                        cur[i] - old[i]
-                    } else {
-                        cur[i]
-                    };
-                    d as f64 / secs
-                };
-                out.insert(
-                    p.endpoint_id.clone(),
-                    LinkRate {
-                        tx_bps: per_s(0),
-                        rx_bps: per_s(1),
-                        msgs_in_ps: per_s(2),
-                        msgs_out_ps: per_s(3),
-                    },
-                );
+            let mut track = self.prev.remove(&p.endpoint_id).unwrap_or(Track {
+                at: now,
+                counters: cur,
+                rate: LinkRate::default(),
+                packets: VecDeque::new(),
+            });
+            if now.saturating_duration_since(track.at) < MIN_SAMPLE && track.at != now {
+                out.insert(p.endpoint_id.clone(), track.rate);
+                next.insert(p.endpoint_id.clone(), track);
+                continue;
             }
-            next.insert(p.endpoint_id.clone(), cur);
+            let loss_pct = track.loss(p, now);
+            let secs = now.saturating_duration_since(track.at).as_secs_f64();
+            let per_s = |i: usize| {
+                let (new, old) = (cur[i], track.counters[i]);
+                let d = if new >= old { new - old } else { new };
+                if secs > 0.0 {
+                    d as f64 / secs
+                } else {
+                    0.0
+                }
+            };
+            let rate = LinkRate {
+                tx_bps: per_s(0),
+                rx_bps: per_s(1),
+                msgs_in_ps: per_s(2),
+                msgs_out_ps: per_s(3),
+                loss_pct,
+            };
+            (track.at, track.counters, track.rate) = (now, cur, rate);
+            out.insert(p.endpoint_id.clone(), rate);
+            next.insert(p.endpoint_id.clone(), track);
         }
         self.prev = next;
-        self.at = Some(now);
         out
+    }
+}
+
+impl Track {
+    /// Records the packet counters and answers [`LinkRate::loss_pct`].
+    fn loss(&mut self, p: &pb::Peer, now: Instant) -> Option<f64> {
+        let (Some(sent), Some(lost)) = (p.packets_sent, p.packets_lost) else {
+            self.packets.clear();
+            return None;
+        };
+        // Fewer than before: a new connection, or a path closed; measure afresh.
+        if self
+            .packets
+            .back()
+            .is_some_and(|&(_, s, l)| sent < s || lost < l)
+        {
+            self.packets.clear();
+        }
+        self.packets.push_back((now, sent, lost));
+        while self
+            .packets
+            .get(1)
+            .is_some_and(|&(t, ..)| now.saturating_duration_since(t) >= LOSS_WINDOW)
+        {
+            self.packets.pop_front();
+        }
+        let &(_, s0, l0) = self.packets.front()?;
+        // Packets sent before the window may be declared lost in it: at most 100 %.
+        let pct = |l: u64, s: u64| (s > 0).then(|| (100.0 * l as f64 / s as f64).min(100.0));
+        pct(lost - l0, sent - s0).or_else(|| loss_pct(p))
     }
 }
 
@@ -188,6 +253,8 @@ pub fn build(
                 failures: p.failures,
                 bytes_sent: p.bytes_sent,
                 bytes_received: p.bytes_received,
+                packets_sent: p.packets_sent,
+                packets_lost: p.packets_lost,
                 rate: rates.get(&p.endpoint_id).copied().unwrap_or_default(),
                 messages_in: p.messages_in,
                 messages_out: p.messages_out,
@@ -214,7 +281,7 @@ pub fn build(
         remote,
         edges,
         topics,
-        data: st.data.as_ref().map(data_json),
+        data: st.data.as_ref().map(data_stats_json),
         counters: st
             .counters
             .as_ref()
@@ -262,21 +329,6 @@ fn graph(me: &str, peers: &[pb::Peer], neighbours: &Neighbours) -> (Vec<Remote>,
         })
         .collect();
     (remote, edges.into_iter().collect())
-}
-
-fn data_json(d: &pb::DataStats) -> Value {
-    json!({
-        "topics": d.topics,
-        "retained_entries": d.retained_entries,
-        "retained_bytes": d.retained_bytes,
-        "messages_in": d.messages_in,
-        "messages_out": d.messages_out,
-        "published": d.published,
-        "delivered": d.delivered,
-        "dropped": d.dropped,
-        "subscribers": d.subscribers,
-        "rejected": d.rejected,
-    })
 }
 
 fn counters_json(c: &pb::Counters) -> Value {

@@ -250,6 +250,10 @@ impl PeerManager {
             info.bytes_sent = Some(stats.udp_tx.bytes);
             info.bytes_received = Some(stats.udp_rx.bytes);
         }
+        if let Some(p) = conn.and_then(path::packets) {
+            info.packets_sent = Some(p.sent);
+            info.packets_lost = Some(p.lost);
+        }
         info
     }
 

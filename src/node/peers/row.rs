@@ -301,6 +301,8 @@ impl Peer {
                 .map(|t| t.saturating_duration_since(now).as_millis() as u64),
             bytes_sent: None,
             bytes_received: None,
+            packets_sent: None,
+            packets_lost: None,
         }
     }
 }

@@ -62,6 +62,10 @@ pub struct PeerInfo {
     /// UDP bytes sent and received on the live connection.
     pub bytes_sent: Option<u64>,
     pub bytes_received: Option<u64>,
+    /// QUIC packets sent on the live connection and those declared lost (MTU probes
+    /// left out: a lost probe only says the path's MTU is smaller, not that it loses).
+    pub packets_sent: Option<u64>,
+    pub packets_lost: Option<u64>,
 }
 
 /// Why a ConnectPeer or DisconnectPeer request failed.

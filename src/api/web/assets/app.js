@@ -30,6 +30,12 @@ function rate(bps) {
   return bps.toFixed(0);
 }
 
+// Loss in percent: whole numbers from 10 %, one decimal below.
+function pct(x) {
+  if (x === null || x === undefined) return null;
+  return x === 0 ? '0%' : x < 10 ? x.toFixed(1) + '%' : x.toFixed(0) + '%';
+}
+
 function ago(ms) {
   if (!ms) return '-';
   const s = Math.max(0, Math.round((Date.now() - ms) / 1000));
@@ -81,11 +87,15 @@ function drawGraph(st) {
   }
   for (const p of st.peers) {
     const [mx, my] = line(st.me.id, p.id, p.state, { 'data-a': st.me.id, 'data-b': p.id, 'data-state': p.state });
-    const parts = [];
-    if (p.rtt_ms !== null && p.rtt_ms !== undefined) parts.push(p.rtt_ms.toFixed(1) + ' ms');
-    if (p.state === 'connected') parts.push(rate(p.tx_bps + p.rx_bps) + 'B/s');
-    else parts.push(p.state);
-    labels.appendChild(el('text', { x: mx, y: my - 6, class: 'linklabel' }, parts.join(' · ')));
+    // Two lines: quality (RTT, loss), then traffic (bytes per second both ways).
+    const quality = [];
+    if (p.rtt_ms !== null && p.rtt_ms !== undefined) quality.push(p.rtt_ms.toFixed(1) + ' ms');
+    if (p.state === 'connected' && pct(p.loss_pct)) quality.push(pct(p.loss_pct) + ' loss');
+    const traffic = p.state === 'connected' ? rate(p.tx_bps + p.rx_bps) + 'B/s' : p.state;
+    const label = el('text', { x: mx, y: my - 14, class: 'linklabel', 'data-peer': p.id });
+    label.appendChild(el('tspan', { x: mx, class: 'quality' }, quality.join(' · ')));
+    label.appendChild(el('tspan', { x: mx, dy: '1.15em', class: 'traffic' }, traffic));
+    labels.appendChild(label);
   }
   const node = (id, kind, bridge, sub, down) => {
     const [x, y] = pos.get(id);
@@ -119,12 +129,16 @@ function drawPeers(st) {
     tr.append(
       td(p.id.slice(0, 16), 'id'), state, td(p.sources.join(',')),
       td(p.rtt_ms === null || p.rtt_ms === undefined ? '-' : p.rtt_ms.toFixed(1) + ' ms', 'num'),
+      td(p.state === 'connected' && pct(p.loss_pct) ? pct(p.loss_pct) : '-', 'num'),
       td((p.addrs[0] || '') + (p.addrs.length > 1 ? ' +' : ''), 'mono'),
       td(p.state === 'connected' ? rate(p.tx_bps) : '-', 'num'),
       td(p.state === 'connected' ? rate(p.rx_bps) : '-', 'num'),
       td(`${p.messages_in} / ${p.messages_out}`, 'num'),
       td(p.last_error, 'err'));
     tr.cells[0].title = p.id;
+    if (p.packets_sent !== null && p.packets_sent !== undefined) {
+      tr.cells[4].title = `${p.packets_lost} of ${p.packets_sent} packets lost on this connection`;
+    }
     return tr;
   });
   $('peers').tBodies[0].replaceChildren(...rows);

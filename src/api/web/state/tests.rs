@@ -104,7 +104,12 @@ fn rates_come_from_two_samples_and_survive_a_new_connection() {
     p.bytes_sent = Some(1000);
     p.bytes_received = Some(500);
     p.messages_in = 10;
-    assert!(r.update(std::slice::from_ref(&p), t0).is_empty());
+    let first = r.update(std::slice::from_ref(&p), t0);
+    assert_eq!(
+        first[&id('b')],
+        LinkRate::default(),
+        "one sample: no rate yet"
+    );
     p.bytes_sent = Some(3000);
     p.bytes_received = Some(1500);
     p.messages_in = 30;
@@ -115,4 +120,29 @@ fn rates_come_from_two_samples_and_survive_a_new_connection() {
     p.bytes_sent = Some(400);
     let got = r.update(std::slice::from_ref(&p), t0 + Duration::from_secs(4));
     assert_eq!(got[&id('b')].tx_bps, 200.0);
+}
+
+#[test]
+fn loss_is_measured_over_the_recent_window_else_over_the_connection() {
+    let mut r = Rates::default();
+    let t0 = Instant::now();
+    let at = |s: u64| t0 + Duration::from_secs(s);
+    let mut p = peer('b', pb::PeerState::Connected);
+    let mut loss = |p: &pb::Peer, t| r.update(std::slice::from_ref(p), t)[&id('b')].loss_pct;
+    assert_eq!(loss(&p, at(0)), None, "not connected: no figure");
+    // Over the connection's life: 5 of 100 lost.
+    (p.packets_sent, p.packets_lost) = (Some(100), Some(5));
+    assert_eq!(loss(&p, at(1)), Some(5.0));
+    // 100 more sent, 20 more lost: 20 % in the window (not 12.5 % over the life).
+    (p.packets_sent, p.packets_lost) = (Some(200), Some(25));
+    assert_eq!(loss(&p, at(2)), Some(20.0));
+    // Nothing sent for the window's length: the connection's figure again.
+    let quiet = 2 + LOSS_WINDOW.as_secs();
+    assert_eq!(loss(&p, at(quiet - 1)), Some(20.0), "still in the window");
+    assert_eq!(loss(&p, at(quiet)), Some(12.5));
+    // A new connection counts afresh; loss never shows above 100 %.
+    (p.packets_sent, p.packets_lost) = (Some(10), Some(0));
+    assert_eq!(loss(&p, at(quiet + 1)), Some(0.0));
+    (p.packets_sent, p.packets_lost) = (Some(11), Some(4));
+    assert_eq!(loss(&p, at(quiet + 2)), Some(100.0));
 }
