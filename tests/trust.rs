@@ -452,3 +452,98 @@ async fn enrolled_nodes_mesh_and_each_kind_of_bad_certificate_is_refused() {
         "node 4 not connected after its certificate was renewed"
     );
 }
+
+/// Waits until `node` holds no connection to `id`.
+async fn cut_off(node: &Sidecar, id: &str, timeout: Duration) -> bool {
+    wait_until(timeout, || async {
+        !node.connected().await.contains(&id.to_string())
+    })
+    .await
+    .is_some()
+}
+
+/// Certificates end while their connections are up: A closes them at the end. B's
+/// certificate file was renewed in time, so A's redial gets B straight back in; C's
+/// was not, so C stays out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_closes_when_the_certificate_ends_and_a_renewed_one_gets_back_in() {
+    if common::skip::without_root("network namespaces") {
+        return;
+    }
+    let lan = Lan::new("tb", 3);
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let auth = authority(t, "auth");
+    let key = auth.join("authority.pub");
+    let dirs: Vec<PathBuf> = (0..3).map(|i| t.join(format!("n{i}"))).collect();
+    let ids: Vec<String> = dirs.iter().map(|d| endpoint_id(d)).collect();
+    let spec = |i: usize| format!("{}@{}:9470", ids[i], lan.addr(i, 0));
+    let validity = ["1d", "20s", "20s"];
+    let certs: Vec<PathBuf> = (0..3)
+        .map(|i| {
+            let file = t.join(format!("n{i}.cert"));
+            issue(&auth, &ids[i], &format!("n{i}"), validity[i], &file)
+        })
+        .collect();
+    let peers = [vec![spec(1), spec(2)], vec![spec(0)], vec![spec(0)]];
+    let mut nodes = Vec::new();
+    for i in 0..3 {
+        let flags = [
+            "--authority-key",
+            s(&key),
+            "--member-cert",
+            s(&certs[i]),
+            "--cert-clock-skew",
+            "1s",
+        ];
+        let o = node_opts(&lan, i, &peers[i], &flags);
+        nodes.push(Sidecar::start_in(&format!("n{i}"), &dirs[i], o).await);
+    }
+    let (a, b, c) = (&nodes[0], &nodes[1], &nodes[2]);
+    wait_full_mesh(&[a, b], Duration::from_secs(30))
+        .await
+        .expect("a and b connect");
+    wait_full_mesh(&[a, c], Duration::from_secs(30))
+        .await
+        .expect("a and c connect");
+    // B renews before its certificate ends; the file is read at B's next connection.
+    issue(&auth, &ids[1], "n1", "1d", &certs[1]);
+
+    // C's certificate ends: A closes the connection, says why, and C is refused.
+    assert!(
+        wait_log(
+            a,
+            &["member certificate no longer valid", &ids[2]],
+            Duration::from_secs(60)
+        )
+        .await,
+        "a did not close c's connection at the certificate's end:\n{}",
+        a.log()
+    );
+    assert!(cut_off(a, &ids[2], Duration::from_secs(10)).await);
+    assert!(
+        wait_log(c, &["member certificate expired"], Duration::from_secs(10)).await,
+        "c's log does not say why:\n{}",
+        c.log()
+    );
+    // B's old certificate ended too: closed, redialled, back in with the renewed one.
+    assert!(
+        wait_log(
+            a,
+            &["member certificate no longer valid", &ids[1]],
+            Duration::from_secs(20)
+        )
+        .await,
+        "a did not close b's connection at its old certificate's end:\n{}",
+        a.log()
+    );
+    wait_full_mesh(&[a, b], Duration::from_secs(30))
+        .await
+        .expect("b is back in with its renewed certificate, without an operator");
+    assert!(
+        b.log().contains("member certificate reloaded"),
+        "{}",
+        b.log()
+    );
+    assert!(!a.connected().await.contains(&ids[2]), "c came back");
+}

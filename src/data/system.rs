@@ -19,7 +19,7 @@ use tracing::{debug, info, warn};
 use super::{DataPlane, Event, Message, Publish, Published};
 use crate::{
     node::peers::PeerManagerHandle,
-    trust::{store::TrustStore, unix_now, AuthorityKey, Revocation, TrustError},
+    trust::{store::TrustStore, unix_now, AuthorityKey, Refusal, Revocation, TrustError},
 };
 
 /// The prefix of every system topic.
@@ -154,7 +154,7 @@ async fn apply(trust: &TrustStore, peers: &PeerManagerHandle, r: Revocation) -> 
         return false;
     }
     info!(revoked = %id, "revocation learned; closing connections to the revoked node");
-    peers.revoked(id).await;
+    peers.void(id, Refusal::Revoked).await;
     true
 }
 

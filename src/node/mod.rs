@@ -6,6 +6,7 @@
 
 pub mod backoff;
 pub mod endpoint;
+mod expiry;
 pub mod formation;
 pub mod handshake;
 pub mod identity;
@@ -96,13 +97,17 @@ impl Node {
             warn!("no shared key: any host that knows the app id can join this formation (set --shared-key-file)");
         }
         let stop_liveness = tokio_util::sync::CancellationToken::new();
-        let liveness = liveness::spawn(
+        let mut liveness = liveness::spawn(
             cfg.beacons,
             &endpoint.bound_sockets(),
             endpoint.id(),
             &peers,
             stop_liveness.clone(),
         );
+        // Certificate ends are a liveness of their own: stopped with the beacons.
+        if let Some(t) = formation.trust() {
+            liveness.push(expiry::spawn(t, peers.clone(), stop_liveness.clone()));
+        }
         let manager = tokio::spawn(manager.run());
         let acceptor = tokio::spawn(accept_loop(
             endpoint.clone(),

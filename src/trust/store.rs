@@ -168,6 +168,9 @@ pub struct TrustStore {
     /// Revocations learned while running (from the formation or the API), by the
     /// endpoint id they void; verified before they get here.
     learned: Mutex<HashMap<EndpointId, Revocation>>,
+    /// When each peer's certificate, as last checked, ends (Unix seconds, the clock
+    /// skew included): connections are closed then (src/node/expiry.rs).
+    peer_ends: Mutex<HashMap<EndpointId, u64>>,
     /// Every endpoint id revoked now, as bytes: the data plane asks once per message.
     revoked: std::sync::RwLock<HashSet<[u8; 32]>>,
 }
@@ -209,6 +212,7 @@ impl TrustStore {
                     .collect(),
             ),
             revoked: Default::default(),
+            peer_ends: Default::default(),
         };
         // Fills the set of revoked ids that the data plane reads.
         store.is_revoked(&me);
@@ -301,8 +305,33 @@ impl TrustStore {
         peer: EndpointId,
     ) -> Result<MemberCert, TrustError> {
         let bytes = cert.ok_or(TrustError::Missing)?;
-        verify_cert(bytes, &self.authority, peer, unix_now(), self.skew, &|id| {
+        let cert = verify_cert(bytes, &self.authority, peer, unix_now(), self.skew, &|id| {
             self.is_revoked(id)
-        })
+        })?;
+        // The first second at which the check refuses it (a redial then fails).
+        let end = cert.not_after.saturating_add(self.skew.as_secs() + 1);
+        let mut ends = self.peer_ends.lock().unwrap_or_else(|p| p.into_inner());
+        ends.insert(peer, end);
+        Ok(cert)
+    }
+
+    /// When the next peer certificate ends (Unix seconds), if any is recorded.
+    pub fn next_peer_end(&self) -> Option<u64> {
+        let ends = self.peer_ends.lock().unwrap_or_else(|p| p.into_inner());
+        ends.values().min().copied()
+    }
+
+    /// The peers whose certificates ended by `now`; they are forgotten here.
+    pub fn take_ended(&self, now: u64) -> Vec<EndpointId> {
+        let mut ends = self.peer_ends.lock().unwrap_or_else(|p| p.into_inner());
+        let ended: Vec<EndpointId> = ends
+            .iter()
+            .filter(|(_, end)| **end <= now)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in &ended {
+            ends.remove(id);
+        }
+        ended
     }
 }

@@ -34,6 +34,7 @@ use crate::{
     node::formation::{CloseCode, FormationError},
     node::PeerHost,
     ratelimit::{RateLog, TokenBucket},
+    trust::Refusal,
 };
 
 /// How often the driver ticks while a due dial waits for a slot, a token or room.
@@ -54,8 +55,9 @@ pub(super) enum Input {
     Disconnect { id: EndpointId, ticket: Ticket },
     /// ForgetPeer: answered at once.
     Forget { id: EndpointId, ticket: Ticket },
-    /// The authority revoked `id`'s member certificates: close what we hold to it.
-    Revoked { id: EndpointId },
+    /// `id`'s member certificate no longer holds (revoked, or ended): close what we
+    /// hold to it.
+    Void { id: EndpointId, refusal: Refusal },
     /// A ConnectPeer caller gave up: its ticket no longer pins the row.
     Abandoned { ticket: Ticket },
     /// A dial ended; on success the driver holds the connection under the id.
@@ -210,7 +212,7 @@ impl Core {
             Input::Connect { id, hosts, ticket } => self.on_connect(id, hosts, ticket, now),
             Input::Disconnect { id, ticket } => self.on_disconnect(id, ticket),
             Input::Forget { id, ticket } => self.on_forget(id, ticket),
-            Input::Revoked { id } => self.on_revoked(id, now),
+            Input::Void { id, refusal } => self.on_void(id, refusal, now),
             Input::Abandoned { ticket } => self.on_abandoned(ticket),
             Input::DialDone { id, result } => self.on_dial_done(id, result, now),
             Input::Incoming { id, conn } => self.install(id, conn, false, now),
@@ -427,24 +429,34 @@ impl Core {
         self.answer(ticket, Answer::Done);
     }
 
-    /// A revocation arrived: the peer's connections close with the revocation's code
-    /// (so its log says why) and it waits out a rejection's backoff; the formation
-    /// check refuses it from now on, whoever dials.
-    fn on_revoked(&mut self, id: EndpointId, now: Instant) {
+    /// A peer's certificate no longer holds: its connections close with the reason's
+    /// code, so its log says why. Revoked: it waits out a rejection's backoff, and the
+    /// formation check refuses it from now on, whoever dials. Ended: a live connection
+    /// closes and is redialled at once, so a certificate renewed in time gets straight
+    /// back in and one that was not is refused by the check.
+    fn on_void(&mut self, id: EndpointId, refusal: Refusal, now: Instant) {
         let Some(peer) = self.peers.get_mut(&id) else {
             return;
         };
         let live = peer.live().copied();
-        peer.link = Link::Rejected {
-            retry_at: now + crate::node::backoff::REJECTED,
-        };
+        if refusal == Refusal::Revoked {
+            peer.link = Link::Rejected {
+                retry_at: now + crate::node::backoff::REJECTED,
+            };
+        } else if live.is_some() {
+            peer.link = Link::Idle { retry_at: now };
+        } else {
+            return;
+        }
+        let code = CloseCode::of_refusal(refusal);
         if let Some(live) = live {
-            self.close(live.conn, CloseCode::CertRevoked);
+            self.close(live.conn, code);
             Counters::inc(&self.counters.connections_closed);
         }
-        self.close_standby(id, CloseCode::CertRevoked);
-        warn!(peer = %id, connected = live.is_some(), "member certificate revoked: connections closed, the peer is refused from now on");
-        self.emit(id, PeerEventKind::Rejected, "member certificate revoked");
+        self.close_standby(id, code);
+        let reason = refusal.describe();
+        warn!(peer = %id, connected = live.is_some(), reason, "member certificate no longer valid: connections closed");
+        self.emit(id, PeerEventKind::Rejected, reason);
     }
 
     /// ForgetPeer: the row goes (a configured `--peer` stays), its connection is

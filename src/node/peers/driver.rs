@@ -191,7 +191,7 @@ impl PeerManager {
                 id,
                 ticket: self.ticket(Reply::Unit(reply)),
             },
-            Command::Revoked { id } => Input::Revoked { id },
+            Command::Void { id, refusal } => Input::Void { id, refusal },
             Command::List { reply } => return drop(reply.send(self.list())),
             Command::Connections { reply } => return drop(reply.send(self.connections())),
             Command::DialDone { id, result } => Input::DialDone {

@@ -32,8 +32,9 @@ pub enum Command {
         id: EndpointId,
         reply: oneshot::Sender<Result<(), RequestError>>,
     },
-    Revoked {
+    Void {
         id: EndpointId,
+        refusal: crate::trust::Refusal,
     },
     List {
         reply: oneshot::Sender<Vec<PeerInfo>>,
@@ -126,10 +127,10 @@ impl PeerManagerHandle {
             .unwrap_or(Err(RequestError::ShuttingDown))
     }
 
-    /// Tells the manager that `id`'s member certificates are revoked (the trust store
-    /// already refuses it): its connections close.
-    pub async fn revoked(&self, id: EndpointId) {
-        let _ = self.tx.send(Command::Revoked { id }).await;
+    /// Tells the manager that `id`'s member certificate no longer holds (revoked, or
+    /// ended; the trust store already refuses it): its connections close.
+    pub async fn void(&self, id: EndpointId, refusal: crate::trust::Refusal) {
+        let _ = self.tx.send(Command::Void { id, refusal }).await;
     }
 
     /// Closes every connection with the close code *shutdown* and stops the manager.
