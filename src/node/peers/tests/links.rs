@@ -438,3 +438,34 @@ fn a_row_held_past_its_expiry_never_gives_a_deadline_in_the_past() {
     let next = r.core.next_deadline(r.now).expect("a deadline");
     assert!(next >= r.now + BLOCKED_TICK, "{:?}", next - r.now);
 }
+
+#[test]
+fn a_revoked_peer_is_closed_and_left_alone_an_ended_one_is_redialled_at_once() {
+    let v = ids(3);
+    let mut r = Rig::new(v[0], limits());
+    r.found(v[1], addr(2), Source::Mdns);
+    r.found(v[2], addr(3), Source::Mdns);
+    let (c1, _) = r.dial_ok(v[1]);
+    let (c2, _) = r.dial_ok(v[2]);
+    let acts = r.feed(Input::Void {
+        id: v[1],
+        refusal: crate::trust::Refusal::Revoked,
+    });
+    assert_eq!(closes(&acts), vec![(c1, CloseCode::CertRevoked)]);
+    assert_eq!(r.state(v[1]), Some(PeerState::Rejected));
+    let acts = r.feed(Input::Void {
+        id: v[2],
+        refusal: crate::trust::Refusal::Expired,
+    });
+    assert_eq!(closes(&acts), vec![(c2, CloseCode::CertExpired)]);
+    let redials = dials(&r.at(0.2).feed(Input::Tick));
+    assert!(redials.contains(&v[2]), "the check decides: {redials:?}");
+    assert!(!redials.contains(&v[1]), "revoked: no redial");
+    // An ended certificate of a peer not connected: nothing to do.
+    assert!(r
+        .feed(Input::Void {
+            id: v[1],
+            refusal: crate::trust::Refusal::Expired,
+        })
+        .is_empty());
+}
