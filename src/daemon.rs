@@ -127,6 +127,7 @@ async fn start_node(
         bind: n.bind,
         app_id: n.app_id,
         shared_key: n.shared_key,
+        accepted_keys: n.accepted_keys,
         static_peers: n.static_peers,
         limits: n.limits,
         liveness: n.liveness,

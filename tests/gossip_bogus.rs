@@ -77,6 +77,7 @@ async fn fake_member(peer: &Sidecar) -> (peat_sidecar::node::Node, iroh::endpoin
             interfaces: Default::default(),
         },
         trust: None,
+        accepted_keys: vec![],
     })
     .await
     .unwrap();

@@ -298,7 +298,10 @@ impl FormationError {
 #[derive(Clone)]
 pub struct Formation {
     app_id: String,
+    /// The key this node proves itself with when it dials.
     key: [u8; 32],
+    /// Further keys a peer may prove itself with (a key change under way).
+    accepted: Arc<[[u8; 32]]>,
     keyed: bool,
     /// With an authority: certificates are presented and required ([`v3`]).
     trust: Option<Arc<TrustStore>>,
@@ -331,9 +334,28 @@ impl Formation {
         Formation {
             app_id,
             key,
+            accepted: Arc::new([]),
             keyed,
             trust: None,
         }
+    }
+
+    /// Also accepts peers that prove one of `keys` (ignored without a shared key).
+    pub fn with_accepted(mut self, keys: &[SharedKey]) -> Self {
+        if self.keyed {
+            self.accepted = keys.iter().map(|k| k.0).collect();
+        }
+        self
+    }
+
+    /// This formation under each key it accepts, ours first: a proof is checked
+    /// against each in turn, and the answer is made with the one that matched, so that
+    /// nodes with different dial keys but a common key in their rings connect.
+    fn under_each_key(&self) -> impl Iterator<Item = Formation> + '_ {
+        std::iter::once(self.clone()).chain(self.accepted.iter().map(|k| Formation {
+            key: *k,
+            ..self.clone()
+        }))
     }
 
     /// Presents and requires member certificates of `trust`'s authority.
@@ -425,13 +447,16 @@ impl Formation {
             dialer: me,
             acceptor: peer,
         };
-        if !self.verify(ROLE_ACCEPTOR, &t, &mac_acceptor) {
+        let Some(f) = self
+            .under_each_key()
+            .find(|f| f.verify(ROLE_ACCEPTOR, &t, &mac_acceptor))
+        else {
             return Err(FormationError::KeyMismatch);
-        }
+        };
         write_msg(
             send,
             &Msg::Proof {
-                mac: self.mac(ROLE_DIALER, &t),
+                mac: f.mac(ROLE_DIALER, &t),
             },
         )
         .await?;
@@ -488,7 +513,10 @@ impl Formation {
         )
         .await?;
         match read_msg(recv).await? {
-            Msg::Proof { mac } if self.verify(ROLE_DIALER, &t, &mac) => {}
+            Msg::Proof { mac }
+                if self
+                    .under_each_key()
+                    .any(|f| f.verify(ROLE_DIALER, &t, &mac)) => {}
             Msg::Proof { .. } => return Err(FormationError::KeyMismatch),
             _ => return Err(FormationError::Protocol("expected Proof")),
         }

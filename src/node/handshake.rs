@@ -240,4 +240,39 @@ mod tests {
             Err(FormationError::RejectedByPeer(Rejection::KeyMismatch))
         );
     }
+
+    /// A node with key ring `keys` (the first dials).
+    fn ring(keys: &[u8]) -> Formation {
+        let ring: Vec<SharedKey> = keys.iter().map(|b| SharedKey([*b; 32])).collect();
+        Formation::new("peat", ring.first()).with_accepted(&ring[1..])
+    }
+
+    #[tokio::test]
+    async fn a_key_change_installs_uses_and_removes_without_a_refusal() {
+        // Every pair a rolling change meets: (dialer, acceptor), install before use.
+        let pairs: [(&[u8], &[u8]); 5] = [
+            (&[1], &[1, 2]),    // the acceptor installed the new key
+            (&[1, 2], &[1]),    // the dialer installed it
+            (&[2, 1], &[1, 2]), // the dialer uses it, the acceptor not yet
+            (&[1, 2], &[2, 1]), // and the other way round
+            (&[2], &[2, 1]),    // the dialer removed the old key
+        ];
+        for (dk, ak) in pairs {
+            for alpns in [&ALPNS[..], &[ALPN][..]] {
+                let (alpn, d, a) = check(alpns, ring(dk), ring(ak)).await;
+                assert_eq!((d, a), (Ok(()), Ok(())), "{dk:?} -> {ak:?} over {alpn:?}");
+            }
+        }
+        // A key used before the acceptor installed it is refused (version 2 proves one
+        // key in one round trip); version 1's acceptor proves first, and the dialer
+        // answers with the key that matched.
+        let (_, d, a) = check(&ALPNS, ring(&[2, 1]), ring(&[1])).await;
+        assert_eq!(a, Err(FormationError::KeyMismatch));
+        assert!(d.is_err());
+        let (_, d, a) = check(&[ALPN], ring(&[2, 1]), ring(&[1])).await;
+        assert_eq!((d, a), (Ok(()), Ok(())));
+        // No common key: refused.
+        let (_, d, a) = check(&ALPNS, ring(&[3]), ring(&[1, 2])).await;
+        assert!(d.is_err() && a.is_err(), "{d:?} {a:?}");
+    }
 }

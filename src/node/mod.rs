@@ -39,6 +39,8 @@ pub struct NodeConfig {
     pub bind: Vec<SocketAddr>,
     pub app_id: String,
     pub shared_key: Option<SharedKey>,
+    /// Further keys accepted from peers while the formation changes its key.
+    pub accepted_keys: Vec<SharedKey>,
     pub static_peers: Vec<PeerSpec>,
     pub limits: Limits,
     pub liveness: endpoint::Liveness,
@@ -73,7 +75,8 @@ pub struct Node {
 impl Node {
     pub async fn start(cfg: NodeConfig) -> Result<Node, NodeError> {
         let endpoint = endpoint::bind(cfg.secret_key.clone(), &cfg.bind, cfg.liveness).await?;
-        let mut formation = Formation::new(cfg.app_id.clone(), cfg.shared_key.as_ref());
+        let mut formation = Formation::new(cfg.app_id.clone(), cfg.shared_key.as_ref())
+            .with_accepted(&cfg.accepted_keys);
         if let Some(t) = &cfg.trust {
             let store = crate::trust::store::TrustStore::load(t, endpoint.id())
                 .map_err(|(path, cause)| NodeError::Trust { path, cause })?;

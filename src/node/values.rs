@@ -24,9 +24,11 @@ impl fmt::Debug for SharedKey {
 }
 
 impl SharedKey {
-    /// Largest shared key file read: base64 of 32 bytes is 44 characters; the rest is
-    /// room for line ends and spaces.
-    pub const MAX_FILE_LEN: usize = 128;
+    /// Largest shared key file read: base64 of 32 bytes is 44 characters a line, and a
+    /// key ring has a few (see [`SharedKey::ring_from_file_bytes`]).
+    pub const MAX_FILE_LEN: usize = 1024;
+    /// Most keys in a key ring file.
+    pub const MAX_RING: usize = 8;
 
     /// A key file holds either the 32 raw bytes or their base64 (a trailing newline is
     /// fine): `head -c 32 /dev/urandom > key` and `... | base64 > key` both work.
@@ -36,6 +38,25 @@ impl SharedKey {
         }
         let text = std::str::from_utf8(raw).ok()?;
         parse_shared_key(text.trim()).ok()
+    }
+
+    /// A key ring file: the 32 raw bytes, or one base64 key per line (blank lines and
+    /// `#` comments skipped). The first key is the one this node dials with; every key
+    /// is accepted from peers, so that a formation can change its key without downtime
+    /// (docs/OPERATIONS.md, "Rotate the shared key"). `None` if any line is not a key,
+    /// or there are none, or more than [`SharedKey::MAX_RING`].
+    pub fn ring_from_file_bytes(raw: &[u8]) -> Option<Vec<Self>> {
+        if let Some(k) = Self::from_file_bytes(raw) {
+            return Some(vec![k]);
+        }
+        let text = std::str::from_utf8(raw).ok()?;
+        let ring: Vec<Self> = text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .map(|l| parse_shared_key(l).ok())
+            .collect::<Option<_>>()?;
+        (!ring.is_empty() && ring.len() <= Self::MAX_RING).then_some(ring)
     }
 }
 
@@ -207,6 +228,22 @@ mod tests {
         assert_eq!(SharedKey::from_file_bytes(b64.as_bytes()).unwrap().0, raw);
         assert!(SharedKey::from_file_bytes(b"short").is_none());
         assert!(parse_shared_key("AAAA").unwrap_err().contains("32 bytes"));
+    }
+
+    #[test]
+    fn a_key_ring_is_one_base64_key_a_line_the_first_dials() {
+        use base64::Engine;
+        let b64 = |b: u8| base64::engine::general_purpose::STANDARD.encode([b; 32]);
+        let text = format!("# new key, in use\n{}\n\n{}\n", b64(2), b64(1));
+        let ring = SharedKey::ring_from_file_bytes(text.as_bytes()).unwrap();
+        assert_eq!(ring, [SharedKey([2; 32]), SharedKey([1; 32])]);
+        // One key, raw: a ring of one.
+        assert_eq!(SharedKey::ring_from_file_bytes(&[5; 32]).unwrap().len(), 1);
+        let junk = format!("{}\nnot a key\n", b64(1));
+        assert!(SharedKey::ring_from_file_bytes(junk.as_bytes()).is_none());
+        assert!(SharedKey::ring_from_file_bytes(b"# only a comment\n").is_none());
+        let nine: String = (0..9).map(|b| b64(b) + "\n").collect();
+        assert!(SharedKey::ring_from_file_bytes(nine.as_bytes()).is_none());
     }
 
     #[test]

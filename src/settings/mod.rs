@@ -58,7 +58,7 @@ pub enum SettingsError {
         #[source]
         cause: crate::node::keyfile::KeyFileError,
     },
-    #[error("the shared key file {} ({name}) must hold 32 bytes, raw or as base64 (found {len} bytes that are neither). Put the formation's key in it, or make a new key in a new file: head -c 32 /dev/urandom | base64 > {}", path.display(), suggestion.display())]
+    #[error("the shared key file {} ({name}) must hold 32 bytes, raw or as base64, or a key ring of up to 8 base64 keys, one per line (found {len} bytes that are neither). Put the formation's key in it, or make a new key in a new file: head -c 32 /dev/urandom | base64 > {}", path.display(), suggestion.display())]
     SharedKeyFormat {
         name: String,
         path: PathBuf,
@@ -172,7 +172,10 @@ pub struct NodeSettings {
     /// One address, or one per family (dual stack), on one port.
     pub bind: Vec<SocketAddr>,
     pub app_id: String,
+    /// The key this node dials with.
     pub shared_key: Option<SharedKey>,
+    /// The other keys of the ring, accepted from peers (a key change under way).
+    pub accepted_keys: Vec<SharedKey>,
     pub static_peers: Vec<PeerSpec>,
     pub limits: Limits,
     pub liveness: Liveness,
@@ -246,10 +249,12 @@ fn node(args: &RunArgs, host: &Host) -> Result<NodeSettings, SettingsError> {
         check_bind(args, *bind, host)?;
     }
     check_peer_families(args)?;
+    let mut ring = load_shared_key(args)?.unwrap_or_default().into_iter();
     Ok(NodeSettings {
         bind: args.bind.clone(),
         app_id: args.app_id.clone(),
-        shared_key: load_shared_key(args)?,
+        shared_key: ring.next(),
+        accepted_keys: ring.collect(),
         static_peers: args.peers.clone(),
         limits: Limits {
             max_peers: args.max_peers,
@@ -372,9 +377,9 @@ fn check_peer_families(args: &RunArgs) -> Result<(), SettingsError> {
 }
 
 /// The shared key from `--shared-key` or `--shared-key-file`, if any.
-fn load_shared_key(args: &RunArgs) -> Result<Option<SharedKey>, SettingsError> {
+fn load_shared_key(args: &RunArgs) -> Result<Option<Vec<SharedKey>>, SettingsError> {
     if let Some(key) = &args.shared_key {
-        return Ok(Some(key.clone()));
+        return Ok(Some(vec![key.clone()]));
     }
     let Some(path) = &args.shared_key_file else {
         return Ok(None);
@@ -388,7 +393,7 @@ fn load_shared_key(args: &RunArgs) -> Result<Option<SharedKey>, SettingsError> {
             cause,
         }
     })?;
-    SharedKey::from_file_bytes(&raw)
+    SharedKey::ring_from_file_bytes(&raw)
         .map(Some)
         .ok_or_else(|| SettingsError::SharedKeyFormat {
             name,

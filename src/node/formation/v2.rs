@@ -104,7 +104,11 @@ impl Formation {
         };
         write_msg(send, &hello).await?;
         match read_msg(recv).await? {
-            Msg::Welcome2 { mac } if self.verify_v2(ROLE_ACCEPTOR, binding, &me, &peer, &mac) => {
+            Msg::Welcome2 { mac }
+                if self
+                    .under_each_key()
+                    .any(|f| f.verify_v2(ROLE_ACCEPTOR, binding, &me, &peer, &mac)) =>
+            {
                 Ok(())
             }
             Msg::Welcome2 { .. } => Err(FormationError::KeyMismatch),
@@ -135,11 +139,14 @@ impl Formation {
                 theirs: app_id,
             });
         }
-        if !self.verify_v2(ROLE_DIALER, binding, &peer, &me, &mac) {
+        let Some(f) = self
+            .under_each_key()
+            .find(|f| f.verify_v2(ROLE_DIALER, binding, &peer, &me, &mac))
+        else {
             return Err(FormationError::KeyMismatch);
-        }
+        };
         let welcome = Msg::Welcome2 {
-            mac: self.mac_v2(ROLE_ACCEPTOR, binding, &peer, &me),
+            mac: f.mac_v2(ROLE_ACCEPTOR, binding, &peer, &me),
         };
         write_msg(send, &welcome).await
     }

@@ -87,7 +87,11 @@ impl Formation {
         write_msg(send, &hello).await?;
         match read_msg(recv).await? {
             Msg::Welcome3 { mac, cert } => {
-                if !self.verify_v3(ROLE_ACCEPTOR, binding, (&me, &peer), &mac) {
+                let ids = (&me, &peer);
+                if !self
+                    .under_each_key()
+                    .any(|f| f.verify_v3(ROLE_ACCEPTOR, binding, ids, &mac))
+                {
                     return Err(FormationError::KeyMismatch);
                 }
                 self.check_cert(cert.as_deref(), peer)
@@ -118,12 +122,15 @@ impl Formation {
                 theirs: app_id,
             });
         }
-        if !self.verify_v3(ROLE_DIALER, binding, (&peer, &me), &mac) {
+        let Some(f) = self
+            .under_each_key()
+            .find(|f| f.verify_v3(ROLE_DIALER, binding, (&peer, &me), &mac))
+        else {
             return Err(FormationError::KeyMismatch);
-        }
+        };
         self.check_cert(cert.as_deref(), peer)?;
         let welcome = Msg::Welcome3 {
-            mac: self.mac_v3(ROLE_ACCEPTOR, binding, (&peer, &me)),
+            mac: f.mac_v3(ROLE_ACCEPTOR, binding, (&peer, &me)),
             cert: self.own_cert(),
         };
         write_msg(send, &welcome).await
