@@ -547,3 +547,85 @@ async fn a_connection_closes_when_the_certificate_ends_and_a_renewed_one_gets_ba
     );
     assert!(!a.connected().await.contains(&ids[2]), "c came back");
 }
+
+/// Topic rights, enforced by the receiver: A's certificate allows `tracks/**` only, and
+/// A (a test build told to ignore its own rights) publishes elsewhere too. B delivers,
+/// stores and forwards only what A may publish, counts the rest and says so in its log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_publishing_outside_its_rights_is_refused_by_its_peers() {
+    use common::data::{msg, publish, wait_subscribers, Drained};
+    if common::skip::without_root("network namespaces") {
+        return;
+    }
+    let lan = Lan::new("tc", 2);
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let auth = authority(t, "auth");
+    let key = auth.join("authority.pub");
+    let dirs: Vec<PathBuf> = (0..2).map(|i| t.join(format!("n{i}"))).collect();
+    let ids: Vec<String> = dirs.iter().map(|d| endpoint_id(d)).collect();
+    let spec = |i: usize| format!("{}@{}:9470", ids[i], lan.addr(i, 0));
+    let mut nodes = Vec::new();
+    for i in 0..2 {
+        let cert = issue(
+            &auth,
+            &ids[i],
+            &format!("n{i}"),
+            "1d",
+            &t.join(format!("n{i}.cert")),
+        );
+        let flags = ["--authority-key", s(&key), "--member-cert", s(&cert)];
+        let mut o = node_opts(&lan, i, &[spec(1 - i)], &flags);
+        if i == 0 {
+            o.env
+                .push(("PEAT_SIDECAR_TEST_IGNORE_RIGHTS".into(), "1".into()));
+        }
+        nodes.push(Sidecar::start_in(&format!("n{i}"), &dirs[i], o).await);
+    }
+    let (a, b) = (&nodes[0], &nodes[1]);
+    wait_full_mesh(&[a, b], Duration::from_secs(30))
+        .await
+        .expect("a and b connect");
+    let on_b = Drained::subscribe(b, "**", false).await;
+    wait_subscribers(b, 1, Duration::from_secs(10)).await;
+    // Allowed traffic flows (and proves the data link is up).
+    assert!(
+        wait_until(Duration::from_secs(30), || async {
+            publish(a, msg("tracks/a", "", "ok", false)).await;
+            on_b.count_topic("tracks/a") > 0
+        })
+        .await
+        .is_some(),
+        "allowed traffic never arrived"
+    );
+    let rejected_before = b.status().await.data.map_or(0, |d| d.rejected);
+    publish(a, msg("orders/a", "", "not allowed", false)).await;
+    publish(a, msg("orders/b", "k", "not allowed", true)).await;
+    publish(a, msg("tracks/b", "", "ok", false)).await;
+    assert!(wait_until(Duration::from_secs(20), || async {
+        on_b.count_topic("tracks/b") > 0
+    })
+    .await
+    .is_some());
+    assert_eq!(
+        on_b.count_topic("orders/a") + on_b.count_topic("orders/b"),
+        0
+    );
+    let (okay, out, _) = b.cli(&["get", "orders/**"]);
+    assert!(okay && !out.contains("not allowed"), "stored: {out}");
+    let rejected = b.status().await.data.map_or(0, |d| d.rejected);
+    assert!(
+        rejected >= rejected_before + 2,
+        "{rejected_before} -> {rejected}"
+    );
+    assert!(
+        wait_log(
+            b,
+            &["does not allow this topic", "orders/"],
+            Duration::from_secs(5)
+        )
+        .await,
+        "{}",
+        b.log()
+    );
+}

@@ -30,10 +30,10 @@ use super::{
     route::{forward_targets, Seen},
     store::{differing, Applied, Gone, Retained},
     sync::{due, entry_chunks, root_of, versions_chunks, Due, Sent},
-    system::Gate,
+    system::{Gate, Verdict},
     wire::{Frame, Id, Message, MAX_HOPS},
 };
-use crate::ratelimit::TokenBucket;
+use crate::ratelimit::{RateLog, TokenBucket};
 
 /// The actions of one input, inline: a message's few actions cost no allocation.
 pub type Actions = SmallVec<[DataAction; 4]>;
@@ -146,8 +146,10 @@ pub struct DataCore {
     peers: HashMap<Id, Peer>,
     /// What each linked peer last got from our anti-entropy.
     synced: HashMap<Id, Sent>,
-    /// What may arrive on the system topics (`_peat/`).
+    /// What may arrive on the system topics (`_peat/`), and from whom.
     gate: Gate,
+    /// Refusals for topic rights, logged at most every 10 s.
+    rights_log: RateLog,
 }
 
 impl DataCore {
@@ -179,6 +181,7 @@ impl DataCore {
             peers: HashMap::new(),
             synced: HashMap::new(),
             gate: Gate::default(),
+            rights_log: RateLog::default(),
         }
     }
 
@@ -335,7 +338,7 @@ impl DataCore {
                     });
                 }
             }
-            Frame::Entries(ms) => self.on_entries(ms, now, out),
+            Frame::Entries(ms) => self.on_entries(from, ms, now, out),
             Frame::Root(theirs) => {
                 if root_of(&self.retained.digest()) != theirs {
                     self.send_digest(from, now, out);
@@ -350,9 +353,7 @@ impl DataCore {
         if m.publisher == self.me {
             return;
         }
-        if !self.gate.admits(&m) {
-            out.push(DataAction::Reject);
-            debug!(peer = %hex::encode(&from[..5]), topic = %m.topic, "message on a system topic refused");
+        if !self.gate_passes(&from, &m, now, out) {
             return;
         }
         if let Err(e) = self.hlc.observe_at(m.hlc, now.wall_ms) {
@@ -385,6 +386,25 @@ impl DataCore {
         out.push(DataAction::Forward { to, msg });
     }
 
+    /// Whether `m`, sent by `from`, passes the gate; a refusal is counted (`rejected`)
+    /// and, for a member publishing outside its rights, logged at a bounded rate.
+    fn gate_passes(&mut self, from: &Id, m: &Message, now: Now, out: &mut Actions) -> bool {
+        let verdict = self.gate.admits(from, m);
+        if verdict == Verdict::Admit {
+            return true;
+        }
+        out.push(DataAction::Reject);
+        let peer = hex::encode(&from[..5]);
+        if verdict == Verdict::OutsideRights {
+            if let Some(suppressed) = self.rights_log.hit(now.at) {
+                info!(%peer, topic = %m.topic, suppressed, "message refused: the publisher's member certificate does not allow this topic");
+            }
+        } else {
+            debug!(%peer, topic = %m.topic, ?verdict, "message refused");
+        }
+        false
+    }
+
     /// Merges a retained entry; true if it was newer (then it goes to disk).
     fn retain(&mut self, m: &Message, now: Now, out: &mut Actions) -> bool {
         let before = self.retained.next_expiry();
@@ -414,9 +434,12 @@ impl DataCore {
 
     /// Retained entries pushed by anti-entropy: kept if newer, and delivered if new to
     /// us (a live copy may have come first).
-    fn on_entries(&mut self, entries: Vec<Message>, now: Now, out: &mut Actions) {
+    fn on_entries(&mut self, from: Id, entries: Vec<Message>, now: Now, out: &mut Actions) {
         for m in entries {
-            if !self.gate.admits(&m) || self.hlc.observe_at(m.hlc, now.wall_ms).is_err() {
+            if !self.gate_passes(&from, &m, now, out) {
+                continue;
+            }
+            if self.hlc.observe_at(m.hlc, now.wall_ms).is_err() {
                 out.push(DataAction::Reject);
                 continue;
             }

@@ -16,7 +16,7 @@ use iroh::EndpointId;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use super::{DataPlane, Event, Message, Publish, Published};
+use super::{wire::Id, DataPlane, Event, Message, Pattern, Publish, Published};
 use crate::{
     node::peers::PeerManagerHandle,
     trust::{store::TrustStore, unix_now, AuthorityKey, Refusal, Revocation, TrustError},
@@ -56,17 +56,31 @@ impl Gate {
         self
     }
 
-    /// Whether the core may deliver, store and forward `m`. On an app topic: unless its
-    /// publisher is revoked. On [`REVOCATIONS`]: a retained, verified revocation under
-    /// its own key, whoever relays it (the authority's signature is what counts).
-    pub fn admits(&self, m: &Message) -> bool {
+    /// Whether the core may deliver, store and forward `m`, which the peer `from` sent.
+    /// On [`REVOCATIONS`]: a retained, verified revocation under its own key, whoever
+    /// relays it (the authority's signature is what counts). On an app topic: unless its
+    /// publisher is revoked, or, when it comes straight from its publisher (the TLS link
+    /// proves who that is), outside the publish rights of the publisher's certificate.
+    pub fn admits(&self, from: &Id, m: &Message) -> Verdict {
         if is_reserved(&m.topic) {
-            return self.revocation(m).is_ok();
+            return match self.revocation(m) {
+                Ok(_) => Verdict::Admit,
+                Err(_) => Verdict::SystemTopic,
+            };
         }
-        !self
-            .trust
-            .as_ref()
-            .is_some_and(|t| t.is_revoked_now(&m.publisher))
+        let Some(t) = &self.trust else {
+            return Verdict::Admit;
+        };
+        if t.is_revoked_now(&m.publisher) {
+            return Verdict::Revoked;
+        }
+        if m.publisher != *from {
+            return Verdict::Admit;
+        }
+        match t.peer_publish_rights(from) {
+            Some(rights) if !allows(&rights, &m.topic) => Verdict::OutsideRights,
+            _ => Verdict::Admit,
+        }
     }
 
     /// The revocation `m` carries, checked as [`Gate::admits`] does.
@@ -84,6 +98,26 @@ impl Gate {
         }
         Ok(r)
     }
+}
+
+/// What [`Gate::admits`] decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Admit,
+    /// On a system topic, and not a verified entry.
+    SystemTopic,
+    /// Its publisher's certificates are revoked.
+    Revoked,
+    /// Straight from its publisher, on a topic its certificate does not let it publish.
+    OutsideRights,
+}
+
+/// Whether one of the topic `patterns` matches `topic`; a pattern that does not parse
+/// matches nothing.
+pub fn allows(patterns: &[String], topic: &str) -> bool {
+    patterns
+        .iter()
+        .any(|p| Pattern::parse(p).is_ok_and(|p| p.matches(topic)))
 }
 
 /// The retained entry that spreads `r` (its signed bytes are `bytes`).
@@ -241,6 +275,10 @@ mod tests {
         }
     }
 
+    fn ok(gate: &Gate, m: &Message) -> bool {
+        gate.admits(&[1; 32], m) == Verdict::Admit
+    }
+
     #[test]
     fn reserved_topics() {
         assert!(is_reserved("_peat/revocations"));
@@ -257,38 +295,41 @@ mod tests {
         let (r, bytes) = revocation(&authority, victim);
         let good = entry(revocation_entry(&r, bytes.clone(), 0));
         assert_eq!(gate.revocation(&good), Ok(r.clone()));
-        assert!(gate.admits(&good));
+        assert!(ok(&gate, &good));
         // Relayed by anyone: the signature is what counts.
-        assert!(gate.admits(&Message {
-            publisher: [9; 32],
-            ..good.clone()
-        }));
+        assert!(ok(
+            &gate,
+            &Message {
+                publisher: [9; 32],
+                ..good.clone()
+            }
+        ));
         let mut other_key = good.clone();
         other_key.key = SecretKey::generate().public().to_string();
-        assert!(!gate.admits(&other_key), "under another endpoint's key");
+        assert!(!ok(&gate, &other_key), "under another endpoint's key");
         let mut tombstone = good.clone();
         (tombstone.tombstone, tombstone.payload) = (true, bytes::Bytes::new());
-        assert!(!gate.admits(&tombstone), "a delete");
+        assert!(!ok(&gate, &tombstone), "a delete");
         let mut live = good.clone();
         live.retain = false;
-        assert!(!gate.admits(&live), "not retained");
+        assert!(!ok(&gate, &live), "not retained");
         let mut flipped = good.clone();
         let mut junk = bytes.clone();
         junk[10] ^= 1;
         flipped.payload = junk.into();
-        assert!(!gate.admits(&flipped), "altered");
+        assert!(!ok(&gate, &flipped), "altered");
         let (_, foreign) = revocation(&SecretKey::generate(), victim);
         let mut forged = good.clone();
         forged.payload = foreign.into();
-        assert!(!gate.admits(&forged), "another authority");
+        assert!(!ok(&gate, &forged), "another authority");
         let mut elsewhere = good.clone();
         elsewhere.topic = "_peat/other".into();
-        assert!(!gate.admits(&elsewhere), "another system topic");
+        assert!(!ok(&gate, &elsewhere), "another system topic");
         // Without an authority nothing on a system topic passes; app topics do.
-        assert!(!Gate::default().admits(&good));
+        assert!(!ok(&Gate::default(), &good));
         let mut app = good;
         app.topic = "tracks/a".into();
-        assert!(Gate::default().admits(&app));
+        assert!(ok(&Gate::default(), &app));
     }
 
     #[test]

@@ -9,7 +9,7 @@ use std::{
     io::{self, Read},
     os::unix::fs::{MetadataExt, OpenOptionsExt},
     path::{Path, PathBuf},
-    sync::Mutex,
+    sync::{Arc, Mutex},
     time::Duration,
 };
 
@@ -157,6 +157,15 @@ impl<T> Watched<T> {
     }
 }
 
+/// What the node keeps of a peer's certificate after the check.
+#[derive(Debug)]
+struct PeerCert {
+    id: EndpointId,
+    /// Unix seconds: connections close then (src/node/expiry.rs).
+    end: u64,
+    publish: Arc<Vec<String>>,
+}
+
 /// The trust material in use, shared by every connection's check.
 #[derive(Debug)]
 pub struct TrustStore {
@@ -168,9 +177,9 @@ pub struct TrustStore {
     /// Revocations learned while running (from the formation or the API), by the
     /// endpoint id they void; verified before they get here.
     learned: Mutex<HashMap<EndpointId, Revocation>>,
-    /// When each peer's certificate, as last checked, ends (Unix seconds, the clock
-    /// skew included): connections are closed then (src/node/expiry.rs).
-    peer_ends: Mutex<HashMap<EndpointId, u64>>,
+    /// Each peer's certificate as last checked, by endpoint id bytes (the data plane
+    /// asks by bytes, once per message).
+    peer_certs: Mutex<HashMap<[u8; 32], PeerCert>>,
     /// Every endpoint id revoked now, as bytes: the data plane asks once per message.
     revoked: std::sync::RwLock<HashSet<[u8; 32]>>,
 }
@@ -212,7 +221,7 @@ impl TrustStore {
                     .collect(),
             ),
             revoked: Default::default(),
-            peer_ends: Default::default(),
+            peer_certs: Default::default(),
         };
         // Fills the set of revoked ids that the data plane reads.
         store.is_revoked(&me);
@@ -308,29 +317,39 @@ impl TrustStore {
         let cert = verify_cert(bytes, &self.authority, peer, unix_now(), self.skew, &|id| {
             self.is_revoked(id)
         })?;
-        // The first second at which the check refuses it (a redial then fails).
-        let end = cert.not_after.saturating_add(self.skew.as_secs() + 1);
-        let mut ends = self.peer_ends.lock().unwrap_or_else(|p| p.into_inner());
-        ends.insert(peer, end);
+        let recorded = PeerCert {
+            id: peer,
+            // The first second at which the check refuses it (a redial then fails).
+            end: cert.not_after.saturating_add(self.skew.as_secs() + 1),
+            publish: Arc::new(cert.publish.clone()),
+        };
+        let mut certs = self.peer_certs.lock().unwrap_or_else(|p| p.into_inner());
+        certs.insert(*peer.as_bytes(), recorded);
         Ok(cert)
+    }
+
+    /// The publish patterns of a checked peer's certificate (`None`: none recorded).
+    pub fn peer_publish_rights(&self, id: &[u8; 32]) -> Option<Arc<Vec<String>>> {
+        let certs = self.peer_certs.lock().unwrap_or_else(|p| p.into_inner());
+        certs.get(id).map(|c| c.publish.clone())
     }
 
     /// When the next peer certificate ends (Unix seconds), if any is recorded.
     pub fn next_peer_end(&self) -> Option<u64> {
-        let ends = self.peer_ends.lock().unwrap_or_else(|p| p.into_inner());
-        ends.values().min().copied()
+        let certs = self.peer_certs.lock().unwrap_or_else(|p| p.into_inner());
+        certs.values().map(|c| c.end).min()
     }
 
     /// The peers whose certificates ended by `now`; they are forgotten here.
     pub fn take_ended(&self, now: u64) -> Vec<EndpointId> {
-        let mut ends = self.peer_ends.lock().unwrap_or_else(|p| p.into_inner());
-        let ended: Vec<EndpointId> = ends
-            .iter()
-            .filter(|(_, end)| **end <= now)
-            .map(|(id, _)| *id)
+        let mut certs = self.peer_certs.lock().unwrap_or_else(|p| p.into_inner());
+        let ended: Vec<EndpointId> = certs
+            .values()
+            .filter(|c| c.end <= now)
+            .map(|c| c.id)
             .collect();
         for id in &ended {
-            ends.remove(id);
+            certs.remove(id.as_bytes());
         }
         ended
     }
