@@ -17,8 +17,8 @@ use std::{
 use common::{
     endpoint_id,
     netns::Lan,
-    trust::{authority, issue, ok, s, wait_log},
-    wait_full_mesh, wait_until, Opts, Sidecar,
+    trust::{authority, cut_off, issue, ok, s, wait_log},
+    wait_full_mesh, Opts, Sidecar,
 };
 
 /// A node's options: every address on port 9470, its peers given by `--peer`, its
@@ -39,15 +39,6 @@ fn opts(lan: &Lan, i: usize, peers: &[String], key: &Path, cert: &Path) -> Opts 
 
 fn spec(id: &str, addr: Ipv4Addr) -> String {
     format!("{id}@{addr}:9470")
-}
-
-/// Waits until `node` holds no connection to `id`.
-async fn cut_off(node: &Sidecar, id: &str, timeout: Duration) -> bool {
-    wait_until(timeout, || async {
-        !node.connected().await.contains(&id.to_string())
-    })
-    .await
-    .is_some()
 }
 
 /// Segment 0: A and the bridge B. Segment 1: B, C and the victim V; D joins segment 1

@@ -30,7 +30,7 @@ use super::{
     route::{forward_targets, Seen},
     store::{differing, Applied, Gone, Retained},
     sync::{due, entry_chunks, root_of, versions_chunks, Due, Sent},
-    system::{Gate, Verdict},
+    system::{Admission, Gate},
     wire::{Frame, Id, Message, MAX_HOPS},
 };
 use crate::ratelimit::{RateLog, TokenBucket};
@@ -389,18 +389,18 @@ impl DataCore {
     /// Whether `m`, sent by `from`, passes the gate; a refusal is counted (`rejected`)
     /// and, for a member publishing outside its rights, logged at a bounded rate.
     fn gate_passes(&mut self, from: &Id, m: &Message, now: Now, out: &mut Actions) -> bool {
-        let verdict = self.gate.admits(from, m);
-        if verdict == Verdict::Admit {
+        let admission = self.gate.admits(from, m);
+        if admission == Admission::Admit {
             return true;
         }
         out.push(DataAction::Reject);
         let peer = hex::encode(&from[..5]);
-        if verdict == Verdict::OutsideRights {
+        if admission == Admission::OutsideRights {
             if let Some(suppressed) = self.rights_log.hit(now.at) {
                 info!(%peer, topic = %m.topic, suppressed, "message refused: the publisher's member certificate does not allow this topic");
             }
         } else {
-            debug!(%peer, topic = %m.topic, ?verdict, "message refused");
+            debug!(%peer, topic = %m.topic, ?admission, "message refused");
         }
         false
     }

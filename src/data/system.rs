@@ -61,25 +61,25 @@ impl Gate {
     /// relays it (the authority's signature is what counts). On an app topic: unless its
     /// publisher is revoked, or, when it comes straight from its publisher (the TLS link
     /// proves who that is), outside the publish rights of the publisher's certificate.
-    pub fn admits(&self, from: &Id, m: &Message) -> Verdict {
+    pub fn admits(&self, from: &Id, m: &Message) -> Admission {
         if is_reserved(&m.topic) {
             return match self.revocation(m) {
-                Ok(_) => Verdict::Admit,
-                Err(_) => Verdict::SystemTopic,
+                Ok(_) => Admission::Admit,
+                Err(_) => Admission::SystemTopic,
             };
         }
         let Some(t) = &self.trust else {
-            return Verdict::Admit;
+            return Admission::Admit;
         };
         if t.is_revoked_now(&m.publisher) {
-            return Verdict::Revoked;
+            return Admission::Revoked;
         }
         if m.publisher != *from {
-            return Verdict::Admit;
+            return Admission::Admit;
         }
         match t.peer_publish_rights(from) {
-            Some(rights) if !allows(&rights, &m.topic) => Verdict::OutsideRights,
-            _ => Verdict::Admit,
+            Some(rights) if !allows(&rights, &m.topic) => Admission::OutsideRights,
+            _ => Admission::Admit,
         }
     }
 
@@ -102,7 +102,7 @@ impl Gate {
 
 /// What [`Gate::admits`] decided.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verdict {
+pub enum Admission {
     Admit,
     /// On a system topic, and not a verified entry.
     SystemTopic,
@@ -276,7 +276,7 @@ mod tests {
     }
 
     fn ok(gate: &Gate, m: &Message) -> bool {
-        gate.admits(&[1; 32], m) == Verdict::Admit
+        gate.admits(&[1; 32], m) == Admission::Admit
     }
 
     #[test]

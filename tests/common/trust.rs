@@ -80,3 +80,36 @@ pub async fn wait_log(node: &Sidecar, needles: &[&str], timeout: Duration) -> bo
     .await
     .is_some()
 }
+
+/// Waits until `node` holds no connection to `id`.
+pub async fn cut_off(node: &Sidecar, id: &str, timeout: Duration) -> bool {
+    wait_until(timeout, || async {
+        !node.connected().await.contains(&id.to_string())
+    })
+    .await
+    .is_some()
+}
+
+/// A formation's material: an authority in `t/auth`, and the data dirs (`t/n0`, ...)
+/// and endpoint ids of `n` nodes, made before any node starts so that certificates
+/// can name them.
+pub struct Enrolment {
+    pub auth: PathBuf,
+    /// The authority's public key file.
+    pub key: PathBuf,
+    pub dirs: Vec<PathBuf>,
+    pub ids: Vec<String>,
+}
+
+pub fn enrol(t: &Path, n: usize) -> Enrolment {
+    let auth = authority(t, "auth");
+    let key = auth.join("authority.pub");
+    let dirs: Vec<PathBuf> = (0..n).map(|i| t.join(format!("n{i}"))).collect();
+    let ids = dirs.iter().map(|d| super::endpoint_id(d)).collect();
+    Enrolment {
+        auth,
+        key,
+        dirs,
+        ids,
+    }
+}
