@@ -29,6 +29,7 @@ mod dial;
 mod driver;
 mod dups;
 mod evict;
+mod fair;
 mod handle;
 mod links;
 mod row;
