@@ -24,13 +24,7 @@ use super::{
 use crate::{events::PeerEventKind, node::backoff, node::formation::CloseCode};
 
 /// A due peer's place in the dial order; see [`Core::dial_order`].
-type DialKey = (
-    u8,
-    u8,
-    Option<Instant>,
-    u32,
-    std::cmp::Reverse<Instant>,
-);
+type DialKey = (u8, u8, Option<Instant>, u32, std::cmp::Reverse<Instant>);
 
 /// What [`Core::held_back`] needs to know of a peer.
 #[derive(Clone, Copy)]

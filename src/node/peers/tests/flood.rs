@@ -15,7 +15,10 @@ fn fake(n: u32) -> EndpointId {
 /// The `n`th fake's address: all in 198.18.0.0/24, each one untried (its own port), as
 /// an attacker that varies its addresses announces them.
 fn fake_addr(n: u32) -> SocketAddr {
-    SocketAddr::from(([198, 18, 0, (n % 250 + 1) as u8], 10_000 + (n % 50_000) as u16))
+    SocketAddr::from((
+        [198, 18, 0, (n % 250 + 1) as u8],
+        10_000 + (n % 50_000) as u16,
+    ))
 }
 
 fn flood_limits(max_known_peers: usize) -> Limits {
