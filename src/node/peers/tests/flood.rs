@@ -5,12 +5,24 @@ use std::collections::BTreeMap;
 
 use super::*;
 
-/// The `n`th fake's id.
+/// The `n`th fake's id. Ids repeat after [`FAKE_IDS`] (making a key costs a scalar
+/// multiplication, slow in a debug build); far more than a table holds, so a repeated
+/// id was evicted long before and arrives as a new record.
 fn fake(n: u32) -> EndpointId {
-    let mut b = [9u8; 32];
-    b[..4].copy_from_slice(&n.to_be_bytes());
-    SecretKey::from_bytes(&b).public()
+    static POOL: std::sync::OnceLock<Vec<EndpointId>> = std::sync::OnceLock::new();
+    let pool = POOL.get_or_init(|| {
+        (0..FAKE_IDS)
+            .map(|i| {
+                let mut b = [9u8; 32];
+                b[..4].copy_from_slice(&i.to_be_bytes());
+                SecretKey::from_bytes(&b).public()
+            })
+            .collect()
+    });
+    pool[(n % FAKE_IDS) as usize]
 }
+
+const FAKE_IDS: u32 = 2048;
 
 /// The `n`th fake's address: all in 198.18.0.0/24, each one untried (its own port), as
 /// an attacker that varies its addresses announces them.
