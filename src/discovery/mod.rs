@@ -103,7 +103,7 @@ pub struct SourceContext {
 impl SourceContext {
     /// Where the source reports found and lost peers.
     pub fn events(&self) -> EventSink {
-        EventSink::new(self.peers.sender())
+        EventSink::new(self.peers.discovery_sender())
     }
 }
 

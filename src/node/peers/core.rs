@@ -25,6 +25,7 @@ use tracing::{debug, info, warn};
 use super::{
     dead::DeadAddrs,
     evict::eviction_victim,
+    fair::Ranges,
     row::{ConnId, Link, NewConn, Peer, Ticket},
     rules::{first_dial_delay, DialTimeouts, LinkRtt, API_PEER_TTL},
     types::{Counters, DialError, Limits, RequestError},
@@ -167,6 +168,8 @@ pub(super) struct Core {
     pub(super) logs: LimitLogs,
     /// Round trips seen on this node's connections: how slow its links are.
     pub(super) link_rtt: LinkRtt,
+    /// The turns and shares of address ranges among unproven peers.
+    pub(super) ranges: Ranges,
     /// Actions decided by the input being handled.
     pub(super) out: Vec<Action>,
 }
@@ -185,6 +188,7 @@ impl Core {
             in_flight_addrs: HashMap::new(),
             logs: LimitLogs::default(),
             link_rtt: LinkRtt::default(),
+            ranges: Ranges::default(),
             out: Vec::new(),
         }
     }
@@ -257,13 +261,14 @@ impl Core {
         self.out.push(Action::Close { conn, code });
     }
 
-    /// Makes room for one more peer; see [`eviction_victim`]. False if nothing can be
-    /// evicted.
-    pub(super) fn make_room(&mut self, now: Instant) -> bool {
+    /// Makes room for one more peer; see [`eviction_victim`]. `proven`: the newcomer
+    /// has shown it is real (an inbound connection, ConnectPeer); a record nobody
+    /// vouched for never takes a proven peer's place. False if nothing can be evicted.
+    pub(super) fn make_room(&mut self, proven: bool, now: Instant) -> bool {
         if self.peers.len() < self.limits.max_known_peers {
             return true;
         }
-        let Some(id) = eviction_victim(&self.peers, &self.dead, now) else {
+        let Some(id) = eviction_victim(&self.peers, &self.dead, proven, now) else {
             return false;
         };
         self.peers.remove(&id);
@@ -283,9 +288,15 @@ impl Core {
     }
 
     /// The row for `id`, made (evicting another if the table is full) if absent.
-    pub(super) fn row_or_make(&mut self, id: EndpointId, now: Instant) -> Option<&mut Peer> {
+    /// `proven`: as for [`Core::make_room`].
+    pub(super) fn row_or_make(
+        &mut self,
+        id: EndpointId,
+        proven: bool,
+        now: Instant,
+    ) -> Option<&mut Peer> {
         if !self.peers.contains_key(&id) {
-            if !self.make_room(now) {
+            if !self.make_room(proven, now) {
                 return None;
             }
             self.peers.insert(id, Peer::new(now));
@@ -317,7 +328,7 @@ impl Core {
         }
         let me = self.me;
         let known = self.peers.contains_key(&id);
-        let Some(peer) = self.row_or_make(id, now) else {
+        let Some(peer) = self.row_or_make(id, false, now) else {
             self.warn_full(now);
             return;
         };
@@ -360,7 +371,9 @@ impl Core {
         if moved {
             self.follow_move(id, now);
         }
-        self.try_dial(id, now);
+        // Not this peer's dial alone: the best due peer gets the slot and the token
+        // (during a flood, the next record is most likely another fake).
+        self.dial_due(now);
     }
 
     fn on_lost(&mut self, id: EndpointId, source: Source) {
@@ -393,7 +406,7 @@ impl Core {
             return self.answer(ticket, Answer::Failed(RequestError::NoAddress(id)));
         }
         let full = self.limits.max_known_peers;
-        let Some(peer) = self.row_or_make(id, now) else {
+        let Some(peer) = self.row_or_make(id, true, now) else {
             return self.answer(ticket, Answer::Failed(RequestError::TableFull(full)));
         };
         peer.add_source(Source::Api);
@@ -499,6 +512,9 @@ impl Core {
         if let Some(live) = peer.live() {
             self.close(live.conn, CloseCode::Disconnect);
             Counters::inc(&self.counters.connections_closed);
+        }
+        if let Some(range) = peer.fair_slot {
+            self.ranges.untried_ended(range);
         }
         self.release_addrs(peer.dial.unwrap_or_default());
         for t in peer.tickets {

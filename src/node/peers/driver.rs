@@ -59,6 +59,10 @@ pub struct PeerManager {
     endpoint: Endpoint,
     formation: Formation,
     rx: mpsc::Receiver<Command>,
+    /// Discovery's events, on a channel of their own: served after everything else, so
+    /// that a flood of records never queues an inbound connection, a finished dial or
+    /// a request behind it.
+    discovery_rx: mpsc::Receiver<Command>,
     tx: mpsc::WeakSender<Command>,
     events: broadcast::Sender<PeerEvent>,
     counters: Arc<Counters>,
@@ -78,11 +82,13 @@ impl PeerManager {
         limits: Limits,
     ) -> (Self, PeerManagerHandle) {
         let (tx, rx) = mpsc::channel(1024);
+        let (discovery_tx, discovery_rx) = mpsc::channel(1024);
         let (events, _) = broadcast::channel(1024);
         let counters = Arc::new(Counters::default());
         let streams = StreamRegistry::default();
         let handle = PeerManagerHandle {
             tx: tx.clone(),
+            discovery_tx,
             events: events.clone(),
             counters: counters.clone(),
             streams: streams.clone(),
@@ -93,6 +99,7 @@ impl PeerManager {
             endpoint,
             formation,
             rx,
+            discovery_rx,
             tx: tx.downgrade(),
             events,
             counters,
@@ -120,7 +127,9 @@ impl PeerManager {
                     None => std::future::pending().await,
                 }
             };
+            // Biased: connections, dial results, requests and ticks before discovery.
             tokio::select! {
+                biased;
                 cmd = self.rx.recv() => match cmd {
                     None => break,
                     Some(Command::Shutdown { reply }) => {
@@ -133,6 +142,7 @@ impl PeerManager {
                 },
                 _ = sleep => self.tick(),
                 Some(_) = self.dial_tasks.join_next(), if !self.dial_tasks.is_empty() => {}
+                Some(cmd) = self.discovery_rx.recv() => self.on_command(cmd),
             }
         }
     }

@@ -1,8 +1,12 @@
 //! Which entry goes when the peer table is full.
 //!
 //! Never evicted: connected peers, peers being dialled or awaited by a ConnectPeer
-//! call, and static peers. Among the rest, API-added peers go last, rejected ones
-//! first; then suspects (every address dead), then peers that failed, then those that
+//! call, and static peers; and to make room for a record nobody vouched for (a
+//! discovery of a new id), no proven peer either ([`Peer::proven`]: it connected once,
+//! or an operator named it), so a flood of spoofed records cannot push out a real
+//! peer that is between two connections. Among the rest, proven peers go last (only a
+//! proven newcomer reaches them; API-added ones last of all); rejected ones go first,
+//! then suspects (every address dead), then peers that failed, then those that
 //! never connected. Among equals so far, one whose addresses all appear in other
 //! entries too goes before one with an address of its own: a flood of spoofed
 //! announcements reuses the few addresses it has, so dropping such an entry loses no
@@ -20,9 +24,12 @@ use super::{
 };
 use crate::events::Source;
 
+/// The entry to evict, if any may go. `proven`: whether the newcomer that needs the
+/// room has shown it is real (an authenticated connection, ConnectPeer).
 pub(super) fn eviction_victim(
     peers: &HashMap<EndpointId, Peer>,
     dead: &DeadAddrs,
+    proven: bool,
     now: Instant,
 ) -> Option<EndpointId> {
     let mut claims: HashMap<&SocketAddr, u32> = HashMap::with_capacity(peers.len());
@@ -44,9 +51,11 @@ pub(super) fn eviction_victim(
                 && p.dial.is_none()
                 && p.tickets.is_empty()
                 && !p.sources.contains(&Source::Static)
+                && (proven || !p.proven())
         })
         .min_by_key(|(_, p)| {
             (
+                p.proven(),
                 p.sources.contains(&Source::Api),
                 !matches!(p.link, Link::Rejected { .. }),
                 !p.suspect(dead, now),
@@ -115,16 +124,16 @@ mod tests {
         peers.insert(f2, peer(Duration::from_millis(20), fake_a));
         let dead = DeadAddrs::default();
         assert_eq!(
-            eviction_victim(&peers, &dead, t0),
+            eviction_victim(&peers, &dead, false, t0),
             Some(f1),
             "oldest fake goes first"
         );
         peers.remove(&f1);
         // Now the fake has its address to itself too: oldest first again.
-        assert_eq!(eviction_victim(&peers, &dead, t0), Some(real));
+        assert_eq!(eviction_victim(&peers, &dead, false, t0), Some(real));
         // A fake at a dead address goes before anyone.
         let mut dead = DeadAddrs::default();
         dead.insert(fake_a, t0);
-        assert_eq!(eviction_victim(&peers, &dead, t0), Some(f2));
+        assert_eq!(eviction_victim(&peers, &dead, false, t0), Some(f2));
     }
 }

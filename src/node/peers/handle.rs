@@ -67,6 +67,8 @@ pub enum Command {
 #[derive(Clone)]
 pub struct PeerManagerHandle {
     pub(super) tx: mpsc::Sender<Command>,
+    /// Discovery's events: a channel the manager serves last (see the driver).
+    pub(super) discovery_tx: mpsc::Sender<Command>,
     pub(super) events: broadcast::Sender<PeerEvent>,
     pub counters: Arc<Counters>,
     /// Protocols that run on authenticated connections register here.
@@ -76,6 +78,11 @@ pub struct PeerManagerHandle {
 impl PeerManagerHandle {
     pub(crate) fn sender(&self) -> mpsc::Sender<Command> {
         self.tx.clone()
+    }
+
+    /// Where discovery sources send their events ([`Command::Discovery`]).
+    pub(crate) fn discovery_sender(&self) -> mpsc::Sender<Command> {
+        self.discovery_tx.clone()
     }
 
     pub fn subscribe(&self) -> broadcast::Receiver<PeerEvent> {

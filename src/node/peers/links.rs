@@ -33,7 +33,7 @@ impl Core {
         if !has_live && !configured && self.at_capacity() {
             self.over_capacity(id, conn, now);
         }
-        let Some(peer) = self.row_or_make(id, now) else {
+        let Some(peer) = self.row_or_make(id, true, now) else {
             self.warn_full(now);
             self.close(conn, CloseCode::OverCapacity);
             return;

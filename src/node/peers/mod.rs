@@ -20,8 +20,9 @@
 //!
 //! Modules: `types` (what the API sees, limits, counters), `rules` (survivor, dial
 //! delays, close meanings), `row` (a table row), `dead` (dead-address memory), `evict`
-//! (who goes when the table is full), `core`/`schedule`/`links`/`dups` (decisions),
-//! `driver` and `dial` (I/O), `handle` (the channel's client side).
+//! (who goes when the table is full), `fair` (address ranges' turns among unproven
+//! peers), `core`/`schedule`/`links`/`dups` (decisions), `driver` and `dial` (I/O),
+//! `handle` (the channel's client side).
 
 mod core;
 mod dead;
@@ -29,6 +30,7 @@ mod dial;
 mod driver;
 mod dups;
 mod evict;
+mod fair;
 mod handle;
 mod links;
 mod row;

@@ -11,6 +11,7 @@ use iroh::EndpointId;
 
 use super::{
     dead::DeadAddrs,
+    fair::Range,
     rules::{dial_timeouts, DialTimeouts, MAX_ADDRS_PER_PEER},
     types::{PeerInfo, PeerState},
 };
@@ -104,6 +105,9 @@ pub(super) struct Peer {
     /// When a row that only ConnectPeer knows, and that never connected, is dropped
     /// (see [`super::rules::API_PEER_TTL`]).
     pub expires_at: Option<Instant>,
+    /// The address range whose share of untried dials the dial in flight holds (see
+    /// [`super::fair`]); given back when the dial ends.
+    pub fair_slot: Option<Range>,
 }
 
 impl Peer {
@@ -122,6 +126,7 @@ impl Peer {
             ever_connected: false,
             tickets: Vec::new(),
             expires_at: None,
+            fair_slot: None,
         }
     }
 
@@ -252,6 +257,26 @@ impl Peer {
     /// most likely a spoofed announcement. Dialled last and evicted first.
     pub fn suspect(&self, dead: &DeadAddrs, now: Instant) -> bool {
         self.doubtful() && self.addrs.iter().all(|a| dead.contains(a, now))
+    }
+
+    /// Whether the peer has shown it is real, for the dial order and eviction: 0 an
+    /// operator named it (`--peer`, ConnectPeer), 1 it passed the formation check here
+    /// once (a dial of ours or its own inbound connection), 2 nobody vouched for it (a
+    /// record that any host on the LAN can forge).
+    pub fn tier(&self) -> u8 {
+        if self.configured() {
+            0
+        } else if self.ever_connected {
+            1
+        } else {
+            2
+        }
+    }
+
+    /// Proven: an operator named it or it connected once. Records nobody vouched for
+    /// never evict it and never dial before it.
+    pub fn proven(&self) -> bool {
+        self.tier() < 2
     }
 
     /// Discovered, never connected: what a spoofed announcement looks like.

@@ -2,8 +2,8 @@
 //!
 //! Dials are bounded three ways: `--max-concurrent-dials` in flight, a token bucket of
 //! `--max-dials-per-sec`, and under `--max-peers` a dial target (see
-//! [`dial_target`]). When dials are scarce (a flood of discovered peers), peers an
-//! operator configured go first, then those that failed least often, then the newest:
+//! [`dial_target`]). When dials are scarce (a flood of discovered peers), proven peers
+//! go first and unproven ones take turns by address range (see [`Core::dial_order`]):
 //! a burst of unreachable fakes cannot starve a real peer found at the same time.
 
 use std::{
@@ -16,11 +16,24 @@ use tracing::{debug, info, warn};
 
 use super::{
     core::{Action, Answer, Core},
+    fair::{range_of, range_share, Range},
     row::{Link, NewConn, Peer},
     rules::dial_target,
     types::{Counters, DialError, RequestError},
 };
 use crate::{events::PeerEventKind, node::backoff, node::formation::CloseCode};
+
+/// A due peer's place in the dial order; see [`Core::dial_order`].
+type DialKey = (u8, u8, Option<Instant>, u32, std::cmp::Reverse<Instant>);
+
+/// What [`Core::held_back`] needs to know of a peer.
+#[derive(Clone, Copy)]
+struct DialCase {
+    configured: bool,
+    proven: bool,
+    rank: u8,
+    range: Option<Range>,
+}
 
 /// After closing a connection whose peer moved, how long before the redial: iroh
 /// must have dropped the closed connection's path first (see [`Core::follow_move`]).
@@ -44,36 +57,56 @@ impl Core {
             || self.connected_count() + self.dials_in_flight < dial_target(self.limits.max_peers)
     }
 
-    /// Starts dials for every peer whose time has come, best first.
-    ///
-    /// Suspects (every address dead) come after all others, so a real peer at a fresh
-    /// address goes first even while new fakes keep arriving. Among equals the newest
-    /// goes first: after a flood of fake announcements the table is full of untried
-    /// entries, and a real peer found again must not wait behind all of them; the
-    /// oldest are the ones eviction takes anyway.
+    /// Starts dials for every peer whose time has come, best first: see
+    /// [`Core::dial_order`].
     pub(super) fn dial_due(&mut self, now: Instant) {
-        let mut due: Vec<(bool, u8, u32, std::cmp::Reverse<Instant>, EndpointId)> = self
+        // Cheap when nothing can start (a flood calls this for every record).
+        if self.dials_in_flight >= self.limits.max_concurrent_dials
+            || self.dial_budget.available(now) == 0
+        {
+            return;
+        }
+        let mut due: Vec<(DialKey, EndpointId)> = self
             .peers
             .iter()
-            .filter_map(|(id, p)| {
-                let t = p.due_since(now)?;
-                let rank = self.rank(p, now);
-                Some((
-                    !p.configured(),
-                    rank,
-                    p.backoff.failures(),
-                    std::cmp::Reverse(t),
-                    *id,
-                ))
-            })
+            .filter_map(|(id, p)| Some((self.dial_order(p, p.due_since(now)?, now), *id)))
             .collect();
         due.sort_unstable();
-        for (_, _, _, _, id) in due {
-            if self.dials_in_flight >= self.limits.max_concurrent_dials {
+        for (_, id) in due {
+            if self.dials_in_flight >= self.limits.max_concurrent_dials
+                || self.dial_budget.available(now) == 0
+            {
                 break;
             }
             self.try_dial(id, now);
         }
+    }
+
+    /// A due peer's place in the dial order, smallest first:
+    ///
+    /// 1. proof ([`Peer::tier`]): peers an operator named, then peers that connected
+    ///    once, then records nobody vouched for;
+    /// 2. how likely a spoof ([`Core::rank`]): a peer at an untried address before
+    ///    one whose addresses a dial is trying, before a suspect (every address dead);
+    /// 3. among unproven peers, the turn of their address range ([`super::fair`]):
+    ///    the range served longest ago (or never) first, so a real peer at its own
+    ///    address does not queue behind thousands of fakes from one range;
+    /// 4. fewest failures, then the newest: after a flood the table is full of
+    ///    untried entries, and the oldest are the ones eviction takes anyway.
+    fn dial_order(&self, p: &Peer, due: Instant, now: Instant) -> DialKey {
+        let tier = p.tier();
+        let turn = if tier == 2 {
+            self.ranges.last_served(range_of(&p.addrs))
+        } else {
+            None
+        };
+        (
+            tier,
+            self.rank(p, now),
+            turn,
+            p.backoff.failures(),
+            std::cmp::Reverse(due),
+        )
     }
 
     /// How likely a peer is a spoof, for the dial order: 0 for a peer with an address
@@ -95,7 +128,7 @@ impl Core {
     }
 
     /// Whether a limit holds back a dial to this peer now; logs the limit it hit.
-    fn held_back(&mut self, configured: bool, rank: u8, now: Instant) -> bool {
+    fn held_back(&mut self, p: DialCase, now: Instant) -> bool {
         if self.dials_in_flight >= self.limits.max_concurrent_dials {
             if let Some(suppressed) = self.logs.concurrent.hit(now) {
                 info!(
@@ -106,16 +139,24 @@ impl Core {
             }
             return true;
         }
-        if !configured && !self.may_dial_discovered() {
+        if !p.configured && !self.may_dial_discovered() {
             return true; // a slot may free up
         }
         // Likely a spoof: keep the last token, and the last dial slot, for a peer at an
         // untried address. During a flood every slot can be held by a dial to a fake
         // that only ends at its timeout, and a real peer found meanwhile would wait.
-        if rank > 0
+        if p.rank > 0
             && (self.dial_budget.available(now) < 2
                 || (self.limits.max_concurrent_dials > 1
                     && self.dials_in_flight + 1 >= self.limits.max_concurrent_dials))
+        {
+            return true;
+        }
+        // Fakes at fresh addresses in one range: they leave a slot for another range
+        // (and for proven peers, which this does not bound).
+        if !p.proven
+            && p.rank == 0
+            && self.ranges.untried(p.range) >= range_share(self.limits.max_concurrent_dials)
         {
             return true;
         }
@@ -165,13 +206,23 @@ impl Core {
         if p.due_since(now).is_none() || (p.addrs.is_empty() && p.hosts.is_empty()) {
             return;
         }
-        let (rank, configured) = (self.rank(p, now), p.configured());
-        if self.held_back(configured, rank, now) {
+        let case = DialCase {
+            configured: p.configured(),
+            proven: p.proven(),
+            rank: self.rank(p, now),
+            range: range_of(&p.addrs),
+        };
+        if self.held_back(case, now) {
             return;
         }
         let Some(peer) = self.peers.get_mut(&id) else {
             return;
         };
+        if let (false, Some(range)) = (case.proven, case.range) {
+            let untried = case.rank == 0;
+            self.ranges.started(range, untried, now);
+            peer.fair_slot = untried.then_some(range);
+        }
         let addrs: Vec<_> = peer.addrs.iter().copied().collect();
         for a in &addrs {
             *self.in_flight_addrs.entry(*a).or_default() += 1;
@@ -234,6 +285,9 @@ impl Core {
             return;
         };
         let dialed = peer.dial.take();
+        if let Some(range) = peer.fair_slot.take() {
+            self.ranges.untried_ended(range);
+        }
         self.release_addrs(dialed.unwrap_or_default());
         match result {
             Ok(conn) => self.install(id, conn, true, now),

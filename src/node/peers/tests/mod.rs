@@ -2,10 +2,12 @@
 //! test feeds inputs at chosen times and checks the actions and the table. This file
 //! holds the rig; `dialing.rs` tests whom the core dials and when, `links.rs` what
 //! connections, requests and departures do, `dups.rs` two connections to one peer,
-//! `moves.rs` addresses that change.
+//! `moves.rs` addresses that change, `flood.rs` proven peers and address ranges under a
+//! flood of records nobody vouched for.
 
 mod dialing;
 mod dups;
+mod flood;
 mod links;
 mod moves;
 
