@@ -14,6 +14,10 @@ use std::{
 
 use common::{interop::PyScript, netns::Lan, rss_kb, wait_until, Opts, Sidecar};
 
+/// One flood at a time: two floods on a 2-core machine lose the real nodes' own mDNS
+/// traffic, which is not what these tests are about.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 const IROH_PORT: u16 = 9470;
 const APP: &str = "hostile";
 
@@ -66,6 +70,7 @@ const CONNECT_BOUND_SECS: u64 = 60;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_flood_of_10000_spoofed_announcements_is_survived() {
+    let _serial = ONE_AT_A_TIME.lock().await;
     if common::skip::without_root("network namespaces") {
         return;
     }
@@ -233,6 +238,7 @@ fn connected_lines<'a>(log: &'a str, id: &str) -> Vec<&'a str> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_impostor_announcing_a_real_peers_id_is_never_connected_as_that_peer() {
+    let _serial = ONE_AT_A_TIME.lock().await;
     if common::skip::without_root("network namespaces") {
         return;
     }
@@ -376,6 +382,7 @@ const DURING_FLOOD_BOUND_SECS: u64 = 20;
 // addresses (docs/SECURITY.md has the figures).
 #[tokio::test(flavor = "multi_thread")]
 async fn a_real_peer_connects_while_a_spoof_flood_goes_on() {
+    let _serial = ONE_AT_A_TIME.lock().await;
     if common::skip::without_root("network namespaces") {
         return;
     }
