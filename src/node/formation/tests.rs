@@ -1,6 +1,8 @@
 //! Unit tests of the formation check (version 1 and the shared parts).
 
-use super::*;
+use iroh::EndpointId;
+
+use super::{v1::Transcript, *};
 
 #[test]
 fn the_check_waits_longer_on_a_slow_link_within_bounds() {
