@@ -383,6 +383,17 @@ impl Formation {
         self.keyed
     }
 
+    /// The acceptor's first test in every version: the dialer's app id is ours.
+    fn check_app_id(&self, theirs: String) -> Result<(), FormationError> {
+        if theirs == self.app_id {
+            return Ok(());
+        }
+        Err(FormationError::AppIdMismatch {
+            ours: self.app_id.clone(),
+            theirs,
+        })
+    }
+
     /// The HMAC state over what every version's proof begins with: the version's label,
     /// the role and the app id (length-prefixed, so that no app id is a prefix of
     /// another's proof).

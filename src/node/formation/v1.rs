@@ -108,12 +108,7 @@ impl Formation {
                 "unsupported formation protocol version",
             ));
         }
-        if app_id != self.app_id {
-            return Err(FormationError::AppIdMismatch {
-                ours: self.app_id.clone(),
-                theirs: app_id,
-            });
-        }
+        self.check_app_id(app_id)?;
         let nonce_acceptor: [u8; 32] = rand::random();
         let t = Transcript {
             nonce_dialer,

@@ -133,12 +133,7 @@ impl Formation {
             Msg::Hello2 { app_id, mac } => (app_id, mac),
             _ => return Err(FormationError::Protocol("expected Hello2")),
         };
-        if app_id != self.app_id {
-            return Err(FormationError::AppIdMismatch {
-                ours: self.app_id.clone(),
-                theirs: app_id,
-            });
-        }
+        self.check_app_id(app_id)?;
         let Some(f) = self
             .under_each_key()
             .find(|f| f.verify_v2(ROLE_DIALER, binding, &peer, &me, &mac))

@@ -116,12 +116,7 @@ impl Formation {
             Msg::Hello3 { app_id, mac, cert } => (app_id, mac, cert),
             _ => return Err(FormationError::Protocol("expected Hello3")),
         };
-        if app_id != self.app_id {
-            return Err(FormationError::AppIdMismatch {
-                ours: self.app_id.clone(),
-                theirs: app_id,
-            });
-        }
+        self.check_app_id(app_id)?;
         let Some(f) = self
             .under_each_key()
             .find(|f| f.verify_v3(ROLE_DIALER, binding, (&peer, &me), &mac))
