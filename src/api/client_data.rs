@@ -50,6 +50,9 @@ pub async fn publish(args: &PublishArgs) -> Result<(), ClientError> {
         payload: payload(&args.value)?.into(),
         retain: args.retain,
         ttl_secs: args.ttl.unwrap_or(0),
+        priority: args
+            .priority
+            .map_or(pb::Priority::Default, super::convert::priority) as i32,
     };
     let len = req.payload.len();
     let (mut c, t) = open(&args.client).await?;

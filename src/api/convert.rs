@@ -4,6 +4,7 @@ use serde_json::{json, Value};
 
 use super::pb;
 use crate::{
+    data::Class,
     events::PeerEvent,
     node::peers::{PeerInfo, PeerState},
 };
@@ -89,4 +90,23 @@ pub fn data_stats_json(d: &pb::DataStats) -> Value {
         "subscribers": d.subscribers,
         "rejected": d.rejected,
     })
+}
+
+pub fn priority(c: Class) -> pb::Priority {
+    match c {
+        Class::Urgent => pb::Priority::Urgent,
+        Class::Normal => pb::Priority::Normal,
+        Class::Bulk => pb::Priority::Bulk,
+    }
+}
+
+/// A request's class; `None` for the default and for values this version does not
+/// know (a newer client's class falls back to the topic's default).
+pub fn class(p: i32) -> Option<Class> {
+    match pb::Priority::try_from(p).ok()? {
+        pb::Priority::Default => None,
+        pb::Priority::Urgent => Some(Class::Urgent),
+        pb::Priority::Normal => Some(Class::Normal),
+        pb::Priority::Bulk => Some(Class::Bulk),
+    }
 }

@@ -113,6 +113,7 @@ fn to_publish(r: pb::PublishRequest, app: App) -> Publish {
         payload: r.payload,
         retain: r.retain,
         ttl_secs: r.ttl_secs,
+        priority: super::convert::class(r.priority),
     }
 }
 

@@ -11,7 +11,7 @@ use std::{net::SocketAddr, path::PathBuf};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::discovery::DiscoveryMode;
+use crate::{data::Class, discovery::DiscoveryMode};
 
 mod origins;
 mod trust;
@@ -310,6 +310,47 @@ pub struct RunArgs {
     #[arg(long, value_name = "N", env = "PEAT_SIDECAR_MAX_PEER_RATE", default_value_t = 100_000, value_parser = clap::value_parser!(u32).range(1..=10_000_000), help_heading = "Data plane")]
     pub max_peer_rate: u32,
 
+    /// A topic pattern's priority class on the links: PATTERN=CLASS (repeatable).
+    ///
+    /// CLASS is urgent, normal or bulk; the first pattern a topic matches names the
+    /// class of its messages, published here or forwarded, unless the publisher names
+    /// one. Others are normal. A link sends the highest class first; a full link queue
+    /// drops bulk first. Example: --priority 'alerts/**=urgent' --priority 'logs/**=bulk'.
+    #[arg(
+        long = "priority",
+        value_name = "PATTERN=CLASS",
+        env = "PEAT_SIDECAR_PRIORITY",
+        value_delimiter = ',',
+        help_heading = "Data plane"
+    )]
+    pub priority: Vec<String>,
+
+    /// Topics whose links carry only the newest message per key (repeatable).
+    ///
+    /// A message still queued on a link for the same topic and key is replaced by the
+    /// newer one, so a congested link carries fresh state, not a backlog.
+    #[arg(
+        long = "latest-value",
+        value_name = "PATTERN",
+        env = "PEAT_SIDECAR_LATEST_VALUE",
+        value_delimiter = ',',
+        help_heading = "Data plane"
+    )]
+    pub latest_value: Vec<String>,
+
+    /// Most bits per second the data plane sends on each peer link; 0 means no cap.
+    ///
+    /// Paces frames plus an estimate of the packet headers (docs/DESIGN.md, "Thin
+    /// links"). Set it to this node's share of a radio's rate.
+    #[arg(
+        long,
+        value_name = "BITS_PER_SECOND",
+        env = "PEAT_SIDECAR_LINK_RATE",
+        default_value_t = 0,
+        help_heading = "Data plane"
+    )]
+    pub link_rate: u64,
+
     /// Most connections kept open; 0 means no limit.
     #[arg(
         long,
@@ -460,6 +501,13 @@ pub struct PublishArgs {
     /// it is replaced or deleted.
     #[arg(long, value_name = "SECS", allow_negative_numbers = true, value_parser = parse_ttl)]
     pub ttl: Option<u64>,
+
+    /// The message's class on every link: urgent, normal or bulk.
+    ///
+    /// A link sends the highest class waiting first, and a full link queue drops bulk
+    /// messages first. Without it, the sidecar's --priority default for the topic.
+    #[arg(long, value_name = "CLASS")]
+    pub priority: Option<Class>,
 
     #[command(flatten)]
     pub client: ClientArgs,

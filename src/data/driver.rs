@@ -25,6 +25,7 @@ use tracing::{debug, warn};
 
 use super::{
     apps::AppBuckets,
+    class::{Class, LinkSettings, Tag},
     core::{Actions, DataAction, DataCore, DataInput, Local, Now, Published},
     disk::Disk,
     hlc::wall_ms,
@@ -70,6 +71,8 @@ pub struct DataDriver {
     pub(super) publish_rate: u32,
     pub(super) limits: FrameLimits,
     pub(super) sync_interval: Duration,
+    /// Priority classes, latest-value topics and the rate cap of every link.
+    pub(super) link_settings: LinkSettings,
     pub(super) stop: CancellationToken,
     /// Poked when the core's next deadline moved earlier.
     rearm: Notify,
@@ -99,6 +102,7 @@ impl DataDriver {
         app_buckets: AppBuckets,
         limits: FrameLimits,
         sync_interval: Duration,
+        link_settings: LinkSettings,
     ) -> Self {
         DataDriver {
             publish_rate: core.rates().publish,
@@ -111,6 +115,7 @@ impl DataDriver {
             app_buckets,
             limits,
             sync_interval,
+            link_settings,
             stop: CancellationToken::new(),
             rearm: Notify::new(),
         }
@@ -121,12 +126,13 @@ impl DataDriver {
         self.core.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// An app's message through the core, then out: `None` when over the host's rate.
-    pub async fn publish(&self, l: Local) -> Option<Published> {
+    /// An app's message through the core, then out (in `class` when the app chose
+    /// one): `None` when over the host's rate.
+    pub async fn publish(&self, l: Local, class: Option<Class>) -> Option<Published> {
         let mut out = Actions::new();
         let p = self.core().publish(l, Now::current(), &mut out)?;
         self.counters.published.fetch_add(1, Ordering::Relaxed);
-        self.execute(&mut out).await;
+        self.execute(&mut out, class).await;
         Some(p)
     }
 
@@ -134,17 +140,18 @@ impl DataDriver {
     async fn step(&self, input: DataInput) {
         let mut out = Actions::new();
         self.core().handle(input, Now::current(), &mut out);
-        self.execute(&mut out).await;
+        self.execute(&mut out, None).await;
     }
 
     /// Carries out the core's actions in order (a disk write waits when the writer's
     /// queue is full, which slows the sender down instead of losing the change).
-    async fn execute(&self, out: &mut Actions) {
+    /// `class` is a local publisher's choice for its message.
+    async fn execute(&self, out: &mut Actions, class: Option<Class>) {
         for a in out.drain(..) {
             match a {
                 DataAction::Send { to, frame } => self.send(&to, &frame),
                 DataAction::Forward { to, msg } => self.forward(&to, msg),
-                DataAction::Broadcast(m) => self.broadcast(&m),
+                DataAction::Broadcast(m) => self.broadcast(&m, class),
                 DataAction::Deliver(m) => {
                     let n = self.subs.deliver(&m);
                     self.counters.delivered.fetch_add(n, Ordering::Relaxed);
@@ -162,37 +169,40 @@ impl DataDriver {
 
     fn send(&self, to: &[Id], frame: &Frame) {
         let Some(f) = encode(frame) else { return };
+        let tag = self.link_settings.policy.frame_tag(frame);
         let Ok(links) = self.links.read() else { return };
         for l in to.iter().filter_map(|id| links.get(id)) {
-            l.send(&f);
+            l.send(&f, tag);
         }
     }
 
     fn forward(&self, to: &[Id], msg: Message) {
+        let tag = self.link_settings.policy.tag(&msg.topic, &msg.key, None);
         let Some(f) = encode(&Frame::Msg(msg)) else {
             return;
         };
         let Ok(links) = self.links.read() else { return };
         for l in to.iter().filter_map(|id| links.get(id)) {
-            self.send_msg(l, &f);
+            self.send_msg(l, &f, tag);
         }
     }
 
     /// A message of ours to every peer, encoded once.
-    fn broadcast(&self, m: &Message) {
+    fn broadcast(&self, m: &Message, class: Option<Class>) {
         let Ok(links) = self.links.read() else { return };
         if links.is_empty() {
             return;
         }
+        let tag = self.link_settings.policy.tag(&m.topic, &m.key, class);
         if let Some(f) = encode_msg(m) {
             for l in links.values() {
-                self.send_msg(l, &f);
+                self.send_msg(l, &f, tag);
             }
         }
     }
 
-    fn send_msg(&self, l: &DataLink, f: &Encoded) {
-        if l.send_msg(f) {
+    fn send_msg(&self, l: &DataLink, f: &Encoded, tag: Tag) {
+        if l.send_msg(f, tag) {
             self.counters.messages_out.fetch_add(1, Ordering::Relaxed);
         } else {
             self.counters.dropped.fetch_add(1, Ordering::Relaxed);
@@ -208,7 +218,7 @@ impl DataDriver {
         self.traffic.lock().ok()?.get(peer).cloned()
     }
 
-    fn link(&self, peer: &Id) -> Option<Arc<DataLink>> {
+    pub(super) fn link(&self, peer: &Id) -> Option<Arc<DataLink>> {
         self.links.read().ok()?.get(peer).cloned()
     }
 
@@ -223,7 +233,12 @@ impl DataDriver {
         {
             return;
         }
-        let (link, writer) = link::open(conn, self.traffic(&peer), self.stop.child_token());
+        let (link, writer) = link::open(
+            conn,
+            self.traffic(&peer),
+            self.stop.child_token(),
+            self.link_settings.rate_cap,
+        );
         let conn_id = link.conn_id;
         if let Ok(mut l) = self.links.write() {
             l.insert(peer, Arc::new(link));
@@ -319,7 +334,7 @@ impl DataDriver {
         }
         self.core()
             .handle(DataInput::Frame { from, frame }, Now::current(), out);
-        self.execute(out).await;
+        self.execute(out, None).await;
     }
 
     /// The driver's task: new connections, new streams, the sync tick and the core's

@@ -1,45 +1,59 @@
-//! One data link per peer connection: a bounded queue of encoded frames and the task
-//! that writes them on this side's long-lived stream; and the reading of the peer's
-//! stream, frame by frame.
+//! One data link per peer connection: a queue of encoded frames with a lane per
+//! priority class ([`queue`](super::queue)), the writers that hand them to QUIC, one
+//! stream per class; and the reading of the peer's streams, frame by frame.
 //!
-//! Sends never wait: when a peer's queue is full the frame is dropped and counted, so
-//! a slow or stalled peer never holds up the node or the other peers. Anti-entropy
-//! repeats what was dropped at its next round; live messages are at most once anyway.
-//! The queue always takes [`QUEUE_MIN_FRAMES`] frames, and more small ones while it
-//! holds less than [`QUEUE_BYTES`] (up to [`QUEUE`] frames): 2,048 frames alone made a
-//! burst of small messages overflow early (a fifth of a 20,000-message PublishStream
-//! of 1 KiB was dropped in the pubsub benchmark), while a byte bound alone dropped
-//! bursts of large messages that 2,048 frames had absorbed.
+//! Sends never wait: when a link's queue is full the frame is dropped and counted (or
+//! an older frame of a lower class is, see [`ClassQueue`]), so a slow or stalled peer
+//! never holds up the node or the other peers. Anti-entropy repeats what was dropped
+//! at its next round; live messages are at most once anyway. The bound: 2,048 frames
+//! alone made a burst of small messages overflow early (a fifth of a 20,000-message
+//! PublishStream of 1 KiB was dropped in the pubsub benchmark), while a byte bound
+//! alone dropped bursts of large messages that 2,048 frames had absorbed.
+//!
+//! Each class has its own QUIC stream, opened when its first frame goes, with a
+//! stream priority that follows the class: QUIC fills each packet from the highest
+//! priority stream with data, so an urgent frame overtakes the bulk bytes already
+//! handed to QUIC, not only those still queued here. A receiver reads every data
+//! stream of a connection alike, so the frames need no change and a node of the
+//! previous version reads the three streams as it read one.
+//!
+//! With `--link-rate`, the writers pace what they hand to QUIC ([`Pacer`]): one frame
+//! at a time, the highest class first.
 //!
 //! Both directions work in batches, because per-frame costs dominated at high rates
-//! (each QUIC stream call locks the connection and wakes its driver): the writer takes
-//! every frame queued at the time (up to [`WRITE_BATCH`]) and hands them to the stream
-//! in one call, without copying; the reader takes whatever the stream has and cuts as
-//! many frames from it as it holds. A lone frame still goes out at once: nothing
-//! waits for a batch to fill.
+//! (each QUIC stream call locks the connection and wakes its driver): an unpaced
+//! writer takes every frame of its class queued at the time (up to [`WRITE_BATCH`])
+//! and hands them to the stream in one call, without copying; the reader takes
+//! whatever the stream has and cuts as many frames from it as it holds. A lone frame
+//! still goes out at once: nothing waits for a batch to fill.
 
-use std::sync::{
-    atomic::{AtomicU64, AtomicUsize, Ordering},
-    Arc,
+use std::{
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc, Mutex, MutexGuard,
+    },
+    time::{Duration, Instant},
 };
 
 use bytes::{Bytes, BytesMut};
-use iroh::endpoint::{Connection, RecvStream};
-use tokio::sync::mpsc;
+use iroh::endpoint::{Connection, RecvStream, SendStream};
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
-use super::wire::{self, Frame, FrameLimits, WireError};
+use super::{
+    class::{Class, Tag},
+    pace::Pacer,
+    queue::{ClassQueue, ClassStats, Pushed},
+    wire::{self, Frame, FrameLimits, WireError},
+};
 use crate::node::streams::{self, tag};
 
-/// Frames a peer's queue always takes.
-pub const QUEUE_MIN_FRAMES: usize = 2048;
-/// Beyond [`QUEUE_MIN_FRAMES`], frames are taken while the queue holds fewer bytes.
-pub const QUEUE_BYTES: usize = 8 * 1024 * 1024;
-/// Most frames queued per peer, whatever their size.
-pub const QUEUE: usize = 16_384;
 /// Most frames handed to the stream in one write.
 pub const WRITE_BATCH: usize = 256;
+/// How long a paced writer waits while a higher class has frames (its writer takes
+/// them at once; this only spaces the checks).
+const YIELD: Duration = Duration::from_millis(2);
 /// Most chunks taken from the stream in one read. A chunk is what one QUIC packet
 /// carried (about 1.2-1.4 KB), so one 64 KiB message is some 50 chunks: taking them one
 /// call at a time locked the connection once per packet.
@@ -57,111 +71,202 @@ pub struct PeerTraffic {
     pub dropped: AtomicU64,
 }
 
+/// A link's counters per class (since the link came up) and its cap.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LinkStats {
+    /// Indexed by [`Class::index`].
+    pub classes: [ClassStats; 3],
+    /// `--link-rate` in bits per second; 0 = none.
+    pub rate_cap: u64,
+}
+
+/// What the link's queue and writers share.
+struct Shared {
+    queue: Mutex<ClassQueue>,
+    /// Poked when a class's lane gets a frame.
+    ready: [Notify; 3],
+    pacer: Option<Mutex<Pacer>>,
+    rate_cap: u64,
+}
+
+/// What a writer does next.
+enum Next {
+    Write,
+    Idle,
+    Wait(Duration),
+}
+
+impl Shared {
+    fn queue(&self) -> MutexGuard<'_, ClassQueue> {
+        self.queue.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Takes the next frames of class `c` into `batch`: up to a batch when unpaced; one
+    /// when paced, and only when the bucket allows and no higher class waits.
+    fn next(&self, c: Class, batch: &mut Vec<Encoded>) -> Next {
+        let mut q = self.queue();
+        let Some(pacer) = &self.pacer else {
+            return match q.take(c, WRITE_BATCH, batch) {
+                0 => Next::Idle,
+                _ => Next::Write,
+            };
+        };
+        let Some(len) = q.next_len(c) else {
+            return Next::Idle;
+        };
+        if q.waiting_above(c) {
+            return Next::Wait(YIELD);
+        }
+        let mut p = pacer.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        let wait = p.wait(now);
+        if !wait.is_zero() {
+            return Next::Wait(wait);
+        }
+        q.take(c, 1, batch);
+        p.spend(len, now);
+        Next::Write
+    }
+}
+
 /// The sending side of a data link.
 pub struct DataLink {
     pub conn_id: usize,
-    tx: mpsc::Sender<Encoded>,
-    /// Bytes in the queue, shared with the writer.
-    queued: Arc<AtomicUsize>,
+    shared: Arc<Shared>,
     pub traffic: Arc<PeerTraffic>,
+    /// Ends the writers when the link leaves the table.
+    gone: CancellationToken,
 }
 
-/// The writer's end of a link's queue.
-struct Queue {
-    rx: mpsc::Receiver<Encoded>,
-    queued: Arc<AtomicUsize>,
-}
-
-impl Queue {
-    /// Waits for a frame, then takes the others already queued (up to a batch);
-    /// 0 when the link is gone.
-    async fn take(&mut self, batch: &mut Vec<Encoded>) -> usize {
-        self.rx.recv_many(batch, WRITE_BATCH).await
-    }
-
-    /// The frames taken are out of the queue's bound (the writer holds them now).
-    fn written(&self, batch: &[Encoded]) {
-        let bytes = batch.iter().map(Bytes::len).sum();
-        self.queued.fetch_sub(bytes, Ordering::Relaxed);
+impl Drop for DataLink {
+    fn drop(&mut self) {
+        self.gone.cancel();
     }
 }
 
-fn queue(conn_id: usize, traffic: Arc<PeerTraffic>) -> (DataLink, Queue) {
-    let (tx, rx) = mpsc::channel(QUEUE);
-    let queued = Arc::new(AtomicUsize::new(0));
-    let link = DataLink {
-        conn_id,
-        tx,
-        queued: queued.clone(),
-        traffic,
+fn link(
+    conn_id: usize,
+    traffic: Arc<PeerTraffic>,
+    rate_cap: u64,
+    gone: CancellationToken,
+) -> DataLink {
+    let shared = Shared {
+        queue: Mutex::default(),
+        ready: Default::default(),
+        pacer: (rate_cap > 0).then(|| Mutex::new(Pacer::new(rate_cap, Instant::now()))),
+        rate_cap,
     };
-    (link, Queue { rx, queued })
+    DataLink {
+        conn_id,
+        shared: Arc::new(shared),
+        traffic,
+        gone,
+    }
 }
 
 impl DataLink {
-    /// Queues a frame; false (and counted) when the queue is full or the link gone.
-    pub fn send(&self, frame: &Encoded) -> bool {
-        let len = frame.len();
-        // Reserve first, so that concurrent senders cannot overshoot the bound together.
-        let before = self.queued.fetch_add(len, Ordering::Relaxed);
-        let frames = QUEUE - self.tx.capacity();
-        let fits = frames < QUEUE_MIN_FRAMES || before + len <= QUEUE_BYTES;
-        if fits && self.tx.try_send(frame.clone()).is_ok() {
-            return true;
+    /// Queues a frame; false (and counted) when it was dropped or the link is gone.
+    pub fn send(&self, frame: &Encoded, tag: Tag) -> bool {
+        let pushed = self.shared.queue().push(frame, tag);
+        match pushed {
+            Pushed::Queued { evicted } => {
+                if evicted > 0 {
+                    self.traffic
+                        .dropped
+                        .fetch_add(evicted as u64, Ordering::Relaxed);
+                }
+                self.shared.ready[tag.class.index()].notify_one();
+                true
+            }
+            Pushed::Replaced => true,
+            Pushed::Dropped => {
+                self.traffic.dropped.fetch_add(1, Ordering::Relaxed);
+                false
+            }
         }
-        self.queued.fetch_sub(len, Ordering::Relaxed);
-        self.traffic.dropped.fetch_add(1, Ordering::Relaxed);
-        false
     }
 
-    pub fn send_msg(&self, frame: &Encoded) -> bool {
-        let ok = self.send(frame);
+    pub fn send_msg(&self, frame: &Encoded, tag: Tag) -> bool {
+        let ok = self.send(frame, tag);
         if ok {
             self.traffic.msgs_out.fetch_add(1, Ordering::Relaxed);
         }
         ok
     }
+
+    pub fn stats(&self) -> LinkStats {
+        let q = self.shared.queue();
+        LinkStats {
+            classes: Class::ALL.map(|c| q.stats(c)),
+            rate_cap: self.shared.rate_cap,
+        }
+    }
 }
 
 /// A link for `conn` and the future that writes its frames; the future ends when the
-/// link is dropped from the table, the connection closes or `stop` fires.
+/// link is dropped from the table, the connection closes, a stream breaks or `stop`
+/// fires. `rate_cap` is `--link-rate` (0 = none).
 pub fn open(
     conn: Connection,
     traffic: Arc<PeerTraffic>,
     stop: CancellationToken,
+    rate_cap: u64,
 ) -> (DataLink, impl std::future::Future<Output = ()>) {
-    let (link, q) = queue(conn.stable_id(), traffic);
-    (link, write_frames(conn, q, stop))
-}
-
-async fn write_frames(conn: Connection, mut q: Queue, stop: CancellationToken) {
-    let peer = conn.remote_id();
-    let mut send = match streams::open(&conn, tag::DATA).await {
-        Ok((send, _recv)) => send,
-        Err(e) => {
-            debug!(%peer, error = %e, "cannot open the data stream");
-            return;
+    let l = link(conn.stable_id(), traffic, rate_cap, stop);
+    let (shared, gone) = (l.shared.clone(), l.gone.clone());
+    let writers = async move {
+        let w = |c| write_class(conn.clone(), shared.clone(), c, gone.clone());
+        tokio::select! {
+            _ = w(Class::Urgent) => {}
+            _ = w(Class::Normal) => {}
+            _ = w(Class::Bulk) => {}
         }
     };
+    (l, writers)
+}
+
+/// Writes one class's frames on its own stream, opened at its first frame.
+async fn write_class(conn: Connection, shared: Arc<Shared>, class: Class, stop: CancellationToken) {
+    let peer = conn.remote_id();
+    let mut send: Option<SendStream> = None;
     let mut batch = Vec::with_capacity(WRITE_BATCH);
     loop {
-        // recv_many waits for one frame, then takes the others already queued.
-        let n = tokio::select! {
-            n = q.take(&mut batch) => n,
-            _ = stop.cancelled() => 0,
-            _ = conn.closed() => 0,
+        let wait = match shared.next(class, &mut batch) {
+            Next::Write => None,
+            Next::Idle => Some(None),
+            Next::Wait(d) => Some(Some(d)),
         };
-        if n == 0 {
-            break;
+        if let Some(wait) = wait {
+            tokio::select! {
+                _ = shared.ready[class.index()].notified(), if wait.is_none() => {}
+                _ = tokio::time::sleep(wait.unwrap_or_default()), if wait.is_some() => {}
+                _ = stop.cancelled() => break,
+                _ = conn.closed() => break,
+            }
+            continue;
         }
-        q.written(&batch);
-        if let Err(e) = send.write_all_chunks(&mut batch).await {
-            debug!(%peer, error = %e, "data stream write failed");
+        let s = match &mut send {
+            Some(s) => s,
+            None => match streams::open(&conn, tag::DATA).await {
+                Ok((s, _recv)) => {
+                    let _ = s.set_priority(class.stream_priority());
+                    send.insert(s)
+                }
+                Err(e) => {
+                    debug!(%peer, %class, error = %e, "cannot open a data stream");
+                    return;
+                }
+            },
+        };
+        if let Err(e) = s.write_all_chunks(&mut batch).await {
+            debug!(%peer, %class, error = %e, "data stream write failed");
             return;
         }
         batch.clear();
     }
-    let _ = send.finish();
+    if let Some(mut s) = send {
+        let _ = s.finish();
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -239,38 +344,6 @@ fn cut_frame(buf: &mut BytesMut, max: usize) -> Result<Option<BytesMut>, WireErr
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[tokio::test]
-    async fn the_queue_is_bounded_in_frames_and_bytes() {
-        let state = || Arc::new(PeerTraffic::default());
-        // Clones of one buffer: the test itself holds 1 MiB.
-        let mib = Bytes::from(vec![0u8; 1024 * 1024]);
-        let small = Bytes::from_static(b"0123");
-        // Large frames: QUEUE_MIN_FRAMES of them, whatever their size.
-        let (link, mut q) = queue(1, state());
-        let taken = (0..QUEUE_MIN_FRAMES + 5)
-            .filter(|_| link.send(&mib))
-            .count();
-        assert_eq!(taken, QUEUE_MIN_FRAMES);
-        assert_eq!(link.traffic.dropped.load(Ordering::Relaxed), 5);
-        // What the writer takes makes room again.
-        let mut batch = vec![];
-        assert_eq!(q.take(&mut batch).await, WRITE_BATCH);
-        q.written(&batch);
-        assert!(link.send(&mib));
-        // Small frames: up to QUEUE of them.
-        let (link, _q) = queue(2, state());
-        let taken = (0..QUEUE + 5).filter(|_| link.send(&small)).count();
-        assert_eq!(taken, QUEUE);
-        // Beyond QUEUE_MIN_FRAMES, only while the bytes stay under QUEUE_BYTES.
-        let (link, _q) = queue(3, state());
-        assert!((0..QUEUE_MIN_FRAMES).all(|_| link.send(&small)));
-        let more = (0..10).filter(|_| link.send(&mib)).count();
-        assert_eq!(
-            more,
-            (QUEUE_BYTES - QUEUE_MIN_FRAMES * small.len()) / mib.len()
-        );
-    }
 
     #[test]
     fn frames_are_cut_from_any_split_of_the_stream() {

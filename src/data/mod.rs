@@ -6,11 +6,14 @@
 //! uses; [`start`] wires it to the node's stream registry.
 
 mod apps;
+pub mod class;
 mod core;
 mod disk;
 mod driver;
 mod hlc;
 mod link;
+mod pace;
+mod queue;
 mod route;
 mod store;
 mod subs;
@@ -30,8 +33,11 @@ use tracing::info;
 
 pub use self::{
     apps::App,
+    class::{Class, LinkPolicy, LinkSettings},
     core::Published,
     hlc::physical_ms,
+    link::LinkStats,
+    queue::ClassStats,
     store::expires_ms,
     subs::{Event, Subscription},
     topic::{Pattern, TopicError},
@@ -63,6 +69,8 @@ pub struct DataConfig {
     pub max_app_publish_rate: u32,
     /// Messages per second taken from one peer.
     pub max_peer_rate: u32,
+    /// Priority classes, latest-value topics and `--link-rate` (issue 26).
+    pub links: LinkSettings,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -100,6 +108,8 @@ pub struct Publish {
     pub ttl_secs: u64,
     /// Who asks: each app has its own share of the publish rate.
     pub app: App,
+    /// The class on the links; `None`: the `--priority` default of the topic.
+    pub priority: Option<Class>,
 }
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -262,6 +272,7 @@ fn open_driver(
             max_message_bytes: cfg.max_message_bytes,
         },
         cfg.sync_interval,
+        cfg.links.clone(),
     )))
 }
 
@@ -373,6 +384,7 @@ impl DataPlane {
             d.counters.rejected.fetch_add(1, Ordering::Relaxed);
             return Err(DataError::AppRate(p.app, d.app_buckets.rate()));
         }
+        let class = p.priority;
         let local = Local {
             topic: p.topic,
             key: p.key,
@@ -381,7 +393,7 @@ impl DataPlane {
             ttl_ms,
             tombstone,
         };
-        d.publish(local).await.ok_or_else(|| {
+        d.publish(local, class).await.ok_or_else(|| {
             d.counters.rejected.fetch_add(1, Ordering::Relaxed);
             DataError::Rate(host_rate)
         })
@@ -444,6 +456,11 @@ impl DataPlane {
                 messages_out: p.msgs_out.load(Ordering::Relaxed),
             })
             .unwrap_or_default()
+    }
+
+    /// The counters per class of the data link to `peer`, if one is up.
+    pub fn link_stats(&self, peer: &iroh::EndpointId) -> Option<LinkStats> {
+        self.driver.link(peer.as_bytes()).map(|l| l.stats())
     }
 
     /// The peers with a data link now, each with the neighbour set it last announced

@@ -134,6 +134,8 @@ pub fn revocation_entry(r: &Revocation, bytes: Vec<u8>, now_secs: u64) -> Publis
         payload: bytes.into(),
         retain: true,
         ttl_secs: ttl_secs.min(super::wire::MAX_TTL_MS / 1000),
+        // A revoked node must lose its links before it can do more harm.
+        priority: Some(super::Class::Urgent),
         ..Default::default()
     }
 }

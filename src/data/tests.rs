@@ -12,6 +12,7 @@ fn cfg(dir: &std::path::Path) -> DataConfig {
         max_publish_rate: 1000,
         max_app_publish_rate: 10_000,
         max_peer_rate: 1000,
+        links: LinkSettings::default(),
     }
 }
 

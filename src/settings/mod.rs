@@ -141,6 +141,13 @@ pub enum SettingsError {
     TrustKey { name: String, problem: String },
     #[error("cannot check the settings against this host's interfaces")]
     Host(#[source] IfaceError),
+    #[error("{name} `{value}`: {problem}. Example: {example}")]
+    LinkPolicy {
+        name: String,
+        value: String,
+        problem: String,
+        example: &'static str,
+    },
 }
 
 impl SettingsError {

@@ -27,6 +27,7 @@ pub fn msg(
         payload: payload.into(),
         retain,
         ttl_secs: 0,
+        priority: 0,
     }
 }
 
