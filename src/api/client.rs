@@ -189,7 +189,31 @@ pub fn peer_json(p: &pb::Peer) -> Value {
         "packets_lost": p.packets_lost,
         "messages_in": p.messages_in,
         "messages_out": p.messages_out,
+        "link": link_json(p),
     })
+}
+
+/// The data link's classes and cap; null without a link.
+fn link_json(p: &pb::Peer) -> Value {
+    let Some(cap) = p.link_rate_cap else {
+        return Value::Null;
+    };
+    let classes: serde_json::Map<String, Value> = p
+        .link_classes
+        .iter()
+        .map(|c| {
+            let v = json!({
+                "sent_frames": c.sent_frames,
+                "sent_bytes": c.sent_bytes,
+                "queued_frames": c.queued_frames,
+                "queued_bytes": c.queued_bytes,
+                "dropped": c.dropped,
+                "replaced": c.replaced,
+            });
+            (c.class.clone(), v)
+        })
+        .collect();
+    json!({ "rate_cap_bps": cap, "classes": classes })
 }
 
 pub async fn peers(args: &ClientArgs) -> Result<(), ClientError> {

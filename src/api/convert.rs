@@ -52,6 +52,8 @@ impl From<PeerInfo> for pb::Peer {
             // Filled in by the server from the data plane's per-peer counters.
             messages_in: 0,
             messages_out: 0,
+            link_classes: Vec::new(),
+            link_rate_cap: None,
         }
     }
 }

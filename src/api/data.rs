@@ -87,8 +87,32 @@ pub fn fill_peer_counters(d: &DataPlane, peers: &mut [pb::Peer]) {
             let s = d.peer_stats(&id);
             p.messages_in = s.messages_in;
             p.messages_out = s.messages_out;
+            if let Some(l) = d.link_stats(&id) {
+                p.link_rate_cap = Some(l.rate_cap);
+                p.link_classes = link_classes(&l);
+            }
         }
     }
+}
+
+/// A link's classes, highest first (as `peers --json` lists them).
+fn link_classes(l: &data::LinkStats) -> Vec<pb::LinkClass> {
+    data::Class::ALL
+        .iter()
+        .rev()
+        .map(|c| {
+            let s = l.classes[c.index()];
+            pb::LinkClass {
+                class: c.name().to_string(),
+                sent_frames: s.sent_frames,
+                sent_bytes: s.sent_bytes,
+                queued_frames: s.queued_frames,
+                queued_bytes: s.queued_bytes,
+                dropped: s.dropped,
+                replaced: s.replaced,
+            }
+        })
+        .collect()
 }
 
 /// The caller as the connection shows it: the kernel's peer credentials on a Unix

@@ -147,6 +147,7 @@ pub fn render(snap: &Snapshot) -> Result<String, std::fmt::Error> {
         super::metrics_data::register(&mut registry, d);
     }
     register_peers(&mut registry, &snap.peers);
+    super::metrics_data::register_links(&mut registry, &snap.peers);
     super::metrics_iroh::register(&mut registry, &snap.iroh);
     let mut out = String::new();
     encode(&mut out, &registry)?;

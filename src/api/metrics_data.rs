@@ -1,6 +1,9 @@
 //! The data plane's metrics (`peat_sidecar_data_*`), from GetStatus's DataStats.
 
-use prometheus_client::registry::Registry;
+use prometheus_client::{
+    metrics::{counter::Counter, family::Family, gauge::Gauge},
+    registry::Registry,
+};
 
 use super::{
     metrics::{counter, gauge},
@@ -65,6 +68,83 @@ pub(super) fn register(r: &mut Registry, d: &pb::DataStats) {
     for (name, help, v) in counters {
         counter(r, name, help, v);
     }
+}
+
+type Labels = Vec<(&'static str, String)>;
+
+/// Per peer link and class (labels `peer`, `class`): what was sent, what waits, what was
+/// dropped or replaced; and each link's cap.
+pub(super) fn register_links(r: &mut Registry, peers: &[pb::Peer]) {
+    let counters: [(&str, &str, fn(&pb::LinkClass) -> u64); 4] = [
+        (
+            "link_sent_frames",
+            "Frames handed to QUIC per peer link and class",
+            |c| c.sent_frames,
+        ),
+        (
+            "link_sent_bytes",
+            "Frame bytes handed to QUIC per peer link and class",
+            |c| c.sent_bytes,
+        ),
+        (
+            "link_dropped_frames",
+            "Frames a full link queue dropped, per peer link and class",
+            |c| c.dropped,
+        ),
+        (
+            "link_replaced_frames",
+            "Latest-value frames replaced while queued, per peer link and class",
+            |c| c.replaced,
+        ),
+    ];
+    let gauges: [(&str, &str, fn(&pb::LinkClass) -> u64); 2] = [
+        (
+            "link_queued_frames",
+            "Frames waiting per peer link and class",
+            |c| c.queued_frames,
+        ),
+        (
+            "link_queued_bytes",
+            "Bytes waiting per peer link and class",
+            |c| c.queued_bytes,
+        ),
+    ];
+    let label = |p: &pb::Peer, c: &pb::LinkClass| -> Labels {
+        vec![
+            ("peer", p.endpoint_id.chars().take(16).collect()),
+            ("class", c.class.clone()),
+        ]
+    };
+    for (name, help, f) in counters {
+        let family = Family::<Labels, Counter>::default();
+        for p in peers {
+            for c in &p.link_classes {
+                family.get_or_create(&label(p, c)).inc_by(f(c));
+            }
+        }
+        r.register(name, help, family);
+    }
+    for (name, help, f) in gauges {
+        let family = Family::<Labels, Gauge>::default();
+        for p in peers {
+            for c in &p.link_classes {
+                family.get_or_create(&label(p, c)).set(f(c) as i64);
+            }
+        }
+        r.register(name, help, family);
+    }
+    let cap = Family::<Labels, Gauge>::default();
+    for p in peers {
+        if let Some(bps) = p.link_rate_cap {
+            cap.get_or_create(&vec![("peer", p.endpoint_id.chars().take(16).collect())])
+                .set(bps as i64);
+        }
+    }
+    r.register(
+        "link_rate_cap_bps",
+        "--link-rate of each peer link in bits per second (0: none)",
+        cap,
+    );
 }
 
 #[cfg(test)]

@@ -24,34 +24,87 @@ pub fn forward_targets<'a>(
         .collect()
 }
 
-/// The last sequence number taken from each publisher: a message at or below it is a
-/// duplicate or out of order, and dropped (at most once, in order per publisher).
+/// Sequence numbers a publisher's messages may arrive out of order by and still be
+/// taken: links send urgent frames before normal and bulk ones (issue 26), so a bulk
+/// message can arrive long after a later urgent one. Older ones are dropped as seen.
+pub const SEEN_WINDOW: u64 = 4096;
+const WORDS: usize = (SEEN_WINDOW / 64) as usize;
+
+/// The messages taken from each publisher: its highest sequence number and which of the
+/// [`SEEN_WINDOW`] below it arrived. A message seen before, or older than the window,
+/// is a duplicate and dropped (at most once per publisher, in any order within the
+/// window). 512 bytes per publisher.
 #[derive(Debug, Default)]
 pub struct Seen {
-    last: HashMap<Id, u64>,
+    last: HashMap<Id, Window>,
     order: VecDeque<Id>,
+}
+
+#[derive(Debug)]
+struct Window {
+    last: u64,
+    /// Bit `seq % SEEN_WINDOW` is set when `seq` (within the window) was taken.
+    bits: Box<[u64; WORDS]>,
+}
+
+impl Window {
+    fn new(seq: u64) -> Self {
+        let mut w = Window {
+            last: seq,
+            bits: Box::new([0; WORDS]),
+        };
+        w.set(seq);
+        w
+    }
+
+    fn bit(seq: u64) -> (usize, u64) {
+        let i = seq % SEEN_WINDOW;
+        ((i / 64) as usize, 1 << (i % 64))
+    }
+
+    fn set(&mut self, seq: u64) {
+        let (w, b) = Self::bit(seq);
+        self.bits[w] |= b;
+    }
+
+    fn accept(&mut self, seq: u64) -> bool {
+        if seq > self.last {
+            if seq - self.last >= SEEN_WINDOW {
+                self.bits.fill(0);
+            } else {
+                for s in self.last + 1..seq {
+                    let (w, b) = Self::bit(s);
+                    self.bits[w] &= !b;
+                }
+            }
+            self.last = seq;
+            self.set(seq);
+            return true;
+        }
+        if self.last - seq >= SEEN_WINDOW {
+            return false;
+        }
+        let (w, b) = Self::bit(seq);
+        let fresh = self.bits[w] & b == 0;
+        self.bits[w] |= b;
+        fresh
+    }
 }
 
 impl Seen {
     /// Whether (publisher, seq) is new; records it if so.
     pub fn accept(&mut self, publisher: &Id, seq: u64) -> bool {
-        match self.last.get_mut(publisher) {
-            Some(last) if seq <= *last => false,
-            Some(last) => {
-                *last = seq;
-                true
-            }
-            None => {
-                if self.last.len() >= MAX_PUBLISHERS {
-                    if let Some(old) = self.order.pop_front() {
-                        self.last.remove(&old);
-                    }
-                }
-                self.last.insert(*publisher, seq);
-                self.order.push_back(*publisher);
-                true
+        if let Some(w) = self.last.get_mut(publisher) {
+            return w.accept(seq);
+        }
+        if self.last.len() >= MAX_PUBLISHERS {
+            if let Some(old) = self.order.pop_front() {
+                self.last.remove(&old);
             }
         }
+        self.last.insert(*publisher, Window::new(seq));
+        self.order.push_back(*publisher);
+        true
     }
 }
 
@@ -90,12 +143,25 @@ mod tests {
     }
 
     #[test]
-    fn seen_drops_duplicates_and_older() {
+    fn seen_drops_duplicates_and_what_is_older_than_the_window() {
         let mut s = Seen::default();
         assert!(s.accept(&id(1), 5));
         assert!(!s.accept(&id(1), 5));
+        // Out of order (a lower class's message, late): taken once.
+        assert!(s.accept(&id(1), 4));
         assert!(!s.accept(&id(1), 4));
         assert!(s.accept(&id(1), 6));
+        assert!(s.accept(&id(1), 9));
+        assert!(s.accept(&id(1), 7));
+        assert!(!s.accept(&id(1), 9));
+        // A jump: the window moves; what fell out of it is dropped, what is in it not
+        // yet seen is taken, and bits of the old window do not stick to new numbers.
+        let far = 9 + SEEN_WINDOW + 1;
+        assert!(s.accept(&id(1), far));
+        assert!(!s.accept(&id(1), 9));
+        assert!(s.accept(&id(1), far - 1));
+        assert!(s.accept(&id(1), 7 + SEEN_WINDOW));
+        assert!(!s.accept(&id(1), far - SEEN_WINDOW));
         assert!(s.accept(&id(2), 1));
         for n in 0..MAX_PUBLISHERS as u32 {
             let mut p = [0u8; 32];

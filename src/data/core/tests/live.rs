@@ -15,11 +15,15 @@ fn a_new_message_is_delivered_once() {
 }
 
 #[test]
-fn an_older_sequence_number_is_dropped() {
+fn a_late_message_is_taken_once_and_one_older_than_the_window_dropped() {
+    // Links send by priority class: a later urgent message may overtake this one.
     let mut h = Harness::new();
-    h.msg(1, msg(1, 5, "t"), 0);
-    assert!(h.msg(1, msg(1, 4, "t"), 1).is_empty());
-    assert_eq!(delivered(&h.msg(1, msg(1, 6, "t"), 2)), [(1, 6)]);
+    h.msg(1, msg(1, 5000, "t"), 0);
+    assert_eq!(delivered(&h.msg(1, msg(1, 4999, "t"), 1)), [(1, 4999)]);
+    assert!(h.msg(1, msg(1, 4999, "t"), 1).is_empty());
+    let too_old = 5000 - crate::data::route::SEEN_WINDOW;
+    assert!(h.msg(1, msg(1, too_old, "t"), 1).is_empty());
+    assert_eq!(delivered(&h.msg(1, msg(1, 5001, "t"), 2)), [(1, 5001)]);
 }
 
 #[test]
