@@ -18,6 +18,7 @@ pub mod leave;
 pub mod pcap;
 pub mod pubsub;
 pub mod radio;
+pub mod thin;
 pub mod traffic;
 pub mod util;
 pub mod zenoh;
@@ -141,6 +142,11 @@ pub const ALL: &[Scenario] = &[
         name: "pubsub",
         about: "data plane: latency, throughput, bytes per publish, retained sync, bridge hop; vs Zenoh",
         run: |c| Box::pin(pubsub::run(c)),
+    },
+    Scenario {
+        name: "thin",
+        about: "thin links: urgent messages under a bulk flood on a 64 kbit/s link, with and without classes",
+        run: |c| Box::pin(thin::run(c)),
     },
 ];
 

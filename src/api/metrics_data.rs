@@ -71,11 +71,13 @@ pub(super) fn register(r: &mut Registry, d: &pb::DataStats) {
 }
 
 type Labels = Vec<(&'static str, String)>;
+/// A metric of a link's class: name, help, and the field it reads.
+type ClassMetric = (&'static str, &'static str, fn(&pb::LinkClass) -> u64);
 
 /// Per peer link and class (labels `peer`, `class`): what was sent, what waits, what was
 /// dropped or replaced; and each link's cap.
 pub(super) fn register_links(r: &mut Registry, peers: &[pb::Peer]) {
-    let counters: [(&str, &str, fn(&pb::LinkClass) -> u64); 4] = [
+    let counters: [ClassMetric; 4] = [
         (
             "link_sent_frames",
             "Frames handed to QUIC per peer link and class",
@@ -97,7 +99,7 @@ pub(super) fn register_links(r: &mut Registry, peers: &[pb::Peer]) {
             |c| c.replaced,
         ),
     ];
-    let gauges: [(&str, &str, fn(&pb::LinkClass) -> u64); 2] = [
+    let gauges: [ClassMetric; 2] = [
         (
             "link_queued_frames",
             "Frames waiting per peer link and class",
@@ -172,5 +174,35 @@ mod tests {
             text.contains("peat_sidecar_data_dropped_total 3\n"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn link_classes_become_labelled_metrics() {
+        let mut r = Registry::with_prefix("peat_sidecar");
+        let peer = pb::Peer {
+            endpoint_id: "ab".repeat(32),
+            link_rate_cap: Some(64_000),
+            link_classes: vec![pb::LinkClass {
+                class: "bulk".into(),
+                dropped: 5,
+                queued_frames: 2,
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        register_links(&mut r, &[peer]);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &r).unwrap();
+        let labels = format!("{{peer=\"{}\",class=\"bulk\"}}", "ab".repeat(8));
+        for line in [
+            format!("peat_sidecar_link_dropped_frames_total{labels} 5"),
+            format!("peat_sidecar_link_queued_frames{labels} 2"),
+            format!(
+                "peat_sidecar_link_rate_cap_bps{{peer=\"{}\"}} 64000",
+                "ab".repeat(8)
+            ),
+        ] {
+            assert!(text.contains(&line), "{line} in {text}");
+        }
     }
 }

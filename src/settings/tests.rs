@@ -423,3 +423,38 @@ fn ttl_without_retain_is_refused_as_a_usage_error() {
     ])
     .is_ok());
 }
+
+#[test]
+fn link_priorities_latest_value_topics_and_the_rate_cap_are_checked() {
+    use crate::data::Class;
+    let s = check(&[
+        "--priority",
+        "alerts/**=urgent",
+        "--priority",
+        "logs/*=bulk,a=b=normal",
+        "--latest-value",
+        "tracks/*",
+        "--link-rate",
+        "64000",
+    ])
+    .unwrap();
+    let p = &s.data.links.policy;
+    assert_eq!(p.class_of("alerts/x/y"), Class::Urgent);
+    assert_eq!(p.class_of("logs/a"), Class::Bulk);
+    assert_eq!(p.class_of("other"), Class::Normal);
+    assert_eq!(p.priorities.len(), 3);
+    assert_eq!(p.latest_value.len(), 1);
+    assert_eq!(s.data.links.rate_cap, 64_000);
+    assert_eq!(check(&[]).unwrap().data.links.rate_cap, 0);
+    let e = err(&["--priority", "alerts/**=fast"]);
+    assert!(e.contains("--priority `alerts/**=fast`"), "{e}");
+    assert!(e.contains("use urgent, normal or bulk"), "{e}");
+    let e = err(&["--priority", "alerts"]);
+    assert!(e.contains("not PATTERN=CLASS"), "{e}");
+    let e = err(&["--latest-value", "a/**/b"]);
+    assert!(e.contains("--latest-value `a/**/b`"), "{e}");
+    let mut a = args(&["--priority", "x=slow"]);
+    a.origins.set_env("priority", "PEAT_SIDECAR_PRIORITY");
+    let e = Settings::check(&a, &host()).unwrap_err().to_string();
+    assert!(e.starts_with("PEAT_SIDECAR_PRIORITY `x=slow`"), "{e}");
+}
