@@ -214,13 +214,15 @@ pub fn open(
 ) -> (DataLink, impl std::future::Future<Output = ()>) {
     let l = link(conn.stable_id(), traffic, rate_cap, stop);
     let (shared, gone) = (l.shared.clone(), l.gone.clone());
+    // A task per class: in one task, each wake-up of one writer would poll all three
+    // (and each poll of `conn.closed()` locks the connection).
+    let mut tasks = tokio::task::JoinSet::new();
+    for c in Class::ALL {
+        tasks.spawn(write_class(conn.clone(), shared.clone(), c, gone.clone()));
+    }
+    // The first writer to end ends the link; dropping the set aborts the others.
     let writers = async move {
-        let w = |c| write_class(conn.clone(), shared.clone(), c, gone.clone());
-        tokio::select! {
-            _ = w(Class::Urgent) => {}
-            _ = w(Class::Normal) => {}
-            _ = w(Class::Bulk) => {}
-        }
+        let _ = tasks.join_next().await;
     };
     (l, writers)
 }
@@ -231,18 +233,15 @@ async fn write_class(conn: Connection, shared: Arc<Shared>, class: Class, stop: 
     let mut send: Option<SendStream> = None;
     let mut batch = Vec::with_capacity(WRITE_BATCH);
     loop {
-        let wait = match shared.next(class, &mut batch) {
-            Next::Write => None,
-            Next::Idle => Some(None),
-            Next::Wait(d) => Some(Some(d)),
+        let go_on = match shared.next(class, &mut batch) {
+            Next::Write => true,
+            Next::Idle => until(shared.ready[class.index()].notified(), &stop, &conn).await,
+            Next::Wait(d) => until(tokio::time::sleep(d), &stop, &conn).await,
         };
-        if let Some(wait) = wait {
-            tokio::select! {
-                _ = shared.ready[class.index()].notified(), if wait.is_none() => {}
-                _ = tokio::time::sleep(wait.unwrap_or_default()), if wait.is_some() => {}
-                _ = stop.cancelled() => break,
-                _ = conn.closed() => break,
-            }
+        if !go_on {
+            break;
+        }
+        if batch.is_empty() {
             continue;
         }
         let s = match &mut send {
@@ -266,6 +265,15 @@ async fn write_class(conn: Connection, shared: Arc<Shared>, class: Class, stop: 
     }
     if let Some(mut s) = send {
         let _ = s.finish();
+    }
+}
+
+/// Waits for `f`; false when the link ends first.
+async fn until(f: impl std::future::Future, stop: &CancellationToken, conn: &Connection) -> bool {
+    tokio::select! {
+        _ = f => true,
+        _ = stop.cancelled() => false,
+        _ = conn.closed() => false,
     }
 }
 
