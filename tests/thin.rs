@@ -45,12 +45,20 @@ fn shape(ns: &str) {
     );
 }
 
+/// Without a cap (QUIC stream priorities alone), then with `--link-rate` below the
+/// shaper (the sidecar paces); one after the other, as two floods at once on a small
+/// machine would starve the nodes' own mDNS.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn urgent_messages_cross_a_flooded_64_kbit_link() {
     if common::skip::without_root("network namespaces") {
         return;
     }
-    let lan = Lan::new("th", 2);
+    flooded_link("th", &[]).await;
+    flooded_link("ti", &["--link-rate", "48000"]).await;
+}
+
+async fn flooded_link(prefix: &str, extra: &[&str]) {
+    let lan = Lan::new(prefix, 2);
     let mut o = common::lan_mdns_opts(&lan, 0, "thin");
     o.extra.extend(
         [
@@ -63,6 +71,7 @@ async fn urgent_messages_cross_a_flooded_64_kbit_link() {
         ]
         .map(String::from),
     );
+    o.extra.extend(extra.iter().map(|f| f.to_string()));
     let a = Sidecar::start("node0", o).await;
     let b = Sidecar::start("node1", common::lan_mdns_opts(&lan, 1, "thin")).await;
     wait_full_mesh(&[&a, &b], Duration::from_secs(20))
@@ -139,6 +148,16 @@ async fn urgent_messages_cross_a_flooded_64_kbit_link() {
         "the track's last value never arrived: {values:?}; node0 link: {link:?}"
     );
     assert!(values.windows(2).all(|w| w[0] < w[1]), "{values:?}");
+    // What node0 shows per class (peers --json `link`): bulk dropped, urgent never.
+    let classes = &link[0];
+    let of = |name: &str| classes.iter().find(|c| c.class == name).cloned();
+    let (urgent, bulk) = (of("urgent").expect("urgent"), of("bulk").expect("bulk"));
+    assert!(bulk.dropped > 0, "{classes:?}");
+    assert_eq!(urgent.dropped, 0, "{classes:?}");
+    assert!(urgent.sent_frames >= ALERTS as u64 / 2, "{classes:?}");
+    let cap = a.peers().await[0].link_rate_cap;
+    let want = extra.get(1).map_or(0, |r| r.parse().unwrap());
+    assert_eq!(cap, Some(want));
     eprintln!(
         "alerts {ALERTS}/{ALERTS}; bulk {bulk_got}/{BULK} arrived, node0 dropped {}; track values {} of {TRACK_VALUES}",
         stats.dropped,
