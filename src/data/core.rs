@@ -27,11 +27,12 @@ use tracing::{debug, info};
 use super::{
     disk::SEQ_LEASE,
     hlc::{wall_ms, Hlc},
+    origin::{self, OriginCheck, Provenance, Verdict},
     route::{forward_targets, Seen},
     store::{differing, Applied, Gone, Retained},
     sync::{due, entry_chunks, root_of, versions_chunks, Due, Sent},
     system::{Admission, Gate},
-    wire::{Frame, Id, Message, MAX_HOPS},
+    wire::{Frame, Id, Message, Signed, MAX_HOPS},
 };
 use crate::ratelimit::{RateLog, TokenBucket};
 
@@ -56,6 +57,9 @@ impl Now {
 }
 
 /// What happens to the data plane.
+// A frame is the common input and lives on the reader's stack for one call: boxing it
+// would cost an allocation per message to save a move of some 200 bytes.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum DataInput {
     /// A data link to the peer is up (it may replace an older one).
@@ -91,6 +95,13 @@ pub enum DataAction {
     Lease(u64),
     /// Count a refused message (peer rate, clock too far ahead, too large to keep).
     Reject,
+    /// Count a message refused for its origin: from a third node, and not signed by
+    /// its publisher (also counted as refused).
+    Forged,
+    /// Count a message from a third node taken without a signature (permissive).
+    Unsigned,
+    /// Count a message we signed.
+    Signed,
     /// [`DataCore::next_deadline`] moved earlier.
     Rearm,
 }
@@ -150,6 +161,8 @@ pub struct DataCore {
     gate: Gate,
     /// Refusals for topic rights, logged at most every 10 s.
     rights_log: RateLog,
+    /// Signing ours and checking others' origins (`origin.rs`).
+    provenance: Provenance,
 }
 
 impl DataCore {
@@ -182,7 +195,20 @@ impl DataCore {
             synced: HashMap::new(),
             gate: Gate::default(),
             rights_log: RateLog::default(),
+            provenance: Provenance::default(),
         }
+    }
+
+    /// Signs with `key` (our endpoint key: we publish as its public key), and takes
+    /// messages from third nodes as `origins` says.
+    pub fn with_signer(mut self, key: iroh::SecretKey, origins: OriginCheck) -> Self {
+        self.me = *key.public().as_bytes();
+        // Our own entries from a version that did not sign: signed now, so that
+        // anti-entropy can serve them to strict nodes.
+        self.retained
+            .sign_unsigned_of(&self.me, |m| origin::sign(&key, m));
+        self.provenance = Provenance::new(key, origins);
+        self
     }
 
     /// Admits entries on system topics that `gate` admits (by default: none).
@@ -243,7 +269,7 @@ impl DataCore {
     pub fn publish(&mut self, l: Local, now: Now, out: &mut Actions) -> Option<Published> {
         self.publish_bucket.take(now.at).ok()?;
         let seq = self.take_seq(out);
-        let m = Arc::new(Message {
+        let mut m = Arc::new(Message {
             publisher: self.me,
             seq,
             hlc: self.hlc.now_at(now.wall_ms),
@@ -254,7 +280,11 @@ impl DataCore {
             retain: l.retain,
             ttl_ms: l.ttl_ms,
             tombstone: l.tombstone,
+            sig: None,
         });
+        if self.provenance.sign_if_it_may_travel(&mut m) {
+            out.push(DataAction::Signed);
+        }
         let published = Published { seq, hlc: m.hlc };
         out.push(DataAction::Broadcast(m.clone()));
         if m.retain {
@@ -262,6 +292,18 @@ impl DataCore {
         }
         out.push(DataAction::Deliver(m));
         Some(published)
+    }
+
+    /// Whether a peer may forward our live messages, after links or announcements
+    /// changed.
+    fn update_forwardable(&mut self) {
+        let links: HashSet<Id> = self.links.iter().copied().collect();
+        let announced = self
+            .links
+            .iter()
+            .map(|id| self.peers.get(id).map(|p| &p.neighbours));
+        let may = origin::may_be_forwarded(&self.me, &links, announced);
+        self.provenance.set_forwardable(may);
     }
 
     /// Takes the next sequence number, renewing the reservation on disk halfway
@@ -291,6 +333,7 @@ impl DataCore {
 
     fn link_up(&mut self, peer: Id, now: Now, out: &mut Actions) {
         self.links.insert(peer);
+        self.update_forwardable();
         self.announce(out);
         self.send_digest(peer, now, out);
     }
@@ -303,6 +346,7 @@ impl DataCore {
             p.neighbours.clear();
         }
         self.synced.remove(peer);
+        self.update_forwardable();
         self.announce(out);
     }
 
@@ -320,7 +364,10 @@ impl DataCore {
 
     fn on_frame(&mut self, from: Id, frame: Frame, now: Now, out: &mut Actions) {
         match frame {
-            Frame::Neighbours(ids) => self.peer(from, now).neighbours = ids.into_iter().collect(),
+            Frame::Neighbours(ids) => {
+                self.peer(from, now).neighbours = ids.into_iter().collect();
+                self.update_forwardable();
+            }
             Frame::Msg(m) => {
                 if self.peer(from, now).rate.take(now.at).is_err() {
                     out.push(DataAction::Reject);
@@ -339,6 +386,12 @@ impl DataCore {
                 }
             }
             Frame::Entries(ms) => self.on_entries(from, ms, now, out),
+            // `wire::decode` hands these on as Msg and Entries already.
+            Frame::Msg2(s) => self.on_frame(from, Frame::Msg(s.into_message()), now, out),
+            Frame::Entries2(ss) => {
+                let ms = ss.into_iter().map(Signed::into_message).collect();
+                self.on_entries(from, ms, now, out)
+            }
             Frame::Root(theirs) => {
                 if root_of(&self.retained.digest()) != theirs {
                     self.send_digest(from, now, out);
@@ -353,7 +406,7 @@ impl DataCore {
         if m.publisher == self.me {
             return;
         }
-        if !self.gate_passes(&from, &m, now, out) {
+        if !self.gate_passes(&from, &m, now, out) || !self.origin_passes(&from, &m, now, out) {
             return;
         }
         if let Err(e) = self.hlc.observe_at(m.hlc, now.wall_ms) {
@@ -405,6 +458,20 @@ impl DataCore {
         false
     }
 
+    fn origin_passes(&mut self, from: &Id, m: &Message, now: Now, out: &mut Actions) -> bool {
+        match self.provenance.judge(from, m, now.at) {
+            Verdict::Proven => true,
+            Verdict::Unsigned => {
+                out.push(DataAction::Unsigned);
+                true
+            }
+            Verdict::Refused => {
+                out.push(DataAction::Forged);
+                false
+            }
+        }
+    }
+
     /// Merges a retained entry; true if it was newer (then it goes to disk).
     fn retain(&mut self, m: &Message, now: Now, out: &mut Actions) -> bool {
         let before = self.retained.next_expiry();
@@ -428,6 +495,11 @@ impl DataCore {
                 out.push(DataAction::Reject);
                 false
             }
+            Applied::Signed => {
+                // The same version, now with its signature: kept, not news.
+                out.push(DataAction::Store(m.clone()));
+                false
+            }
             Applied::Stale | Applied::Expired => false,
         }
     }
@@ -436,7 +508,7 @@ impl DataCore {
     /// us (a live copy may have come first).
     fn on_entries(&mut self, from: Id, entries: Vec<Message>, now: Now, out: &mut Actions) {
         for m in entries {
-            if !self.gate_passes(&from, &m, now, out) {
+            if !self.gate_passes(&from, &m, now, out) || !self.origin_passes(&from, &m, now, out) {
                 continue;
             }
             if self.hlc.observe_at(m.hlc, now.wall_ms).is_err() {

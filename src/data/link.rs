@@ -19,7 +19,7 @@
 //! waits for a batch to fill.
 
 use std::sync::{
-    atomic::{AtomicU64, AtomicUsize, Ordering},
+    atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
     Arc,
 };
 
@@ -29,7 +29,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
-use super::wire::{self, Frame, FrameLimits, WireError};
+use super::wire::{self, Frame, FrameLimits, WireError, WireVersion};
 use crate::node::streams::{self, tag};
 
 /// Frames a peer's queue always takes.
@@ -64,6 +64,9 @@ pub struct DataLink {
     /// Bytes in the queue, shared with the writer.
     queued: Arc<AtomicUsize>,
     pub traffic: Arc<PeerTraffic>,
+    /// The peer said it reads frames of version 2 (its hello stream came); until then
+    /// it gets version 1, which every version reads.
+    v2: AtomicBool,
 }
 
 /// The writer's end of a link's queue.
@@ -94,11 +97,26 @@ fn queue(conn_id: usize, traffic: Arc<PeerTraffic>) -> (DataLink, Queue) {
         tx,
         queued: queued.clone(),
         traffic,
+        v2: AtomicBool::new(false),
     };
     (link, Queue { rx, queued })
 }
 
 impl DataLink {
+    /// The frame version to encode for this peer.
+    pub fn version(&self) -> WireVersion {
+        if self.v2.load(Ordering::Relaxed) {
+            WireVersion::V2
+        } else {
+            WireVersion::V1
+        }
+    }
+
+    /// The peer speaks `version`, as we do.
+    pub fn speaks(&self, version: WireVersion) {
+        self.v2.store(version == WireVersion::V2, Ordering::Relaxed);
+    }
+
     /// Queues a frame; false (and counted) when the queue is full or the link gone.
     pub fn send(&self, frame: &Encoded) -> bool {
         let len = frame.len();
@@ -124,18 +142,34 @@ impl DataLink {
 }
 
 /// A link for `conn` and the future that writes its frames; the future ends when the
-/// link is dropped from the table, the connection closes or `stop` fires.
+/// link is dropped from the table, the connection closes or `stop` fires. Speaking
+/// `ours` = V2, the future first says hello: an empty stream with the tag
+/// [`tag::DATA_V2`], which tells the peer we read frames of version 2 (a version that
+/// does not know the tag resets the stream and carries on).
 pub fn open(
     conn: Connection,
     traffic: Arc<PeerTraffic>,
+    ours: WireVersion,
     stop: CancellationToken,
 ) -> (DataLink, impl std::future::Future<Output = ()>) {
     let (link, q) = queue(conn.stable_id(), traffic);
-    (link, write_frames(conn, q, stop))
+    (link, write_frames(conn, q, ours, stop))
 }
 
-async fn write_frames(conn: Connection, mut q: Queue, stop: CancellationToken) {
+async fn say_hello(conn: &Connection) {
+    match streams::open(conn, tag::DATA_V2).await {
+        Ok((mut send, _recv)) => {
+            let _ = send.finish();
+        }
+        Err(e) => debug!(peer = %conn.remote_id(), error = %e, "cannot say the data hello"),
+    }
+}
+
+async fn write_frames(conn: Connection, mut q: Queue, ours: WireVersion, stop: CancellationToken) {
     let peer = conn.remote_id();
+    if ours == WireVersion::V2 {
+        say_hello(&conn).await;
+    }
     let mut send = match streams::open(&conn, tag::DATA).await {
         Ok((send, _recv)) => send,
         Err(e) => {
@@ -282,7 +316,7 @@ mod tests {
             .collect();
         let stream: Vec<u8> = frames
             .iter()
-            .flat_map(|f| wire::encode(f).unwrap())
+            .flat_map(|f| wire::encode(f, WireVersion::V1).unwrap())
             .collect();
         // Fed one byte at a time, then all at once: the same frames come out.
         for step in [1, stream.len()] {

@@ -272,6 +272,7 @@ mod tests {
             retain: p.retain,
             ttl_ms: p.ttl_secs * 1000,
             tombstone: false,
+            sig: None,
         }
     }
 

@@ -12,12 +12,18 @@ fn cfg(dir: &std::path::Path) -> DataConfig {
         max_publish_rate: 1000,
         max_app_publish_rate: 10_000,
         max_peer_rate: 1000,
+        origin_check: origin::OriginCheck::Strict,
     }
 }
 
 fn plane(c: &DataConfig) -> DataPlane {
     DataPlane {
-        driver: open_driver(c, [9; 32], system::Gate::default()).unwrap(),
+        driver: open_driver(
+            c,
+            &iroh::SecretKey::from_bytes(&[9; 32]),
+            system::Gate::default(),
+        )
+        .unwrap(),
         trust: None,
     }
 }
@@ -87,6 +93,7 @@ fn remote(seq: u64, key: &str, payload: &str, tombstone: bool) -> Message {
         retain: true,
         ttl_ms: 0,
         tombstone,
+        sig: None,
     }
 }
 
