@@ -15,6 +15,7 @@ pub mod iroh_join;
 pub mod iroh_node;
 pub mod join;
 pub mod leave;
+pub mod origins;
 pub mod pcap;
 pub mod pubsub;
 pub mod radio;
@@ -141,6 +142,11 @@ pub const ALL: &[Scenario] = &[
         name: "pubsub",
         about: "data plane: latency, throughput, bytes per publish, retained sync, bridge hop; vs Zenoh",
         run: |c| Box::pin(pubsub::run(c)),
+    },
+    Scenario {
+        name: "origins",
+        about: "signed origins: the publisher's signature and a receiver's check, per message (in process)",
+        run: |c| Box::pin(origins::run(c)),
     },
 ];
 

@@ -17,8 +17,14 @@
 //! Subscribers and publishers are Rust (tonic) clients in this process; Zenoh's are
 //! Python (its own client library) -- that difference is named in docs/PERFORMANCE.md.
 //! Namespace prefixes `dwl`, `dwt`, `dwr`, `dwh` (and `dwz` for Zenoh).
+//!
+//! `BENCH_OLD_BIN=PATH` (a peat-sidecar built from an older commit) runs the latency,
+//! throughput and bridge parts once more with that binary, right after the current
+//! one's, as the subject `peat-sidecar-old`: the comparison with the old code in one
+//! run that a change to the data plane needs (docs/PERFORMANCE.md).
 
 use std::{
+    path::PathBuf,
     sync::{
         atomic::{AtomicU64, Ordering},
         Arc, Mutex,
@@ -37,7 +43,7 @@ use crate::{
     common::{
         data::{data_stats, msg, wait_subscribers},
         netns::Lan,
-        poll, Sidecar,
+        poll, Opts, Sidecar,
     },
     report::{percentile, Measurement},
 };
@@ -49,17 +55,22 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<Vec<Measurement>> {
     let n = ctx.sizes(&[3], &[10])[0];
     let msgs = ctx.rounds(200, 1000);
     let part = parts();
-    if part("latency") {
-        out.extend(latency_and_wire(n, msgs).await?);
-    }
-    if part("throughput") {
-        out.extend(throughput(ctx).await?);
+    let subjects = Subject::all();
+    for sub in &subjects {
+        if part("latency") {
+            out.extend(latency_and_wire(sub, n, msgs).await?);
+        }
+        if part("throughput") {
+            out.extend(throughput(sub, ctx).await?);
+        }
     }
     if part("sync") {
         out.extend(retained_sync(ctx).await?);
     }
-    if part("bridge") {
-        out.extend(bridge_hop(msgs).await?);
+    for sub in &subjects {
+        if part("bridge") {
+            out.extend(bridge_hop(sub, msgs).await?);
+        }
     }
     if !part("zenoh") {
         return Ok(out);
@@ -73,6 +84,43 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<Vec<Measurement>> {
         ),
     }
     Ok(out)
+}
+
+/// The binary a part runs: this build's, or an older one's (`BENCH_OLD_BIN`).
+struct Subject {
+    name: &'static str,
+    bin: Option<PathBuf>,
+}
+
+impl Subject {
+    fn all() -> Vec<Subject> {
+        let mut v = vec![Subject {
+            name: "peat-sidecar",
+            bin: None,
+        }];
+        if let Some(old) = std::env::var_os("BENCH_OLD_BIN") {
+            v.push(Subject {
+                name: "peat-sidecar-old",
+                bin: Some(old.into()),
+            });
+        }
+        v
+    }
+
+    fn opts(&self, lan: &Lan, i: usize) -> Opts {
+        Opts {
+            bin: self.bin.clone(),
+            ..mdns_opts(lan, i)
+        }
+    }
+
+    async fn start_on(&self, lan: &Lan, hosts: std::ops::Range<usize>, tag: &str) -> Vec<Sidecar> {
+        let mut v = Vec::new();
+        for i in hosts {
+            v.push(Sidecar::start(&format!("{tag}{i}"), self.opts(lan, i)).await);
+        }
+        v
+    }
 }
 
 /// Which parts run: `PUBSUB_PARTS=latency,throughput,sync,bridge,zenoh` (any of them;
@@ -258,9 +306,13 @@ fn lat_note(samples: &[f64], expected: usize, missed: u64) -> String {
     )
 }
 
-async fn latency_and_wire(n: usize, msgs: usize) -> anyhow::Result<Vec<Measurement>> {
+async fn latency_and_wire(
+    sub: &Subject,
+    n: usize,
+    msgs: usize,
+) -> anyhow::Result<Vec<Measurement>> {
     let lan = Lan::new("dwl", n);
-    let nodes = start_on(&lan, 0..n, "ps").await;
+    let nodes = sub.start_on(&lan, 0..n, "ps").await;
     let refs: Vec<&Sidecar> = nodes.iter().collect();
     mesh_or_err(&refs, Duration::from_secs(30 + 3 * n as u64)).await?;
     let rs = recorders(&nodes[0], &refs[1..], "lat").await?;
@@ -280,10 +332,10 @@ async fn latency_and_wire(n: usize, msgs: usize) -> anyhow::Result<Vec<Measureme
     let note = lat_note(&samples, msgs * (n - 1), missed);
     let per_publish = wire / msgs as f64;
     Ok(vec![
-        Measurement::new(S, "peat-sidecar", "latency_ms", n, "ms", samples).note(note),
+        Measurement::new(S, sub.name, "latency_ms", n, "ms", samples).note(note),
         Measurement::new(
             S,
-            "peat-sidecar",
+            sub.name,
             "wire_bytes_per_publish",
             n,
             "bytes",
@@ -311,13 +363,13 @@ pub fn throughput_plan(ctx: &Ctx) -> [(usize, usize); 2] {
     [(1024, small), (65_536, ctx.rounds(200, 2_000))]
 }
 
-async fn throughput(ctx: &Ctx) -> anyhow::Result<Vec<Measurement>> {
+async fn throughput(sub: &Subject, ctx: &Ctx) -> anyhow::Result<Vec<Measurement>> {
     let lan = Lan::new("dwt", 2);
     // The rate bounds (100,000 msg/s by default, in bursts of one second's worth) would
     // cap a run longer than a second: what is measured is the data plane, not a policy.
     let mut nodes = vec![];
     for i in 0..2 {
-        let mut o = mdns_opts(&lan, i);
+        let mut o = sub.opts(&lan, i);
         for flag in [
             "--max-publish-rate",
             "--max-app-publish-rate",
@@ -354,7 +406,7 @@ async fn throughput(ctx: &Ctx) -> anyhow::Result<Vec<Measurement>> {
         out.push(
             Measurement::new(
                 S,
-                "peat-sidecar",
+                sub.name,
                 &format!("msgs_per_s_{}k", size / 1024),
                 2,
                 "msg/s",
@@ -365,7 +417,7 @@ async fn throughput(ctx: &Ctx) -> anyhow::Result<Vec<Measurement>> {
         out.push(
             Measurement::new(
                 S,
-                "peat-sidecar",
+                sub.name,
                 &format!("mb_per_s_{}k", size / 1024),
                 2,
                 "MB/s",
@@ -445,12 +497,12 @@ async fn retained_sync(ctx: &Ctx) -> anyhow::Result<Vec<Measurement>> {
     ])
 }
 
-async fn bridge_hop(msgs: usize) -> anyhow::Result<Vec<Measurement>> {
+async fn bridge_hop(sub: &Subject, msgs: usize) -> anyhow::Result<Vec<Measurement>> {
     let mut lan = Lan::new("dwh", 2);
     let seg1 = lan.add_segment();
     lan.attach(1, seg1);
     let ci = lan.add_host(seg1);
-    let nodes = start_on(&lan, 0..ci + 1, "hop").await;
+    let nodes = sub.start_on(&lan, 0..ci + 1, "hop").await;
     let (a, b, c) = (&nodes[0], &nodes[1], &nodes[2]);
     mesh_or_err(&[a, b], Duration::from_secs(30)).await?;
     mesh_or_err(&[b, c], Duration::from_secs(30)).await?;
@@ -461,26 +513,16 @@ async fn bridge_hop(msgs: usize) -> anyhow::Result<Vec<Measurement>> {
     let added = percentile(&bridged, 0.5) - percentile(&direct, 0.5);
     let miss = |r: &Recorder| r.missed.load(Ordering::Relaxed);
     Ok(vec![
-        Measurement::new(
-            S,
-            "peat-sidecar",
-            "latency_direct_ms",
-            3,
-            "ms",
-            direct.clone(),
-        )
-        .note(lat_note(&direct, msgs, miss(&rs[0]))),
-        Measurement::new(
-            S,
-            "peat-sidecar",
-            "latency_one_hop_ms",
-            3,
-            "ms",
-            bridged.clone(),
-        )
-        .note(format!(
-            "{}; the hop adds {added:.3} ms at p50",
-            lat_note(&bridged, msgs, miss(&rs[1]))
+        Measurement::new(S, sub.name, "latency_direct_ms", 3, "ms", direct.clone()).note(lat_note(
+            &direct,
+            msgs,
+            miss(&rs[0]),
         )),
+        Measurement::new(S, sub.name, "latency_one_hop_ms", 3, "ms", bridged.clone()).note(
+            format!(
+                "{}; the hop adds {added:.3} ms at p50",
+                lat_note(&bridged, msgs, miss(&rs[1]))
+            ),
+        ),
     ])
 }
