@@ -21,7 +21,8 @@
 //! `BENCH_OLD_BIN=PATH` (a peat-sidecar built from an older commit) runs the latency,
 //! throughput and bridge parts once more with that binary, right after the current
 //! one's, as the subject `peat-sidecar-old`: the comparison with the old code in one
-//! run that a change to the data plane needs (docs/PERFORMANCE.md).
+//! run that a change to the data plane needs (docs/PERFORMANCE.md). Several, as
+//! `LABEL=PATH,LABEL=PATH`, run as `peat-sidecar-LABEL` each.
 
 use std::{
     path::PathBuf,
@@ -88,20 +89,22 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<Vec<Measurement>> {
 
 /// The binary a part runs: this build's, or an older one's (`BENCH_OLD_BIN`).
 struct Subject {
-    name: &'static str,
+    name: String,
     bin: Option<PathBuf>,
 }
 
 impl Subject {
     fn all() -> Vec<Subject> {
         let mut v = vec![Subject {
-            name: "peat-sidecar",
+            name: "peat-sidecar".into(),
             bin: None,
         }];
-        if let Some(old) = std::env::var_os("BENCH_OLD_BIN") {
+        let olds = std::env::var("BENCH_OLD_BIN").unwrap_or_default();
+        for old in olds.split(',').filter(|s| !s.is_empty()) {
+            let (label, path) = old.split_once('=').unwrap_or(("old", old));
             v.push(Subject {
-                name: "peat-sidecar-old",
-                bin: Some(old.into()),
+                name: format!("peat-sidecar-{label}"),
+                bin: Some(path.into()),
             });
         }
         v
@@ -332,10 +335,10 @@ async fn latency_and_wire(
     let note = lat_note(&samples, msgs * (n - 1), missed);
     let per_publish = wire / msgs as f64;
     Ok(vec![
-        Measurement::new(S, sub.name, "latency_ms", n, "ms", samples).note(note),
+        Measurement::new(S, &sub.name, "latency_ms", n, "ms", samples).note(note),
         Measurement::new(
             S,
-            sub.name,
+            &sub.name,
             "wire_bytes_per_publish",
             n,
             "bytes",
@@ -406,7 +409,7 @@ async fn throughput(sub: &Subject, ctx: &Ctx) -> anyhow::Result<Vec<Measurement>
         out.push(
             Measurement::new(
                 S,
-                sub.name,
+                &sub.name,
                 &format!("msgs_per_s_{}k", size / 1024),
                 2,
                 "msg/s",
@@ -417,7 +420,7 @@ async fn throughput(sub: &Subject, ctx: &Ctx) -> anyhow::Result<Vec<Measurement>
         out.push(
             Measurement::new(
                 S,
-                sub.name,
+                &sub.name,
                 &format!("mb_per_s_{}k", size / 1024),
                 2,
                 "MB/s",
@@ -513,12 +516,12 @@ async fn bridge_hop(sub: &Subject, msgs: usize) -> anyhow::Result<Vec<Measuremen
     let added = percentile(&bridged, 0.5) - percentile(&direct, 0.5);
     let miss = |r: &Recorder| r.missed.load(Ordering::Relaxed);
     Ok(vec![
-        Measurement::new(S, sub.name, "latency_direct_ms", 3, "ms", direct.clone()).note(lat_note(
+        Measurement::new(S, &sub.name, "latency_direct_ms", 3, "ms", direct.clone()).note(lat_note(
             &direct,
             msgs,
             miss(&rs[0]),
         )),
-        Measurement::new(S, sub.name, "latency_one_hop_ms", 3, "ms", bridged.clone()).note(
+        Measurement::new(S, &sub.name, "latency_one_hop_ms", 3, "ms", bridged.clone()).note(
             format!(
                 "{}; the hop adds {added:.3} ms at p50",
                 lat_note(&bridged, msgs, miss(&rs[1]))
