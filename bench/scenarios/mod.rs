@@ -19,6 +19,7 @@ pub mod origins;
 pub mod pcap;
 pub mod pubsub;
 pub mod radio;
+pub mod subjects;
 pub mod traffic;
 pub mod util;
 pub mod zenoh;

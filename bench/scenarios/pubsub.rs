@@ -22,10 +22,10 @@
 //! throughput and bridge parts once more with that binary, right after the current
 //! one's, as the subject `peat-sidecar-old`: the comparison with the old code in one
 //! run that a change to the data plane needs (docs/PERFORMANCE.md). Several, as
-//! `LABEL=PATH,LABEL=PATH`, run as `peat-sidecar-LABEL` each.
+//! `LABEL=PATH,LABEL=PATH`, run as `peat-sidecar-LABEL` each. `PUBSUB_CERTS=1` adds
+//! this build with member certificates on every node (`peat-sidecar-certs`).
 
 use std::{
-    path::PathBuf,
     sync::{
         atomic::{AtomicU64, Ordering},
         Arc, Mutex,
@@ -37,6 +37,7 @@ use anyhow::{bail, Context};
 use peat_sidecar::api::pb::{self, delivery::Kind};
 
 use super::{
+    subjects::Subject,
     util::{mdns_opts, mesh_or_err, start_on},
     zenoh, Ctx,
 };
@@ -44,7 +45,7 @@ use crate::{
     common::{
         data::{data_stats, msg, wait_subscribers},
         netns::Lan,
-        poll, Opts, Sidecar,
+        poll, Sidecar,
     },
     report::{percentile, Measurement},
 };
@@ -56,7 +57,7 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<Vec<Measurement>> {
     let n = ctx.sizes(&[3], &[10])[0];
     let msgs = ctx.rounds(200, 1000);
     let part = parts();
-    let subjects = Subject::all();
+    let subjects = Subject::all(n.max(3))?;
     for sub in &subjects {
         if part("latency") {
             out.extend(latency_and_wire(sub, n, msgs).await?);
@@ -85,45 +86,6 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<Vec<Measurement>> {
         ),
     }
     Ok(out)
-}
-
-/// The binary a part runs: this build's, or an older one's (`BENCH_OLD_BIN`).
-struct Subject {
-    name: String,
-    bin: Option<PathBuf>,
-}
-
-impl Subject {
-    fn all() -> Vec<Subject> {
-        let mut v = vec![Subject {
-            name: "peat-sidecar".into(),
-            bin: None,
-        }];
-        let olds = std::env::var("BENCH_OLD_BIN").unwrap_or_default();
-        for old in olds.split(',').filter(|s| !s.is_empty()) {
-            let (label, path) = old.split_once('=').unwrap_or(("old", old));
-            v.push(Subject {
-                name: format!("peat-sidecar-{label}"),
-                bin: Some(path.into()),
-            });
-        }
-        v
-    }
-
-    fn opts(&self, lan: &Lan, i: usize) -> Opts {
-        Opts {
-            bin: self.bin.clone(),
-            ..mdns_opts(lan, i)
-        }
-    }
-
-    async fn start_on(&self, lan: &Lan, hosts: std::ops::Range<usize>, tag: &str) -> Vec<Sidecar> {
-        let mut v = Vec::new();
-        for i in hosts {
-            v.push(Sidecar::start(&format!("{tag}{i}"), self.opts(lan, i)).await);
-        }
-        v
-    }
 }
 
 /// Which parts run: `PUBSUB_PARTS=latency,throughput,sync,bridge,zenoh` (any of them;
@@ -380,7 +342,7 @@ async fn throughput(sub: &Subject, ctx: &Ctx) -> anyhow::Result<Vec<Measurement>
         ] {
             o.extra.extend([flag.to_string(), "10000000".to_string()]);
         }
-        nodes.push(Sidecar::start(&format!("tp{i}"), o).await);
+        nodes.push(sub.start(&format!("tp{i}"), i, o).await);
     }
     mesh_or_err(&[&nodes[0], &nodes[1]], Duration::from_secs(30)).await?;
     let rs = recorders(&nodes[0], &[&nodes[1]], "tp").await?;
@@ -516,11 +478,8 @@ async fn bridge_hop(sub: &Subject, msgs: usize) -> anyhow::Result<Vec<Measuremen
     let added = percentile(&bridged, 0.5) - percentile(&direct, 0.5);
     let miss = |r: &Recorder| r.missed.load(Ordering::Relaxed);
     Ok(vec![
-        Measurement::new(S, &sub.name, "latency_direct_ms", 3, "ms", direct.clone()).note(lat_note(
-            &direct,
-            msgs,
-            miss(&rs[0]),
-        )),
+        Measurement::new(S, &sub.name, "latency_direct_ms", 3, "ms", direct.clone())
+            .note(lat_note(&direct, msgs, miss(&rs[0]))),
         Measurement::new(S, &sub.name, "latency_one_hop_ms", 3, "ms", bridged.clone()).note(
             format!(
                 "{}; the hop adds {added:.3} ms at p50",
