@@ -272,3 +272,99 @@ async fn a_formation_upgraded_one_node_at_a_time_keeps_carrying_messages() {
         );
     }
 }
+
+/// Member certificates and signed origins together: a member's rights are checked on
+/// messages relayed by another node too, from the directory of certificates the
+/// formation spreads. X (an accomplice that publishes outside its `tracks/**` rights,
+/// `PEAT_SIDECAR_TEST_IGNORE_RIGHTS`, debug builds) - B - C, and a rogue member R
+/// linked to X and C: R hands X's signed message to C, which never linked to X.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relayed_message_is_checked_against_its_publishers_rights() {
+    use common::trust::{enrol, issue, s};
+    use peat_sidecar::{
+        node::{formation::Formation, identity},
+        trust::{
+            store::{TrustConfig, TrustStore},
+            AuthorityKey,
+        },
+    };
+
+    let t = tempfile::tempdir().unwrap();
+    let e = enrol(t.path(), 4);
+    let cert = |i: usize| {
+        issue(
+            &e.auth,
+            &e.ids[i],
+            &format!("n{i}"),
+            "1d",
+            &t.path().join(format!("n{i}.cert")),
+        )
+    };
+    let certs: Vec<_> = (0..4).map(cert).collect();
+    let opts = |i: usize, peers: Vec<String>| Opts {
+        peers,
+        extra: ["--authority-key", s(&e.key), "--member-cert", s(&certs[i])]
+            .map(String::from)
+            .to_vec(),
+        ..Opts::default()
+    };
+    let b = Sidecar::start_in("b", &e.dirs[1], opts(1, vec![])).await;
+    let mut xo = opts(0, vec![b.peer_spec()]);
+    xo.env
+        .push(("PEAT_SIDECAR_TEST_IGNORE_RIGHTS".into(), "1".into()));
+    let x = Sidecar::start_in("x", &e.dirs[0], xo).await;
+    let c = Sidecar::start_in("c", &e.dirs[2], opts(2, vec![b.peer_spec()])).await;
+    connected(&b, &x).await;
+    connected(&b, &c).await;
+    // C learns X's certificate through B, from the directory.
+    let listed = wait_until(Duration::from_secs(20), || async {
+        get(&c, "_peat/members").await.iter().any(|m| m.key == x.id)
+    })
+    .await;
+    assert!(
+        listed.is_some(),
+        "c never got x's certificate: {:?}",
+        get(&c, "_peat/members").await
+    );
+
+    let key = identity::load_or_create(&e.dirs[3]).unwrap();
+    let authority = AuthorityKey::parse(&std::fs::read_to_string(&e.key).unwrap()).unwrap();
+    let config = TrustConfig {
+        authority,
+        cert_path: certs[3].clone(),
+        skew: Duration::from_secs(600),
+        revocation_paths: vec![],
+        learned: vec![],
+    };
+    let store = std::sync::Arc::new(TrustStore::load(&config, key.public()).unwrap());
+    let formation = || Formation::new("test", None).with_trust(store.clone());
+    let on_x = Rogue::join_as(&x, key.clone(), formation()).await;
+    let mut on_c = Rogue::join_as(&c, key.clone(), formation()).await;
+    let heard = wait_until(Duration::from_secs(20), || async {
+        publish(&x, msg("secret/plans", "", "outside x's rights", true)).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        on_x.heard_on("secret/plans").is_some()
+    })
+    .await;
+    assert!(heard.is_some(), "the rogue got nothing from x");
+    let m = on_x.heard_on("secret/plans").unwrap();
+    assert!(m.sig.is_some(), "x signs its retained messages");
+    let rejected = data_stats(&c).await.rejected;
+    on_c.send(&Frame::Msg(m.clone())).await;
+    on_c.send(&Frame::Entries(vec![m])).await;
+    let refused = wait_until(Duration::from_secs(10), || async {
+        data_stats(&c).await.rejected >= rejected + 2
+    })
+    .await;
+    assert!(refused.is_some(), "c: {:?}", data_stats(&c).await);
+    assert!(get(&c, "secret/**").await.is_empty());
+    assert!(
+        get(&b, "secret/**").await.is_empty(),
+        "b took it straight from x"
+    );
+    assert!(c
+        .log()
+        .contains("member certificate does not allow this topic"));
+    on_x.close();
+    on_c.close();
+}

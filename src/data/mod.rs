@@ -11,6 +11,7 @@ mod disk;
 mod driver;
 mod hlc;
 mod link;
+pub mod members;
 pub mod origin;
 mod route;
 mod store;
@@ -149,8 +150,9 @@ pub struct DataPlane {
 pub struct DataTasks {
     task: JoinHandle<()>,
     driver: Arc<DataDriver>,
-    /// Applies the revocations the formation spreads (with an authority only).
-    revocations: Option<JoinHandle<()>>,
+    /// With an authority: applies the revocations the formation spreads, and keeps
+    /// the member directory.
+    system: Vec<JoinHandle<()>>,
 }
 
 /// Opens the retained store and starts serving data links on the node's authenticated
@@ -224,21 +226,20 @@ async fn start_driver(
         let gate = core.gate().clone().with_revocations(t.clone());
         core.set_gate(gate);
     }
-    let revocations = trust.map(|t| {
+    let mut system = Vec::new();
+    if let Some(t) = trust {
         let stop = driver.stop.child_token();
-        tokio::spawn(system::watch_revocations(
-            plane.clone(),
-            t,
-            peers.clone(),
-            stop,
-        ))
-    });
+        let revocations = system::watch_revocations(plane.clone(), t.clone(), peers.clone(), stop);
+        system.push(tokio::spawn(revocations));
+        let stop = driver.stop.child_token();
+        system.push(tokio::spawn(members::watch_members(plane.clone(), t, stop)));
+    }
     (
         plane,
         DataTasks {
             task,
             driver,
-            revocations,
+            system,
         },
     )
 }
@@ -343,7 +344,7 @@ impl DataTasks {
     pub async fn shutdown(self) {
         self.driver.stop.cancel();
         let _ = self.task.await;
-        if let Some(t) = self.revocations {
+        for t in self.system {
             let _ = t.await;
         }
         self.driver.subs.close();

@@ -41,7 +41,12 @@ impl Rogue {
     /// Connects to `target` as a member of `app_id`, says the data hello and opens its
     /// data stream.
     pub async fn join(target: &Sidecar, app_id: &str) -> Rogue {
-        let key = SecretKey::generate();
+        Rogue::join_as(target, SecretKey::generate(), Formation::new(app_id, None)).await
+    }
+
+    /// [`Rogue::join`] with the identity `key` and `formation` (one with a trust store
+    /// presents a member certificate).
+    pub async fn join_as(target: &Sidecar, key: SecretKey, formation: Formation) -> Rogue {
         let live = endpoint::Liveness {
             keep_alive: Duration::from_secs(1),
             idle_timeout: Duration::from_secs(30),
@@ -49,7 +54,6 @@ impl Rogue {
         let ep = endpoint::bind(key.clone(), &["127.0.0.1:0".parse().unwrap()], live)
             .await
             .expect("bind the rogue's endpoint");
-        let formation = Formation::new(app_id, None);
         let addr = iroh::EndpointAddr::new(target.id.parse().unwrap()).with_ip_addr(target.bind);
         let (alpn, opts) = handshake::connect_alpns(&formation);
         let conn = ep
