@@ -59,10 +59,6 @@ impl Members {
             .filter(|m| m.end > now)
             .map(|m| m.publish.clone())
     }
-
-    pub fn len(&self) -> usize {
-        self.by_id.len()
-    }
 }
 
 #[cfg(test)]

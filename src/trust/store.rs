@@ -356,11 +356,6 @@ impl TrustStore {
         })
     }
 
-    /// Members in the directory.
-    pub fn members_known(&self) -> usize {
-        self.members.lock().map(|m| m.len()).unwrap_or(0)
-    }
-
     /// When this node's certificate ends (Unix seconds), as last read.
     pub fn own_cert_end(&self) -> u64 {
         let w = self.cert.lock().unwrap_or_else(|p| p.into_inner());
