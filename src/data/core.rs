@@ -29,8 +29,8 @@ use super::{
     hlc::{wall_ms, Hlc},
     origin::{self, OriginCheck, Provenance, Verdict},
     route::{forward_targets, Seen},
-    store::{differing, Applied, Gone, Retained},
-    sync::{due, entry_chunks, root_of, versions_chunks, Due, Sent},
+    store::{Applied, Gone, Retained},
+    sync::{root_of, Sent},
     system::{Admission, Gate},
     wire::{Frame, Id, Message, Signed, MAX_HOPS},
 };
@@ -376,15 +376,7 @@ impl DataCore {
                 self.on_msg(from, m, now, out);
             }
             Frame::Digest(d) => self.on_digest(from, &d, out),
-            Frame::Versions { buckets, versions } => {
-                let push = self.retained.to_push(&buckets, &versions);
-                for chunk in entry_chunks(push) {
-                    out.push(DataAction::Send {
-                        to: vec![from],
-                        frame: Frame::Entries(chunk),
-                    });
-                }
-            }
+            Frame::Versions { buckets, versions } => self.on_versions(from, &buckets, &versions, out),
             Frame::Entries(ms) => self.on_entries(from, ms, now, out),
             // `wire::decode` hands these on as Msg and Entries already.
             Frame::Msg2(s) => self.on_frame(from, Frame::Msg(s.into_message()), now, out),
@@ -529,49 +521,6 @@ impl DataCore {
         }
     }
 
-    /// A peer's digest: it gets our versions in the buckets that differ.
-    fn on_digest(&mut self, from: Id, theirs: &[u64], out: &mut Actions) {
-        let diff = differing(&self.retained.digest(), theirs);
-        if diff.is_empty() {
-            return;
-        }
-        let versions = self.retained.versions(&diff);
-        for (buckets, versions) in versions_chunks(&diff, versions) {
-            out.push(DataAction::Send {
-                to: vec![from],
-                frame: Frame::Versions { buckets, versions },
-            });
-        }
-    }
-
-    fn send_digest(&mut self, peer: Id, now: Now, out: &mut Actions) {
-        let d = self.retained.digest();
-        self.synced.insert(peer, Sent::new(root_of(&d), now.at));
-        out.push(DataAction::Send {
-            to: vec![peer],
-            frame: Frame::Digest(d),
-        });
-    }
-
-    /// Each linked peer gets our digest if it has not seen our current one, the root
-    /// hash if it got nothing for a long time, else nothing.
-    fn sync_round(&mut self, now: Now, out: &mut Actions) {
-        let d = self.retained.digest();
-        let root = root_of(&d);
-        for peer in &self.links {
-            let frame = match due(self.synced.get(peer), root, now.at) {
-                Due::Digest => Frame::Digest(d.clone()),
-                Due::Root => Frame::Root(root),
-                Due::Nothing => continue,
-            };
-            self.synced.insert(*peer, Sent::new(root, now.at));
-            out.push(DataAction::Send {
-                to: vec![*peer],
-                frame,
-            });
-        }
-    }
-
     /// Drops what expired by now.
     fn expire(&mut self, now: Now, out: &mut Actions) {
         out.extend(
@@ -583,5 +532,6 @@ impl DataCore {
     }
 }
 
+mod anti_entropy;
 #[cfg(test)]
 mod tests;
