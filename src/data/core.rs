@@ -286,12 +286,32 @@ impl DataCore {
             out.push(DataAction::Signed);
         }
         let published = Published { seq, hlc: m.hlc };
-        out.push(DataAction::Broadcast(m.clone()));
+        self.send_ours(&m, out);
         if m.retain {
             self.retain(&m, now, out);
         }
         out.push(DataAction::Deliver(m));
         Some(published)
+    }
+
+    /// A message of ours to every peer that may have it: to every link, or, with an
+    /// authority, to the peers whose certificates let them subscribe to its topic (by
+    /// name, so that a link the core has not heard of yet gets nothing).
+    fn send_ours(&self, m: &Arc<Message>, out: &mut Actions) {
+        if !self.gate.limits_sending() {
+            out.push(DataAction::Broadcast(m.clone()));
+            return;
+        }
+        let to: Vec<Id> = self
+            .links
+            .iter()
+            .filter(|id| self.gate.may_send(id, &m.topic))
+            .copied()
+            .collect();
+        if !to.is_empty() {
+            let msg = Message::clone(m);
+            out.push(DataAction::Forward { to, msg });
+        }
     }
 
     /// Whether a peer may forward our live messages, after links or announcements
@@ -376,7 +396,9 @@ impl DataCore {
                 self.on_msg(from, m, now, out);
             }
             Frame::Digest(d) => self.on_digest(from, &d, out),
-            Frame::Versions { buckets, versions } => self.on_versions(from, &buckets, &versions, out),
+            Frame::Versions { buckets, versions } => {
+                self.on_versions(from, &buckets, &versions, out)
+            }
             Frame::Entries(ms) => self.on_entries(from, ms, now, out),
             // `wire::decode` hands these on as Msg and Entries already.
             Frame::Msg2(s) => self.on_frame(from, Frame::Msg(s.into_message()), now, out),
@@ -423,6 +445,10 @@ impl DataCore {
             Some(p) => forward_targets(self.links.iter(), from, &p.neighbours, &m.publisher),
             None => forward_targets(self.links.iter(), from, &HashSet::new(), &m.publisher),
         };
+        let to: Vec<Id> = to
+            .into_iter()
+            .filter(|id| self.gate.may_send(id, &m.topic))
+            .collect();
         if to.is_empty() {
             return;
         }

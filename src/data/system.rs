@@ -95,6 +95,23 @@ impl Gate {
         }
     }
 
+    /// Whether a message on `topic` may go to the peer `to`: on a system topic always
+    /// (every node needs them); with an authority, only within the subscribe patterns
+    /// of the certificate `to` presented in the formation check.
+    pub fn may_send(&self, to: &Id, topic: &str) -> bool {
+        let Some(t) = &self.trust else { return true };
+        if is_reserved(topic) {
+            return true;
+        }
+        t.peer_subscribe_rights(to)
+            .is_none_or(|rights| allows(&rights, topic))
+    }
+
+    /// Whether [`Gate::may_send`] can refuse anything (with an authority only).
+    pub fn limits_sending(&self) -> bool {
+        self.trust.is_some()
+    }
+
     /// The certificate a [`MEMBERS`] entry carries, checked as [`Gate::admits`] does.
     pub fn member(&self, m: &Message) -> Result<crate::trust::MemberCert, TrustError> {
         let authority = self
@@ -136,9 +153,10 @@ pub enum Admission {
 /// Whether one of the topic `patterns` matches `topic`; a pattern that does not parse
 /// matches nothing.
 pub fn allows(patterns: &[String], topic: &str) -> bool {
+    // `**` (every topic) is the common grant: no parse per message for it.
     patterns
         .iter()
-        .any(|p| Pattern::parse(p).is_ok_and(|p| p.matches(topic)))
+        .any(|p| p == "**" || Pattern::parse(p).is_ok_and(|p| p.matches(topic)))
 }
 
 /// The retained entry that spreads `r` (its signed bytes are `bytes`).

@@ -165,6 +165,7 @@ struct PeerCert {
     /// Unix seconds: connections close then (src/node/expiry.rs).
     end: u64,
     publish: Arc<Vec<String>>,
+    subscribe: Arc<Vec<String>>,
 }
 
 /// The trust material in use, shared by every connection's check.
@@ -331,6 +332,7 @@ impl TrustStore {
             // The first second at which the check refuses it (a redial then fails).
             end: cert.not_after.saturating_add(self.skew.as_secs() + 1),
             publish: Arc::new(cert.publish.clone()),
+            subscribe: Arc::new(cert.subscribe.clone()),
         };
         let mut certs = self.peer_certs.lock().unwrap_or_else(|p| p.into_inner());
         certs.insert(*peer.as_bytes(), recorded);
@@ -360,6 +362,12 @@ impl TrustStore {
     pub fn own_cert_end(&self) -> u64 {
         let w = self.cert.lock().unwrap_or_else(|p| p.into_inner());
         w.value.1.not_after
+    }
+
+    /// The subscribe patterns of a checked peer's certificate (`None`: none recorded).
+    pub fn peer_subscribe_rights(&self, id: &[u8; 32]) -> Option<Arc<Vec<String>>> {
+        let certs = self.peer_certs.lock().unwrap_or_else(|p| p.into_inner());
+        certs.get(id).map(|c| c.subscribe.clone())
     }
 
     /// The publish patterns of a checked peer's certificate (`None`: none recorded).

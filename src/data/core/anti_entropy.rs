@@ -10,7 +10,7 @@ use crate::data::{
 
 impl DataCore {
     /// A peer's versions of the buckets that differ: it gets the entries we have newer
-    /// or it lacks.
+    /// or it lacks, within its subscribe rights.
     pub(super) fn on_versions(
         &mut self,
         from: Id,
@@ -18,7 +18,8 @@ impl DataCore {
         versions: &[Version],
         out: &mut Actions,
     ) {
-        let push = self.retained.to_push(buckets, versions);
+        let mut push = self.retained.to_push(buckets, versions);
+        push.retain(|m| self.gate.may_send(&from, &m.topic));
         for chunk in entry_chunks(push) {
             out.push(DataAction::Send {
                 to: vec![from],
@@ -33,7 +34,9 @@ impl DataCore {
         if diff.is_empty() {
             return;
         }
-        let versions = self.retained.versions(&diff);
+        let mut versions = self.retained.versions(&diff);
+        // A peer never gets, nor hears of, entries outside its subscribe rights.
+        versions.retain(|v| self.gate.may_send(&from, &v.topic));
         for (buckets, versions) in versions_chunks(&diff, versions) {
             out.push(DataAction::Send {
                 to: vec![from],
