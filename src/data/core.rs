@@ -80,7 +80,8 @@ pub enum DataAction {
     /// Queue a control frame on the links to these peers (a peer without one is
     /// skipped).
     Send { to: Vec<Id>, frame: Frame },
-    /// Queue a message from another node on the links to these peers.
+    /// Queue a message on the links to these peers: another node's that we forward,
+    /// or ours when only some peers may have it (subscribe rights).
     Forward { to: Vec<Id>, msg: Message },
     /// Queue a message of ours on every link.
     Broadcast(Arc<Message>),
