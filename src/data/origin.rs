@@ -109,10 +109,16 @@ pub fn verify(m: &Message, sig: &Sig) -> bool {
         .is_ok()
 }
 
-/// The receiver's judgement of `m`, which arrived from `from`.
+/// The receiver's judgement of `m`, which arrived from `from`. Straight from its
+/// publisher the link proves the origin, but a retained message's signature is checked
+/// all the same when it has one: it is stored and served to others later, and a bad one
+/// would be refused by each of them at every round of anti-entropy.
 pub fn judge(from: &Id, m: &Message, mode: OriginCheck) -> Verdict {
     if *from == m.publisher {
-        return Verdict::Proven;
+        return match &m.sig {
+            Some(sig) if m.retain && !verify(m, sig) => Verdict::Refused,
+            _ => Verdict::Proven,
+        };
     }
     match (&m.sig, mode) {
         (Some(sig), _) if verify(m, sig) => Verdict::Proven,
@@ -269,6 +275,14 @@ mod tests {
         );
         m.sig = Some(sign(&k, &m));
         assert_eq!(judge(&third, &m, OriginCheck::Strict), Verdict::Proven);
+        // Straight from the publisher, a retained message's bad signature is refused
+        // (it would be stored and served on); a live one's does not matter.
+        let mut bad = m.clone();
+        bad.sig = Some([1; 64]);
+        bad.retain = true;
+        assert_eq!(judge(&bad.publisher, &bad, OriginCheck::Strict), Verdict::Refused);
+        bad.retain = false;
+        assert_eq!(judge(&bad.publisher, &bad, OriginCheck::Strict), Verdict::Proven);
         m.payload = bytes::Bytes::from_static(b"forged");
         for mode in [OriginCheck::Strict, OriginCheck::Permissive] {
             assert_eq!(judge(&third, &m, mode), Verdict::Refused);
