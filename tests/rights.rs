@@ -11,7 +11,7 @@ use std::time::Duration;
 use common::{
     data::{data_stats, get, msg, publish, wait_subscribers, Drained},
     rogue::Rogue,
-    trust::{enrol, issue, ok, s, Enrolment},
+    trust::{enrol, issue, issue_for, s, Enrolment},
     wait_until, Opts, Sidecar,
 };
 use peat_sidecar::{
@@ -48,38 +48,11 @@ fn enrolled(e: &Enrolment, cert: &std::path::Path, peers: Vec<String>) -> Opts {
 async fn a_peer_gets_only_what_its_certificate_lets_it_subscribe_to() {
     let t = tempfile::tempdir().unwrap();
     let e = enrol(t.path(), 3);
-    let narrow = t.path().join("n1.cert");
-    ok(&[
-        "authority",
-        "issue",
-        "--authority",
-        s(&e.auth),
-        "--endpoint-id",
-        &e.ids[1],
-        "--name",
-        "narrow",
-        "--subscribe",
-        "tracks/**",
-        "--out",
-        s(&narrow),
-    ]);
-    let wide = |i: usize| {
-        let out = t.path().join(format!("n{i}.cert"));
-        ok(&[
-            "authority",
-            "issue",
-            "--authority",
-            s(&e.auth),
-            "--endpoint-id",
-            &e.ids[i],
-            "--name",
-            &format!("n{i}"),
-            "--out",
-            s(&out),
-        ]);
-        out
-    };
-    let (c0, c2) = (wide(0), wide(2));
+    let narrow = issue_for(&e, 1, &["--subscribe", "tracks/**"], t.path());
+    let (c0, c2) = (
+        issue_for(&e, 0, &[], t.path()),
+        issue_for(&e, 2, &[], t.path()),
+    );
     let a = Sidecar::start_in("a", &e.dirs[0], enrolled(&e, &c0, vec![])).await;
     let b = Sidecar::start_in("b", &e.dirs[1], enrolled(&e, &narrow, vec![a.peer_spec()])).await;
     let c = Sidecar::start_in("c", &e.dirs[2], enrolled(&e, &c2, vec![a.peer_spec()])).await;

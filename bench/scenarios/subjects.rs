@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use super::util::mdns_opts;
 use crate::common::{
     netns::Lan,
-    trust::{enrol, ok, s},
+    trust::{enrol, issue_for, s},
     Opts, Sidecar,
 };
 
@@ -30,30 +30,8 @@ impl Certs {
     fn new(n: usize) -> anyhow::Result<Certs> {
         let tmp = tempfile::tempdir()?;
         let e = enrol(tmp.path(), n);
-        let certs = (0..n)
-            .map(|i| {
-                let out = tmp.path().join(format!("n{i}.cert"));
-                ok(&[
-                    "authority",
-                    "issue",
-                    "--authority",
-                    s(&e.auth),
-                    "--endpoint-id",
-                    &e.ids[i],
-                    "--name",
-                    &format!("n{i}"),
-                    "--valid-for",
-                    "1d",
-                    "--publish",
-                    "**",
-                    "--subscribe",
-                    "**",
-                    "--out",
-                    s(&out),
-                ]);
-                out
-            })
-            .collect();
+        let all = ["--publish", "**", "--subscribe", "**", "--valid-for", "1d"];
+        let certs = (0..n).map(|i| issue_for(&e, i, &all, tmp.path())).collect();
         Ok(Certs {
             key: e.key,
             dirs: e.dirs,

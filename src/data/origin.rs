@@ -280,9 +280,15 @@ mod tests {
         let mut bad = m.clone();
         bad.sig = Some([1; 64]);
         bad.retain = true;
-        assert_eq!(judge(&bad.publisher, &bad, OriginCheck::Strict), Verdict::Refused);
+        assert_eq!(
+            judge(&bad.publisher, &bad, OriginCheck::Strict),
+            Verdict::Refused
+        );
         bad.retain = false;
-        assert_eq!(judge(&bad.publisher, &bad, OriginCheck::Strict), Verdict::Proven);
+        assert_eq!(
+            judge(&bad.publisher, &bad, OriginCheck::Strict),
+            Verdict::Proven
+        );
         m.payload = bytes::Bytes::from_static(b"forged");
         for mode in [OriginCheck::Strict, OriginCheck::Permissive] {
             assert_eq!(judge(&third, &m, mode), Verdict::Refused);
