@@ -62,7 +62,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     // The data plane opens first: the revocations it holds are in force before the
     // node makes or takes its first connection.
     let authority = settings.node.trust.as_ref().map(|t| t.authority);
-    let opened = crate::data::open(&settings.data, secret_key.public(), authority)
+    let opened = crate::data::open(&settings.data, &secret_key, authority)
         .context("the data plane could not start")?;
     let node = start_node(&settings, secret_key.clone(), opened.revocations()).await?;
     let (data, data_tasks) = opened.start(node.peers(), node.trust()).await;

@@ -15,9 +15,11 @@ pub mod iroh_join;
 pub mod iroh_node;
 pub mod join;
 pub mod leave;
+pub mod origins;
 pub mod pcap;
 pub mod pubsub;
 pub mod radio;
+pub mod subjects;
 pub mod thin;
 pub mod traffic;
 pub mod util;
@@ -147,6 +149,11 @@ pub const ALL: &[Scenario] = &[
         name: "thin",
         about: "thin links: urgent messages under a bulk flood on a 64 kbit/s link, with and without classes",
         run: |c| Box::pin(thin::run(c)),
+    },
+    Scenario {
+        name: "origins",
+        about: "signed origins: the publisher's signature and a receiver's check, per message (in process)",
+        run: |c| Box::pin(origins::run(c)),
     },
 ];
 

@@ -17,6 +17,13 @@
 //! Subscribers and publishers are Rust (tonic) clients in this process; Zenoh's are
 //! Python (its own client library) -- that difference is named in docs/PERFORMANCE.md.
 //! Namespace prefixes `dwl`, `dwt`, `dwr`, `dwh` (and `dwz` for Zenoh).
+//!
+//! `BENCH_OLD_BIN=PATH` (a peat-sidecar built from an older commit) runs the latency,
+//! throughput and bridge parts once more with that binary, right after the current
+//! one's, as the subject `peat-sidecar-old`: the comparison with the old code in one
+//! run that a change to the data plane needs (docs/PERFORMANCE.md). Several, as
+//! `LABEL=PATH,LABEL=PATH`, run as `peat-sidecar-LABEL` each. `PUBSUB_CERTS=1` adds
+//! this build with member certificates on every node (`peat-sidecar-certs`).
 
 use std::{
     sync::{
@@ -30,6 +37,7 @@ use anyhow::{bail, Context};
 use peat_sidecar::api::pb::{self, delivery::Kind};
 
 use super::{
+    subjects::Subject,
     util::{mdns_opts, mesh_or_err, start_on},
     zenoh, Ctx,
 };
@@ -49,17 +57,22 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<Vec<Measurement>> {
     let n = ctx.sizes(&[3], &[10])[0];
     let msgs = ctx.rounds(200, 1000);
     let part = parts();
-    if part("latency") {
-        out.extend(latency_and_wire(n, msgs).await?);
-    }
-    if part("throughput") {
-        out.extend(throughput(ctx).await?);
+    let subjects = Subject::all(n.max(3))?;
+    for sub in &subjects {
+        if part("latency") {
+            out.extend(latency_and_wire(sub, n, msgs).await?);
+        }
+        if part("throughput") {
+            out.extend(throughput(sub, ctx).await?);
+        }
     }
     if part("sync") {
         out.extend(retained_sync(ctx).await?);
     }
-    if part("bridge") {
-        out.extend(bridge_hop(msgs).await?);
+    for sub in &subjects {
+        if part("bridge") {
+            out.extend(bridge_hop(sub, msgs).await?);
+        }
     }
     if !part("zenoh") {
         return Ok(out);
@@ -258,9 +271,13 @@ fn lat_note(samples: &[f64], expected: usize, missed: u64) -> String {
     )
 }
 
-async fn latency_and_wire(n: usize, msgs: usize) -> anyhow::Result<Vec<Measurement>> {
+async fn latency_and_wire(
+    sub: &Subject,
+    n: usize,
+    msgs: usize,
+) -> anyhow::Result<Vec<Measurement>> {
     let lan = Lan::new("dwl", n);
-    let nodes = start_on(&lan, 0..n, "ps").await;
+    let nodes = sub.start_on(&lan, 0..n, "ps").await;
     let refs: Vec<&Sidecar> = nodes.iter().collect();
     mesh_or_err(&refs, Duration::from_secs(30 + 3 * n as u64)).await?;
     let rs = recorders(&nodes[0], &refs[1..], "lat").await?;
@@ -280,10 +297,10 @@ async fn latency_and_wire(n: usize, msgs: usize) -> anyhow::Result<Vec<Measureme
     let note = lat_note(&samples, msgs * (n - 1), missed);
     let per_publish = wire / msgs as f64;
     Ok(vec![
-        Measurement::new(S, "peat-sidecar", "latency_ms", n, "ms", samples).note(note),
+        Measurement::new(S, &sub.name, "latency_ms", n, "ms", samples).note(note),
         Measurement::new(
             S,
-            "peat-sidecar",
+            &sub.name,
             "wire_bytes_per_publish",
             n,
             "bytes",
@@ -311,13 +328,13 @@ pub fn throughput_plan(ctx: &Ctx) -> [(usize, usize); 2] {
     [(1024, small), (65_536, ctx.rounds(200, 2_000))]
 }
 
-async fn throughput(ctx: &Ctx) -> anyhow::Result<Vec<Measurement>> {
+async fn throughput(sub: &Subject, ctx: &Ctx) -> anyhow::Result<Vec<Measurement>> {
     let lan = Lan::new("dwt", 2);
     // The rate bounds (100,000 msg/s by default, in bursts of one second's worth) would
     // cap a run longer than a second: what is measured is the data plane, not a policy.
     let mut nodes = vec![];
     for i in 0..2 {
-        let mut o = mdns_opts(&lan, i);
+        let mut o = sub.opts(&lan, i);
         for flag in [
             "--max-publish-rate",
             "--max-app-publish-rate",
@@ -325,7 +342,7 @@ async fn throughput(ctx: &Ctx) -> anyhow::Result<Vec<Measurement>> {
         ] {
             o.extra.extend([flag.to_string(), "10000000".to_string()]);
         }
-        nodes.push(Sidecar::start(&format!("tp{i}"), o).await);
+        nodes.push(sub.start(&format!("tp{i}"), i, o).await);
     }
     mesh_or_err(&[&nodes[0], &nodes[1]], Duration::from_secs(30)).await?;
     let rs = recorders(&nodes[0], &[&nodes[1]], "tp").await?;
@@ -354,7 +371,7 @@ async fn throughput(ctx: &Ctx) -> anyhow::Result<Vec<Measurement>> {
         out.push(
             Measurement::new(
                 S,
-                "peat-sidecar",
+                &sub.name,
                 &format!("msgs_per_s_{}k", size / 1024),
                 2,
                 "msg/s",
@@ -365,7 +382,7 @@ async fn throughput(ctx: &Ctx) -> anyhow::Result<Vec<Measurement>> {
         out.push(
             Measurement::new(
                 S,
-                "peat-sidecar",
+                &sub.name,
                 &format!("mb_per_s_{}k", size / 1024),
                 2,
                 "MB/s",
@@ -445,12 +462,12 @@ async fn retained_sync(ctx: &Ctx) -> anyhow::Result<Vec<Measurement>> {
     ])
 }
 
-async fn bridge_hop(msgs: usize) -> anyhow::Result<Vec<Measurement>> {
+async fn bridge_hop(sub: &Subject, msgs: usize) -> anyhow::Result<Vec<Measurement>> {
     let mut lan = Lan::new("dwh", 2);
     let seg1 = lan.add_segment();
     lan.attach(1, seg1);
     let ci = lan.add_host(seg1);
-    let nodes = start_on(&lan, 0..ci + 1, "hop").await;
+    let nodes = sub.start_on(&lan, 0..ci + 1, "hop").await;
     let (a, b, c) = (&nodes[0], &nodes[1], &nodes[2]);
     mesh_or_err(&[a, b], Duration::from_secs(30)).await?;
     mesh_or_err(&[b, c], Duration::from_secs(30)).await?;
@@ -461,26 +478,13 @@ async fn bridge_hop(msgs: usize) -> anyhow::Result<Vec<Measurement>> {
     let added = percentile(&bridged, 0.5) - percentile(&direct, 0.5);
     let miss = |r: &Recorder| r.missed.load(Ordering::Relaxed);
     Ok(vec![
-        Measurement::new(
-            S,
-            "peat-sidecar",
-            "latency_direct_ms",
-            3,
-            "ms",
-            direct.clone(),
-        )
-        .note(lat_note(&direct, msgs, miss(&rs[0]))),
-        Measurement::new(
-            S,
-            "peat-sidecar",
-            "latency_one_hop_ms",
-            3,
-            "ms",
-            bridged.clone(),
-        )
-        .note(format!(
-            "{}; the hop adds {added:.3} ms at p50",
-            lat_note(&bridged, msgs, miss(&rs[1]))
-        )),
+        Measurement::new(S, &sub.name, "latency_direct_ms", 3, "ms", direct.clone())
+            .note(lat_note(&direct, msgs, miss(&rs[0]))),
+        Measurement::new(S, &sub.name, "latency_one_hop_ms", 3, "ms", bridged.clone()).note(
+            format!(
+                "{}; the hop adds {added:.3} ms at p50",
+                lat_note(&bridged, msgs, miss(&rs[1]))
+            ),
+        ),
     ])
 }

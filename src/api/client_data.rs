@@ -220,6 +220,12 @@ pub fn print_stats(d: &pb::DataStats) -> Result<(), ClientError> {
         d.dropped,
         d.rejected
     )?;
+    outln!(
+        "origins         {} signed, {} refused as not signed by their publisher, {} taken unsigned",
+        d.signed,
+        d.forged,
+        d.unsigned
+    )?;
     Ok(())
 }
 

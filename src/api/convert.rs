@@ -91,6 +91,9 @@ pub fn data_stats_json(d: &pb::DataStats) -> Value {
         "dropped": d.dropped,
         "subscribers": d.subscribers,
         "rejected": d.rejected,
+        "forged": d.forged,
+        "unsigned": d.unsigned,
+        "signed": d.signed,
     })
 }
 

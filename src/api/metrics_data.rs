@@ -61,8 +61,23 @@ pub(super) fn register(r: &mut Registry, d: &pb::DataStats) {
         ),
         (
             "data_rejected",
-            "Data frames or messages refused (bad field, clock skew, rate, size)",
+            "Data frames or messages refused (bad field, clock skew, rate, size, origin)",
             d.rejected,
+        ),
+        (
+            "data_forged",
+            "Messages refused: sent by a node other than their publisher without its valid signature",
+            d.forged,
+        ),
+        (
+            "data_unsigned",
+            "Messages taken unsigned from a node other than their publisher (--origin-check permissive)",
+            d.unsigned,
+        ),
+        (
+            "data_signed",
+            "Messages this node signed (retained ones, and live ones a peer may forward)",
+            d.signed,
         ),
     ];
     for (name, help, v) in counters {

@@ -350,6 +350,14 @@ pub struct RunArgs {
         help_heading = "Data plane"
     )]
     pub link_rate: u64,
+    /// Messages that come from a node other than their publisher (forwarded across a
+    /// bridge, or retained entries from anti-entropy) must carry the publisher's
+    /// signature: strict refuses unsigned ones, permissive takes them.
+    ///
+    /// Use permissive only while a bridged formation is upgraded from a version that
+    /// did not sign (see docs/OPERATIONS.md); a wrong signature is refused in both.
+    #[arg(long, value_name = "MODE", env = "PEAT_SIDECAR_ORIGIN_CHECK", value_enum, default_value_t = crate::data::origin::OriginCheck::Strict, help_heading = "Data plane")]
+    pub origin_check: crate::data::origin::OriginCheck,
 
     /// Most connections kept open; 0 means no limit.
     #[arg(

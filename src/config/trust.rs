@@ -89,11 +89,13 @@ pub struct IssueArgs {
     pub name: String,
 
     /// A topic pattern the device may publish on; repeat for several. Default: `**`
-    /// (every topic). Recorded now, enforced once topic rights land.
+    /// (every topic). Its node refuses its apps anything else, and every node refuses
+    /// what it publishes outside them.
     #[arg(long, value_name = "PATTERN")]
     pub publish: Vec<String>,
 
-    /// A topic pattern the device may receive; repeat for several. Default: `**`.
+    /// A topic pattern the device may receive; repeat for several. Default: `**`. Its
+    /// peers send it nothing else (system topics aside).
     #[arg(long, value_name = "PATTERN")]
     pub subscribe: Vec<String>,
 

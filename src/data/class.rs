@@ -123,10 +123,14 @@ impl LinkPolicy {
     pub fn frame_tag(&self, frame: &Frame) -> Tag {
         match frame {
             Frame::Neighbours(_) => Tag::URGENT,
-            Frame::Msg(m) => self.tag(&m.topic, &m.key, None),
-            Frame::Digest(_) | Frame::Versions { .. } | Frame::Entries(_) | Frame::Root(_) => {
-                Tag::BULK
+            Frame::Msg(m) | Frame::Msg2(super::wire::Signed { msg: m, .. }) => {
+                self.tag(&m.topic, &m.key, None)
             }
+            Frame::Digest(_)
+            | Frame::Versions { .. }
+            | Frame::Entries(_)
+            | Frame::Entries2(_)
+            | Frame::Root(_) => Tag::BULK,
         }
     }
 }

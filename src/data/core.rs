@@ -27,11 +27,12 @@ use tracing::{debug, info};
 use super::{
     disk::SEQ_LEASE,
     hlc::{wall_ms, Hlc},
+    origin::{self, OriginCheck, Provenance, Verdict},
     route::{forward_targets, Seen},
-    store::{differing, Applied, Gone, Retained},
-    sync::{due, entry_chunks, root_of, versions_chunks, Due, Sent},
+    store::{Applied, Gone, Retained},
+    sync::{root_of, Sent},
     system::{Admission, Gate},
-    wire::{Frame, Id, Message, MAX_HOPS},
+    wire::{Frame, Id, Message, Signed, MAX_HOPS},
 };
 use crate::ratelimit::{RateLog, TokenBucket};
 
@@ -56,6 +57,9 @@ impl Now {
 }
 
 /// What happens to the data plane.
+// A frame is the common input and lives on the reader's stack for one call: boxing it
+// would cost an allocation per message to save a move of some 200 bytes.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum DataInput {
     /// A data link to the peer is up (it may replace an older one).
@@ -76,7 +80,8 @@ pub enum DataAction {
     /// Queue a control frame on the links to these peers (a peer without one is
     /// skipped).
     Send { to: Vec<Id>, frame: Frame },
-    /// Queue a message from another node on the links to these peers.
+    /// Queue a message on the links to these peers: another node's that we forward,
+    /// or ours when only some peers may have it (subscribe rights).
     Forward { to: Vec<Id>, msg: Message },
     /// Queue a message of ours on every link.
     Broadcast(Arc<Message>),
@@ -91,6 +96,13 @@ pub enum DataAction {
     Lease(u64),
     /// Count a refused message (peer rate, clock too far ahead, too large to keep).
     Reject,
+    /// Count a message refused for its origin: from a third node, and not signed by
+    /// its publisher (also counted as refused).
+    Forged,
+    /// Count a message from a third node taken without a signature (permissive).
+    Unsigned,
+    /// Count a message we signed.
+    Signed,
     /// [`DataCore::next_deadline`] moved earlier.
     Rearm,
 }
@@ -150,6 +162,8 @@ pub struct DataCore {
     gate: Gate,
     /// Refusals for topic rights, logged at most every 10 s.
     rights_log: RateLog,
+    /// Signing ours and checking others' origins (`origin.rs`).
+    provenance: Provenance,
 }
 
 impl DataCore {
@@ -182,7 +196,20 @@ impl DataCore {
             synced: HashMap::new(),
             gate: Gate::default(),
             rights_log: RateLog::default(),
+            provenance: Provenance::default(),
         }
+    }
+
+    /// Signs with `key` (our endpoint key: we publish as its public key), and takes
+    /// messages from third nodes as `origins` says.
+    pub fn with_signer(mut self, key: iroh::SecretKey, origins: OriginCheck) -> Self {
+        self.me = *key.public().as_bytes();
+        // Our own entries from a version that did not sign: signed now, so that
+        // anti-entropy can serve them to strict nodes.
+        self.retained
+            .sign_unsigned_of(&self.me, |m| origin::sign(&key, m));
+        self.provenance = Provenance::new(key, origins);
+        self
     }
 
     /// Admits entries on system topics that `gate` admits (by default: none).
@@ -243,7 +270,7 @@ impl DataCore {
     pub fn publish(&mut self, l: Local, now: Now, out: &mut Actions) -> Option<Published> {
         self.publish_bucket.take(now.at).ok()?;
         let seq = self.take_seq(out);
-        let m = Arc::new(Message {
+        let mut m = Arc::new(Message {
             publisher: self.me,
             seq,
             hlc: self.hlc.now_at(now.wall_ms),
@@ -254,14 +281,50 @@ impl DataCore {
             retain: l.retain,
             ttl_ms: l.ttl_ms,
             tombstone: l.tombstone,
+            sig: None,
         });
+        if self.provenance.sign_if_it_may_travel(&mut m) {
+            out.push(DataAction::Signed);
+        }
         let published = Published { seq, hlc: m.hlc };
-        out.push(DataAction::Broadcast(m.clone()));
+        self.send_ours(&m, out);
         if m.retain {
             self.retain(&m, now, out);
         }
         out.push(DataAction::Deliver(m));
         Some(published)
+    }
+
+    /// A message of ours to every peer that may have it: to every link, or, with an
+    /// authority, to the peers whose certificates let them subscribe to its topic (by
+    /// name, so that a link the core has not heard of yet gets nothing).
+    fn send_ours(&self, m: &Arc<Message>, out: &mut Actions) {
+        if !self.gate.limits_sending() {
+            out.push(DataAction::Broadcast(m.clone()));
+            return;
+        }
+        let to: Vec<Id> = self
+            .links
+            .iter()
+            .filter(|id| self.gate.may_send(id, &m.topic))
+            .copied()
+            .collect();
+        if !to.is_empty() {
+            let msg = Message::clone(m);
+            out.push(DataAction::Forward { to, msg });
+        }
+    }
+
+    /// Whether a peer may forward our live messages, after links or announcements
+    /// changed.
+    fn update_forwardable(&mut self) {
+        let links: HashSet<Id> = self.links.iter().copied().collect();
+        let announced = self
+            .links
+            .iter()
+            .map(|id| self.peers.get(id).map(|p| &p.neighbours));
+        let may = origin::may_be_forwarded(&self.me, &links, announced);
+        self.provenance.set_forwardable(may);
     }
 
     /// Takes the next sequence number, renewing the reservation on disk halfway
@@ -291,6 +354,7 @@ impl DataCore {
 
     fn link_up(&mut self, peer: Id, now: Now, out: &mut Actions) {
         self.links.insert(peer);
+        self.update_forwardable();
         self.announce(out);
         self.send_digest(peer, now, out);
     }
@@ -303,6 +367,7 @@ impl DataCore {
             p.neighbours.clear();
         }
         self.synced.remove(peer);
+        self.update_forwardable();
         self.announce(out);
     }
 
@@ -320,7 +385,10 @@ impl DataCore {
 
     fn on_frame(&mut self, from: Id, frame: Frame, now: Now, out: &mut Actions) {
         match frame {
-            Frame::Neighbours(ids) => self.peer(from, now).neighbours = ids.into_iter().collect(),
+            Frame::Neighbours(ids) => {
+                self.peer(from, now).neighbours = ids.into_iter().collect();
+                self.update_forwardable();
+            }
             Frame::Msg(m) => {
                 if self.peer(from, now).rate.take(now.at).is_err() {
                     out.push(DataAction::Reject);
@@ -330,15 +398,15 @@ impl DataCore {
             }
             Frame::Digest(d) => self.on_digest(from, &d, out),
             Frame::Versions { buckets, versions } => {
-                let push = self.retained.to_push(&buckets, &versions);
-                for chunk in entry_chunks(push) {
-                    out.push(DataAction::Send {
-                        to: vec![from],
-                        frame: Frame::Entries(chunk),
-                    });
-                }
+                self.on_versions(from, &buckets, &versions, out)
             }
             Frame::Entries(ms) => self.on_entries(from, ms, now, out),
+            // `wire::decode` hands these on as Msg and Entries already.
+            Frame::Msg2(s) => self.on_frame(from, Frame::Msg(s.into_message()), now, out),
+            Frame::Entries2(ss) => {
+                let ms = ss.into_iter().map(Signed::into_message).collect();
+                self.on_entries(from, ms, now, out)
+            }
             Frame::Root(theirs) => {
                 if root_of(&self.retained.digest()) != theirs {
                     self.send_digest(from, now, out);
@@ -353,7 +421,7 @@ impl DataCore {
         if m.publisher == self.me {
             return;
         }
-        if !self.gate_passes(&from, &m, now, out) {
+        if !self.gate_passes(&from, &m, now, out) || !self.origin_passes(&from, &m, now, out) {
             return;
         }
         if let Err(e) = self.hlc.observe_at(m.hlc, now.wall_ms) {
@@ -378,6 +446,10 @@ impl DataCore {
             Some(p) => forward_targets(self.links.iter(), from, &p.neighbours, &m.publisher),
             None => forward_targets(self.links.iter(), from, &HashSet::new(), &m.publisher),
         };
+        let to: Vec<Id> = to
+            .into_iter()
+            .filter(|id| self.gate.may_send(id, &m.topic))
+            .collect();
         if to.is_empty() {
             return;
         }
@@ -405,6 +477,20 @@ impl DataCore {
         false
     }
 
+    fn origin_passes(&mut self, from: &Id, m: &Message, now: Now, out: &mut Actions) -> bool {
+        match self.provenance.judge(from, m, now.at) {
+            Verdict::Proven => true,
+            Verdict::Unsigned => {
+                out.push(DataAction::Unsigned);
+                true
+            }
+            Verdict::Refused => {
+                out.push(DataAction::Forged);
+                false
+            }
+        }
+    }
+
     /// Merges a retained entry; true if it was newer (then it goes to disk).
     fn retain(&mut self, m: &Message, now: Now, out: &mut Actions) -> bool {
         let before = self.retained.next_expiry();
@@ -428,6 +514,11 @@ impl DataCore {
                 out.push(DataAction::Reject);
                 false
             }
+            Applied::Signed => {
+                // The same version, now with its signature: kept, not news.
+                out.push(DataAction::Store(m.clone()));
+                false
+            }
             Applied::Stale | Applied::Expired => false,
         }
     }
@@ -436,7 +527,7 @@ impl DataCore {
     /// us (a live copy may have come first).
     fn on_entries(&mut self, from: Id, entries: Vec<Message>, now: Now, out: &mut Actions) {
         for m in entries {
-            if !self.gate_passes(&from, &m, now, out) {
+            if !self.gate_passes(&from, &m, now, out) || !self.origin_passes(&from, &m, now, out) {
                 continue;
             }
             if self.hlc.observe_at(m.hlc, now.wall_ms).is_err() {
@@ -457,49 +548,6 @@ impl DataCore {
         }
     }
 
-    /// A peer's digest: it gets our versions in the buckets that differ.
-    fn on_digest(&mut self, from: Id, theirs: &[u64], out: &mut Actions) {
-        let diff = differing(&self.retained.digest(), theirs);
-        if diff.is_empty() {
-            return;
-        }
-        let versions = self.retained.versions(&diff);
-        for (buckets, versions) in versions_chunks(&diff, versions) {
-            out.push(DataAction::Send {
-                to: vec![from],
-                frame: Frame::Versions { buckets, versions },
-            });
-        }
-    }
-
-    fn send_digest(&mut self, peer: Id, now: Now, out: &mut Actions) {
-        let d = self.retained.digest();
-        self.synced.insert(peer, Sent::new(root_of(&d), now.at));
-        out.push(DataAction::Send {
-            to: vec![peer],
-            frame: Frame::Digest(d),
-        });
-    }
-
-    /// Each linked peer gets our digest if it has not seen our current one, the root
-    /// hash if it got nothing for a long time, else nothing.
-    fn sync_round(&mut self, now: Now, out: &mut Actions) {
-        let d = self.retained.digest();
-        let root = root_of(&d);
-        for peer in &self.links {
-            let frame = match due(self.synced.get(peer), root, now.at) {
-                Due::Digest => Frame::Digest(d.clone()),
-                Due::Root => Frame::Root(root),
-                Due::Nothing => continue,
-            };
-            self.synced.insert(*peer, Sent::new(root, now.at));
-            out.push(DataAction::Send {
-                to: vec![*peer],
-                frame,
-            });
-        }
-    }
-
     /// Drops what expired by now.
     fn expire(&mut self, now: Now, out: &mut Actions) {
         out.extend(
@@ -511,5 +559,6 @@ impl DataCore {
     }
 }
 
+mod anti_entropy;
 #[cfg(test)]
 mod tests;

@@ -71,6 +71,23 @@ fn row_key(topic: &str, key: &str) -> Vec<u8> {
     k
 }
 
+/// A row's value: the message as frames of version 1 encode it, then its signature
+/// (64 bytes) if it has one. Versions that did not sign wrote the message alone, and
+/// read a signed row as the message (postcard leaves trailing bytes alone).
+fn encode_row(m: &Message) -> Result<Vec<u8>, postcard::Error> {
+    let mut v = postcard::to_stdvec(m)?;
+    if let Some(sig) = &m.sig {
+        v.extend_from_slice(sig);
+    }
+    Ok(v)
+}
+
+fn decode_row(row: &[u8]) -> Result<Message, postcard::Error> {
+    let (mut m, rest): (Message, _) = postcard::take_from_bytes(row)?;
+    m.sig = rest.try_into().ok();
+    Ok(m)
+}
+
 pub fn open(dir: &Path) -> Result<Loaded, DiskError> {
     let path = dir.join(FILE_NAME);
     let err = |e: redb::Error| DiskError::Db {
@@ -103,7 +120,7 @@ fn load(db: &Database) -> Result<(Vec<Message>, u64), redb::Error> {
         let table = txn.open_table(RETAINED)?;
         for row in table.iter()? {
             let (_, v) = row?;
-            match postcard::from_bytes::<Message>(v.value()) {
+            match decode_row(v.value()) {
                 Ok(m) => entries.push(m),
                 Err(e) => warn!(error = %e, "skipping an undecodable retained entry"),
             }
@@ -151,14 +168,15 @@ fn write(db: &Database, ops: impl Iterator<Item = Op>) -> Result<(), redb::Error
             };
             let stored = table
                 .get(k.as_slice())?
-                .and_then(|v| postcard::from_bytes::<Message>(v.value()).ok())
+                .and_then(|v| decode_row(v.value()).ok())
                 .map(|m| (m.hlc, m.publisher));
             match op {
                 Op::Put(m) => {
-                    if stored.is_some_and(|(h, p)| !newer((m.hlc, &m.publisher), (h, &p))) {
+                    // The same version again carries the signature it lacked.
+                    if stored.is_some_and(|(h, p)| newer((h, &p), (m.hlc, &m.publisher))) {
                         continue;
                     }
-                    let v = postcard::to_stdvec(&m).map_err(|e| {
+                    let v = encode_row(&m).map_err(|e| {
                         redb::Error::Io(std::io::Error::new(std::io::ErrorKind::InvalidData, e))
                     })?;
                     table.insert(k.as_slice(), v.as_slice())?;
@@ -228,7 +246,22 @@ mod tests {
             retain: true,
             ttl_ms: 0,
             tombstone: false,
+            sig: None,
         }
+    }
+
+    /// A signed row reads back with its signature; an older version's row (the
+    /// message alone) without one, and an older version reads a signed row.
+    #[test]
+    fn rows_keep_signatures_and_read_both_ways() {
+        let mut m = msg("a", "");
+        m.sig = Some([3; 64]);
+        let row = encode_row(&m).unwrap();
+        assert_eq!(decode_row(&row).unwrap(), m);
+        let old_row = postcard::to_stdvec(&m).unwrap();
+        assert_eq!(decode_row(&old_row).unwrap().sig, None);
+        let old_reader: Message = postcard::from_bytes(&row).unwrap();
+        assert_eq!(old_reader.payload, m.payload);
     }
 
     #[tokio::test]

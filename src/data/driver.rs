@@ -10,7 +10,7 @@
 //! what comes back with an action list that lives inline on its stack.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     sync::{
         atomic::{AtomicU64, Ordering},
         Arc, Mutex, MutexGuard, RwLock,
@@ -31,7 +31,7 @@ use super::{
     hlc::wall_ms,
     link::{self, DataLink, Encoded, PeerTraffic},
     subs::Subs,
-    wire::{self, Frame, FrameLimits, Id, Message},
+    wire::{self, Frame, FrameLimits, Id, Message, WireVersion},
 };
 use crate::node::streams::InboundStream;
 
@@ -48,6 +48,12 @@ pub struct DataCounters {
     pub delivered: AtomicU64,
     pub dropped: AtomicU64,
     pub rejected: AtomicU64,
+    /// Refused for their origin (also counted in `rejected`).
+    pub forged: AtomicU64,
+    /// Taken from a third node without a signature (`--origin-check permissive`).
+    pub unsigned: AtomicU64,
+    /// Messages of ours signed.
+    pub signed: AtomicU64,
 }
 
 pub struct DataDriver {
@@ -76,15 +82,45 @@ pub struct DataDriver {
     pub(super) stop: CancellationToken,
     /// Poked when the core's next deadline moved earlier.
     rearm: Notify,
+    /// The frame version we speak: V2, or V1 to stand in for an older node in tests.
+    pub(super) wire: WireVersion,
+    /// Connections whose peer said it speaks version 2 before our link on them was up.
+    v2_early: Mutex<HashSet<usize>>,
 }
 
-pub fn encode(frame: &Frame) -> Option<Encoded> {
-    logged(wire::encode(frame))
+pub fn encode(frame: &Frame, version: WireVersion) -> Option<Encoded> {
+    logged(wire::encode(frame, version))
 }
 
-/// A message from this node, encoded without copying it.
-fn encode_msg(m: &Message) -> Option<Encoded> {
-    logged(wire::encode_msg(m))
+/// A frame encoded for each version its links speak, each at most once.
+struct Encodings<'a> {
+    frame: &'a Frame,
+    v1: Option<Option<Encoded>>,
+    v2: Option<Option<Encoded>>,
+}
+
+impl<'a> Encodings<'a> {
+    fn new(frame: &'a Frame) -> Self {
+        Encodings {
+            frame,
+            v1: None,
+            v2: None,
+        }
+    }
+
+    fn get(&mut self, version: WireVersion) -> Option<&Encoded> {
+        // Frames without messages encode alike on both versions.
+        let version = match self.frame {
+            Frame::Msg(_) | Frame::Entries(_) => version,
+            _ => WireVersion::V1,
+        };
+        let slot = match version {
+            WireVersion::V1 => &mut self.v1,
+            WireVersion::V2 => &mut self.v2,
+        };
+        slot.get_or_insert_with(|| encode(self.frame, version))
+            .as_ref()
+    }
 }
 
 /// An encoding, or nothing with the reason logged (a frame we built ourselves that
@@ -118,6 +154,8 @@ impl DataDriver {
             link_settings,
             stop: CancellationToken::new(),
             rearm: Notify::new(),
+            wire: WireVersion::V2,
+            v2_early: Mutex::default(),
         }
     }
 
@@ -162,41 +200,55 @@ impl DataDriver {
                 DataAction::Reject => {
                     self.counters.rejected.fetch_add(1, Ordering::Relaxed);
                 }
+                DataAction::Forged => {
+                    self.counters.rejected.fetch_add(1, Ordering::Relaxed);
+                    self.counters.forged.fetch_add(1, Ordering::Relaxed);
+                }
+                DataAction::Unsigned => {
+                    self.counters.unsigned.fetch_add(1, Ordering::Relaxed);
+                }
+                DataAction::Signed => {
+                    self.counters.signed.fetch_add(1, Ordering::Relaxed);
+                }
                 DataAction::Rearm => self.rearm.notify_one(),
             }
         }
     }
 
     fn send(&self, to: &[Id], frame: &Frame) {
-        let Some(f) = encode(frame) else { return };
+        let mut enc = Encodings::new(frame);
         let tag = self.link_settings.policy.frame_tag(frame);
         let Ok(links) = self.links.read() else { return };
         for l in to.iter().filter_map(|id| links.get(id)) {
-            l.send(&f, tag);
+            if let Some(f) = enc.get(l.version()) {
+                l.send(f, tag);
+            }
         }
     }
 
     fn forward(&self, to: &[Id], msg: Message) {
         let tag = self.link_settings.policy.tag(&msg.topic, &msg.key, None);
-        let Some(f) = encode(&Frame::Msg(msg)) else {
-            return;
-        };
+        let frame = Frame::Msg(msg);
+        let mut enc = Encodings::new(&frame);
         let Ok(links) = self.links.read() else { return };
         for l in to.iter().filter_map(|id| links.get(id)) {
-            self.send_msg(l, &f, tag);
+            if let Some(f) = enc.get(l.version()) {
+                self.send_msg(l, f, tag);
+            }
         }
     }
 
-    /// A message of ours to every peer, encoded once.
+    /// A message of ours to every peer, encoded once per version, without copying it.
     fn broadcast(&self, m: &Message, class: Option<Class>) {
         let Ok(links) = self.links.read() else { return };
-        if links.is_empty() {
-            return;
-        }
         let tag = self.link_settings.policy.tag(&m.topic, &m.key, class);
-        if let Some(f) = encode_msg(m) {
-            for l in links.values() {
-                self.send_msg(l, &f, tag);
+        let mut enc: [Option<Option<Encoded>>; 2] = [None, None];
+        for l in links.values() {
+            let v = l.version();
+            let slot = &mut enc[v as usize];
+            let f = slot.get_or_insert_with(|| logged(wire::encode_msg(m, v)));
+            if let Some(f) = f {
+                self.send_msg(l, f, tag);
             }
         }
     }
@@ -236,10 +288,14 @@ impl DataDriver {
         let (link, writer) = link::open(
             conn,
             self.traffic(&peer),
+            self.wire,
             self.stop.child_token(),
             self.link_settings.rate_cap,
         );
         let conn_id = link.conn_id;
+        if self.v2_early_take(conn_id) {
+            link.speaks(WireVersion::V2);
+        }
         if let Ok(mut l) = self.links.write() {
             l.insert(peer, Arc::new(link));
         }
@@ -252,6 +308,26 @@ impl DataDriver {
         self.step(DataInput::LinkUp(peer)).await;
     }
 
+    fn v2_early_take(&self, conn_id: usize) -> bool {
+        let mut early = self.v2_early.lock().unwrap_or_else(|e| e.into_inner());
+        early.remove(&conn_id)
+    }
+
+    /// A peer's hello on a connection: it reads frames of version 2 (when we speak
+    /// them too). Our link on it may still be starting.
+    pub fn hello(&self, s: InboundStream) {
+        let conn_id = s.conn.stable_id();
+        let peer = *s.peer.as_bytes();
+        match self.link(&peer) {
+            Some(l) if l.conn_id == conn_id => l.speaks(self.wire),
+            _ => {
+                let mut early = self.v2_early.lock().unwrap_or_else(|e| e.into_inner());
+                early.insert(conn_id);
+            }
+        }
+        debug!(peer = %hex::encode(&peer[..5]), "data link speaks frames of version 2");
+    }
+
     async fn remove_link(&self, peer: &Id, conn_id: usize) {
         let removed = match self.links.write() {
             Ok(mut l) if l.get(peer).is_some_and(|k| k.conn_id == conn_id) => {
@@ -259,6 +335,7 @@ impl DataDriver {
             }
             _ => false,
         };
+        self.v2_early_take(conn_id);
         if removed {
             debug!(peer = %hex::encode(&peer[..5]), "data link down");
             self.step(DataInput::LinkDown(*peer)).await;
@@ -343,6 +420,7 @@ impl DataDriver {
         self: Arc<Self>,
         mut conns: mpsc::Receiver<Connection>,
         mut inbound: mpsc::Receiver<InboundStream>,
+        mut hellos: mpsc::Receiver<InboundStream>,
     ) {
         let mut tick = tokio::time::interval(self.sync_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -355,6 +433,7 @@ impl DataDriver {
                 Some(s) = inbound.recv() => {
                     tokio::spawn(self.clone().read_stream(s));
                 }
+                Some(s) = hellos.recv() => self.hello(s),
                 _ = tick.tick() => self.step(DataInput::SyncTick).await,
                 _ = sleep_for(wait) => self.step(DataInput::Deadline).await,
                 _ = self.rearm.notified() => {}

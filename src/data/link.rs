@@ -29,7 +29,7 @@
 
 use std::{
     sync::{
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
         Arc, Mutex, MutexGuard,
     },
     time::{Duration, Instant},
@@ -45,7 +45,7 @@ use super::{
     class::{Class, Tag},
     pace::Pacer,
     queue::{ClassQueue, ClassStats, Pushed},
-    wire::{self, Frame, FrameLimits, WireError},
+    wire::{self, Frame, FrameLimits, WireError, WireVersion},
 };
 use crate::node::streams::{self, tag};
 
@@ -136,6 +136,9 @@ pub struct DataLink {
     pub traffic: Arc<PeerTraffic>,
     /// Ends the writers when the link leaves the table.
     gone: CancellationToken,
+    /// The peer said it reads frames of version 2 (its hello stream came); until then
+    /// it gets version 1, which every version reads.
+    v2: AtomicBool,
 }
 
 impl Drop for DataLink {
@@ -161,10 +164,25 @@ fn link(
         shared: Arc::new(shared),
         traffic,
         gone,
+        v2: AtomicBool::new(false),
     }
 }
 
 impl DataLink {
+    /// The frame version to encode for this peer.
+    pub fn version(&self) -> WireVersion {
+        if self.v2.load(Ordering::Relaxed) {
+            WireVersion::V2
+        } else {
+            WireVersion::V1
+        }
+    }
+
+    /// The peer speaks `version`, as we do.
+    pub fn speaks(&self, version: WireVersion) {
+        self.v2.store(version == WireVersion::V2, Ordering::Relaxed);
+    }
+
     /// Queues a frame; false (and counted) when it was dropped or the link is gone.
     pub fn send(&self, frame: &Encoded, tag: Tag) -> bool {
         let pushed = self.shared.queue().push(frame, tag);
@@ -205,26 +223,42 @@ impl DataLink {
 
 /// A link for `conn` and the future that writes its frames; the future ends when the
 /// link is dropped from the table, the connection closes, a stream breaks or `stop`
-/// fires. `rate_cap` is `--link-rate` (0 = none).
+/// fires. `rate_cap` is `--link-rate` (0 = none). Speaking `ours` = V2, the future
+/// first says hello: an empty stream with the tag [`tag::DATA_V2`], which tells the
+/// peer we read frames of version 2 (a version that does not know the tag resets the
+/// stream and carries on).
 pub fn open(
     conn: Connection,
     traffic: Arc<PeerTraffic>,
+    ours: WireVersion,
     stop: CancellationToken,
     rate_cap: u64,
 ) -> (DataLink, impl std::future::Future<Output = ()>) {
     let l = link(conn.stable_id(), traffic, rate_cap, stop);
     let (shared, gone) = (l.shared.clone(), l.gone.clone());
-    // A task per class: in one task, each wake-up of one writer would poll all three
-    // (and each poll of `conn.closed()` locks the connection).
-    let mut tasks = tokio::task::JoinSet::new();
-    for c in Class::ALL {
-        tasks.spawn(write_class(conn.clone(), shared.clone(), c, gone.clone()));
-    }
-    // The first writer to end ends the link; dropping the set aborts the others.
     let writers = async move {
+        if ours == WireVersion::V2 {
+            say_hello(&conn).await;
+        }
+        // A task per class: in one task, each wake-up of one writer would poll all
+        // three (and each poll of `conn.closed()` locks the connection).
+        let mut tasks = tokio::task::JoinSet::new();
+        for c in Class::ALL {
+            tasks.spawn(write_class(conn.clone(), shared.clone(), c, gone.clone()));
+        }
+        // The first writer to end ends the link; dropping the set aborts the others.
         let _ = tasks.join_next().await;
     };
     (l, writers)
+}
+
+async fn say_hello(conn: &Connection) {
+    match streams::open(conn, tag::DATA_V2).await {
+        Ok((mut send, _recv)) => {
+            let _ = send.finish();
+        }
+        Err(e) => debug!(peer = %conn.remote_id(), error = %e, "cannot say the data hello"),
+    }
 }
 
 /// Writes one class's frames on its own stream, opened at its first frame.
@@ -363,7 +397,7 @@ mod tests {
             .collect();
         let stream: Vec<u8> = frames
             .iter()
-            .flat_map(|f| wire::encode(f).unwrap())
+            .flat_map(|f| wire::encode(f, WireVersion::V1).unwrap())
             .collect();
         // Fed one byte at a time, then all at once: the same frames come out.
         for step in [1, stream.len()] {

@@ -12,6 +12,8 @@ mod disk;
 mod driver;
 mod hlc;
 mod link;
+pub mod members;
+pub mod origin;
 mod pace;
 mod queue;
 mod route;
@@ -71,6 +73,8 @@ pub struct DataConfig {
     pub max_peer_rate: u32,
     /// Priority classes, latest-value topics and `--link-rate` (issue 26).
     pub links: LinkSettings,
+    /// Whether messages from third nodes must carry their publisher's signature.
+    pub origin_check: origin::OriginCheck,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -129,6 +133,13 @@ pub struct Stats {
     pub dropped: u64,
     pub subscribers: u64,
     pub rejected: u64,
+    /// Refused because a third node sent them without their publisher's signature, or
+    /// with a bad one (also in `rejected`).
+    pub forged: u64,
+    /// Taken from a third node without a signature (`--origin-check permissive`).
+    pub unsigned: u64,
+    /// Messages this node signed (retained ones, and live ones a peer may forward).
+    pub signed: u64,
 }
 
 /// Per-peer message counters.
@@ -149,8 +160,9 @@ pub struct DataPlane {
 pub struct DataTasks {
     task: JoinHandle<()>,
     driver: Arc<DataDriver>,
-    /// Applies the revocations the formation spreads (with an authority only).
-    revocations: Option<JoinHandle<()>>,
+    /// With an authority: applies the revocations the formation spreads, and keeps
+    /// the member directory.
+    system: Vec<JoinHandle<()>>,
 }
 
 /// Opens the retained store and starts serving data links on the node's authenticated
@@ -161,14 +173,15 @@ pub struct Opened {
     driver: Arc<DataDriver>,
 }
 
-/// Opens the retained store; `authority` is the formation's, if it has one (what the
-/// system topics admit depends on it).
+/// Opens the retained store; `key` is the node's endpoint key (it signs what we
+/// publish), `authority` the formation's, if it has one (what the system topics admit
+/// depends on it).
 pub fn open(
     cfg: &DataConfig,
-    me: iroh::EndpointId,
+    key: &iroh::SecretKey,
     authority: Option<AuthorityKey>,
 ) -> Result<Opened, disk::DiskError> {
-    let driver = open_driver(cfg, *me.as_bytes(), system::Gate::new(authority))?;
+    let driver = open_driver(cfg, key, system::Gate::new(authority))?;
     Ok(Opened { driver })
 }
 
@@ -203,11 +216,17 @@ async fn start_driver(
     trust: Option<Arc<TrustStore>>,
 ) -> (DataPlane, DataTasks) {
     let inbound = peers.streams.register(tag::DATA);
+    // A stand-in for an older version (tests) does not know the hello's tag, so the
+    // router resets the hellos as an older version's would.
+    let hellos = match driver.wire {
+        wire::WireVersion::V2 => peers.streams.register(tag::DATA_V2),
+        wire::WireVersion::V1 => tokio::sync::mpsc::channel(1).1,
+    };
     let conns = peers.streams.connections();
     for (_, c) in peers.connections().await {
         driver.add_link(c).await;
     }
-    let task = tokio::spawn(driver.clone().run(conns, inbound));
+    let task = tokio::spawn(driver.clone().run(conns, inbound, hellos));
     let plane = DataPlane {
         driver: driver.clone(),
         trust: trust.clone(),
@@ -217,21 +236,20 @@ async fn start_driver(
         let gate = core.gate().clone().with_revocations(t.clone());
         core.set_gate(gate);
     }
-    let revocations = trust.map(|t| {
+    let mut system = Vec::new();
+    if let Some(t) = trust {
         let stop = driver.stop.child_token();
-        tokio::spawn(system::watch_revocations(
-            plane.clone(),
-            t,
-            peers.clone(),
-            stop,
-        ))
-    });
+        let revocations = system::watch_revocations(plane.clone(), t.clone(), peers.clone(), stop);
+        system.push(tokio::spawn(revocations));
+        let stop = driver.stop.child_token();
+        system.push(tokio::spawn(members::watch_members(plane.clone(), t, stop)));
+    }
     (
         plane,
         DataTasks {
             task,
             driver,
-            revocations,
+            system,
         },
     )
 }
@@ -239,7 +257,7 @@ async fn start_driver(
 /// The core over the retained store read back from disk, and its driver.
 fn open_driver(
     cfg: &DataConfig,
-    me: Id,
+    key: &iroh::SecretKey,
     gate: system::Gate,
 ) -> Result<Arc<DataDriver>, disk::DiskError> {
     let loaded = disk::open(&cfg.data_dir)?;
@@ -248,15 +266,22 @@ fn open_driver(
         publish: cfg.max_publish_rate,
         peer: cfg.max_peer_rate,
     };
+    let wire = wire_for_tests();
+    // An older version neither signed nor asked for signatures.
+    let origins = match wire {
+        wire::WireVersion::V2 => cfg.origin_check,
+        wire::WireVersion::V1 => origin::OriginCheck::Permissive,
+    };
     let core = DataCore::new(
-        me,
+        *key.public().as_bytes(),
         rates,
         cfg.max_retained_bytes,
         loaded.entries,
         loaded.first_seq,
         now,
     )
-    .with_gate(gate);
+    .with_gate(gate)
+    .with_signer(key.clone(), origins);
     let r = core.retained();
     info!(
         entries = r.live(),
@@ -264,7 +289,7 @@ fn open_driver(
         bytes = r.bytes(),
         "retained store loaded"
     );
-    Ok(Arc::new(DataDriver::new(
+    let mut driver = DataDriver::new(
         core,
         loaded.disk,
         apps::AppBuckets::new(cfg.max_app_publish_rate, now.at),
@@ -273,7 +298,26 @@ fn open_driver(
         },
         cfg.sync_interval,
         cfg.links.clone(),
-    )))
+    );
+    driver.wire = wire;
+    Ok(Arc::new(driver))
+}
+
+/// Debug builds only: `PEAT_SIDECAR_TEST_DATA_WIRE=1` makes this node stand in for a
+/// version before signed origins (frames of version 1 only, no hello, nothing signed,
+/// unsigned messages taken), so that the end-to-end tests can run a formation upgraded
+/// one node at a time (tests/origins.rs). Release builds never read the variable.
+#[cfg(debug_assertions)]
+fn wire_for_tests() -> wire::WireVersion {
+    match std::env::var("PEAT_SIDECAR_TEST_DATA_WIRE").as_deref() {
+        Ok("1") => wire::WireVersion::V1,
+        _ => wire::WireVersion::V2,
+    }
+}
+
+#[cfg(not(debug_assertions))]
+fn wire_for_tests() -> wire::WireVersion {
+    wire::WireVersion::V2
 }
 
 fn allowed_text(allowed: &[String]) -> String {
@@ -311,7 +355,7 @@ impl DataTasks {
     pub async fn shutdown(self) {
         self.driver.stop.cancel();
         let _ = self.task.await;
-        if let Some(t) = self.revocations {
+        for t in self.system {
             let _ = t.await;
         }
         self.driver.subs.close();
@@ -440,6 +484,9 @@ impl DataPlane {
             dropped: c.dropped.load(Ordering::Relaxed),
             subscribers: d.subs.count() as u64,
             rejected: c.rejected.load(Ordering::Relaxed),
+            forged: c.forged.load(Ordering::Relaxed),
+            unsigned: c.unsigned.load(Ordering::Relaxed),
+            signed: c.signed.load(Ordering::Relaxed),
         }
     }
 

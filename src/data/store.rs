@@ -14,7 +14,7 @@ use sha2::{Digest as _, Sha256};
 use super::{
     hlc::physical_ms,
     topic::Pattern,
-    wire::{Id, Message, Version, BUCKETS},
+    wire::{Id, Message, Sig, Version, BUCKETS},
 };
 
 /// How long a delete's tombstone lives: long enough to reach nodes that were away.
@@ -75,6 +75,8 @@ pub enum Applied {
     },
     /// We have it or something newer (or it was evicted before).
     Stale,
+    /// We had this version without its publisher's signature, and took the signature.
+    Signed,
     Expired,
     /// Larger than the whole store may hold.
     TooLarge,
@@ -165,7 +167,14 @@ impl Retained {
             return Applied::TooLarge;
         }
         let k = (m.topic.clone(), m.key.clone());
-        match self.map.get(&k) {
+        match self.map.get_mut(&k) {
+            Some(old) if old.hlc == m.hlc && old.publisher == m.publisher => {
+                if old.sig.is_none() && m.sig.is_some() {
+                    old.sig = m.sig;
+                    return Applied::Signed;
+                }
+                return Applied::Stale;
+            }
             Some(old) if !newer((m.hlc, &m.publisher), (old.hlc, &old.publisher)) => {
                 return Applied::Stale
             }
@@ -221,6 +230,16 @@ impl Retained {
             }
         }
         gone
+    }
+
+    /// Signs `publisher`'s entries that have no signature (ours, from a version that
+    /// did not sign).
+    pub fn sign_unsigned_of(&mut self, publisher: &Id, sign: impl Fn(&Message) -> Sig) {
+        for m in self.map.values_mut() {
+            if m.publisher == *publisher && m.sig.is_none() {
+                m.sig = Some(sign(m));
+            }
+        }
     }
 
     /// Drops expired entries (TTL passed, tombstones aged out); returns their keys.
@@ -320,6 +339,7 @@ mod tests {
             retain: true,
             ttl_ms: 0,
             tombstone: false,
+            sig: None,
         }
     }
 

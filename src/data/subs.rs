@@ -110,6 +110,7 @@ mod tests {
             retain: false,
             ttl_ms: 0,
             tombstone: false,
+            sig: None,
         })
     }
 

@@ -190,6 +190,7 @@ mod tests {
             retain: true,
             ttl_ms: 0,
             tombstone: false,
+            sig: None,
         };
         let chunks = entry_chunks(vec![m.clone(), m.clone(), m.clone(), m]);
         assert_eq!(chunks.iter().map(Vec::len).collect::<Vec<_>>(), [2, 2]);

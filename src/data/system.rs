@@ -3,7 +3,11 @@
 //! network only if [`Gate`] admits it, so that a member cannot fill them with junk or
 //! overwrite a valid entry.
 //!
-//! One so far: [`REVOCATIONS`]. Each key is a revoked endpoint id; the payload is the
+//! [`MEMBERS`] (`members.rs`) carries each member's certificate, published by the
+//! member itself, so that every node knows the rights of publishers it is not
+//! connected to.
+//!
+//! [`REVOCATIONS`]: each key is a revoked endpoint id; the payload is the
 //! authority's signed revocation, exactly as `authority revoke` wrote it (binary). The
 //! data plane already carries retained state everywhere it must go: live to every
 //! connected node, across bridge nodes, by anti-entropy to nodes that were cut off, and
@@ -16,7 +20,11 @@ use iroh::EndpointId;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use super::{wire::Id, DataPlane, Event, Message, Pattern, Publish, Published};
+use super::{
+    members::{self, MEMBERS},
+    wire::Id,
+    DataPlane, Event, Message, Pattern, Publish, Published,
+};
 use crate::{
     node::peers::PeerManagerHandle,
     trust::{store::TrustStore, unix_now, AuthorityKey, Refusal, Revocation, TrustError},
@@ -58,14 +66,21 @@ impl Gate {
 
     /// Whether the core may deliver, store and forward `m`, which the peer `from` sent.
     /// On [`REVOCATIONS`]: a retained, verified revocation under its own key, whoever
-    /// relays it (the authority's signature is what counts). On an app topic: unless its
-    /// publisher is revoked, or, when it comes straight from its publisher (the TLS link
-    /// proves who that is), outside the publish rights of the publisher's certificate.
-    pub fn admits(&self, from: &Id, m: &Message) -> Admission {
+    /// relays it (the authority's signature is what counts); on [`MEMBERS`], a verified
+    /// certificate its own member published. On an app topic: unless its publisher is
+    /// revoked or publishes outside the rights of its certificate, where this node
+    /// knows it (a peer's from the formation check, another member's from the
+    /// directory). Who the publisher is, the link proves or its signature does
+    /// (`origin.rs`, checked after this).
+    pub fn admits(&self, _from: &Id, m: &Message) -> Admission {
         if is_reserved(&m.topic) {
-            return match self.revocation(m) {
-                Ok(_) => Admission::Admit,
-                Err(_) => Admission::SystemTopic,
+            let verified = match m.topic.as_str() {
+                MEMBERS => self.member(m).is_ok(),
+                _ => self.revocation(m).is_ok(),
+            };
+            return match verified {
+                true => Admission::Admit,
+                false => Admission::SystemTopic,
             };
         }
         let Some(t) = &self.trust else {
@@ -74,13 +89,36 @@ impl Gate {
         if t.is_revoked_now(&m.publisher) {
             return Admission::Revoked;
         }
-        if m.publisher != *from {
-            return Admission::Admit;
-        }
-        match t.peer_publish_rights(from) {
+        match t.publish_rights(&m.publisher) {
             Some(rights) if !allows(&rights, &m.topic) => Admission::OutsideRights,
             _ => Admission::Admit,
         }
+    }
+
+    /// Whether a message on `topic` may go to the peer `to`: on a system topic always
+    /// (every node needs them); with an authority, only within the subscribe patterns
+    /// of the certificate `to` presented in the formation check.
+    pub fn may_send(&self, to: &Id, topic: &str) -> bool {
+        let Some(t) = &self.trust else { return true };
+        if is_reserved(topic) {
+            return true;
+        }
+        t.peer_subscribe_rights(to)
+            .is_none_or(|rights| allows(&rights, topic))
+    }
+
+    /// Whether [`Gate::may_send`] can refuse anything (with an authority only).
+    pub fn limits_sending(&self) -> bool {
+        self.trust.is_some()
+    }
+
+    /// The certificate a [`MEMBERS`] entry carries, checked as [`Gate::admits`] does.
+    pub fn member(&self, m: &Message) -> Result<crate::trust::MemberCert, TrustError> {
+        let authority = self
+            .authority
+            .as_ref()
+            .ok_or(TrustError::Malformed("no authority on this node"))?;
+        members::verify_entry(m, authority)
     }
 
     /// The revocation `m` carries, checked as [`Gate::admits`] does.
@@ -108,16 +146,17 @@ pub enum Admission {
     SystemTopic,
     /// Its publisher's certificates are revoked.
     Revoked,
-    /// Straight from its publisher, on a topic its certificate does not let it publish.
+    /// On a topic its publisher's certificate does not let it publish.
     OutsideRights,
 }
 
 /// Whether one of the topic `patterns` matches `topic`; a pattern that does not parse
 /// matches nothing.
 pub fn allows(patterns: &[String], topic: &str) -> bool {
+    // `**` (every topic) is the common grant: no parse per message for it.
     patterns
         .iter()
-        .any(|p| Pattern::parse(p).is_ok_and(|p| p.matches(topic)))
+        .any(|p| p == "**" || Pattern::parse(p).is_ok_and(|p| p.matches(topic)))
 }
 
 /// The retained entry that spreads `r` (its signed bytes are `bytes`).
@@ -274,6 +313,7 @@ mod tests {
             retain: p.retain,
             ttl_ms: p.ttl_secs * 1000,
             tombstone: false,
+            sig: None,
         }
     }
 

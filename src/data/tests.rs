@@ -13,12 +13,18 @@ fn cfg(dir: &std::path::Path) -> DataConfig {
         max_app_publish_rate: 10_000,
         max_peer_rate: 1000,
         links: LinkSettings::default(),
+        origin_check: origin::OriginCheck::Strict,
     }
 }
 
 fn plane(c: &DataConfig) -> DataPlane {
     DataPlane {
-        driver: open_driver(c, [9; 32], system::Gate::default()).unwrap(),
+        driver: open_driver(
+            c,
+            &iroh::SecretKey::from_bytes(&[9; 32]),
+            system::Gate::default(),
+        )
+        .unwrap(),
         trust: None,
     }
 }
@@ -88,6 +94,7 @@ fn remote(seq: u64, key: &str, payload: &str, tombstone: bool) -> Message {
         retain: true,
         ttl_ms: 0,
         tombstone,
+        sig: None,
     }
 }
 

@@ -24,6 +24,17 @@ pub const MAX_TTL_MS: u64 = 10 * 365 * 24 * 3600 * 1000;
 pub const FRAME_OVERHEAD: usize = 64 * 1024;
 
 pub type Id = [u8; 32];
+/// An Ed25519 signature (`origin.rs`).
+pub type Sig = [u8; 64];
+
+/// The frame format a link speaks: version 1 carries no signatures; version 2 adds
+/// [`Frame::Msg2`] and [`Frame::Entries2`], and a node uses it only toward a peer that
+/// said it speaks it (`driver.rs`, stream tag [`crate::node::streams::tag::DATA_V2`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WireVersion {
+    V1,
+    V2,
+}
 
 /// One published message, as it travels and as it is retained.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -43,6 +54,27 @@ pub struct Message {
     pub ttl_ms: u64,
     /// A delete: retained, no payload, expires after the tombstone lifetime.
     pub tombstone: bool,
+    /// The publisher's signature (`origin.rs`), when it made one. Not part of this
+    /// struct's encoding, so frames of version 1 and the disk rows of older versions
+    /// keep their bytes; it travels in [`Signed`].
+    #[serde(skip)]
+    pub sig: Option<Sig>,
+}
+
+/// A message and its signature, as frames of version 2 carry them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Signed {
+    pub msg: Message,
+    #[serde(with = "serde_bytes")]
+    pub sig: Option<Sig>,
+}
+
+impl Signed {
+    pub fn into_message(self) -> Message {
+        let mut m = self.msg;
+        m.sig = self.sig;
+        m
+    }
 }
 
 /// An entry's version, for anti-entropy.
@@ -74,6 +106,11 @@ pub enum Frame {
     /// whose digests have not changed; a receiver whose own differs answers with its
     /// Digest.
     Root(u64),
+    /// Version 2: a live message with its publisher's signature, if it made one.
+    /// [`decode`] hands it on as [`Frame::Msg`] with the signature in it.
+    Msg2(Signed),
+    /// Version 2: [`Frame::Entries`] with signatures; decoded as [`Frame::Entries`].
+    Entries2(Vec<Signed>),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -142,7 +179,7 @@ impl Frame {
                 Err(WireError::Field("too many neighbours"))
             }
             Frame::Neighbours(_) => Ok(()),
-            Frame::Msg(m) => m.check(limits),
+            Frame::Msg(m) | Frame::Msg2(Signed { msg: m, .. }) => m.check(limits),
             Frame::Digest(d) if d.len() != BUCKETS => Err(WireError::Field("digest size")),
             Frame::Digest(_) | Frame::Root(_) => Ok(()),
             Frame::Versions { buckets, versions } => {
@@ -154,43 +191,86 @@ impl Frame {
                 }
                 Ok(())
             }
+            Frame::Entries2(ss) => {
+                too_many(ss.len())?;
+                ss.iter().try_for_each(|s| s.msg.check_entry(limits))
+            }
             Frame::Entries(ms) => {
                 too_many(ms.len())?;
-                for m in ms {
-                    m.check(limits)?;
-                    if !m.retain {
-                        return Err(WireError::Field("a non-retained entry"));
-                    }
-                }
-                Ok(())
+                ms.iter().try_for_each(|m| m.check_entry(limits))
             }
         }
     }
 }
 
-/// The frame with its length prefix.
-pub fn encode(frame: &Frame) -> Result<Vec<u8>, WireError> {
-    let hint = match frame {
-        Frame::Msg(m) => msg_size_hint(m),
-        _ => 64,
-    };
-    prefixed(frame, hint)
+impl Message {
+    /// A retained entry pushed by anti-entropy.
+    fn check_entry(&self, limits: &FrameLimits) -> Result<(), WireError> {
+        self.check(limits)?;
+        if !self.retain {
+            return Err(WireError::Field("a non-retained entry"));
+        }
+        Ok(())
+    }
+}
+
+/// The frame with its length prefix, for a link of `version`: on version 2, messages
+/// go as [`Frame::Msg2`] and [`Frame::Entries2`] with their signatures; on version 1,
+/// as before, without.
+pub fn encode(frame: &Frame, version: WireVersion) -> Result<Vec<u8>, WireError> {
+    match (frame, version) {
+        (Frame::Msg(m), _) => encode_msg(m, version),
+        (Frame::Entries(ms), WireVersion::V2) => {
+            let signed: Vec<SignedRef> = ms.iter().map(SignedRef::of).collect();
+            let hint = ms.iter().map(msg_size_hint).sum::<usize>() + 64 * ms.len();
+            prefixed(&Variant(ENTRIES2, "Entries2", &signed), hint)
+        }
+        _ => prefixed(frame, 64),
+    }
 }
 
 /// `Frame::Msg(m)` with its length prefix, from a borrowed message: the same bytes as
 /// [`encode`] gives, without the copy of the payload that building the frame takes
 /// (a publish is encoded once for all peers, but a 64 KiB copy is still 64 KiB).
-pub fn encode_msg(m: &Message) -> Result<Vec<u8>, WireError> {
-    prefixed(&MsgFrame(m), msg_size_hint(m))
+pub fn encode_msg(m: &Message, version: WireVersion) -> Result<Vec<u8>, WireError> {
+    match version {
+        WireVersion::V1 => prefixed(&Variant(MSG, "Msg", m), msg_size_hint(m)),
+        WireVersion::V2 => prefixed(
+            &Variant(MSG2, "Msg2", &SignedRef::of(m)),
+            msg_size_hint(m) + 66,
+        ),
+    }
 }
 
-/// Serializes as `Frame::Msg` does: serde numbers an enum's variants by position, and
-/// `Msg` is the second (the test `a_borrowed_msg_encodes_like_the_frame` holds that).
-struct MsgFrame<'a>(&'a Message);
+/// serde numbers an enum's variants by position (the test
+/// `a_borrowed_msg_encodes_like_the_frame` holds these to [`Frame`]'s order).
+const MSG: u32 = 1;
+const MSG2: u32 = 6;
+const ENTRIES2: u32 = 7;
 
-impl Serialize for MsgFrame<'_> {
+/// One variant of [`Frame`] from borrowed parts.
+struct Variant<'a, T: ?Sized>(u32, &'static str, &'a T);
+
+impl<T: Serialize + ?Sized> Serialize for Variant<'_, T> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_newtype_variant("Frame", 1, "Msg", self.0)
+        s.serialize_newtype_variant("Frame", self.0, self.1, self.2)
+    }
+}
+
+/// [`Signed`], borrowed.
+#[derive(Serialize)]
+struct SignedRef<'a> {
+    msg: &'a Message,
+    #[serde(with = "serde_bytes")]
+    sig: &'a Option<Sig>,
+}
+
+impl<'a> SignedRef<'a> {
+    fn of(m: &'a Message) -> Self {
+        SignedRef {
+            msg: m,
+            sig: &m.sig,
+        }
     }
 }
 
@@ -218,11 +298,15 @@ pub fn decode(body: &[u8], limits: &FrameLimits) -> Result<Frame, WireError> {
     }
     let frame: Frame = postcard::from_bytes(body)?;
     frame.check(limits)?;
-    Ok(frame)
+    Ok(match frame {
+        Frame::Msg2(s) => Frame::Msg(s.into_message()),
+        Frame::Entries2(ss) => Frame::Entries(ss.into_iter().map(Signed::into_message).collect()),
+        f => f,
+    })
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     const L: FrameLimits = FrameLimits {
@@ -241,11 +325,16 @@ mod tests {
             retain: true,
             ttl_ms: 0,
             tombstone: false,
+            sig: None,
         }
     }
 
     fn roundtrip(f: &Frame) -> Result<Frame, WireError> {
-        let bytes = encode(f).unwrap();
+        roundtrip_as(f, WireVersion::V1)
+    }
+
+    fn roundtrip_as(f: &Frame, v: WireVersion) -> Result<Frame, WireError> {
+        let bytes = encode(f, v).unwrap();
         let len = u32::from_be_bytes(bytes[..4].try_into().unwrap()) as usize;
         assert_eq!(len, bytes.len() - 4);
         decode(&bytes[4..], &L)
@@ -278,8 +367,8 @@ mod tests {
         big.payload = (0..70_000u32).map(|i| i as u8).collect();
         big.retain = false;
         for m in [msg(), big] {
-            let bytes = encode_msg(&m).unwrap();
-            assert_eq!(bytes, encode(&Frame::Msg(m.clone())).unwrap());
+            let bytes = encode_msg(&m, WireVersion::V1).unwrap();
+            assert_eq!(bytes, prefixed(&Frame::Msg(m.clone()), 0).unwrap());
             let limits = FrameLimits {
                 max_message_bytes: 100_000,
             };
@@ -300,6 +389,49 @@ mod tests {
         let payload_at = enc.len() - 3 - 200 - 2;
         assert_eq!(&enc[payload_at..payload_at + 2], &[0xc8, 0x01]); // varint 200
         assert!(enc[payload_at + 2..enc.len() - 3].iter().all(|b| *b == 7));
+    }
+
+    /// Version 2 carries signatures (and their absence); version 1 the same bytes as
+    /// before signatures existed, which an older node decodes.
+    #[test]
+    fn signatures_travel_on_version_2_only() {
+        let mut signed = msg();
+        signed.sig = Some([5; 64]);
+        let unsigned = msg();
+        for m in [&signed, &unsigned] {
+            let v2 = encode_msg(m, WireVersion::V2).unwrap();
+            let expect = Frame::Msg2(Signed {
+                msg: m.clone(),
+                sig: m.sig,
+            });
+            assert_eq!(v2, prefixed(&expect, 0).unwrap());
+            assert_eq!(decode(&v2[4..], &L).unwrap(), Frame::Msg(m.clone()));
+            let entries = Frame::Entries(vec![m.clone(), signed.clone()]);
+            assert_eq!(roundtrip_as(&entries, WireVersion::V2).unwrap(), entries);
+        }
+        let v1 = encode_msg(&signed, WireVersion::V1).unwrap();
+        assert_eq!(v1, encode_msg(&unsigned, WireVersion::V1).unwrap());
+        assert_eq!(decode(&v1[4..], &L).unwrap(), Frame::Msg(unsigned.clone()));
+        let entries = Frame::Entries(vec![signed]);
+        assert_eq!(
+            roundtrip_as(&entries, WireVersion::V1).unwrap(),
+            Frame::Entries(vec![unsigned])
+        );
+    }
+
+    #[test]
+    fn a_signature_of_another_length_is_refused() {
+        let mut body = postcard::to_stdvec(&Frame::Msg2(Signed {
+            msg: msg(),
+            sig: Some([5; 64]),
+        }))
+        .unwrap();
+        // The signature is the last field: its length varint (64) then its bytes.
+        let at = body.len() - 65;
+        assert_eq!(body[at], 64);
+        body[at] = 63;
+        body.pop();
+        assert!(decode(&body, &L).is_err());
     }
 
     #[test]

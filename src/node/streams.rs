@@ -29,9 +29,12 @@ pub mod tag {
     pub const DATA: u8 = 2;
     /// Liveness probe: an echo (src/node/liveness/probe.rs).
     pub const PING: u8 = 3;
+    /// The data plane's hello: an empty stream saying that its opener reads data
+    /// frames of version 2 (`crate::data::wire`).
+    pub const DATA_V2: u8 = 4;
 
     /// Every tag, for the check that no two protocols share one.
-    pub const ALL: [u8; 3] = [GOSSIP, DATA, PING];
+    pub const ALL: [u8; 4] = [GOSSIP, DATA, PING, DATA_V2];
 
     #[cfg(test)]
     mod tests {

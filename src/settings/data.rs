@@ -27,6 +27,7 @@ pub fn from_args(args: &RunArgs) -> Result<DataConfig, SettingsError> {
         max_publish_rate: args.max_publish_rate,
         max_app_publish_rate: args.max_app_publish_rate,
         max_peer_rate: args.max_peer_rate,
+        origin_check: args.origin_check,
         links: link_settings(args)?,
     })
 }

@@ -9,6 +9,7 @@
 //! iroh's Ed25519 (ed25519-dalek, `verify_strict`): no cryptography of our own.
 
 mod armor;
+pub mod members;
 pub mod store;
 mod wire;
 

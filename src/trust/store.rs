@@ -18,6 +18,7 @@ use tracing::{info, warn};
 
 use super::{
     armor::{dearmor, ArmorError, CERT_LABEL, REVOCATION_LABEL},
+    members::Members,
     unix_now, verify_cert, AuthorityKey, MemberCert, Revocation, TrustError,
 };
 
@@ -164,6 +165,7 @@ struct PeerCert {
     /// Unix seconds: connections close then (src/node/expiry.rs).
     end: u64,
     publish: Arc<Vec<String>>,
+    subscribe: Arc<Vec<String>>,
 }
 
 /// The trust material in use, shared by every connection's check.
@@ -182,6 +184,8 @@ pub struct TrustStore {
     peer_certs: Mutex<HashMap<[u8; 32], PeerCert>>,
     /// Every endpoint id revoked now, as bytes: the data plane asks once per message.
     revoked: std::sync::RwLock<HashSet<[u8; 32]>>,
+    /// Members' rights from the certificates the formation spreads.
+    members: Mutex<Members>,
 }
 
 impl TrustStore {
@@ -222,6 +226,7 @@ impl TrustStore {
             ),
             revoked: Default::default(),
             peer_certs: Default::default(),
+            members: Default::default(),
         };
         // Fills the set of revoked ids that the data plane reads.
         store.is_revoked(&me);
@@ -255,6 +260,11 @@ impl TrustStore {
 
     pub fn authority(&self) -> &AuthorityKey {
         &self.authority
+    }
+
+    /// This node's endpoint id.
+    pub fn me(&self) -> EndpointId {
+        self.me
     }
 
     /// This node's certificate as it goes on the wire, read again if the file changed.
@@ -322,10 +332,42 @@ impl TrustStore {
             // The first second at which the check refuses it (a redial then fails).
             end: cert.not_after.saturating_add(self.skew.as_secs() + 1),
             publish: Arc::new(cert.publish.clone()),
+            subscribe: Arc::new(cert.subscribe.clone()),
         };
         let mut certs = self.peer_certs.lock().unwrap_or_else(|p| p.into_inner());
         certs.insert(*peer.as_bytes(), recorded);
         Ok(cert)
+    }
+
+    /// Learns a member's certificate that the formation spread (verified: signed by our
+    /// authority). True if it changed what is held.
+    pub fn learn_member(&self, cert: &MemberCert) -> bool {
+        if self.is_revoked_now(cert.endpoint_id.as_bytes()) {
+            return false;
+        }
+        let mut m = self.members.lock().unwrap_or_else(|p| p.into_inner());
+        m.learn(cert, unix_now(), self.skew)
+    }
+
+    /// The publish patterns of `id`: from its certificate if it is a peer we checked,
+    /// else from the member directory (`None`: unknown, not checked).
+    pub fn publish_rights(&self, id: &[u8; 32]) -> Option<Arc<Vec<String>>> {
+        self.peer_publish_rights(id).or_else(|| {
+            let m = self.members.lock().unwrap_or_else(|p| p.into_inner());
+            m.publish_rights(id, unix_now())
+        })
+    }
+
+    /// When this node's certificate ends (Unix seconds), as last read.
+    pub fn own_cert_end(&self) -> u64 {
+        let w = self.cert.lock().unwrap_or_else(|p| p.into_inner());
+        w.value.1.not_after
+    }
+
+    /// The subscribe patterns of a checked peer's certificate (`None`: none recorded).
+    pub fn peer_subscribe_rights(&self, id: &[u8; 32]) -> Option<Arc<Vec<String>>> {
+        let certs = self.peer_certs.lock().unwrap_or_else(|p| p.into_inner());
+        certs.get(id).map(|c| c.subscribe.clone())
     }
 
     /// The publish patterns of a checked peer's certificate (`None`: none recorded).

@@ -13,6 +13,7 @@ pub mod gossip;
 pub mod interop;
 pub mod netns;
 pub mod radio;
+pub mod rogue;
 pub mod skip;
 pub mod trust;
 

@@ -58,6 +58,25 @@ pub fn issue(auth: &Path, id: &str, name: &str, valid_for: &str, out: &Path) -> 
     out.to_path_buf()
 }
 
+/// A certificate for host `i` of `e`, named `n<i>`, with `rights` (`--publish P`,
+/// `--subscribe P`, `--valid-for D`; the authority's defaults otherwise), in `dir`.
+pub fn issue_for(e: &Enrolment, i: usize, rights: &[&str], dir: &Path) -> PathBuf {
+    let out = dir.join(format!("n{i}.cert"));
+    let name = format!("n{i}");
+    let mut args = vec!["authority", "issue", "--authority", s(&e.auth)];
+    args.extend([
+        "--endpoint-id",
+        &e.ids[i],
+        "--name",
+        &name,
+        "--out",
+        s(&out),
+    ]);
+    args.extend(rights);
+    ok(&args);
+    out
+}
+
 /// Options of a node in namespace `i` with trust flags.
 pub fn node_opts(lan: &Lan, i: usize, peers: &[String], extra: &[&str]) -> Opts {
     let mut o = Opts {

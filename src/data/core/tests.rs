@@ -13,6 +13,7 @@ use crate::data::{
 
 mod anti_entropy;
 mod live;
+mod origins;
 mod retained;
 
 const ME: Id = [9; 32];
@@ -118,6 +119,7 @@ fn msg(publisher: u8, seq: u64, topic: &str) -> Message {
         retain: false,
         ttl_ms: 0,
         tombstone: false,
+        sig: None,
     }
 }
 
