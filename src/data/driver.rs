@@ -188,7 +188,9 @@ impl DataDriver {
         for a in out.drain(..) {
             match a {
                 DataAction::Send { to, frame } => self.send(&to, &frame),
-                DataAction::Forward { to, msg } => self.forward(&to, msg),
+                // Ours under subscribe rights (then `class` is the app's choice), or
+                // another node's (then `class` is None).
+                DataAction::Forward { to, msg } => self.forward(&to, msg, class),
                 DataAction::Broadcast(m) => self.broadcast(&m, class),
                 DataAction::Deliver(m) => {
                     let n = self.subs.deliver(&m);
@@ -226,8 +228,8 @@ impl DataDriver {
         }
     }
 
-    fn forward(&self, to: &[Id], msg: Message) {
-        let tag = self.link_settings.policy.tag(&msg.topic, &msg.key, None);
+    fn forward(&self, to: &[Id], msg: Message, class: Option<Class>) {
+        let tag = self.link_settings.policy.tag(&msg.topic, &msg.key, class);
         let frame = Frame::Msg(msg);
         let mut enc = Encodings::new(&frame);
         let Ok(links) = self.links.read() else { return };
