@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use super::{
     store::bucket_of,
-    wire::{Message, Version, MAX_ITEMS},
+    wire::{Message, Version, FRAME_OVERHEAD, MAX_ITEMS},
 };
 
 /// Soft size of one Versions or Entries frame.
@@ -101,13 +101,26 @@ pub fn versions_chunks(diff: &[u8], versions: Vec<Version>) -> Vec<(Vec<u8>, Vec
     out
 }
 
+/// Bytes an entry takes in a frame besides its topic, key and payload, at most: the
+/// publisher id (32), numbers as varints (seq, HLC, TTL: up to 10 each), lengths,
+/// flags, and in frames of version 2 the signature's presence byte.
+const ENTRY_FIELDS: usize = 80;
+/// A signature in a frame of version 2: its length, then 64 bytes.
+const ENTRY_SIG: usize = 65;
+/// Soft size of one Entries frame: below the 64 KiB a receiver allows beyond
+/// `--max-message-bytes` ([`FRAME_OVERHEAD`]), so that a frame of many small entries
+/// fits whatever the receiver's setting (a lone entry larger than this goes alone), and
+/// so that a bulk frame on a thin link is short.
+const ENTRY_CHUNK_BYTES: usize = 48 * 1024;
+
 pub fn entry_chunks(entries: Vec<Message>) -> Vec<Vec<Message>> {
     let mut out = Vec::new();
     let mut cur: Vec<Message> = Vec::new();
     let mut size = 0;
     for m in entries {
-        let s = m.topic.len() + m.key.len() + m.payload.len() + 64;
-        if !cur.is_empty() && (size + s > CHUNK_BYTES || cur.len() >= MAX_ITEMS) {
+        let sig = if m.sig.is_some() { ENTRY_SIG } else { 0 };
+        let s = m.topic.len() + m.key.len() + m.payload.len() + ENTRY_FIELDS + sig;
+        if !cur.is_empty() && (size + s > ENTRY_CHUNK_BYTES || cur.len() >= MAX_ITEMS) {
             out.push(std::mem::take(&mut cur));
             size = 0;
         }
@@ -193,6 +206,41 @@ mod tests {
             sig: None,
         };
         let chunks = entry_chunks(vec![m.clone(), m.clone(), m.clone(), m]);
-        assert_eq!(chunks.iter().map(Vec::len).collect::<Vec<_>>(), [2, 2]);
+        assert_eq!(
+            chunks.iter().map(Vec::len).collect::<Vec<_>>(),
+            [1, 1, 1, 1]
+        );
+    }
+
+    /// 10,000 small signed entries (a retained sync) go in frames that every receiver
+    /// takes, on either frame version, whatever its --max-message-bytes: each under the
+    /// 64 KiB allowed beyond it. (With signatures the old estimate made frames of
+    /// 330 KB, which a receiver with the default limit refused.)
+    #[test]
+    fn a_sync_of_small_signed_entries_fits_any_receiver() {
+        use crate::data::wire::{encode, Frame, WireVersion};
+        let entries: Vec<Message> = (0..10_000u64)
+            .map(|i| Message {
+                publisher: [7; 32],
+                seq: u64::MAX - i,
+                hlc: u64::MAX - i,
+                hops: 0,
+                topic: format!("t/{i}"),
+                key: String::new(),
+                payload: vec![0; 100].into(),
+                retain: true,
+                ttl_ms: u64::MAX >> 20,
+                tombstone: false,
+                sig: Some([9; 64]),
+            })
+            .collect();
+        let chunks = entry_chunks(entries);
+        assert!(chunks.len() > 1);
+        for c in chunks {
+            for v in [WireVersion::V1, WireVersion::V2] {
+                let bytes = encode(&Frame::Entries(c.clone()), v).unwrap();
+                assert!(bytes.len() - 4 <= FRAME_OVERHEAD, "{} bytes", bytes.len());
+            }
+        }
     }
 }
