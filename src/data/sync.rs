@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use super::{
     store::bucket_of,
-    wire::{Message, Version, FRAME_OVERHEAD, MAX_ITEMS},
+    wire::{Message, Version, MAX_ITEMS},
 };
 
 /// Soft size of one Versions or Entries frame.
@@ -108,7 +108,7 @@ const ENTRY_FIELDS: usize = 80;
 /// A signature in a frame of version 2: its length, then 64 bytes.
 const ENTRY_SIG: usize = 65;
 /// Soft size of one Entries frame: below the 64 KiB a receiver allows beyond
-/// `--max-message-bytes` ([`FRAME_OVERHEAD`]), so that a frame of many small entries
+/// `--max-message-bytes` ([`super::wire::FRAME_OVERHEAD`]), so that a frame of many small entries
 /// fits whatever the receiver's setting (a lone entry larger than this goes alone), and
 /// so that a bulk frame on a thin link is short.
 const ENTRY_CHUNK_BYTES: usize = 48 * 1024;
@@ -218,7 +218,7 @@ mod tests {
     /// 330 KB, which a receiver with the default limit refused.)
     #[test]
     fn a_sync_of_small_signed_entries_fits_any_receiver() {
-        use crate::data::wire::{encode, Frame, WireVersion};
+        use crate::data::wire::{encode, Frame, WireVersion, FRAME_OVERHEAD};
         let entries: Vec<Message> = (0..10_000u64)
             .map(|i| Message {
                 publisher: [7; 32],
