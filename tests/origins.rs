@@ -125,7 +125,7 @@ async fn a_rogue_member_cannot_pass_messages_off_as_another_members() {
         live.sig.is_some() && old_state.sig.is_some(),
         "a did not sign what b forwards"
     );
-    publish(&a, msg("state/a", "mode", "v2", true)).await;
+    let v2_hlc = publish(&a, msg("state/a", "mode", "v2", true)).await.hlc;
     let v2 = wait_until(Duration::from_secs(20), || async {
         value_of(&c, "state/a").await == [("v2".to_string(), a.id.clone())]
     })
@@ -141,10 +141,14 @@ async fn a_rogue_member_cannot_pass_messages_off_as_another_members() {
             rogue.sign(&mut m);
             m
         }),
-        Frame::Entries(vec![as_other(&old_state, 1_000_002, "forged")]),
+        // Newer than A's value, so that it would win if it were taken.
+        Frame::Entries(vec![Message {
+            hlc: v2_hlc + (1 << 16),
+            ..as_other(&old_state, 1_000_002, "forged")
+        }]),
     ];
     let mut delete = as_other(&old_state, 1_000_003, "");
-    delete.hlc += 10 << 16;
+    delete.hlc = v2_hlc + (2 << 16);
     delete.tombstone = true;
     rogue.sign(&mut delete);
     attempts.push(Frame::Entries(vec![delete]));
