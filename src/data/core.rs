@@ -461,7 +461,7 @@ impl DataCore {
     /// Whether `m`, sent by `from`, passes the gate; a refusal is counted (`rejected`)
     /// and, for a member publishing outside its rights, logged at a bounded rate.
     fn gate_passes(&mut self, from: &Id, m: &Message, now: Now, out: &mut Actions) -> bool {
-        let admission = self.gate.admits(from, m);
+        let admission = self.gate.admits(m);
         if admission == Admission::Admit {
             return true;
         }

@@ -64,7 +64,7 @@ impl Gate {
         self
     }
 
-    /// Whether the core may deliver, store and forward `m`, which the peer `from` sent.
+    /// Whether the core may deliver, store and forward `m`, whoever sent it.
     /// On [`REVOCATIONS`]: a retained, verified revocation under its own key, whoever
     /// relays it (the authority's signature is what counts); on [`MEMBERS`], a verified
     /// certificate its own member published. On an app topic: unless its publisher is
@@ -72,7 +72,7 @@ impl Gate {
     /// knows it (a peer's from the formation check, another member's from the
     /// directory). Who the publisher is, the link proves or its signature does
     /// (`origin.rs`, checked after this).
-    pub fn admits(&self, _from: &Id, m: &Message) -> Admission {
+    pub fn admits(&self, m: &Message) -> Admission {
         if is_reserved(&m.topic) {
             let verified = match m.topic.as_str() {
                 MEMBERS => self.member(m).is_ok(),
@@ -318,7 +318,7 @@ mod tests {
     }
 
     fn ok(gate: &Gate, m: &Message) -> bool {
-        gate.admits(&[1; 32], m) == Admission::Admit
+        gate.admits(m) == Admission::Admit
     }
 
     #[test]
