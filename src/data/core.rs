@@ -318,12 +318,11 @@ impl DataCore {
     /// Whether a peer may forward our live messages, after links or announcements
     /// changed.
     fn update_forwardable(&mut self) {
-        let links: HashSet<Id> = self.links.iter().copied().collect();
         let announced = self
             .links
             .iter()
             .map(|id| self.peers.get(id).map(|p| &p.neighbours));
-        let may = origin::may_be_forwarded(&self.me, &links, announced);
+        let may = origin::may_be_forwarded(&self.me, &self.links, announced);
         self.provenance.set_forwardable(may);
     }
 

@@ -41,7 +41,7 @@ fn own_entry(trust: &TrustStore, bytes: Vec<u8>, not_after: u64) -> Publish {
     let ttl_secs = not_after.saturating_sub(unix_now()).max(60);
     Publish {
         topic: MEMBERS.to_string(),
-        key: trust_id(trust),
+        key: trust.me().to_string(),
         payload: bytes.into(),
         retain: true,
         ttl_secs: ttl_secs.min(super::wire::MAX_TTL_MS / 1000),
@@ -49,14 +49,10 @@ fn own_entry(trust: &TrustStore, bytes: Vec<u8>, not_after: u64) -> Publish {
     }
 }
 
-fn trust_id(trust: &TrustStore) -> String {
-    trust.me().to_string()
-}
-
 /// Publishes our certificate when it is not in the retained store as it is now.
 async fn publish_own(data: &DataPlane, trust: &TrustStore) {
     let bytes = trust.own_cert();
-    let key = trust_id(trust);
+    let key = trust.me().to_string();
     let held = data.get(MEMBERS).unwrap_or_default();
     if held.iter().any(|m| m.key == key && m.payload == bytes) {
         return;

@@ -16,7 +16,11 @@
 //! publisher's last sequence number is dropped as a duplicate, and a retained entry no
 //! newer than the stored version is stale.
 
-use std::{collections::HashSet, sync::Arc, time::Instant};
+use std::{
+    collections::{BTreeSet, HashSet},
+    sync::Arc,
+    time::Instant,
+};
 
 use iroh::{PublicKey, SecretKey, Signature};
 use serde::Serialize;
@@ -205,7 +209,7 @@ impl Provenance {
 /// may forward to anyone).
 pub fn may_be_forwarded<'a>(
     me: &Id,
-    links: &HashSet<Id>,
+    links: &BTreeSet<Id>,
     announced: impl Iterator<Item = Option<&'a HashSet<Id>>>,
 ) -> bool {
     announced.into_iter().any(|n| match n {
@@ -298,7 +302,7 @@ mod tests {
     #[test]
     fn a_full_mesh_forwards_nothing() {
         let (me, a, b, c) = ([0u8; 32], [1u8; 32], [2u8; 32], [3u8; 32]);
-        let links: HashSet<Id> = [a, b].into();
+        let links: BTreeSet<Id> = [a, b].into();
         let of_a: HashSet<Id> = [me, b].into();
         let of_b: HashSet<Id> = [me, a].into();
         assert!(!may_be_forwarded(
